@@ -1,0 +1,39 @@
+# sockproto: every target works on a fresh clone; run and test install first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test trial pytest lint clean
+
+install: $(STAMP)
+
+# Compat editable mode puts the checkout itself on sys.path, which is what
+# lets twisted.plugin find twisted/plugins/ here (a plain editable install
+# hides it).  The last step rebuilds twisted/plugins/dropin.cache.
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+	$(PY) -m pip install -q --disable-pip-version-check \
+	    --config-settings editable_mode=compat -e '.[test,dev]'
+	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $(STAMP)
+
+run: install
+	$(PY) -m twisted sockproto-echo
+
+test: trial pytest
+
+trial: install
+	$(VENV)/bin/trial -j2 tests
+
+pytest: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+lint: install
+	$(VENV)/bin/ruff check sockproto twisted tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info _trial_temp* .pytest_cache .hypothesis .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -f twisted/plugins/dropin.cache

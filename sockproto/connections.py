@@ -1,0 +1,192 @@
+"""What every sockproto server connection has: limits, idle timeout, logging, back-pressure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import interfaces, protocol
+from twisted.logger import Logger
+
+from sockproto.listen import describeAddress
+
+log = Logger()
+
+#: Seconds a closing connection may take to flush before it is cut.
+CLOSE_GRACE = 10.0
+
+
+def peerName(transport: Any) -> str:
+    """A printable peer address for logs: ``tcp:127.0.0.1:53422``, ``unix:(unnamed)``."""
+    try:
+        address = transport.getPeer()
+    except Exception:
+        return "unknown"
+    kind = getattr(address, "type", None) or "unix"
+    return describeAddress(str(kind).lower(), address)
+
+
+class _Refusal(protocol.Protocol):
+    """Says one line and hangs up: the answer past ``--max-connections``."""
+
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.message)
+        self.transport.loseConnection()
+
+
+class ServerFactory(protocol.ServerFactory):
+    """
+    Builds a service's protocols, counts them and enforces ``--max-connections``
+    and ``--idle-timeout``.
+
+    ``clock`` is injected (tests pass a ``task.Clock``).  Idle connections are
+    found by a sweep every quarter of the timeout rather than by one timer per
+    connection that every read would have to push back: input only sets a
+    flag, so a connection is closed after between 1 and 1.25 times the
+    timeout of silence.
+    """
+
+    serviceName = "server"
+    refusal = b"ERROR server busy: too many connections, try again later\r\n"
+    noisy = False  # the services log their own start and connections
+    idleSweeps = 4
+
+    def __init__(
+        self,
+        clock: Any,
+        maxConnections: int = 10000,
+        idleTimeout: float = 0.0,
+    ) -> None:
+        self.clock = clock
+        self.maxConnections = maxConnections
+        self.idleTimeout = idleTimeout
+        self.connections: set[ServerProtocol] = set()
+        self.totalConnections = 0
+        self.refusedConnections = 0
+        self._sweeper: Any = None
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol | None:
+        if len(self.connections) >= self.maxConnections:
+            self.refusedConnections += 1
+            log.warn(
+                "{service} refused a connection: {limit} already open",
+                service=self.serviceName,
+                limit=self.maxConnections,
+            )
+            refusal = _Refusal(self.refusal)
+            refusal.factory = self
+            return refusal
+        return protocol.ServerFactory.buildProtocol(self, addr)
+
+    def connectionOpened(self, proto: ServerProtocol) -> None:
+        self.connections.add(proto)
+        self.totalConnections += 1
+        if self.idleTimeout and self._sweeper is None:
+            self._scheduleSweep()
+
+    def connectionClosed(self, proto: ServerProtocol) -> None:
+        self.connections.discard(proto)
+        if not self.connections and self._sweeper is not None:
+            if self._sweeper.active():
+                self._sweeper.cancel()
+            self._sweeper = None
+
+    def _scheduleSweep(self) -> None:
+        self._sweeper = self.clock.callLater(
+            self.idleTimeout / self.idleSweeps, self._sweep
+        )
+
+    def _sweep(self) -> None:
+        for proto in list(self.connections):
+            if proto.heard:
+                proto.heard = False
+                proto.quietSweeps = 0
+            else:
+                proto.quietSweeps += 1
+                if proto.quietSweeps >= self.idleSweeps:
+                    proto.quietSweeps = -(2**31)  # time out once
+                    proto.timeoutConnection()
+        if self.connections:
+            self._scheduleSweep()
+        else:
+            self._sweeper = None
+
+
+class ServerProtocol(protocol.Protocol):
+    """
+    Base of every sockproto server protocol.
+
+    Registers with its factory, logs opening and closing with the peer
+    address, and is closed after the factory's idle timeout without input.
+    Subclasses set ``self.heard = True`` when input arrives (an attribute, not
+    a call, because it is on every read's path).
+    """
+
+    factory: ServerFactory
+    peer = "unknown"
+    heard = True
+    quietSweeps = 0
+    closed = False
+    _producing = False
+
+    def connectionMade(self) -> None:
+        self.peer = peerName(self.transport)
+        self.factory.connectionOpened(self)
+        log.info(
+            "{service} connection opened from {peer}",
+            service=self.factory.serviceName,
+            peer=self.peer,
+        )
+
+    def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
+        self.closed = True
+        self.factory.connectionClosed(self)
+        log.info(
+            "{service} connection closed from {peer}: {why}",
+            service=self.factory.serviceName,
+            peer=self.peer,
+            why=reason.getErrorMessage() if reason is not None else "done",
+        )
+
+    def timeoutConnection(self) -> None:
+        log.info(
+            "{service} closing idle connection from {peer}",
+            service=self.factory.serviceName,
+            peer=self.peer,
+        )
+        self.idleTimedOut()
+        # A peer that does not read would hold a graceful close open forever.
+        self.factory.clock.callLater(CLOSE_GRACE, self._abortIfOpen)
+
+    def _abortIfOpen(self) -> None:
+        if not self.closed:
+            self.transport.abortConnection()
+
+    def idleTimedOut(self) -> None:
+        """Say goodbye to an idle peer; by default just close."""
+        self.closeConnection()
+    def pauseReadingWhenBlocked(self) -> None:
+        """
+        Back-pressure for protocols whose output answers their input: while the
+        transport's outgoing buffer is full, stop reading from the peer.
+
+        The transport is registered as its own streaming producer: Twisted
+        pauses it (stops reading) when the write buffer passes its limit and
+        resumes it when the buffer drains.
+        """
+        transport = self.transport
+        if interfaces.IPushProducer.providedBy(transport):
+            transport.registerProducer(transport, True)
+            self._producing = True
+
+    def closeConnection(self) -> None:
+        """Flush what is owed, then close (a registered producer would hold it open)."""
+        transport = self.transport
+        if transport is None:
+            return
+        if self._producing:
+            self._producing = False
+            transport.unregisterProducer()
+        transport.loseConnection()

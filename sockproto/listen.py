@@ -1,0 +1,332 @@
+"""Endpoint strings, the options every service shares, and the service that listens.
+
+Every sockproto service takes ``--listen ENDPOINT`` (repeatable) with any
+Twisted server endpoint string.  Strings are checked when the options are
+parsed, hardened with safer defaults (a listen backlog of 1024, UNIX sockets
+0600) and, in :class:`ListeningService`, bound all at once or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, endpoints, interfaces
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.protocol import DatagramProtocol, Factory
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from sockproto.reactor import leanDispatch
+
+log = Logger()
+
+#: Twisted's own default of 50 drops connection bursts.
+DEFAULT_BACKLOG = 1024
+#: Owner-only, whatever the umask says.
+DEFAULT_UNIX_MODE = "600"
+
+# Endpoint types whose parsers take ``backlog=``.
+_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls", "unix", "mtls"})
+
+
+class ListenError(SystemExit):
+    """Binding failed: twistd exits non-zero with this message, no traceback."""
+
+
+def splitDescription(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """
+    Split an endpoint string the way Twisted does: (type, args, kwargs).
+
+    Raises ValueError for an empty string.
+    """
+    args, kwargs = endpoints._parse(description)
+    if not args or not args[0]:
+        raise ValueError("no endpoint type")
+    return args[0].lower(), list(args[1:]), kwargs
+
+
+def withSafeDefaults(description: str) -> str:
+    """
+    Add sockproto's defaults to an endpoint string, unless it sets them.
+
+    A listen backlog of :data:`DEFAULT_BACKLOG` where the type takes one, and
+    mode 0600 for UNIX sockets.
+    """
+    kind, _, kwargs = splitDescription(description)
+    if kind in _BACKLOG_TYPES and "backlog" not in kwargs:
+        description += f":backlog={DEFAULT_BACKLOG}"
+    if kind == "unix" and "mode" not in kwargs:
+        description += f":mode={DEFAULT_UNIX_MODE}"
+    return description
+
+
+def parseUDP(description: str) -> tuple[int, str]:
+    """
+    Parse ``udp:PORT[:interface=ADDR]`` into (port, interface).
+
+    The interface defaults to loopback, as every sockproto default does.
+    """
+    kind, args, kwargs = splitDescription(description)
+    if kind != "udp":
+        raise ValueError("not a udp: endpoint")
+    unknown = set(kwargs) - {"port", "interface"}
+    if unknown:
+        raise ValueError(f"unknown parameter {sorted(unknown)[0]!r}")
+    portText = args[0] if args else kwargs.get("port")
+    if portText is None or len(args) > 1:
+        raise ValueError("expected udp:PORT[:interface=ADDRESS]")
+    port = int(portText)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    return port, kwargs.get("interface", "127.0.0.1")
+
+
+def _checkingReactor() -> Any:
+    # Endpoint parsers only store the reactor; a memory reactor lets options be
+    # checked without touching the global one.
+    from twisted.internet.testing import MemoryReactor
+
+    return MemoryReactor()
+
+
+def checkEndpoint(description: str, allowUDP: bool = False) -> str:
+    """
+    Check a ``--listen`` string (with sockproto's defaults added) and return it as given.
+
+    Raises UsageError naming the string for an unknown endpoint type, a bad
+    parameter or a missing file (Twisted raises TypeError, ValueError or
+    OSError for those).
+    """
+    try:
+        kind, args, kwargs = splitDescription(description)
+        if kind == "udp":
+            if not allowUDP:
+                raise ValueError("this service does not speak UDP")
+            parseUDP(description)
+            return description
+        _checkCommonMistakes(kind, args, kwargs)
+        endpoints.serverFromString(_checkingReactor(), withSafeDefaults(description))
+    except Exception as e:
+        # TypeError/ValueError for bad parameters, OSError or an SSL error for
+        # a certificate that cannot be loaded.
+        raise usage.UsageError(f"bad --listen {description!r}: {_reason(e)}") from None
+    return description
+
+
+def _checkCommonMistakes(kind: str, args: list[str], kwargs: dict[str, str]) -> None:
+    # Twisted accepts these and fails only when binding; say so up front.
+    if kind == "unix" and not (args[0] if args else kwargs.get("address")):
+        raise ValueError("the socket path is empty")
+    if kind in ("tcp", "tcp6", "ssl"):
+        port = args[0] if args else kwargs.get("port", "")
+        if port.isdigit() and int(port) > 65535:
+            raise ValueError(f"port {port} is out of range")
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    if isinstance(error, TypeError) and "argument" in text:
+        # "_parseTCP() got an unexpected keyword argument 'prot'" -> the useful part
+        text = text.split(") ", 1)[-1]
+    return text
+
+
+def positiveInt(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value} is not a positive whole number")
+    return number
+
+
+positiveInt.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defined]
+
+
+def nonNegativeFloat(value: str) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"{value} is not a number of seconds, 0 or more")
+    return number
+
+
+nonNegativeFloat.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
+
+
+class ServerOptions(usage.Options):
+    """
+    The options every sockproto service takes.
+
+    Subclasses set :attr:`serviceName` and :attr:`defaultPort`, and add their
+    own ``optParameters`` (usage.Options gathers them along the class tree).
+    """
+
+    serviceName = "server"
+    defaultPort = 0
+    allowUDP = False
+    defaultIdleTimeout = 300.0
+
+    optParameters: list[list[Any]] = [
+        [
+            "max-connections",
+            None,
+            10000,
+            "Connections served at once; past it, new ones get a one-line refusal.",
+            positiveInt,
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["idle-timeout"] = self.defaultIdleTimeout
+        self.docs["idle-timeout"] += f" [default: {self.defaultIdleTimeout:g}]"
+        self.docs["listen"] = self.docs["listen"].replace(
+            "<the service's port>", str(self.defaultPort)
+        )
+
+    def opt_listen(self, description: str) -> None:
+        """Endpoint to listen on: a Twisted server endpoint string (tcp:PORT, unix:PATH, ssl:PORT:privateKey=KEY:certKey=CERT, tls:..., systemd:...). Repeatable. [default: tcp:<the service's port>:interface=127.0.0.1]"""  # noqa: E501
+        self["listen"].append(checkEndpoint(description, self.allowUDP))
+
+    opt_l = opt_listen
+
+    def opt_idle_timeout(self, value: str) -> None:
+        """Close a connection that sends nothing for this many seconds (0: never)."""
+        try:
+            self["idle-timeout"] = nonNegativeFloat(value)
+        except ValueError as e:
+            raise usage.UsageError(f"bad --idle-timeout: {e}") from None
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [
+                checkEndpoint(f"tcp:{self.defaultPort}:interface=127.0.0.1")
+            ]
+
+    def getSynopsis(self) -> str:
+        return f"Usage: twistd [twistd options] sockproto-{self.serviceName} [options]"
+
+
+def describeAddress(kind: str, address: object) -> str:
+    """Render a listening or peer address: ``tcp:127.0.0.1:8124``, ``unix:/run/x.sock``."""
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        host = f"[{address.host}]" if isinstance(address, IPv6Address) else address.host
+        return f"{kind}:{host}:{address.port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "backslashreplace")
+        return f"{kind}:{name or '(unnamed)'}"
+    return f"{kind}:{address}"
+
+
+class ListeningService(service.Service):
+    """
+    Listens on every endpoint of a service, all or nothing.
+
+    If one endpoint cannot be bound, the ones already bound are released and
+    :class:`ListenError` stops twistd with a message naming the endpoint.
+    """
+
+    def __init__(
+        self,
+        serviceName: str,
+        descriptions: Sequence[str],
+        factory: Factory,
+        reactor: Any,
+        datagramProtocol: Callable[[], DatagramProtocol] | None = None,
+    ) -> None:
+        self.name = serviceName
+        self.descriptions = list(descriptions)
+        self.factory = factory
+        self.reactor = reactor
+        self.datagramProtocol = datagramProtocol
+        self.ports: list[tuple[str, Any]] = []
+
+    def privilegedStartService(self) -> None:
+        # Bind before twistd drops privileges, so low ports work.
+        leanDispatch(self.reactor)
+        self._listenAll()
+        service.Service.privilegedStartService(self)
+
+    def startService(self) -> None:
+        if not self.ports:
+            leanDispatch(self.reactor)
+            self._listenAll()
+        service.Service.startService(self)
+
+    def _listenAll(self) -> None:
+        for description in self.descriptions:
+            try:
+                port = self._listen(description)
+            except Exception as e:
+                for _, bound in self.ports:
+                    bound.stopListening()
+                self.ports = []
+                log.error(
+                    "{service} cannot listen on {endpoint}: {reason}",
+                    service=self.name,
+                    endpoint=description,
+                    reason=_reason(e),
+                )
+                raise ListenError(
+                    f"sockproto-{self.name}: cannot listen on {description}: {_reason(e)}"
+                ) from None
+            kind = splitDescription(description)[0]
+            self.ports.append((description, port))
+            log.info(
+                "{service} listening on {address}",
+                service=self.name,
+                address=describeAddress(kind, port.getHost()),
+            )
+
+    def _listen(self, description: str) -> Any:
+        kind = splitDescription(description)[0]
+        if kind == "udp":
+            if self.datagramProtocol is None:
+                raise ValueError("this service does not speak UDP")
+            portNumber, interface = parseUDP(description)
+            return self.reactor.listenUDP(
+                portNumber, self.datagramProtocol(), interface=interface
+            )
+        endpoint = endpoints.serverFromString(self.reactor, withSafeDefaults(description))
+        if kind == "unix":
+            # Close the window between bind() and chmod() in which the socket
+            # would carry the umask's mode.
+            oldMask = os.umask(0o077)
+            try:
+                return _resultNow(endpoint.listen(self.factory))
+            finally:
+                os.umask(oldMask)
+        return _resultNow(endpoint.listen(self.factory))
+
+    def stopService(self) -> defer.Deferred[Any]:
+        service.Service.stopService(self)
+        ports, self.ports = self.ports, []
+        return defer.gatherResults(
+            [defer.maybeDeferred(port.stopListening) for _, port in ports],
+            consumeErrors=True,
+        )
+
+    @property
+    def addresses(self) -> list[Any]:
+        """The bound addresses, in the order of the descriptions."""
+        return [port.getHost() for _, port in self.ports]
+
+
+def _resultNow(deferred: defer.Deferred[Any]) -> Any:
+    """The result of a listen() that has fired; raise its failure if it failed."""
+    results: list[Any] = []
+    deferred.addBoth(results.append)
+    if not results:
+        deferred.cancel()
+        raise RuntimeError("the endpoint did not start listening at once")
+    result = results[0]
+    if isinstance(result, Failure):
+        result.raiseException()
+    if not interfaces.IListeningPort.providedBy(result):
+        raise RuntimeError(f"listen() gave {result!r}, not a listening port")
+    return result

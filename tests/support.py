@@ -1,0 +1,224 @@
+"""Helpers for the tests: the real services as subprocesses, certificates, blocking clients."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+_LISTENING = re.compile(r"(\S+) listening on (\S+)")
+
+
+class ServiceProcess:
+    """
+    A sockproto service run the way users run it: ``python -m twisted sockproto-X``.
+
+    Its log is read on a thread; :meth:`start` waits for one ``listening on``
+    line per endpoint and records the real addresses.
+    """
+
+    def __init__(self, plugin: str, *args: str, cwd: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.argv = [PYTHON, "-m", "twisted", "--log-format", "text", plugin, *args]
+        self.cwd = cwd
+        self.env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        self.lines: list[str] = []
+        self.addresses: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self._changed = threading.Condition()
+
+    def start(self, endpoints: int = 1, timeout: float = 20.0) -> ServiceProcess:
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=self.cwd,
+            env=self.env,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        self.waitFor(lambda: len(self.addresses) >= endpoints, timeout, "listening")
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line)
+                match = _LISTENING.search(line)
+                if match:
+                    self.addresses.append(match.group(2))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def waitFor(self, condition, timeout: float = 10.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not condition():
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc is not None and self.proc.poll() is not None and not condition()):
+                    # Give the reader a moment to catch the last lines.
+                    self._changed.wait(0.2)
+                    if condition():
+                        return
+                    raise AssertionError(f"timed out waiting for {what}; log:\n{self.log}")
+                self._changed.wait(min(left, 0.2))
+
+    def waitForLog(self, text: str, timeout: float = 10.0) -> None:
+        self.waitFor(lambda: text in self.log, timeout, repr(text))
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def tcpPort(self, index: int = 0) -> int:
+        return int(self.addresses[index].rsplit(":", 1)[1])
+
+    def unixPath(self, index: int = 0) -> str:
+        return self.addresses[index].split(":", 1)[1]
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss(self) -> int:
+        """Resident memory in bytes."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def runService(plugin: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run a service that is expected to exit by itself (bad options, a busy port)."""
+    return subprocess.run(
+        [PYTHON, "-m", "twisted", "--log-format", "text", plugin, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+
+
+def connect(port: int, timeout: float = 10.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return sock
+
+
+def connectUNIX(path: str, timeout: float = 10.0) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(path)
+    return sock
+
+
+def recvExactly(sock: socket.socket, count: int) -> bytes:
+    chunks = []
+    while count:
+        chunk = sock.recv(min(count, 1 << 20))
+        if not chunk:
+            raise AssertionError(f"connection closed with {count} bytes still expected")
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+def recvUntil(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed before {marker!r}; got {data!r}")
+        data += chunk
+    return data
+
+
+def recvAll(sock: socket.socket) -> bytes:
+    """Everything until the server closes."""
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def makeCertificate(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed certificate for ``name`` and 127.0.0.1; returns (key, cert) paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    keyPath = directory / f"{name}.key"
+    certPath = directory / f"{name}.crt"
+    keyPath.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    keyPath.chmod(0o600)
+    certPath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return keyPath, certPath
+
+
+def tlsConnect(port: int, cafile: Path, hostname: str = "localhost", timeout: float = 10.0) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(cafile))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return context.wrap_socket(raw, server_hostname=hostname)

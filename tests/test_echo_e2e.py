@@ -1,0 +1,165 @@
+"""The echo service end to end: the real plugin in a subprocess, real sockets."""
+
+import os
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from tests.support import (
+    PYTHON,
+    ROOT,
+    ServiceProcess,
+    connect,
+    connectUNIX,
+    makeCertificate,
+    recvAll,
+    recvExactly,
+    recvUntil,
+    runService,
+    tlsConnect,
+)
+
+
+class EchoEndToEndTests(unittest.TestCase):
+    def startEcho(self, *args, endpoints=1):
+        service = ServiceProcess("sockproto-echo", *args)
+        self.addCleanup(service.stop)
+        return service.start(endpoints)
+
+    def test_tcpUnixTlsAndUdpAtOnce(self):
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        key, cert = makeCertificate(tmp)
+        path = tmp / "echo.sock"
+        service = self.startEcho(
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--listen", f"unix:{path}",
+            "--listen", f"ssl:0:privateKey={key}:certKey={cert}:interface=127.0.0.1",
+            "--listen", "udp:0",
+            endpoints=4,
+        )
+        self.assertTrue(service.addresses[0].startswith("tcp:127.0.0.1:"))
+        self.assertEqual(service.addresses[1], f"unix:{path}")
+        self.assertTrue(service.addresses[2].startswith("ssl:127.0.0.1:"))
+        self.assertTrue(service.addresses[3].startswith("udp:127.0.0.1:"))
+        payload = bytes(range(256)) * 64
+
+        with connect(service.tcpPort(0)) as sock:
+            sock.sendall(payload)
+            self.assertEqual(recvExactly(sock, len(payload)), payload)
+
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        with connectUNIX(str(path)) as sock:
+            sock.sendall(payload)
+            self.assertEqual(recvExactly(sock, len(payload)), payload)
+
+        with tlsConnect(service.tcpPort(2), cafile=cert) as sock:
+            self.assertIn(sock.version(), ("TLSv1.2", "TLSv1.3"))
+            sock.sendall(payload)
+            self.assertEqual(recvExactly(sock, len(payload)), payload)
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(5)
+            udp.sendto(b"\x00datagram\xff", ("127.0.0.1", service.tcpPort(3)))
+            data, _ = udp.recvfrom(100)
+            self.assertEqual(data, b"\x00datagram\xff")
+        service.waitForLog("echo connection opened from tcp:127.0.0.1:")
+        service.waitForLog("echo connection opened from unix:")
+
+    def test_lineAndUpperModes(self):
+        service = self.startEcho("--listen", "tcp:0:interface=127.0.0.1", "--mode", "line", "--max-line-length", "100")
+        with connect(service.tcpPort()) as sock:
+            self.assertEqual(recvUntil(sock, b"\n"), b"Welcome to echo server!\n")
+            sock.sendall(b"hello\r\n" + b"x" * 500 + b"\nstill here\n")
+            got = recvUntil(sock, b"still here\n")
+            self.assertEqual(got, b"Echo: hello\nERROR line too long: discarded\nEcho: still here\n")
+        service.stop()
+        service = self.startEcho("--listen", "tcp:0:interface=127.0.0.1", "--mode", "upper")
+        with connect(service.tcpPort()) as sock:
+            sock.sendall(b"shout\n")
+            self.assertEqual(recvUntil(sock, b"\n"), b"SHOUT\n")
+
+    def test_halfCloseGetsEveryReply(self):
+        service = self.startEcho("--listen", "tcp:0:interface=127.0.0.1")
+        payload = os.urandom(3 * 1024 * 1024)
+        with connect(service.tcpPort(), timeout=30) as sock:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            self.assertEqual(recvAll(sock), payload)
+
+    def test_peerThatNeverReadsDoesNotGrowTheServer(self):
+        service = self.startEcho("--listen", "tcp:0:interface=127.0.0.1")
+        before = service.rss()
+        chunk = b"z" * 65536
+        with connect(service.tcpPort()) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.setblocking(False)
+            sent = 0
+            deadline = time.monotonic() + 3
+            # Push until the server stops reading and every buffer is full.
+            while time.monotonic() < deadline and sent < 256 * 1024 * 1024:
+                try:
+                    sent += sock.send(chunk)
+                except BlockingIOError:
+                    time.sleep(0.05)
+            growth = service.rss() - before
+            # Without back-pressure the server would hold most of what was sent.
+            self.assertLess(sent, 64 * 1024 * 1024, "the server kept reading from a peer that does not read")
+            self.assertLess(growth, 32 * 1024 * 1024)
+            # And nothing was lost: reading now gets everything back.
+            sock.setblocking(True)
+            sock.settimeout(30)
+            received = 0
+            while received < sent:
+                data = sock.recv(1 << 20)
+                self.assertTrue(data)
+                self.assertEqual(data.strip(b"z"), b"")
+                received += len(data)
+            self.assertEqual(received, sent)
+
+    def test_refusalPastMaxConnections(self):
+        service = self.startEcho("--listen", "tcp:0:interface=127.0.0.1", "--max-connections", "1")
+        with connect(service.tcpPort()) as first:
+            first.sendall(b"ping")
+            self.assertEqual(recvExactly(first, 4), b"ping")
+            with connect(service.tcpPort()) as second:
+                self.assertEqual(recvAll(second), b"ERROR server busy: too many connections, try again later\n")
+            first.sendall(b"still")
+            self.assertEqual(recvExactly(first, 5), b"still")
+
+    def test_badListenIsAUsageError(self):
+        result = runService("sockproto-echo", "--listen", "tcp:99999:interfase=x")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("tcp:99999:interfase=x", result.stderr + result.stdout)
+        self.assertNotIn("Traceback", result.stderr + result.stdout)
+
+    def test_portInUseExitsNonZeroNamingTheEndpoint(self):
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            tmp = Path(self.mktemp())
+            tmp.mkdir()
+            result = runService(
+                "sockproto-echo",
+                "--listen", f"unix:{tmp}/first.sock",
+                "--listen", f"tcp:{port}:interface=127.0.0.1",
+            )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1", result.stderr)
+        self.assertIn("Address already in use", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_twistdFindsThePlugin(self):
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        twistd = str(Path(PYTHON).parent / "twistd")
+        proc = subprocess.run(
+            [twistd, "--help"], capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp,
+        )
+        self.assertIn("sockproto-echo", proc.stdout)

@@ -1,0 +1,161 @@
+"""The machinery every service shares: --listen strings, options, the listening service."""
+
+import os
+import stat
+import tempfile
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import LogLevel, capturedLogs
+from twisted.python import usage
+from twisted.trial import unittest
+
+from sockproto import echo
+from sockproto.listen import (
+    DEFAULT_BACKLOG,
+    ListenError,
+    checkEndpoint,
+    parseUDP,
+    withSafeDefaults,
+)
+from sockproto.reactor import leanDispatch
+
+
+def parse(*argv):
+    options = echo.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class EndpointStringTests(unittest.TestCase):
+    def test_defaultsAdded(self):
+        self.assertEqual(withSafeDefaults("tcp:80"), f"tcp:80:backlog={DEFAULT_BACKLOG}")
+        self.assertEqual(withSafeDefaults("unix:/x.sock"), f"unix:/x.sock:backlog={DEFAULT_BACKLOG}:mode=600")
+
+    def test_userSettingsKept(self):
+        self.assertEqual(withSafeDefaults("tcp:80:backlog=5"), "tcp:80:backlog=5")
+        self.assertEqual(withSafeDefaults("unix:/x:mode=660:backlog=7"), "unix:/x:mode=660:backlog=7")
+
+    def test_otherTypesUntouched(self):
+        self.assertEqual(withSafeDefaults("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0")
+
+    def test_badStringsAreUsageErrorsNamingTheString(self):
+        bad_strings = ["tcp:notaport", "nosuchtype:1", "tcp:80:bogus=1", "", "unix:", "tcp:70000"]
+        for bad in [*bad_strings, "ssl:443:privateKey=/no/such.pem"]:
+            with self.assertRaises(usage.UsageError) as caught:
+                checkEndpoint(bad)
+            self.assertIn(repr(bad), str(caught.exception))
+
+    def test_udpOnlyWhereAllowed(self):
+        self.assertRaises(usage.UsageError, checkEndpoint, "udp:5000")
+        self.assertEqual(checkEndpoint("udp:5000", allowUDP=True), "udp:5000")
+        self.assertEqual(parseUDP("udp:5000"), (5000, "127.0.0.1"))
+        self.assertEqual(parseUDP(r"udp:port=7:interface=\:\:1"), (7, "::1"))
+        for bad in ["udp:", "udp:x", "udp:70000", "udp:1:2", "udp:1:foo=2"]:
+            self.assertRaises(usage.UsageError, checkEndpoint, bad, allowUDP=True)
+
+
+class OptionsTests(unittest.TestCase):
+    def test_defaultIsLoopbackOnTheServicePort(self):
+        self.assertEqual(parse()["listen"], ["tcp:8124:interface=127.0.0.1"])
+
+    def test_listenRepeatable(self):
+        options = parse("--listen", "tcp:0", "-l", "unix:/tmp/x.sock")
+        self.assertEqual(options["listen"], ["tcp:0", "unix:/tmp/x.sock"])
+
+    def test_badValues(self):
+        for argv in [
+            ["--max-connections", "0"],
+            ["--max-connections", "many"],
+            ["--idle-timeout", "-1"],
+            ["--idle-timeout", "nan"],
+            ["--idle-timeout", "soon"],
+            ["--mode", "shout"],
+            ["--max-line-length", "0"],
+            ["--listen", "tcp:x"],
+        ]:
+            self.assertRaises(usage.UsageError, parse, *argv)
+
+    def test_helpMentionsDefaults(self):
+        text = str(echo.Options())
+        self.assertIn("tcp:8124:interface=127.0.0.1", text)
+        self.assertIn("[default: 300]", text)
+
+
+class UDPMemoryReactor(MemoryReactor):
+    """MemoryReactor with listenUDP recorded too."""
+
+    def __init__(self):
+        super().__init__()
+        self.udpServers = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import _FakePort
+
+        self.udpServers.append((port, protocol, interface))
+        return _FakePort(IPv4Address("UDP", interface, port))
+
+
+class FailingReactor(MemoryReactor):
+    """Binds the first TCP port and fails the second."""
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        if self.tcpServers:
+            raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+        return MemoryReactor.listenTCP(self, port, factory, backlog, interface)
+
+
+class ListeningServiceTests(unittest.TestCase):
+    def makeService(self, reactor, *listen):
+        options = parse(*[a for d in listen for a in ("--listen", d)])
+        return echo.makeService(options, reactor)
+
+    def test_listensEverywhereWithSafeDefaults(self):
+        reactor = UDPMemoryReactor()
+        path = os.path.join(tempfile.mkdtemp(), "e.sock")
+        service = self.makeService(reactor, "tcp:0:interface=127.0.0.1", f"unix:{path}", "tcp:9:backlog=3", "udp:0")
+        with capturedLogs() as events:
+            service.privilegedStartService()
+            service.startService()
+        self.assertEqual([s[2] for s in reactor.tcpServers], [DEFAULT_BACKLOG, 3])
+        self.assertEqual(reactor.tcpServers[0][3], "127.0.0.1")
+        self.assertEqual(reactor.unixServers[0][3], 0o600)
+        self.assertEqual(len(reactor.udpServers), 1)
+        listening = [e for e in events if e.get("log_format") == "{service} listening on {address}"]
+        self.assertEqual(len(listening), 4)
+        self.assertEqual(listening[1]["address"], f"unix:{path}")
+        self.assertRegex(listening[0]["address"], r"^tcp:[0-9.]+:[0-9]+$")
+
+    def test_allOrNothing(self):
+        reactor = FailingReactor()
+        service = self.makeService(reactor, "tcp:1234", "tcp:1235")
+        with capturedLogs() as events:
+            with self.assertRaises(ListenError) as caught:
+                service.privilegedStartService()
+        self.assertIn("tcp:1235", str(caught.exception))
+        self.assertIn("Address already in use", str(caught.exception))
+        self.assertEqual(service.ports, [])
+        self.assertIn(LogLevel.error, [e["log_level"] for e in events], events)
+
+    def test_stopServiceStopsListening(self):
+        reactor = MemoryReactor()
+        service = self.makeService(reactor, "tcp:1234")
+        service.startService()
+        self.assertEqual(len(service.ports), 1)
+        self.successResultOf(service.stopService())
+        self.assertEqual(service.ports, [])
+
+
+class RealUNIXModeTests(unittest.TestCase):
+    def test_unixSocketIsOwnerOnly(self):
+        from twisted.internet import reactor
+
+        path = os.path.join(tempfile.mkdtemp(), "e.sock")
+        service = echo.makeService(parse("--listen", f"unix:{path}"), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+
+    def test_leanDispatchOnlyForEpoll(self):
+        self.assertFalse(leanDispatch(MemoryReactor()))
