@@ -31,6 +31,16 @@ DEFAULT_UNIX_MODE = "600"
 
 # Endpoint types whose parsers take ``backlog=``.
 _BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls", "unix", "mtls"})
+# Loopback for each network endpoint type, used when the string names no
+# interface (Twisted's own default is every interface).  tls: listens on an
+# IPv6 socket, where the v4-mapped loopback also takes 127.0.0.1 clients.
+_LOOPBACK = {
+    "tcp": "127.0.0.1",
+    "ssl": "127.0.0.1",
+    "mtls": "127.0.0.1",
+    "tcp6": r"\:\:1",
+    "tls": r"\:\:ffff\:127.0.0.1",
+}
 
 
 class ListenError(SystemExit):
@@ -53,10 +63,14 @@ def withSafeDefaults(description: str) -> str:
     """
     Add sockproto's defaults to an endpoint string, unless it sets them.
 
-    A listen backlog of :data:`DEFAULT_BACKLOG` where the type takes one, and
-    mode 0600 for UNIX sockets.
+    A listen backlog of :data:`DEFAULT_BACKLOG` where the type takes one,
+    mode 0600 for UNIX sockets, and the loopback interface for network
+    endpoints that name none: listening on every interface must be asked for
+    (``interface=0.0.0.0`` or ``interface=\\:\\:``).
     """
     kind, _, kwargs = splitDescription(description)
+    if kind in _LOOPBACK and "interface" not in kwargs:
+        description += f":interface={_LOOPBACK[kind]}"
     if kind in _BACKLOG_TYPES and "backlog" not in kwargs:
         description += f":backlog={DEFAULT_BACKLOG}"
     if kind == "unix" and "mode" not in kwargs:
@@ -125,6 +139,12 @@ def _checkCommonMistakes(kind: str, args: list[str], kwargs: dict[str, str]) -> 
         port = args[0] if args else kwargs.get("port", "")
         if port.isdigit() and int(port) > 65535:
             raise ValueError(f"port {port} is out of range")
+    if kind == "tls":
+        path = args[0] if args else kwargs.get("path", "")
+        if not os.path.isdir(path):
+            raise ValueError(f"{path!r} is not a directory of PEM files")
+    if kind == "systemd" and "LISTEN_FDS" not in os.environ:
+        raise ValueError("no sockets were passed by systemd (LISTEN_FDS is not set)")
 
 
 def _reason(error: BaseException) -> str:

@@ -29,18 +29,26 @@ def parse(*argv):
 
 class EndpointStringTests(unittest.TestCase):
     def test_defaultsAdded(self):
-        self.assertEqual(withSafeDefaults("tcp:80"), f"tcp:80:backlog={DEFAULT_BACKLOG}")
+        self.assertEqual(withSafeDefaults("tcp:80"), f"tcp:80:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}")
+        self.assertEqual(
+            withSafeDefaults("tls:/d:port=1"), rf"tls:/d:port=1:interface=\:\:ffff\:127.0.0.1:backlog={DEFAULT_BACKLOG}"
+        )
         self.assertEqual(withSafeDefaults("unix:/x.sock"), f"unix:/x.sock:backlog={DEFAULT_BACKLOG}:mode=600")
 
     def test_userSettingsKept(self):
-        self.assertEqual(withSafeDefaults("tcp:80:backlog=5"), "tcp:80:backlog=5")
+        self.assertEqual(withSafeDefaults("tcp:80:backlog=5:interface=0.0.0.0"), "tcp:80:backlog=5:interface=0.0.0.0")
         self.assertEqual(withSafeDefaults("unix:/x:mode=660:backlog=7"), "unix:/x:mode=660:backlog=7")
 
     def test_otherTypesUntouched(self):
         self.assertEqual(withSafeDefaults("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0")
 
+    def test_systemdWithoutSocketsSaysSo(self):
+        with self.assertRaises(usage.UsageError) as caught:
+            checkEndpoint("systemd:domain=INET:index=0")
+        self.assertIn("LISTEN_FDS", str(caught.exception))
+
     def test_badStringsAreUsageErrorsNamingTheString(self):
-        bad_strings = ["tcp:notaport", "nosuchtype:1", "tcp:80:bogus=1", "", "unix:", "tcp:70000"]
+        bad_strings = ["tcp:notaport", "nosuchtype:1", "tcp:80:bogus=1", "", "unix:", "tcp:70000", "tls:/nonexistent"]
         for bad in [*bad_strings, "ssl:443:privateKey=/no/such.pem"]:
             with self.assertRaises(usage.UsageError) as caught:
                 checkEndpoint(bad)
@@ -119,7 +127,7 @@ class ListeningServiceTests(unittest.TestCase):
             service.privilegedStartService()
             service.startService()
         self.assertEqual([s[2] for s in reactor.tcpServers], [DEFAULT_BACKLOG, 3])
-        self.assertEqual(reactor.tcpServers[0][3], "127.0.0.1")
+        self.assertEqual([s[3] for s in reactor.tcpServers], ["127.0.0.1", "127.0.0.1"])
         self.assertEqual(reactor.unixServers[0][3], 0o600)
         self.assertEqual(len(reactor.udpServers), 1)
         listening = [e for e in events if e.get("log_format") == "{service} listening on {address}"]
