@@ -112,7 +112,8 @@ class DialogTests(unittest.TestCase):
 
 class ToleranceTests(unittest.TestCase):
     def test_whosThere(self):
-        for answer in ["Who's there?", "who’s there", "WHOS THERE", "  who 's   there ! ", "who is there?", "Who`s there"]:
+        accepted = ["Who's there?", "who’s there", "WHOS THERE", "  who 's   there ! ", "who is there?", "Who`s there"]
+        for answer in accepted:
             self.assertTrue(isWhosThere(answer), answer)
         for answer in ["", "who", "who there", "whose there", "who's where", "who's there there"]:
             self.assertFalse(isWhosThere(answer), answer)
@@ -164,7 +165,8 @@ class BookTests(unittest.TestCase):
             "joke 2",
             "missing 'punchline'",
         )
-        self.assertBookError(self.write("t.json", json.dumps([{"setup": 3, "punchline": "B"}])), "joke 1", "'setup'")
+        notText = json.dumps([{"setup": 3, "punchline": "B"}])
+        self.assertBookError(self.write("t.json", notText), "joke 1", "'setup'")
         self.assertBookError(self.write("n.json", json.dumps([{"setup": "a\nb", "punchline": "B"}])), "one line")
         self.assertBookError(self.write("e.json", "[]"), "no jokes")
         self.assertBookError(self.write("k.json", json.dumps({"joke": []})), "unknown key 'joke'")
