@@ -25,6 +25,16 @@ def peerName(transport: Any) -> str:
     return describeAddress(str(kind).lower(), address)
 
 
+def setSocketOptions(transport: Any, noDelay: bool = False, keepAlive: bool = False) -> None:
+    """TCP_NODELAY and SO_KEEPALIVE where the transport is TCP (also under TLS); a no-op elsewhere."""
+    for wanted, setter in ((noDelay, "setTcpNoDelay"), (keepAlive, "setTcpKeepAlive")):
+        if wanted and hasattr(transport, setter):
+            try:
+                getattr(transport, setter)(1)
+            except (OSError, AttributeError):
+                pass  # a UNIX socket or a transport without the option
+
+
 class _Refusal(protocol.Protocol):
     """Says one line and hangs up: the answer past ``--max-connections``."""
 
@@ -132,6 +142,9 @@ class ServerProtocol(protocol.Protocol):
     _producing = False
 
     def connectionMade(self) -> None:
+        # Replies are written whole; Nagle would only hold the next one back
+        # until the peer's delayed ACK.
+        setSocketOptions(self.transport, noDelay=True)
         self.peer = peerName(self.transport)
         self.factory.connectionOpened(self)
         log.info(

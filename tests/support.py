@@ -222,3 +222,45 @@ def tlsConnect(port: int, cafile: Path, hostname: str = "localhost", timeout: fl
     context = ssl.create_default_context(cafile=str(cafile))
     raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     return context.wrap_socket(raw, server_hostname=hostname)
+
+
+class LineClient:
+    """A blocking line client for text services, with a buffer for lines not yet read."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    @classmethod
+    def tcp(cls, port: int, timeout: float = 10.0) -> LineClient:
+        return cls(connect(port, timeout))
+
+    def send(self, text: str | bytes) -> None:
+        self.sock.sendall(text.encode() if isinstance(text, str) else text)
+
+    def line(self) -> str:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed; unread: {self.buffer!r}")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def until(self, fragment: str, limit: int = 10000) -> list[str]:
+        """Lines up to and including the first containing ``fragment``."""
+        seen = []
+        for _ in range(limit):
+            seen.append(self.line())
+            if fragment in seen[-1]:
+                return seen
+        raise AssertionError(f"{fragment!r} not seen in {seen[-20:]}")
+
+    def closedAfter(self) -> bytes:
+        """What the server still sends before it closes."""
+        rest = self.buffer + recvAll(self.sock)
+        self.buffer = b""
+        return rest
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,6 +1,10 @@
 """twistd plugins for sockproto: thin entries, each service imported only when used."""
 
 from twisted.application.service import ServiceMaker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.strcred import ICheckerFactory
+from twisted.plugin import IPlugin
+from zope.interface import implementer
 
 sockprotoEcho = ServiceMaker(
     "sockproto echo",
@@ -15,3 +19,31 @@ sockprotoJoke = ServiceMaker(
     "Knock-knock joke server, tolerant of how people type, with a joke book users can extend.",
     "sockproto-joke",
 )
+
+sockprotoChat = ServiceMaker(
+    "sockproto chat",
+    "sockproto.chat.service",
+    "Multi-room line chat: nicknames, history, private messages, logins, fair fan-out.",
+    "sockproto-chat",
+)
+
+
+@implementer(ICheckerFactory, IPlugin)
+class _HashedPasswords:
+    """``--auth hashed:FILE``: scrypt-hashed password files (imported when used)."""
+
+    authType = "hashed"
+    authHelp = (
+        "A password file of scrypt hashes, one 'name:hash' per line, made with "
+        "'sockproto passwd FILE NAME'. It is read again when it changes."
+    )
+    argStringFormat = "A path to a file made by 'sockproto passwd'."
+    credentialInterfaces = (IUsernamePassword,)
+
+    def generateChecker(self, argstring):
+        from sockproto.chat.passwords import HashedPasswordCheckerFactory
+
+        return HashedPasswordCheckerFactory().generateChecker(argstring)
+
+
+hashedPasswords = _HashedPasswords()

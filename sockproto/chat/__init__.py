@@ -1,0 +1,1 @@
+"""The multi-room chat service: ``twistd -n sockproto-chat``."""

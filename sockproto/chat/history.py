@@ -1,0 +1,157 @@
+"""Chat history: recent messages per room in memory, persisted to SQLite in batches.
+
+Replay (joining a room, ``/history``) is served from memory.  Writes are
+collected and committed together from one database thread, so a burst of
+messages is a handful of transactions, and the reactor never waits on disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from twisted.logger import Logger
+
+log = Logger()
+
+MEMORY = ":memory:"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    room TEXT NOT NULL,
+    time REAL NOT NULL,
+    nick TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
+"""
+
+
+class Entry(NamedTuple):
+    time: float
+    nick: str
+    kind: str  # "say" or "me"
+    text: str
+
+
+class History:
+    """
+    Recent messages of every room.
+
+    ``path`` is an SQLite file, or ``:memory:`` to keep nothing across
+    restarts.  ``keep`` messages per room are held in memory.
+    """
+
+    def __init__(self, path: str, clock: Any, keep: int = 500, writeDelay: float = 0.05) -> None:
+        self.path = path
+        self.clock = clock
+        self.keep = keep
+        self.writeDelay = writeDelay
+        self._rooms: dict[str, deque[Entry]] = {}
+        self._pending: list[tuple[str, float, str, str, str]] = []
+        self._writeCall: Any = None
+        self._writing: defer.Deferred[Any] | None = None
+        self._pool: adbapi.ConnectionPool | None = None
+        self.batchesWritten = 0
+
+    @property
+    def persistent(self) -> bool:
+        return self.path != MEMORY
+
+    def open(self) -> None:
+        """Create the schema and load recent messages (at startup, before serving)."""
+        if not self.persistent:
+            return
+        connection = sqlite3.connect(self.path)
+        try:
+            connection.executescript(_SCHEMA)
+            connection.execute("PRAGMA journal_mode=WAL")
+            rooms = [row[0] for row in connection.execute("SELECT DISTINCT room FROM messages")]
+            for room in rooms:
+                rows = connection.execute(
+                    "SELECT time, nick, kind, text FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?",
+                    (room, self.keep),
+                ).fetchall()
+                self._rooms[room] = deque((Entry(*row) for row in reversed(rows)), maxlen=self.keep)
+        finally:
+            connection.close()
+        self._pool = adbapi.ConnectionPool(
+            "sqlite3",
+            self.path,
+            check_same_thread=False,
+            cp_min=1,
+            cp_max=1,  # one writer: SQLite allows no more
+            cp_openfun=_tune,
+        )
+
+    def record(self, room: str, when: float, nick: str, kind: str, text: str) -> None:
+        entries = self._rooms.get(room)
+        if entries is None:
+            entries = self._rooms[room] = deque(maxlen=self.keep)
+        entries.append(Entry(when, nick, kind, text))
+        if self._pool is not None:
+            self._pending.append((room, when, nick, kind, text))
+            if self._writeCall is None and self._writing is None:
+                self._writeCall = self.clock.callLater(self.writeDelay, self._write)
+
+    def recent(self, room: str, count: int) -> list[Entry]:
+        entries = self._rooms.get(room)
+        if not entries or count <= 0:
+            return []
+        if count >= len(entries):
+            return list(entries)
+        return list(entries)[-count:]
+
+    def rooms(self) -> Iterable[str]:
+        return self._rooms.keys()
+
+    def _write(self) -> None:
+        self._writeCall = None
+        rows, self._pending = self._pending, []
+        if not rows or self._pool is None:
+            return
+        self._writing = self._pool.runInteraction(_insert, rows)
+
+        def written(result: Any) -> None:
+            self.batchesWritten += 1
+
+        def failed(failure: Any) -> None:
+            log.failure("chat history: could not store {count} messages", failure, count=len(rows))
+
+        def next(_: Any) -> None:
+            self._writing = None
+            if self._pending:
+                # Messages that came during this commit go in the next one at once.
+                self._write()
+
+        self._writing.addCallbacks(written, failed).addBoth(next)
+
+    @defer.inlineCallbacks
+    def close(self) -> Any:
+        """Write what is pending and close the database."""
+        if self._writeCall is not None and self._writeCall.active():
+            self._writeCall.cancel()
+            self._writeCall = None
+        while self._writing is not None or self._pending:
+            if self._writing is not None:
+                yield self._writing
+            elif self._pending:
+                self._write()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+def _tune(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def _insert(cursor: Any, rows: list[tuple[str, float, str, str, str]]) -> None:
+    cursor.executemany("INSERT INTO messages (room, time, nick, kind, text) VALUES (?, ?, ?, ?, ?)", rows)

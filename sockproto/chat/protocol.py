@@ -1,0 +1,418 @@
+"""The chat's wire protocol: UTF-8 lines in, commands and messages handed to the hub."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from twisted.cred import checkers, credentials, error
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet import defer, interfaces
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from sockproto.chat.hub import HISTORY_DEFAULT, HISTORY_MAX, ChatError, ChatHub, Room
+from sockproto.chat.text import clean, decode
+from sockproto.connections import ServerFactory, setSocketOptions
+from sockproto.fastio import eagerWriter
+from sockproto.lines import TOO_LONG, LineServerProtocol
+
+log = Logger()
+
+HELP = """\
+*** Commands:
+***   text            say text to your room (//text says /text)
+***   /nick NAME      change your nickname
+***   /join #room     leave your room and enter another
+***   /rooms          list rooms and how many are in each
+***   /list, /who     list the nicknames in your room
+***   /msg NICK text  private message
+***   /me text        action
+***   /history [N]    the last N messages of your room (default 20, at most 500)
+***   /login NAME PASSWORD   log in, where the server asks for it
+***   /quit [reason]  leave
+"""
+
+
+class IChatUser(Interface):
+    """The avatar of a logged-in chat user: its name."""
+
+
+@implementer(IRealm)
+class ChatRealm:
+    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, str, Any]:
+        name = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
+        return (IChatUser, name, lambda: None)
+
+
+@implementer(checkers.ICredentialsChecker)
+class AnyOfCheckers:
+    """
+    Accepts what any of several checkers accepts, tried in the order given.
+
+    A Portal keeps one checker per credentials interface, so ``--auth memory:...
+    --auth hashed:...`` needs this to honour both.
+    """
+
+    def __init__(self, checkerList: list[Any]) -> None:
+        self.checkers = list(checkerList)
+        self.credentialInterfaces = tuple({i for c in self.checkers for i in c.credentialInterfaces})
+
+    @defer.inlineCallbacks
+    def requestAvatarId(self, creds: Any) -> Any:
+        for checker in self.checkers:
+            if not any(i.providedBy(creds) for i in checker.credentialInterfaces):
+                continue
+            try:
+                avatarId = yield defer.maybeDeferred(checker.requestAvatarId, creds)
+            except error.UnauthorizedLogin:
+                continue
+            return avatarId
+        raise error.UnauthorizedLogin()
+
+
+class TokenBucket:
+    """Flood control: ``burst`` lines at once, refilled at ``rate`` lines a second."""
+
+    __slots__ = ("rate", "burst", "tokens", "last")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.last = now
+
+    def take(self, now: float) -> bool:
+        tokens = self.tokens + (now - self.last) * self.rate
+        self.last = now
+        if tokens > self.burst:
+            tokens = self.burst
+        if tokens >= 1:
+            self.tokens = tokens - 1
+            return True
+        self.tokens = tokens
+        return False
+
+
+class LoginThrottle:
+    """Failed logins per peer host, remembered for a while, to slow guessing down."""
+
+    def __init__(self, clock: Any, memory: int = 10000, forgetAfter: float = 900.0, maxDelay: float = 30.0) -> None:
+        self.clock = clock
+        self.memory = memory
+        self.forgetAfter = forgetAfter
+        self.maxDelay = maxDelay
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def delay(self, host: str) -> float:
+        """How long to hold the answer to a failed login from ``host``."""
+        count, _ = self._current(host)
+        return min(float(2 ** max(count - 1, 0)), self.maxDelay)
+
+    def failed(self, host: str) -> None:
+        count, _ = self._current(host)
+        self._failures.pop(host, None)
+        self._failures[host] = (count + 1, self.clock.seconds())
+        while len(self._failures) > self.memory:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, host: str) -> None:
+        self._failures.pop(host, None)
+
+    def _current(self, host: str) -> tuple[int, float]:
+        count, when = self._failures.get(host, (0, 0.0))
+        if count and self.clock.seconds() - when > self.forgetAfter:
+            return 0, 0.0
+        return count, when
+
+
+@implementer(interfaces.IPushProducer)
+class _OutputGauge:
+    """Registered on the transport to learn when its write buffer is full."""
+
+    def __init__(self, proto: ChatProtocol) -> None:
+        self.proto = proto
+
+    def pauseProducing(self) -> None:
+        self.proto.congested = True
+
+    def resumeProducing(self) -> None:
+        self.proto.congested = False
+        self.proto.backlog = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class ChatProtocol(LineServerProtocol):
+    """One chat client."""
+
+    factory: ChatFactory
+    nick = ""
+    room: Room | None = None
+    entered = False
+    congested = False
+    backlog = 0
+    dropped = False
+    floodWarned = False
+    loginPending = False
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.maxLineLength = factory.maxLineLength
+        LineServerProtocol.connectionMade(self)
+        transport = self.transport
+        setSocketOptions(transport, keepAlive=factory.keepAlive)
+        if interfaces.IConsumer.providedBy(transport):
+            transport.registerProducer(_OutputGauge(self), True)
+            self._producing = True
+        self.write = eagerWriter(transport)
+        self.bucket = None
+        if factory.floodRate:
+            self.bucket = TokenBucket(factory.floodRate, factory.floodBurst, factory.clock.seconds())
+        identity = factory.identify(transport)
+        if identity is not None:
+            self.send(f"Welcome to sockproto chat, {identity}! Type /help for commands.\n".encode())
+            self._enter(identity)
+        elif factory.portal is not None:
+            self.send(b"Welcome to sockproto chat! Please log in: /login NAME PASSWORD\n")
+        else:
+            self.send(b"Welcome to sockproto chat! Type /help for commands.\n")
+            self._enter(None)
+
+    def _enter(self, identity: str | None) -> None:
+        try:
+            self.factory.hub.enter(self, identity)
+        except ChatError as e:
+            self.error(str(e))
+            self.closeConnection()
+            return
+        self.entered = True
+
+    # -- output -----------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Output from the hub.  A client that does not read is dropped, not buffered without end."""
+        if self.dropped:
+            return
+        if self.congested:
+            self.backlog += len(data)
+            if self.backlog > self.factory.maxOutputBuffer:
+                self.dropSlowConsumer()
+                return
+        self.write(data)
+
+    def dropSlowConsumer(self) -> None:
+        self.dropped = True
+        self.factory.slowConsumers += 1
+        log.warn(
+            "chat dropping slow consumer {peer} ({nick}): over {limit} bytes unsent",
+            peer=self.peer,
+            nick=self.nick,
+            limit=self.factory.maxOutputBuffer,
+        )
+        self.transport.abortConnection()
+
+    def reply(self, text: str) -> None:
+        """An answer for this client alone, after what its room said before."""
+        if self.room is not None:
+            self.factory.hub.tell(self, text)
+        else:
+            self.send(text.encode())
+
+    def error(self, text: str) -> None:
+        self.reply(f"!!! {text}\n")
+
+    # -- input ------------------------------------------------------------------
+
+    def linesReceived(self, lines: list[Any]) -> None:
+        hub = self.factory.hub
+        bucket = self.bucket
+        now = self.factory.clock.seconds()
+        for line in lines:
+            if self.dropped or self.transport.disconnecting:
+                return
+            if bucket is not None and not bucket.take(now):
+                if not self.floodWarned:
+                    self.floodWarned = True
+                    self.error("rate limited: too many lines, slow down")
+                continue
+            self.floodWarned = False
+            if line is TOO_LONG:
+                self.error(f"line too long (at most {self.maxLineLength} bytes): not sent")
+                continue
+            if line[:1] == b"/" and line[:2] != b"//":
+                self.command(decode(line))
+                continue
+            if not self.entered:
+                self.error("please log in first: /login NAME PASSWORD")
+                continue
+            text = clean(decode(line[1:] if line[:1] == b"/" else line))
+            if text.strip():
+                hub.say(self, text)
+
+    def command(self, line: str) -> None:
+        name, _, rest = line[1:].partition(" ")
+        name = name.lower()
+        rest = rest.strip()
+        handler = getattr(self, f"do_{name}", None) if name.isalnum() else None
+        if handler is None:
+            self.error(f"unknown command /{clean(name)[:32]} (try /help)")
+            return
+        if not self.entered and name not in ("login", "help", "quit"):
+            self.error("please log in first: /login NAME PASSWORD")
+            return
+        try:
+            handler(rest)
+        except ChatError as e:
+            self.error(str(e))
+
+    def do_help(self, rest: str) -> None:
+        self.reply(HELP) if self.room is not None else self.send(HELP.encode())
+
+    def do_nick(self, rest: str) -> None:
+        if not rest:
+            raise ChatError("usage: /nick NAME")
+        if self.factory.portal is not None:
+            raise ChatError("your nickname is your user name here")
+        self.factory.hub.changeNick(self, rest)
+
+    def do_join(self, rest: str) -> None:
+        if not rest:
+            raise ChatError("usage: /join #room")
+        self.factory.hub.join(self, rest)
+
+    def do_rooms(self, rest: str) -> None:
+        rooms = self.factory.hub.roomList()
+        self.reply("*** rooms:\n" + "".join(f"***   {name} ({count})\n" for name, count in rooms))
+
+    def do_list(self, rest: str) -> None:
+        names = self.factory.hub.names(self)
+        room = self.room.name if self.room else "?"
+        self.reply(f"*** {len(names)} in {room}: {' '.join(names)}\n")
+
+    do_who = do_list
+
+    def do_msg(self, rest: str) -> None:
+        nick, _, text = rest.partition(" ")
+        text = clean(text)
+        if not nick or not text.strip():
+            raise ChatError("usage: /msg NICK text")
+        self.factory.hub.privateMessage(self, nick, text)
+
+    def do_me(self, rest: str) -> None:
+        text = clean(rest)
+        if not text.strip():
+            raise ChatError("usage: /me text")
+        self.factory.hub.act(self, text)
+
+    def do_history(self, rest: str) -> None:
+        count = HISTORY_DEFAULT
+        if rest:
+            if not rest.isdigit() or not 1 <= int(rest) <= HISTORY_MAX:
+                raise ChatError(f"usage: /history [N], N from 1 to {HISTORY_MAX}")
+            count = int(rest)
+        self.factory.hub.replay(self, count)
+
+    def do_quit(self, rest: str) -> None:
+        reason = clean(rest)[:200].strip() or "quit"
+        self.reply("*** Goodbye!\n")
+        self.leaveHub(reason)
+        self.closeConnection()
+
+    def do_login(self, rest: str) -> None:
+        portal = self.factory.portal
+        if portal is None:
+            raise ChatError("this server has no logins")
+        if self.entered:
+            raise ChatError("you are already logged in")
+        if self.loginPending:
+            raise ChatError("a login is already under way")
+        name, _, password = rest.partition(" ")
+        if not name or not password:
+            raise ChatError("usage: /login NAME PASSWORD")
+        self.loginPending = True
+        host = str(getattr(self.transport.getPeer(), "host", self.peer))
+        throttle = self.factory.loginThrottle
+        creds = credentials.UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))
+        d = portal.login(creds, None, IChatUser)
+
+        def loggedIn(result: Any) -> None:
+            _, avatar, _ = result
+            self.loginPending = False
+            throttle.succeeded(host)
+            if self.transport.disconnecting or self.closed:
+                return
+            log.info("chat login by {user} from {peer}", user=avatar, peer=self.peer)
+            self.send(f"*** logged in as {avatar}\n".encode())
+            self._enter(avatar)
+
+        def refused(failure: Any) -> None:
+            failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
+            delay = throttle.delay(host)
+            throttle.failed(host)
+            log.info("chat failed login for {user!r} from {peer}", user=name, peer=self.peer)
+
+            def answer() -> None:
+                self.loginPending = False
+                if not self.closed:
+                    self.error("login failed: wrong name or password")
+
+            self.factory.clock.callLater(delay, answer)
+
+        def broken(failure: Any) -> None:
+            self.loginPending = False
+            log.failure("chat login check failed", failure)
+            if not self.closed:
+                self.error("login failed: the server could not check it")
+
+        d.addCallbacks(loggedIn, refused).addErrback(broken)
+
+    # -- leaving ----------------------------------------------------------------
+
+    def leaveHub(self, reason: str) -> None:
+        if self.entered:
+            self.entered = False
+            self.factory.hub.leave(self, reason)
+
+    def idleTimedOut(self) -> None:
+        self.reply("*** idle too long: goodbye\n")
+        self.leaveHub("idle")
+        self.closeConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.leaveHub("too slow" if self.dropped else "connection closed")
+        LineServerProtocol.connectionLost(self, reason)
+
+
+class ChatFactory(ServerFactory):
+    serviceName = "chat"
+    protocol = ChatProtocol
+    refusal = b"!!! server full: too many clients, try again later\n"
+
+    def __init__(
+        self,
+        clock: Any,
+        hub: ChatHub,
+        portal: Portal | None = None,
+        maxLineLength: int = 512,
+        floodRate: float = 5.0,
+        floodBurst: int = 20,
+        maxOutputBuffer: int = 1 << 20,
+        keepAlive: bool = True,
+        **limits: Any,
+    ) -> None:
+        ServerFactory.__init__(self, clock, **limits)
+        self.hub = hub
+        self.portal = portal
+        self.maxLineLength = maxLineLength
+        self.floodRate = floodRate
+        self.floodBurst = floodBurst
+        self.maxOutputBuffer = maxOutputBuffer
+        self.keepAlive = keepAlive
+        self.loginThrottle = LoginThrottle(clock)
+        self.slowConsumers = 0
+
+    def identify(self, transport: Any) -> str | None:
+        """The verified name of a client, from its TLS certificate where it has one."""
+        return None

@@ -1,0 +1,105 @@
+"""Options and service of ``twistd -n sockproto-chat``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.cred import checkers, credentials, strcred
+from twisted.cred.portal import Portal
+from twisted.logger import Logger
+from twisted.python import usage
+
+from sockproto.chat.history import History
+from sockproto.chat.hub import ChatHub
+from sockproto.chat.protocol import AnyOfCheckers, ChatFactory, ChatRealm
+from sockproto.listen import ListeningService, ServerOptions, nonNegativeFloat, positiveInt
+
+log = Logger()
+
+
+class Options(ServerOptions, strcred.AuthOptionMixin):
+    serviceName = "chat"
+    defaultPort = 5000
+    defaultIdleTimeout = 3600.0
+    supportedInterfaces = (credentials.IUsernamePassword,)
+    longdesc = (
+        "Multi-room line chat for nc, telnet or socat: nicknames, rooms, private "
+        "messages, history in SQLite, optional logins (--auth), flood control and "
+        "slow-consumer protection."
+    )
+    optParameters = [
+        ["history", None, "sockproto-chat.sqlite3", "SQLite file for room history (:memory: keeps none)."],
+        ["max-line-length", None, 512, "Longest line accepted, in bytes.", positiveInt],
+        ["flood-burst", None, 20, "Lines a client may send at once before flood control.", positiveInt],
+        ["flood-rate", None, 5.0, "Lines per second a client may keep sending (0: no flood control).",
+         nonNegativeFloat],
+        ["max-output-buffer", None, 1 << 20, "Unsent bytes a client may owe before it is dropped as too slow.",
+         positiveInt],
+        ["max-rooms", None, 1000, "Rooms that may exist at once.", positiveInt],
+    ]
+    optFlags = [
+        ["no-keepalive", None, "Do not turn on TCP keep-alive (which drops dead peers)."],
+    ]
+
+    def opt_max_clients(self, value: str) -> None:
+        """Clients served at once (the same as --max-connections)."""
+        try:
+            self["max-connections"] = positiveInt(value)
+        except ValueError as e:
+            raise usage.UsageError(f"bad --max-clients: {e}") from None
+
+    def postOptions(self) -> None:
+        ServerOptions.postOptions(self)
+        self.setdefault("credCheckers", [])
+        for checker in self["credCheckers"]:
+            if isinstance(checker, checkers.InMemoryUsernamePasswordDatabaseDontUse):
+                # strcred's memory: checker keeps str names but is asked with
+                # bytes, so it never matches; give it bytes.
+                checker.users = {_bytes(k): _bytes(v) for k, v in checker.users.items()}
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+class ChatService(service.Service):
+    """Owns the hub and its history: says goodbye and writes the last messages on the way down."""
+
+    def __init__(self, hub: ChatHub, history: History) -> None:
+        self.hub = hub
+        self.history = history
+
+    def stopService(self) -> Any:
+        service.Service.stopService(self)
+        self.hub.announce("the server is going down")
+        return self.history.close()
+
+
+def makeService(options: Options, reactor: Any = None) -> service.IService:
+    if reactor is None:
+        from twisted.internet import reactor
+    history = History(options["history"], reactor)
+    try:
+        history.open()
+    except Exception as e:
+        raise SystemExit(f"sockproto-chat: cannot open history {options['history']!r}: {e}") from None
+    hub = ChatHub(reactor, history, maxRooms=options["max-rooms"])
+    portal = Portal(ChatRealm(), [AnyOfCheckers(options["credCheckers"])]) if options["credCheckers"] else None
+    factory = ChatFactory(
+        reactor,
+        hub,
+        portal=portal,
+        maxLineLength=options["max-line-length"],
+        floodRate=options["flood-rate"],
+        floodBurst=options["flood-burst"],
+        maxOutputBuffer=options["max-output-buffer"],
+        keepAlive=not options["no-keepalive"],
+        maxConnections=options["max-connections"],
+        idleTimeout=options["idle-timeout"],
+    )
+    top = service.MultiService()
+    ChatService(hub, history).setServiceParent(top)
+    # Added last, stopped first: no new clients while the others are told goodbye.
+    ListeningService("chat", options["listen"], factory, reactor).setServiceParent(top)
+    return top

@@ -1,0 +1,69 @@
+"""Text rules of the chat: what is shown of a message, which names are valid, timestamps."""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+
+NICK_RE = re.compile(r"[A-Za-z0-9_-]{1,24}")
+ROOM_RE = re.compile(r"#[a-z0-9_-]{1,32}")
+
+# Terminal escape sequences: CSI (ESC [ or the C1 byte 0x9b ... final byte),
+# OSC/DCS/APC/PM/SOS strings (ending in BEL or ESC \), and two-byte escapes.
+_ESCAPES = re.compile(
+    r"""
+      (?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?          # CSI
+    | (?:\x1b[\]P^_X]|[\x90\x9d\x9e\x9f\x98])     # OSC, DCS, PM, APC, SOS ...
+      [^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?       # ... up to their terminator
+    | \x1b[ -/]*[0-~]?                            # other escapes
+    """,
+    re.VERBOSE,
+)
+
+
+def clean(text: str) -> str:
+    """
+    What others may see of ``text``: no control characters, terminal escape
+    sequences, bidirectional overrides or invisible (zero-width, format)
+    characters.  Tabs and unusual spaces become plain spaces.
+    """
+    if text.isprintable():  # the common case, checked in C
+        return text
+    text = _ESCAPES.sub("", text)
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif char == "\t" or unicodedata.category(char) == "Zs":
+            out.append(" ")
+        # Everything else not printable (Cc, Cf, Cs, Co, Cn, Zl, Zp) is dropped.
+    return "".join(out)
+
+
+def decode(line: bytes) -> str:
+    """Bytes from the wire as text; invalid UTF-8 becomes U+FFFD, never an error."""
+    return line.decode("utf-8", "replace")
+
+
+def validNick(nick: str) -> bool:
+    return NICK_RE.fullmatch(nick) is not None
+
+
+def validRoom(room: str) -> bool:
+    return ROOM_RE.fullmatch(room) is not None
+
+
+class Stamper:
+    """``[HH:MM:SS] `` for a time, formatted once per second (it is on every message's path)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._stamp = ""
+
+    def __call__(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("[%H:%M:%S] ", time.localtime(second))
+        return self._stamp

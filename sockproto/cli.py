@@ -1,0 +1,85 @@
+"""The ``sockproto`` command: tools around the services."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Sequence
+
+from twisted.python import usage
+
+
+def out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+class PasswdOptions(usage.Options):
+    synopsis = "FILE NAME"
+    longdesc = (
+        "Add a chat user, or change its password, in a scrypt-hashed password file "
+        "(created owner-only if missing). The password is asked for on a terminal, "
+        "or read as one line from standard input. Serve it with --auth hashed:FILE."
+    )
+
+    def parseArgs(self, path: str, name: str) -> None:
+        self["path"] = path
+        self["name"] = name
+
+
+def runPasswd(options: PasswdOptions) -> int:
+    from sockproto.chat.passwords import PasswordFileError, setPassword
+    from sockproto.chat.text import validNick
+
+    name = options["name"]
+    if not validNick(name):
+        err(f"sockproto passwd: {name!r} cannot be a chat name (1-24 of A-Z a-z 0-9 _ -)")
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {name}: ")
+        if password != getpass.getpass("Again: "):
+            err("sockproto passwd: the passwords differ")
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        err("sockproto passwd: empty password refused")
+        return 1
+    try:
+        setPassword(options["path"], name, password)
+    except (OSError, PasswordFileError) as e:
+        err(f"sockproto passwd: {e}")
+        return 1
+    out(f"sockproto passwd: {name} saved in {options['path']}")
+    return 0
+
+
+class Options(usage.Options):
+    synopsis = "sockproto COMMAND [options]"
+    subCommands = [
+        ["passwd", None, PasswdOptions, "Add or change a chat user in a hashed password file."],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("a command is needed")
+
+
+RUNNERS = {"passwd": runPasswd}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = Options()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        err(f"{options}\nsockproto: {e}")
+        return 2
+    return RUNNERS[options.subCommand](options.subOptions)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

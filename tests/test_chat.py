@@ -1,0 +1,400 @@
+"""The chat without sockets: text rules, the hub, the protocol, history, passwords."""
+
+import re
+import sqlite3
+from pathlib import Path
+
+from twisted.cred import checkers
+from twisted.cred.portal import Portal
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from sockproto.chat import passwords
+from sockproto.chat.history import MEMORY, History
+from sockproto.chat.hub import ChatError, ChatHub
+from sockproto.chat.protocol import ChatFactory, ChatRealm, LoginThrottle, TokenBucket
+from sockproto.chat.text import Stamper, clean, validNick, validRoom
+
+STAMP = r"\[\d\d:\d\d:\d\d\] "
+
+
+class TextTests(unittest.TestCase):
+    def test_cleanKeepsOrdinaryText(self):
+        for text in ["hello", "héllo wörld ✓", "日本語", "a  b"]:
+            self.assertEqual(clean(text), text)
+
+    def test_cleanRemovesEscapesAndInvisibles(self):
+        cases = {
+            "\x1b[31mred\x1b[0m": "red",
+            "\x1b]0;pwned title\x07ok": "ok",
+            "\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\": "link",
+            "a\x00b\x07c\x08d\x7fe": "abcde",
+            "\u202eevil\u202c": "evil",
+            "zero\u200bwidth\ufeff": "zerowidth",
+            "tab\there": "tab here",
+            "\x9b2Jcsi": "csi",
+            "line\u2028sep": "linesep",
+            "\x1bcreset": "reset",
+        }
+        for dirty, want in cases.items():
+            self.assertEqual(clean(dirty), want, repr(dirty))
+
+    def test_names(self):
+        self.assertTrue(validNick("Alice_9-x"))
+        for bad in ["", "a" * 25, "al ice", "ali:ce", "ålice", "a\u200b"]:
+            self.assertFalse(validNick(bad), bad)
+        self.assertTrue(validRoom("#dev-ops_2"))
+        for bad in ["dev", "#", "#Dev", "#" + "a" * 33, "#a b", "##"]:
+            self.assertFalse(validRoom(bad), bad)
+
+    def test_stamper(self):
+        self.assertRegex(Stamper()(1795322000.7), "^" + STAMP + "$")
+
+
+class FakeMember:
+    def __init__(self):
+        self.nick = ""
+        self.room = None
+        self.received = b""
+
+    def send(self, data):
+        self.received += data
+
+    def lines(self):
+        out = self.received.decode().splitlines()
+        self.received = b""
+        return out
+
+
+def newHub(clock=None, **kwargs):
+    clock = clock or Clock()
+    return ChatHub(clock, History(MEMORY, clock), **kwargs), clock
+
+
+class HubTests(unittest.TestCase):
+    def setUp(self):
+        self.hub, self.clock = newHub()
+        self.a, self.b, self.c = FakeMember(), FakeMember(), FakeMember()
+        for m in (self.a, self.b, self.c):
+            self.hub.enter(m)
+        self.clock.advance(0)
+        for m in (self.a, self.b, self.c):
+            m.lines()
+
+    def test_guestsAreUniqueAndInTheLobby(self):
+        self.assertEqual([m.nick for m in (self.a, self.b, self.c)], ["guest1", "guest2", "guest3"])
+        self.assertEqual(self.hub.names(self.a), ["guest1", "guest2", "guest3"])
+        d = FakeMember()
+        self.hub.enter(d)
+        self.clock.advance(0)
+        self.assertEqual(self.a.lines(), ["*** guest4 joined #lobby"])
+
+    def test_messageReachesOthersNotTheSender(self):
+        before = self.hub.deliveries
+        self.hub.say(self.a, "hi")
+        self.hub.say(self.b, "yo")
+        self.assertEqual(self.c.received, b"")  # written at the end of the turn
+        self.clock.advance(0)
+        self.assertEqual([re.sub(STAMP, "", x) for x in self.c.lines()], ["<guest1> hi", "<guest2> yo"])
+        self.assertEqual([re.sub(STAMP, "", x) for x in self.a.lines()], ["<guest2> yo"])
+        self.assertEqual([re.sub(STAMP, "", x) for x in self.b.lines()], ["<guest1> hi"])
+        self.assertEqual(self.hub.deliveries - before, 4)
+
+    def test_nick(self):
+        self.hub.changeNick(self.a, "Alice")
+        self.clock.advance(0)
+        self.assertEqual(self.b.lines(), ["*** guest1 is now known as Alice"])
+        self.assertRaises(ChatError, self.hub.changeNick, self.b, "alice")
+        self.assertRaises(ChatError, self.hub.changeNick, self.b, "bad nick")
+        self.hub.changeNick(self.a, "ALICE")  # a case change of one's own nick is fine
+        self.assertEqual(self.a.nick, "ALICE")
+
+    def test_rooms(self):
+        self.hub.join(self.a, "#dev")
+        self.clock.advance(0)
+        self.assertEqual(self.b.lines(), ["*** guest1 left #lobby"])
+        self.assertEqual(self.a.lines(), ["*** guest1 joined #dev"])
+        self.c.lines()
+        self.hub.say(self.a, "only dev")
+        self.hub.join(self.b, "#dev")
+        self.clock.advance(0)
+        self.assertEqual(self.c.lines(), ["*** guest2 left #lobby"])
+        bLines = self.b.lines()
+        self.assertEqual(bLines[0], "*** guest2 joined #dev")
+        self.assertIn("*** last 1 messages in #dev:", bLines)
+        self.assertEqual(self.hub.roomList(), [("#dev", 2), ("#lobby", 1)])
+        self.assertRaises(ChatError, self.hub.join, self.a, "dev")
+        self.assertRaises(ChatError, self.hub.join, self.a, "#dev")
+
+    def test_emptyRoomsGoAndTheLimitHolds(self):
+        hub, clock = newHub(maxRooms=2)
+        m = FakeMember()
+        hub.enter(m)
+        hub.join(m, "#one")
+        self.assertRaises(ChatError, hub.join, m, "#two")
+        hub.join(m, "#lobby")
+        hub.join(m, "#two")
+        self.assertEqual([r for r, _ in hub.roomList()], ["#lobby", "#two"])
+
+    def test_privateMessage(self):
+        self.hub.join(self.c, "#elsewhere")
+        self.clock.advance(0)
+        self.c.lines(), self.b.lines()
+        self.hub.privateMessage(self.a, "GUEST3", "psst")
+        self.assertRegex(self.c.lines()[0], "^" + STAMP + r"\*guest1\* psst$")
+        self.assertRegex(self.a.lines()[-1], "^" + STAMP + r"-> \*guest3\* psst$")
+        self.assertEqual(self.b.lines(), [])
+        self.assertRaises(ChatError, self.hub.privateMessage, self.a, "nobody", "x")
+
+    def test_orderIsKeptBetweenRoomAndDirectOutput(self):
+        self.hub.say(self.a, "first")
+        self.hub.privateMessage(self.c, "guest2", "second")
+        lines = [re.sub(STAMP, "", x) for x in self.b.lines()]
+        self.assertEqual(lines, ["<guest1> first", "*guest3* second"])
+
+    def test_meAndHistory(self):
+        for i in range(30):
+            self.hub.say(self.a, f"m{i}")
+        self.hub.act(self.b, "waves")
+        self.clock.advance(0)
+        self.c.lines()
+        self.hub.replay(self.c, 3)
+        lines = [re.sub(STAMP, "", x) for x in self.c.lines()]
+        self.assertEqual(lines, ["*** last 3 messages in #lobby:", "<guest1> m28", "<guest1> m29", "* guest2 waves",
+                                 "*** end of history of #lobby"])
+
+    def test_leave(self):
+        self.hub.leave(self.a, "bye now")
+        self.clock.advance(0)
+        self.assertEqual(self.b.lines(), ["*** guest1 left #lobby (bye now)"])
+        self.assertNotIn("guest1", self.hub.nicks)
+        self.hub.leave(self.a, "twice")  # harmless
+
+    def test_identityIsReserved(self):
+        self.hub.changeNick(self.a, "alice")
+        alice = FakeMember()
+        self.hub.enter(alice, identity="alice")
+        self.assertEqual(alice.nick, "alice")
+        self.assertEqual(self.a.nick, "guest4")
+        self.assertRaises(ChatError, self.hub.changeNick, self.b, "Alice")
+        self.assertRaises(ChatError, self.hub.changeNick, alice, "bob")
+        self.assertRaises(ChatError, self.hub.enter, FakeMember(), "ALICE")
+        self.assertRaises(ChatError, self.hub.enter, FakeMember(), "not valid")
+
+
+class HistoryTests(unittest.TestCase):
+    def test_persistsInBatchesAndReloads(self):
+        path = str(Path(self.mktemp()))
+        clock = Clock()
+        history = History(path, clock)
+        history.open()
+        for i in range(1000):
+            history.record("#lobby", 100.0 + i, "alice", "say", f"message {i}")
+        history.record("#dev", 5.0, "bob", "me", "codes")
+        self.assertEqual(len(history.recent("#lobby", 500)), 500)
+        clock.advance(1)
+        d = history.close()
+
+        def check(_):
+            self.assertLessEqual(history.batchesWritten, 2)
+            again = History(path, Clock(), keep=10)
+            again.open()
+            self.addCleanup(again.close)
+            self.assertEqual([e.text for e in again.recent("#lobby", 2)], ["message 998", "message 999"])
+            self.assertEqual(again.recent("#dev", 5)[0].kind, "me")
+            count = sqlite3.connect(path).execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+            self.assertEqual(count, 1001)
+
+        return d.addCallback(check)
+
+    def test_memoryKeepsNothingOnDisk(self):
+        history = History(MEMORY, Clock(), keep=3)
+        history.open()
+        for i in range(5):
+            history.record("#r", i, "n", "say", str(i))
+        self.assertEqual([e.text for e in history.recent("#r", 10)], ["2", "3", "4"])
+        self.assertEqual(history.recent("#none", 10), [])
+
+
+PEER = IPv4Address("TCP", "127.0.0.1", 4000)
+
+
+class ProtocolTests(unittest.TestCase):
+    def setUp(self):
+        self.hub, self.clock = newHub()
+        self.factory = ChatFactory(self.clock, self.hub, floodRate=5, floodBurst=20, maxLineLength=64)
+
+    def connect(self, factory=None):
+        factory = factory or self.factory
+        proto = factory.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def output(self, transport):
+        self.clock.advance(0)
+        value = transport.value().decode()
+        transport.clear()
+        return [re.sub(STAMP, "", x) for x in value.splitlines()]
+
+    def test_welcomeAndBroadcast(self):
+        a, ta = self.connect()
+        self.assertEqual(self.output(ta)[0], "Welcome to sockproto chat! Type /help for commands.")
+        b, tb = self.connect()
+        self.assertEqual(self.output(ta), ["*** guest2 joined #lobby"])
+        self.output(tb)
+        for byte in b"hello\r\n//slash\n":
+            a.dataReceived(bytes([byte]))
+        self.assertEqual(self.output(tb), ["<guest1> hello", "<guest1> /slash"])
+        self.assertEqual(self.output(ta), [])
+
+    def test_errorsStartWithBangsAndNeverReachOthers(self):
+        a, ta = self.connect()
+        b, tb = self.connect()
+        self.output(ta), self.output(tb)
+        a.dataReceived(b"/frobnicate\n/nick bad nick\n/msg nobody hi\n/join nope\n/history 9999\n/nick\n")
+        out = self.output(ta)
+        self.assertEqual(len(out), 6)
+        self.assertTrue(all(line.startswith("!!! ") for line in out), out)
+        self.assertEqual(self.output(tb), [])
+        self.assertFalse(ta.disconnecting)
+
+    def test_commands(self):
+        a, ta = self.connect()
+        b, tb = self.connect()
+        a.dataReceived(b"/nick alice\n/me waves\n/list\n/rooms\n/help\n")
+        out = self.output(ta)
+        self.assertIn("*** 2 in #lobby: alice guest2", out)
+        self.assertIn("***   #lobby (2)", out)
+        self.assertTrue(any("/msg NICK text" in line for line in out))
+        self.assertIn("* alice waves", self.output(tb))
+        a.dataReceived(b"/quit gone fishing\n")
+        self.assertIn("*** Goodbye!", self.output(ta))
+        self.assertTrue(ta.disconnecting)
+        self.assertIn("*** alice left #lobby (gone fishing)", self.output(tb))
+
+    def test_longLinesInvalidUtf8AndEscapes(self):
+        a, ta = self.connect()
+        b, tb = self.connect()
+        self.output(ta), self.output(tb)
+        a.dataReceived(b"x" * 100 + b"\nok \xff\xfe\n\x1b[2J\x1b]0;t\x07clear\n")
+        self.assertEqual(self.output(ta), ["!!! line too long (at most 64 bytes): not sent"])
+        self.assertEqual(self.output(tb), ["<guest1> ok \ufffd\ufffd", "<guest1> clear"])
+
+    def test_floodControl(self):
+        a, ta = self.connect()
+        b, tb = self.connect()
+        self.output(ta), self.output(tb)
+        a.dataReceived(b"".join(b"line %d\n" % i for i in range(30)))
+        self.assertEqual(len(self.output(tb)), 20)
+        self.assertEqual(self.output(ta), ["!!! rate limited: too many lines, slow down"])
+        self.clock.advance(1)
+        a.dataReceived(b"".join(b"more %d\n" % i for i in range(10)))
+        self.assertEqual(len(self.output(tb)), 5)
+
+    def test_floodControlOff(self):
+        factory = ChatFactory(self.clock, self.hub, floodRate=0)
+        a, ta = self.connect(factory)
+        b, tb = self.connect(factory)
+        self.output(tb)
+        a.dataReceived(b"x\n" * 1000)
+        self.assertEqual(len(self.output(tb)), 1000)
+
+    def test_slowConsumerIsDroppedOthersUnaffected(self):
+        factory = ChatFactory(self.clock, self.hub, floodRate=0, maxOutputBuffer=10000)
+        a, ta = self.connect(factory)
+        slow, ts = self.connect(factory)
+        c, tc = self.connect(factory)
+        aborted = []
+        ts.abortConnection = lambda: aborted.append(True)
+        ts.producer.pauseProducing()  # what the transport does when its buffer is full
+        for _ in range(100):
+            a.dataReceived(b"y" * 200 + b"\n")
+            self.clock.advance(0)
+        self.assertEqual(aborted, [True])
+        self.assertEqual(factory.slowConsumers, 1)
+        self.assertEqual(len([x for x in self.output(tc) if "<guest1>" in x]), 100)
+        slow.connectionLost(None)
+        self.assertIn("*** guest2 left #lobby (too slow)", self.output(tc))
+
+    def test_loginRequired(self):
+        checker = checkers.InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        factory = ChatFactory(self.clock, self.hub, portal=Portal(ChatRealm(), [checker]))
+        a, ta = self.connect(factory)
+        self.assertIn("/login", self.output(ta)[0])
+        a.dataReceived(b"hello\n/join #x\n/nick zed\n")
+        self.assertEqual([x[:4] for x in self.output(ta)], ["!!! "] * 3)
+        a.dataReceived(b"/login alice wrong\n")
+        self.clock.advance(1)
+        self.assertEqual(self.output(ta), ["!!! login failed: wrong name or password"])
+        a.dataReceived(b"/login alice wrong\n")
+        self.clock.advance(0.5)
+        self.assertEqual(self.output(ta), [])  # the second failure waits longer
+        self.clock.advance(2)
+        self.assertEqual(self.output(ta), ["!!! login failed: wrong name or password"])
+        a.dataReceived(b"/login alice secret\n")
+        out = self.output(ta)
+        self.assertEqual(out[0], "*** logged in as alice")
+        self.assertEqual(a.nick, "alice")
+        a.dataReceived(b"/nick bob\n")
+        self.assertTrue(self.output(ta)[0].startswith("!!! "))
+        b, tb = self.connect(factory)
+        b.dataReceived(b"/login alice secret\n")
+        self.assertIn("!!! alice is already connected", self.output(tb))
+
+
+class ThrottleAndBucketTests(unittest.TestCase):
+    def test_throttleGrowsAndForgets(self):
+        clock = Clock()
+        throttle = LoginThrottle(clock, forgetAfter=100, maxDelay=8)
+        delays = []
+        for _ in range(6):
+            delays.append(throttle.delay("h"))
+            throttle.failed("h")
+        self.assertEqual(delays, [1, 1, 2, 4, 8, 8])
+        clock.advance(101)
+        self.assertEqual(throttle.delay("h"), 1)
+
+    def test_bucket(self):
+        bucket = TokenBucket(rate=2, burst=3, now=0)
+        self.assertEqual([bucket.take(0) for _ in range(4)], [True, True, True, False])
+        self.assertTrue(bucket.take(0.5))
+        self.assertFalse(bucket.take(0.5))
+
+
+class PasswordTests(unittest.TestCase):
+    def test_hashAndVerify(self):
+        stored = passwords.hashPassword("s3cret")
+        self.assertNotIn("s3cret", stored)
+        self.assertTrue(passwords.verifyPassword("s3cret", stored))
+        self.assertFalse(passwords.verifyPassword("wrong", stored))
+        self.assertFalse(passwords.verifyPassword("x", "garbage"))
+
+    def test_fileAndChecker(self):
+        from twisted.cred.credentials import UsernamePassword
+        from twisted.cred.error import UnauthorizedLogin
+
+        path = Path(self.mktemp())
+        passwords.setPassword(path, "alice", "pw1")
+        passwords.setPassword(path, "bob", "pw2")
+        passwords.setPassword(path, "alice", "pw3")
+        self.assertEqual(path.stat().st_mode & 0o777, 0o600)
+        self.assertNotIn("pw", path.read_text().split("#", 1)[1].split("\n", 1)[1])
+        checker = passwords.HashedPasswordCheckerFactory().generateChecker(str(path))
+        good = checker.requestAvatarId(UsernamePassword(b"alice", b"pw3"))
+        bad = checker.requestAvatarId(UsernamePassword(b"alice", b"pw1"))
+        unknown = checker.requestAvatarId(UsernamePassword(b"carol", b"pw1"))
+        good.addCallback(self.assertEqual, b"alice")
+        bad = self.assertFailure(bad, UnauthorizedLogin)
+        unknown = self.assertFailure(unknown, UnauthorizedLogin)
+        from twisted.internet.defer import gatherResults
+
+        return gatherResults([good, bad, unknown])
+
+    def test_badFile(self):
+        path = Path(self.mktemp())
+        path.write_text("alice:plaintext\n")
+        self.assertRaises(passwords.PasswordFileError, passwords.readPasswordFile, path)
+        self.assertRaises(ValueError, passwords.HashedPasswordCheckerFactory().generateChecker, "/no/such/file")
