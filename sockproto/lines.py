@@ -9,9 +9,15 @@ stays usable and memory stays bounded by the maximum line length.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sockproto.connections import ServerProtocol
+
+# What a client speaking the wrong protocol sends first: a TLS (or SSLv2)
+# ClientHello, or an HTTP request line.
+_TLS_HELLO = re.compile(rb"\x16\x03[\x00-\x04]|\x80[\x00-\xff]\x01\x03")
+_HTTP_REQUEST = re.compile(rb"(?:GET|HEAD|POST|PUT|DELETE|OPTIONS|CONNECT|PATCH|TRACE) \S+ HTTP/\d")
 
 
 class _TooLong:
@@ -81,6 +87,7 @@ class LineServerProtocol(ServerProtocol):
 
     maxLineLength = 65536
     splitter: LineSplitter
+    firstData = True
 
     def connectionMade(self) -> None:
         self.splitter = LineSplitter(self.maxLineLength)
@@ -88,6 +95,12 @@ class LineServerProtocol(ServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.heard = True
+        if self.firstData:
+            self.firstData = False
+            if _TLS_HELLO.match(data):
+                return self.wrongProtocol("TLS")
+            if _HTTP_REQUEST.match(data):
+                return self.wrongProtocol("HTTP")
         lines = self.splitter.feed(data)
         if lines:
             self.linesReceived(lines)
@@ -106,3 +119,10 @@ class LineServerProtocol(ServerProtocol):
 
     def lineTooLong(self) -> None:
         raise NotImplementedError
+
+    def wrongProtocol(self, name: str) -> None:
+        """A client spoke TLS or HTTP to this plain-text port: say so (in clear text) and close."""
+        self.transport.write(f"{self.errorPrefix}this port speaks plain text lines, not {name}\r\n".encode())
+        self.closeConnection()
+
+    errorPrefix = "ERROR "

@@ -221,7 +221,7 @@ class HistoryTests(unittest.TestCase):
 PEER = IPv4Address("TCP", "127.0.0.1", 4000)
 
 
-class ProtocolTests(unittest.TestCase):
+class ChatProtocolCase(unittest.TestCase):
     def setUp(self):
         self.hub, self.clock = newHub()
         self.factory = ChatFactory(self.clock, self.hub, floodRate=5, floodBurst=20, maxLineLength=64)
@@ -239,6 +239,8 @@ class ProtocolTests(unittest.TestCase):
         transport.clear()
         return [re.sub(STAMP, "", x) for x in value.splitlines()]
 
+
+class ProtocolTests(ChatProtocolCase):
     def test_welcomeAndBroadcast(self):
         a, ta = self.connect()
         self.assertEqual(self.output(ta)[0], "Welcome to sockproto chat! Type /help for commands.")
@@ -398,3 +400,21 @@ class PasswordTests(unittest.TestCase):
         path.write_text("alice:plaintext\n")
         self.assertRaises(passwords.PasswordFileError, passwords.readPasswordFile, path)
         self.assertRaises(ValueError, passwords.HashedPasswordCheckerFactory().generateChecker, "/no/such/file")
+
+
+class HostileInputTests(ChatProtocolCase):
+    def test_binaryJunkIsNotBroadcast(self):
+        a, ta = self.connect()
+        b, tb = self.connect()
+        self.output(ta), self.output(tb)
+        a.dataReceived(b"\x89PNG\x00\x01\n" + bytes(range(128, 180)) + b"\nfine \xff\n")
+        self.assertEqual(self.output(ta), ["!!! that looks like binary data, not text: not sent"] * 2)
+        self.assertEqual(self.output(tb), ["<guest1> fine \ufffd"])
+
+    def test_tlsAndHttpOnThePlainPortAreTurnedAway(self):
+        for first in (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"):
+            a, ta = self.connect()
+            ta.clear()
+            a.dataReceived(first)
+            self.assertTrue(ta.value().startswith(b"!!! this port speaks plain text lines, not "))
+            self.assertTrue(ta.disconnecting)

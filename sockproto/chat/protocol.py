@@ -34,6 +34,14 @@ HELP = """\
 """
 
 
+def looksBinary(raw: bytes, text: str) -> bool:
+    """Junk, not a message: NUL bytes, or mostly bytes that are not UTF-8."""
+    if b"\x00" in raw:
+        return True
+    bad = text.count("\ufffd")
+    return bad >= 4 and bad * 4 > len(text)
+
+
 class IChatUser(Interface):
     """The avatar of a logged-in chat user: its name."""
 
@@ -148,6 +156,7 @@ class ChatProtocol(LineServerProtocol):
     """One chat client."""
 
     factory: ChatFactory
+    errorPrefix = "!!! "
     nick = ""
     room: Room | None = None
     entered = False
@@ -248,7 +257,9 @@ class ChatProtocol(LineServerProtocol):
                 self.error("please log in first: /login NAME PASSWORD")
                 continue
             text = clean(decode(line[1:] if line[:1] == b"/" else line))
-            if text.strip():
+            if looksBinary(line, text):
+                self.error("that looks like binary data, not text: not sent")
+            elif text.strip():
                 hub.say(self, text)
 
     def command(self, line: str) -> None:
