@@ -57,10 +57,41 @@ def runPasswd(options: PasswdOptions) -> int:
     return 0
 
 
+KV_COMMANDS = {"create": 2, "read": 1, "update": 2, "delete": 1, "list": (0, 1), "stats": 0, "ping": 0}
+
+
+class KvOptions(usage.Options):
+    synopsis = "ENDPOINT create KEY [VALUE] | read KEY | update KEY [VALUE] | delete KEY | list [PREFIX] | stats | ping"
+    longdesc = (
+        "Talk SPB/1 to sockproto-binary. ENDPOINT is a Twisted client endpoint string "
+        "(tcp:localhost:9000, unix:/path/kv.sock). Without VALUE, create and update read it from standard input. "
+        "Exit status: 0 success, 1 not found or already exists, 2 usage, 3 connection failure or server error."
+    )
+    optParameters = [["timeout", "t", 10.0, "Seconds to wait for the connection and the reply.", float]]
+
+    def parseArgs(self, endpoint: str, command: str, *args: str) -> None:
+        wanted = KV_COMMANDS.get(command)
+        if wanted is None:
+            raise usage.UsageError(f"unknown kv command {command!r}")
+        counts = wanted if isinstance(wanted, tuple) else (wanted,)
+        if command in ("create", "update"):
+            counts = (1, 2)
+        if len(args) not in counts:
+            raise usage.UsageError(f"wrong number of arguments for {command}")
+        self["endpoint"], self["command"], self["args"] = endpoint, command, args
+
+
+def runKv(options: KvOptions) -> int:
+    from sockproto.binary.kvcli import run
+
+    return run(options)
+
+
 class Options(usage.Options):
     synopsis = "sockproto COMMAND [options]"
     subCommands = [
         ["passwd", None, PasswdOptions, "Add or change a chat user in a hashed password file."],
+        ["kv", None, KvOptions, "Create, read, update, delete and list keys of sockproto-binary."],
     ]
 
     def postOptions(self) -> None:
@@ -68,7 +99,7 @@ class Options(usage.Options):
             raise usage.UsageError("a command is needed")
 
 
-RUNNERS = {"passwd": runPasswd}
+RUNNERS = {"passwd": runPasswd, "kv": runKv}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

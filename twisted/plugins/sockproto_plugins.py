@@ -47,3 +47,17 @@ class _HashedPasswords:
 
 
 hashedPasswords = _HashedPasswords()
+
+sockprotoBinary = ServiceMaker(
+    "sockproto binary",
+    "sockproto.binary.service",
+    "SPB/1: a framed binary key-value protocol over a durable store.",
+    "sockproto-binary",
+)
+
+sockprotoCrud = ServiceMaker(
+    "sockproto crud",
+    "sockproto.binary.crud",
+    "The seeds' CRUD text server (create/read/update/delete/list) over the SPB/1 store.",
+    "sockproto-crud",
+)

@@ -1,0 +1,167 @@
+"""The text twin of SPB/1: ``twistd -n sockproto-crud``, the seeds' CRUD server over the same store.
+
+Lines ``create KEY VALUE``, ``read KEY``, ``update KEY VALUE``, ``delete KEY``,
+``list [PREFIX]``, ``help``, ``quit``; replies ``OK ...`` or ``ERR <reason>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+
+from sockproto.binary.codec import MAX_KEY, Code, Op
+from sockproto.binary.protocol import OrderedReplies
+from sockproto.binary.service import StoreOptionsMixin, openStore, storeBackedService
+from sockproto.binary.store import KeyValueStore
+from sockproto.connections import ServerFactory
+from sockproto.fastio import eagerWriter
+from sockproto.lines import LineServerProtocol
+from sockproto.listen import ServerOptions, positiveInt
+
+HELP = (
+    "OK commands: create KEY VALUE | read KEY | update KEY VALUE | delete KEY | "
+    "list [PREFIX] | help | quit\n"
+)
+_REASONS = {Code.NOT_FOUND: "not found", Code.EXISTS: "exists", Code.SERVER_ERROR: "could not be stored"}
+_WRITE_OPS = {"create": Op.CREATE, "update": Op.UPDATE, "delete": Op.DELETE}
+
+
+def showValue(value: bytes) -> str:
+    """A stored value on one line: UTF-8 text as is, anything else escaped."""
+    text = value.decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
+class CrudProtocol(LineServerProtocol):
+    factory: CrudFactory
+    quitting = False
+
+    def connectionMade(self) -> None:
+        self.maxLineLength = self.factory.maxLineLength
+        LineServerProtocol.connectionMade(self)
+        self.pauseReadingWhenBlocked()
+        self.replies = OrderedReplies(eagerWriter(self.transport))
+        self.replies.write(b"OK sockproto crud ready; type help\n")
+
+    def lineTooLong(self) -> None:
+        self.replies.ready(f"ERR line too long (at most {self.maxLineLength} bytes)\n".encode())
+
+    def lineReceived(self, line: bytes) -> None:
+        if self.quitting:
+            return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.replies.ready(b"ERR not UTF-8 text\n")
+            return
+        command, _, rest = text.strip().partition(" ")
+        command = command.lower()
+        rest = rest.strip()
+        store = self.factory.store
+        if command in _WRITE_OPS:
+            op = _WRITE_OPS[command]
+            key, _, value = rest.partition(" ")
+            if op == Op.DELETE and value:
+                return self.replies.ready(b"ERR usage: delete KEY\n")
+            if op != Op.DELETE and not value:
+                return self.replies.ready(f"ERR usage: {command} KEY VALUE\n".encode())
+            error = checkKey(key)
+            if error:
+                return self.replies.ready(f"ERR {error}\n".encode())
+            self.write(op, key.encode(), value.encode())
+        elif command == "read":
+            error = checkKey(rest)
+            if error:
+                return self.replies.ready(f"ERR {error}\n".encode())
+            self.replies.answer(lambda: self.readReply(store, rest.encode()))
+        elif command == "list":
+            if " " in rest:
+                return self.replies.ready(b"ERR usage: list [PREFIX]\n")
+            self.replies.answer(lambda: self.listReply(store, rest.encode()))
+        elif command == "help":
+            self.replies.ready(HELP.encode())
+        elif command == "quit":
+            self.replies.ready(b"OK bye\n")
+            self.quitting = True
+            if self.replies.queue:
+                self.replies.onEmpty = self.closeConnection
+            else:
+                self.closeConnection()
+        elif not command:
+            self.replies.ready(b"ERR empty line; type help\n")
+        else:
+            self.replies.ready(f"ERR unknown command {command[:40]!r}; type help\n".encode())
+
+    def write(self, op: int, key: bytes, value: bytes) -> None:
+        replies = self.replies
+        entry = replies.slot()
+
+        def done(code: int | None) -> None:
+            replies.fill(entry, b"OK\n" if code is None else f"ERR {_REASONS[code]}\n".encode())
+
+        refused = self.factory.store.write(op, key, value, done)
+        if refused is not None:
+            done(refused)
+
+    @staticmethod
+    def readReply(store: KeyValueStore, key: bytes) -> bytes:
+        value = store.get(key)
+        if value is None:
+            return b"ERR not found\n"
+        return f"OK {showValue(value)}\n".encode()
+
+    @staticmethod
+    def listReply(store: KeyValueStore, prefix: bytes) -> bytes:
+        keys = store.keys(prefix)
+        lines = [f"OK {len(keys)}\n"]
+        lines.extend(showValue(k) + "\n" for k in keys)
+        return "".join(lines).encode()
+
+
+def checkKey(key: str) -> str | None:
+    if not key:
+        return "a key is needed"
+    if len(key.encode()) > MAX_KEY:
+        return f"key longer than {MAX_KEY} bytes"
+    return None
+
+
+class CrudFactory(ServerFactory):
+    serviceName = "crud"
+    protocol = CrudProtocol
+    refusal = b"ERR server busy: too many connections\n"
+
+    def __init__(self, clock: Any, store: KeyValueStore, maxLineLength: int = 65536, **limits: Any) -> None:
+        ServerFactory.__init__(self, clock, **limits)
+        self.store = store
+        self.maxLineLength = maxLineLength
+
+
+class Options(StoreOptionsMixin, ServerOptions):
+    serviceName = "crud"
+    defaultPort = 9001
+    longdesc = "The seeds' CRUD database server: create/read/update/delete/list lines over the SPB/1 store."
+    optParameters = [
+        ["max-line-length", None, 65536, "Longest line accepted, in bytes.", positiveInt],
+    ]
+
+    def postOptions(self) -> None:
+        ServerOptions.postOptions(self)
+        self.checkStoreOptions()
+
+
+def makeService(options: Options, reactor: Any = None) -> service.IService:
+    if reactor is None:
+        from twisted.internet import reactor
+    store = openStore("crud", options, reactor)
+    factory = CrudFactory(
+        reactor,
+        store,
+        maxLineLength=options["max-line-length"],
+        maxConnections=options["max-connections"],
+        idleTimeout=options["idle-timeout"],
+    )
+    return storeBackedService("crud", options, factory, store, reactor)

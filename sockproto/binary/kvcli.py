@@ -1,0 +1,89 @@
+"""``sockproto kv``: the SPB/1 client for the shell."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from twisted.internet import defer, endpoints, task
+
+from sockproto.binary.client import Exists, NotFound, SPBClientProtocol, SPBError
+
+OK, MISSING, USAGE, FAILED = 0, 1, 2, 3
+
+
+def run(options: Any) -> int:
+    status: list[int] = []
+
+    def main(reactor: Any) -> defer.Deferred[None]:
+        async def go() -> None:
+            status.append(await talk(reactor, options))
+
+        return defer.ensureDeferred(go())
+
+    try:
+        task.react(main)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return FAILED
+    return status[0] if status else FAILED
+
+
+async def talk(reactor: Any, options: Any) -> int:
+    try:
+        endpoint = endpoints.clientFromString(reactor, options["endpoint"])
+    except Exception as e:
+        sys.stderr.write(f"sockproto kv: bad endpoint {options['endpoint']!r}: {e}\n")
+        return USAGE
+    timeout = options["timeout"]
+    try:
+        connecting = endpoint.connect(_factory())
+        connecting.addTimeout(timeout, reactor)
+        proto = await connecting
+    except defer.TimeoutError:
+        sys.stderr.write(f"sockproto kv: cannot connect to {options['endpoint']}: timed out after {timeout:g} s\n")
+        return FAILED
+    except Exception as e:
+        sys.stderr.write(f"sockproto kv: cannot connect to {options['endpoint']}: {e}\n")
+        return FAILED
+    command, args = options["command"], list(options["args"])
+    try:
+        if command in ("create", "update") and len(args) == 1:
+            args.append(sys.stdin.buffer.read())
+        elif command in ("create", "update"):
+            args[1] = args[1].encode("utf-8")
+        call = getattr(proto, command)(*args)
+        call.addTimeout(timeout, reactor)
+        result = await call
+    except (NotFound, Exists) as e:
+        sys.stderr.write(f"sockproto kv: {e.message}\n")
+        return MISSING
+    except SPBError as e:
+        sys.stderr.write(f"sockproto kv: {e}\n")
+        return FAILED
+    except defer.TimeoutError:
+        sys.stderr.write(f"sockproto kv: no reply within {timeout:g} s\n")
+        return FAILED
+    finally:
+        if proto.connected:
+            closed = proto.whenClosed()
+            proto.transport.loseConnection()
+            await closed
+    out = sys.stdout.buffer
+    if command == "read":
+        out.write(result)
+        if sys.stdout.isatty() and not result.endswith(b"\n"):
+            out.write(b"\n")
+    elif command == "list":
+        out.write(b"".join(key + b"\n" for key in result))
+    elif command == "stats":
+        out.write(json.dumps(result, indent=2).encode() + b"\n")
+    out.flush()
+    return OK
+
+
+def _factory() -> Any:
+    from twisted.internet.protocol import Factory
+
+    return Factory.forProtocol(SPBClientProtocol)

@@ -1,0 +1,231 @@
+"""The SPB/1 server protocol: frames in, store calls, replies out in request order."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, deque
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+
+from sockproto.binary.codec import (
+    DEFAULT_MAX_FRAME,
+    MIN_LENGTH,
+    OP_ID,
+    REPLY,
+    BadRequest,
+    Code,
+    Op,
+    encodeKeyList,
+    errorFrame,
+    frame,
+    parseExactKey,
+    parseKey,
+)
+from sockproto.binary.store import KeyValueStore
+from sockproto.connections import ServerFactory, ServerProtocol
+from sockproto.fastio import eagerWriter
+
+log = Logger()
+
+WRITES = frozenset({Op.CREATE, Op.UPDATE, Op.DELETE})
+OP_NAMES = {op.value: op.name.lower() for op in Op}
+
+
+class OrderedReplies:
+    """
+    Keeps a connection's replies in request order while writes wait for their commit.
+
+    Requests that are not writes are answered at once when nothing is
+    waiting; behind a waiting write they are evaluated when they reach the
+    front, so they see every earlier write of the connection.
+    """
+
+    __slots__ = ("queue", "write", "onEmpty")
+
+    def __init__(self, write: Any) -> None:
+        self.queue: deque[list[Any]] = deque()  # [ready bytes] or [None] or [callable]
+        self.write = write
+        self.onEmpty: Any = None
+
+    def answer(self, compute: Any) -> None:
+        """A reply computed now, or when its turn comes."""
+        if self.queue:
+            self.queue.append([compute])
+        else:
+            self.write(compute())
+
+    def ready(self, data: bytes) -> None:
+        if self.queue:
+            self.queue.append([data])
+        else:
+            self.write(data)
+
+    def slot(self) -> list[Any]:
+        entry: list[Any] = [None]
+        self.queue.append(entry)
+        return entry
+
+    def fill(self, entry: list[Any], data: bytes) -> None:
+        entry[0] = data
+        queue = self.queue
+        if queue[0] is not entry:
+            return
+        out = []
+        while queue:
+            value = queue[0][0]
+            if value is None:
+                break
+            queue.popleft()
+            out.append(value if value.__class__ is bytes else value())
+        if out:
+            self.write(b"".join(out))
+        if not queue and self.onEmpty is not None:
+            self.onEmpty()
+
+
+class SPBProtocol(ServerProtocol, Int32StringReceiver):
+    """One SPB/1 client."""
+
+    factory: SPBFactory
+    closing = False
+    _batch: list[bytes] | None = None
+
+    def connectionMade(self) -> None:
+        ServerProtocol.connectionMade(self)
+        self.MAX_LENGTH = self.factory.maxFrame
+        self.pauseReadingWhenBlocked()
+        self._write = eagerWriter(self.transport)
+        self.replies = OrderedReplies(self.send)
+
+    def send(self, data: bytes) -> None:
+        if self._batch is not None:
+            self._batch.append(data)
+            return
+        self.factory.bytesOut += len(data)
+        self._write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.heard = True
+        self.factory.bytesIn += len(data)
+        # Replies to all the requests of one chunk go out in one write.
+        self._batch = batch = []
+        try:
+            Int32StringReceiver.dataReceived(self, data)
+        finally:
+            self._batch = None
+        if batch:
+            self.send(batch[0] if len(batch) == 1 else b"".join(batch))
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.fatal(Code.TOO_LARGE, f"frame of {length} bytes is over the limit of {self.MAX_LENGTH}")
+
+    def stringReceived(self, body: bytes) -> None:
+        if self.closing:
+            return
+        if len(body) < MIN_LENGTH:
+            self.fatal(Code.BAD_FRAME, f"frame length {len(body)} is under {MIN_LENGTH}")
+            return
+        op, requestId = OP_ID.unpack_from(body)
+        payload = body[MIN_LENGTH:]
+        factory = self.factory
+        factory.operations[op] += 1
+        if op in WRITES:
+            self.handleWrite(op, requestId, payload)
+        else:
+            self.replies.answer(lambda: factory.respond(op, requestId, payload))
+
+    def handleWrite(self, op: int, requestId: int, payload: bytes) -> None:
+        try:
+            if op == Op.DELETE:
+                key, value = parseExactKey(payload), b""
+            else:
+                key, value = parseKey(payload)
+        except BadRequest as e:
+            self.replies.ready(errorFrame(requestId, Code.BAD_REQUEST, str(e)))
+            return
+        replies = self.replies
+        entry = replies.slot()
+        success = frame(op | REPLY, requestId)
+
+        def done(code: int | None) -> None:
+            replies.fill(entry, success if code is None else errorFrame(requestId, code, _MESSAGES[code]))
+
+        refused = self.factory.store.write(op, key, value, done)
+        if refused is not None:
+            done(refused)
+
+    def fatal(self, code: int, message: str) -> None:
+        """The stream cannot be trusted any more: answer (request id 0) and close."""
+        self.closing = True
+        self.paused = True  # stop Int32StringReceiver's parsing loop
+        log.info("binary {peer}: {message}; closing", peer=self.peer, message=message)
+        self.replies.ready(errorFrame(0, code, message))
+        if self.replies.queue:
+            self.replies.onEmpty = self.closeConnection
+        else:
+            self.closeConnection()
+
+
+_MESSAGES = {
+    Code.NOT_FOUND: "no such key",
+    Code.EXISTS: "the key exists",
+    Code.SERVER_ERROR: "the write could not be committed",
+}
+
+
+class SPBFactory(ServerFactory):
+    serviceName = "binary"
+    protocol = SPBProtocol
+
+    def __init__(self, clock: Any, store: KeyValueStore, maxFrame: int = DEFAULT_MAX_FRAME, **limits: Any) -> None:
+        ServerFactory.__init__(self, clock, **limits)
+        self.store = store
+        self.maxFrame = maxFrame
+        self.operations: Counter[int] = Counter()
+        self.bytesIn = 0
+        self.bytesOut = 0
+        self.started = time.monotonic()
+
+    @property
+    def refusal(self) -> bytes:  # type: ignore[override]
+        return errorFrame(0, Code.SERVER_ERROR, "too many connections")
+
+    def respond(self, op: int, requestId: int, payload: bytes) -> bytes:
+        """The reply to a request that is not a write."""
+        try:
+            if op == Op.READ:
+                value = self.store.get(parseExactKey(payload))
+                if value is None:
+                    return errorFrame(requestId, Code.NOT_FOUND, "no such key")
+                return frame(0x91, requestId, value)
+            if op == Op.PING:
+                return frame(0x81, requestId)
+            if op == Op.ECHO:
+                return frame(0x82, requestId, payload)
+            if op == Op.LIST:
+                keys = self.store.keys(parseExactKey(payload, allowEmpty=True))
+                body = encodeKeyList(keys)
+                if len(body) + MIN_LENGTH > self.maxFrame:
+                    return errorFrame(requestId, Code.TOO_LARGE, f"{len(keys)} keys do not fit in a frame")
+                return frame(0x94, requestId, body)
+            if op == Op.STATS:
+                if payload:
+                    raise BadRequest("STATS takes no payload")
+                return frame(0xA0, requestId, json.dumps(self.stats()).encode())
+        except BadRequest as e:
+            return errorFrame(requestId, Code.BAD_REQUEST, str(e))
+        return errorFrame(requestId, Code.UNKNOWN_OP, f"unknown op 0x{op:02x}")
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "uptime": round(time.monotonic() - self.started, 3),
+            "connections": len(self.connections),
+            "connections_total": self.totalConnections,
+            "keys": len(self.store),
+            "operations": {OP_NAMES.get(op, f"0x{op:02x}"): n for op, n in sorted(self.operations.items())},
+            "bytes_in": self.bytesIn,
+            "bytes_out": self.bytesOut,
+        }

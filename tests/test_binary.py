@@ -1,0 +1,247 @@
+"""SPB/1 without sockets: the codec, the store's semantics, every op and error, the crud twin."""
+
+import json
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from sockproto.binary import codec
+from sockproto.binary.codec import Code, Op, encodeKey, frame
+from sockproto.binary.crud import CrudFactory
+from sockproto.binary.protocol import SPBFactory
+from sockproto.binary.store import MemoryStore
+
+PEER = IPv4Address("TCP", "127.0.0.1", 4000)
+keys = st.binary(min_size=1, max_size=40).filter(lambda b: _utf8(b))
+
+
+def _utf8(b):
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def parseFrames(data):
+    frames = []
+    while data:
+        length, op, rid = codec.HEADER.unpack_from(data)
+        frames.append((op, rid, data[9 : 4 + length]))
+        data = data[4 + length :]
+    return frames
+
+
+class CodecTests(unittest.TestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(0, 255), st.integers(0, 2**32 - 1), st.binary(max_size=300))
+    def test_frameRoundTrip(self, op, rid, payload):
+        self.assertEqual(parseFrames(frame(op, rid, payload)), [(op, rid, payload)])
+
+    @settings(max_examples=200, deadline=None)
+    @given(keys, st.binary(max_size=100))
+    def test_keyRoundTrip(self, key, rest):
+        self.assertEqual(codec.parseKey(encodeKey(key) + rest), (key, rest))
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(keys, max_size=20))
+    def test_keyListRoundTrip(self, keyList):
+        self.assertEqual(codec.parseKeyList(codec.encodeKeyList(keyList)), keyList)
+
+    def test_badKeys(self):
+        for payload in [b"", b"\x00", b"\x00\x00", b"\x00\x05ab", b"\x04\x01" + b"x" * 1025, b"\x00\x02\xff\xfe"]:
+            self.assertRaises(codec.BadRequest, codec.parseKey, payload)
+        self.assertEqual(codec.parseExactKey(b"\x00\x00", allowEmpty=True), b"")
+        self.assertRaises(codec.BadRequest, codec.parseExactKey, b"\x00\x01ab")
+
+
+class Harness:
+    def __init__(self, factoryClass=SPBFactory, **kwargs):
+        self.clock = Clock()
+        self.store = MemoryStore(self.clock)
+        self.factory = factoryClass(self.clock, self.store, **kwargs)
+
+    def connect(self):
+        proto = self.factory.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def commit(self):
+        self.clock.advance(0)
+        self.clock.advance(0)
+
+
+def req(op, rid, payload=b""):
+    return frame(op, rid, payload)
+
+
+def kv(key, value=b""):
+    return encodeKey(key) + value
+
+
+class ProtocolTests(unittest.TestCase):
+    def setUp(self):
+        self.h = Harness()
+        self.proto, self.transport = self.h.connect()
+
+    def roundTrip(self, data, byteAtATime=False):
+        if byteAtATime:
+            for i in range(len(data)):
+                self.proto.dataReceived(data[i : i + 1])
+        else:
+            self.proto.dataReceived(data)
+        self.h.commit()
+        out = parseFrames(self.transport.value())
+        self.transport.clear()
+        return out
+
+    def test_everyOp(self):
+        requests = (
+            req(Op.PING, 1)
+            + req(Op.ECHO, 2, b"\x00\xffecho")
+            + req(Op.CREATE, 3, kv(b"k1", b"v1"))
+            + req(Op.READ, 4, encodeKey(b"k1"))
+            + req(Op.UPDATE, 5, kv(b"k1", b""))
+            + req(Op.READ, 6, encodeKey(b"k1"))
+            + req(Op.CREATE, 7, kv(b"k2", b"v2"))
+            + req(Op.LIST, 8, encodeKey(b""))
+            + req(Op.DELETE, 9, encodeKey(b"k1"))
+            + req(Op.LIST, 10, encodeKey(b"k"))
+            + req(Op.STATS, 11)
+        )
+        for byteAtATime in (False, True):
+            self.setUp()
+            out = self.roundTrip(requests, byteAtATime)
+            self.assertEqual([rid for _, rid, _ in out], list(range(1, 12)))
+            self.assertEqual(
+                [(op, payload) for op, _, payload in out[:10]],
+                [
+                    (0x81, b""),
+                    (0x82, b"\x00\xffecho"),
+                    (0x90, b""),
+                    (0x91, b"v1"),
+                    (0x92, b""),
+                    (0x91, b""),
+                    (0x90, b""),
+                    (0x94, codec.encodeKeyList([b"k1", b"k2"])),
+                    (0x93, b""),
+                    (0x94, codec.encodeKeyList([b"k2"])),
+                ],
+            )
+            self.assertEqual(out[10][0], 0xA0)
+            stats = json.loads(out[10][2])
+            self.assertEqual(stats["keys"], 1)
+            self.assertEqual(stats["operations"]["create"], 2)
+            self.assertGreater(stats["bytes_in"], 0)
+            self.assertIn("uptime", stats)
+
+    def test_errorCodes(self):
+        out = self.roundTrip(
+            req(Op.READ, 1, encodeKey(b"none"))
+            + req(Op.UPDATE, 2, kv(b"none", b"x"))
+            + req(Op.DELETE, 3, encodeKey(b"none"))
+            + req(Op.CREATE, 4, kv(b"a", b"1"))
+            + req(Op.CREATE, 5, kv(b"a", b"2"))
+            + req(0x42, 6)
+            + req(Op.READ, 7, b"\x00")
+            + req(Op.CREATE, 8, kv(b"", b"x"))
+        )
+        codes = [(rid, struct.unpack(">H", p[:2])[0]) for op, rid, p in out if op == Op.ERROR]
+        self.assertEqual(
+            codes,
+            [(1, Code.NOT_FOUND), (2, Code.NOT_FOUND), (3, Code.NOT_FOUND), (5, Code.EXISTS),
+             (6, Code.UNKNOWN_OP), (7, Code.BAD_REQUEST), (8, Code.BAD_REQUEST)],
+        )
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_readBehindAWriteSeesIt(self):
+        out = self.roundTrip(
+            req(Op.CREATE, 1, kv(b"x", b"1")) + req(Op.UPDATE, 2, kv(b"x", b"2")) + req(Op.READ, 3, encodeKey(b"x"))
+        )
+        self.assertEqual(out[2], (0x91, 3, b"2"))
+
+    def test_otherConnectionsReadOnlyCommittedData(self):
+        other, otherTransport = self.h.connect()
+        self.proto.dataReceived(req(Op.CREATE, 1, kv(b"x", b"new")))
+        other.dataReceived(req(Op.READ, 2, encodeKey(b"x")))
+        self.assertEqual(parseFrames(otherTransport.value())[0][0], Op.ERROR)  # not committed yet
+        self.assertEqual(self.transport.value(), b"")  # not acknowledged before the commit
+        self.h.commit()
+        self.assertEqual(parseFrames(self.transport.value()), [(0x90, 1, b"")])
+
+    def test_shortFrameIsBadFrameAndCloses(self):
+        self.proto.dataReceived(b"\x00\x00\x00\x02ab" + req(Op.PING, 1))
+        out = parseFrames(self.transport.value())
+        self.assertEqual(len(out), 1)
+        self.assertEqual((out[0][0], out[0][1], struct.unpack(">H", out[0][2][:2])[0]), (Op.ERROR, 0, Code.BAD_FRAME))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_oversizedFrameAndForeignProtocols(self):
+        for junk in [struct.pack(">I", (1 << 20) + 1), b"GET / HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00"]:
+            self.setUp()
+            self.proto.dataReceived(junk)
+            out = parseFrames(self.transport.value())
+            got = [(op, rid, struct.unpack(">H", p[:2])[0]) for op, rid, p in out]
+            self.assertEqual(got, [(Op.ERROR, 0, Code.TOO_LARGE)])
+            self.assertTrue(self.transport.disconnecting)
+            self.assertLess(len(self.proto._unprocessed), 100)
+
+    def test_badFrameAfterPendingWriteKeepsOrder(self):
+        self.proto.dataReceived(req(Op.CREATE, 1, kv(b"x", b"1")) + b"\x00\x00\x00\x01z")
+        self.assertFalse(self.transport.disconnecting)
+        self.h.commit()
+        out = parseFrames(self.transport.value())
+        self.assertEqual([(op, rid) for op, rid, _ in out], [(0x90, 1), (Op.ERROR, 0)])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_listTooBig(self):
+        h = Harness(maxFrame=64)
+        proto, transport = h.connect()
+        for i in range(10):
+            proto.dataReceived(req(Op.CREATE, i, kv(b"key%d" % i, b"v")))
+        h.commit()
+        transport.clear()
+        proto.dataReceived(req(Op.LIST, 99, encodeKey(b"")))
+        out = parseFrames(transport.value())
+        self.assertEqual(struct.unpack(">H", out[0][2][:2])[0], Code.TOO_LARGE)
+
+    def test_backPressure(self):
+        self.assertIs(self.transport.producer, self.transport)
+
+
+class CrudTests(unittest.TestCase):
+    def test_session(self):
+        h = Harness(CrudFactory)
+        proto, transport = h.connect()
+        lines = (
+            b"create k hello world\ncreate k again\nread k\nupdate k v2\nread k\ncreate k2 x\n"
+            b"list\nlist k2\ndelete k2\nread k2\nbogus\nupdate nokey v\ndelete\n\xff\xfe\nquit\nread k\n"
+        )
+        proto.dataReceived(lines)
+        h.commit()
+        out = transport.value().decode().splitlines()
+        self.assertEqual(
+            out,
+            ["OK sockproto crud ready; type help", "OK", "ERR exists", "OK hello world", "OK", "OK v2", "OK",
+             "OK 2", "k", "k2", "OK 1", "k2", "OK", "ERR not found", "ERR unknown command 'bogus'; type help",
+             "ERR not found", "ERR a key is needed", "ERR not UTF-8 text", "OK bye"],
+        )
+        self.assertTrue(transport.disconnecting)
+
+    def test_sharedStoreWithBinary(self):
+        h = Harness(CrudFactory)
+        proto, transport = h.connect()
+        proto.dataReceived(b"create shared from-crud\n")
+        h.commit()
+        binary = SPBFactory(h.clock, h.store)
+        bproto = binary.buildProtocol(PEER)
+        btransport = StringTransport()
+        bproto.makeConnection(btransport)
+        bproto.dataReceived(req(Op.READ, 1, encodeKey(b"shared")))
+        self.assertEqual(parseFrames(btransport.value()), [(0x91, 1, b"from-crud")])
