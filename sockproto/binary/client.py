@@ -193,6 +193,7 @@ class SPBPool:
             proto = self.idle.pop()
             if proto.connected:
                 return proto
+            self._discard(proto)  # broken while idle: never reused
         if self.opened < self.size:
             self.opened += 1
             try:

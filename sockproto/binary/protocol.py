@@ -228,4 +228,5 @@ class SPBFactory(ServerFactory):
             "operations": {OP_NAMES.get(op, f"0x{op:02x}"): n for op, n in sorted(self.operations.items())},
             "bytes_in": self.bytesIn,
             "bytes_out": self.bytesOut,
+            "store": self.store.stats() if hasattr(self.store, "stats") else {},
         }

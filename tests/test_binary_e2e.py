@@ -1,0 +1,145 @@
+"""SPB/1 and the crud twin end to end: real processes, real sockets, SIGKILL."""
+
+import json
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from tests.support import PYTHON, ROOT, LineClient, ServiceProcess, connectUNIX, recvExactly
+
+READ, CREATE, UPDATE, DELETE, LIST, STATS, PING = 0x11, 0x10, 0x12, 0x13, 0x14, 0x20, 0x01
+
+
+def key(k):
+    return struct.pack(">H", len(k)) + k
+
+
+def request(op, rid, payload=b""):
+    return struct.pack(">IBI", len(payload) + 5, op, rid) + payload
+
+
+def reply(sock):
+    (length,) = struct.unpack(">I", recvExactly(sock, 4))
+    body = recvExactly(sock, length)
+    return body[0], struct.unpack(">I", body[1:5])[0], body[5:]
+
+
+class BinaryEndToEndTests(unittest.TestCase):
+    def start(self, *args, endpoints=1, plugin="sockproto-binary"):
+        service = ServiceProcess(plugin, *args)
+        self.addCleanup(service.stop)
+        return service.start(endpoints)
+
+    def test_tcpAndUnix(self):
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        service = self.start("--listen", "tcp:0", "--listen", f"unix:{tmp}/kv.sock", "--db", str(tmp / "kv.db"),
+                             endpoints=2)
+        with socket.create_connection(("127.0.0.1", service.tcpPort())) as tcp, connectUNIX(f"{tmp}/kv.sock") as unix:
+            tcp.sendall(request(CREATE, 1, key(b"k") + b"\x00binary\xff") + request(PING, 2))
+            self.assertEqual(reply(tcp), (0x90, 1, b""))
+            self.assertEqual(reply(tcp), (0x81, 2, b""))
+            unix.sendall(request(READ, 9, key(b"k")) + request(LIST, 10, key(b"")) + request(STATS, 11))
+            self.assertEqual(reply(unix), (0x91, 9, b"\x00binary\xff"))
+            self.assertEqual(reply(unix), (0x94, 10, b"\x00\x00\x00\x01" + key(b"k")))
+            op, rid, payload = reply(unix)
+            stats = json.loads(payload)
+            self.assertEqual((op, rid, stats["keys"], stats["connections"]), (0xA0, 11, 1, 2))
+
+    def acknowledgedWrites(self, port, count, connections=10):
+        """Write ``count`` keys over several connections, pipelined; return when all are acknowledged."""
+        def worker(index):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                mine = range(index, count, connections)
+                sock.sendall(b"".join(request(CREATE, i, key(b"key%05d" % i) + b"value%d" % i) for i in mine))
+                for i in mine:
+                    self.assertEqual(reply(sock)[:2], (0x90, i))
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(connections)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def test_acknowledgedWritesSurviveSIGKILLAndAreGroupCommitted(self):
+        for fsync in ("normal", "always"):
+            db = Path(self.mktemp())
+            service = self.start("--listen", "tcp:0", "--db", str(db), "--fsync", fsync)
+            self.acknowledgedWrites(service.tcpPort(), 2000)
+            with socket.create_connection(("127.0.0.1", service.tcpPort())) as sock:
+                sock.sendall(request(STATS, 1))
+                store = json.loads(reply(sock)[2])["store"]
+            self.assertEqual(store["committed_writes"], 2000)
+            self.assertLess(store["commits"], 2000 / 4, store)  # grouped, not one transaction per write
+            service.stop(signal.SIGKILL)
+            again = self.start("--listen", "tcp:0", "--db", str(db))
+            with socket.create_connection(("127.0.0.1", again.tcpPort())) as sock:
+                sock.sendall(b"".join(request(READ, i, key(b"key%05d" % i)) for i in range(2000)))
+                for i in range(2000):
+                    self.assertEqual(reply(sock), (0x91, i, b"value%d" % i))
+            again.stop()
+
+    def test_foreignProtocolsAreCutQuickly(self):
+        service = self.start("--listen", "tcp:0", "--db", ":memory:")
+        for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 500):
+            with socket.create_connection(("127.0.0.1", service.tcpPort()), timeout=5) as sock:
+                sock.sendall(junk)
+                op, rid, payload = reply(sock)
+                self.assertEqual((op, rid, struct.unpack(">H", payload[:2])[0]), (0xFF, 0, 5))
+                self.assertEqual(sock.recv(10), b"")
+
+    def test_crudTwinSharesTheDatabaseWithBinary(self):
+        db = str(Path(self.mktemp()))
+        crud = self.start("--listen", "tcp:0", "--db", db, plugin="sockproto-crud")
+        binary = self.start("--listen", "tcp:0", "--db", db)
+        client = LineClient.tcp(crud.tcpPort())
+        self.addCleanup(client.close)
+        self.assertTrue(client.line().startswith("OK"))
+        client.send("create shared written by crud\nread shared\n")
+        self.assertEqual([client.line(), client.line()], ["OK", "OK written by crud"])
+        deadline = time.monotonic() + 5
+        with socket.create_connection(("127.0.0.1", binary.tcpPort())) as sock:
+            while True:
+                sock.sendall(request(READ, 1, key(b"shared")))
+                op, _, payload = reply(sock)
+                if op == 0x91 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            self.assertEqual((op, payload), (0x91, b"written by crud"))
+            sock.sendall(request(UPDATE, 2, key(b"shared") + b"by binary"))
+            self.assertEqual(reply(sock)[0], 0x92)
+        deadline = time.monotonic() + 5
+        while True:
+            client.send("read shared\n")
+            line = client.line()
+            if line == "OK by binary" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(line, "OK by binary")
+
+    def test_kvCommand(self):
+        service = self.start("--listen", "tcp:0", "--db", ":memory:")
+        endpoint = f"tcp:127.0.0.1:{service.tcpPort()}"
+
+        def kv(*args, stdin=""):
+            return subprocess.run([PYTHON, "-m", "sockproto.cli", "kv", endpoint, *args], input=stdin.encode(),
+                                  capture_output=True, timeout=60, cwd=ROOT)
+
+        self.assertEqual(kv("create", "a", "1").returncode, 0)
+        self.assertEqual(kv("create", "a", "1").returncode, 1)
+        self.assertEqual(kv("update", "a", stdin="from stdin").returncode, 0)
+        result = kv("read", "a")
+        self.assertEqual((result.returncode, result.stdout), (0, b"from stdin"))
+        self.assertEqual(kv("read", "missing").returncode, 1)
+        self.assertEqual(kv("list").stdout, b"a\n")
+        self.assertEqual(kv("frobnicate").returncode, 2)
+        refused = subprocess.run([PYTHON, "-m", "sockproto.cli", "kv", "tcp:127.0.0.1:1", "ping"], capture_output=True,
+                                 timeout=60, cwd=ROOT)
+        self.assertEqual(refused.returncode, 3)
+        self.assertIn(b"cannot connect", refused.stderr)
