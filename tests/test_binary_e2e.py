@@ -87,7 +87,8 @@ class BinaryEndToEndTests(unittest.TestCase):
 
     def test_foreignProtocolsAreCutQuickly(self):
         service = self.start("--listen", "tcp:0", "--db", ":memory:")
-        for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 500):
+        tlsHello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 500
+        for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", tlsHello):
             with socket.create_connection(("127.0.0.1", service.tcpPort()), timeout=5) as sock:
                 sock.sendall(junk)
                 op, rid, payload = reply(sock)

@@ -4,21 +4,28 @@
 implements it.  Reads are answered from an in-memory copy of the committed
 data (like Redis, the data set lives in memory), so they never wait for the
 disk or behind a commit.  Writes are checked at once against committed and
-accepted-but-uncommitted state, in arrival order, then committed by one
-writer thread in groups: every write that arrives while a commit runs goes
-into the next transaction.  A write is acknowledged only after its
-transaction has committed (``--fsync always``: and been synced to disk).
+accepted-but-uncommitted state, in arrival order, and committed in groups:
+all writes of one reactor turn are one transaction.  A write is acknowledged
+only after its transaction has committed: written to SQLite's WAL (it then
+survives a crash of the server), and with ``--fsync always`` also synced to
+disk.  Syncs run on a worker thread, one for all the transactions committed
+since the last one (group commit for fsync, as Redis's ``appendfsync``), and
+so do checkpoints and reloads; the reactor thread only hands SQLite bytes
+for the page cache, the way Redis writes its append-only file.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
+import os
 import sqlite3
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from sockproto.binary.codec import Code, Op
@@ -56,10 +63,11 @@ _DELETED = object()
 
 class GroupCommitStore:
     """
-    The in-memory copy, write checking and group commit; subclasses persist.
+    The in-memory copy, write checking and grouping; subclasses persist.
 
-    A subclass implements :meth:`_persist` and calls :meth:`_committed` (in
-    the reactor thread) when a group is durable or has failed.
+    A subclass implements :meth:`_persist`, called at the end of a reactor
+    turn with that turn's writes, and calls :meth:`_committed` (in the
+    reactor thread) once a group is durable or has failed.
     """
 
     def __init__(self, reactor: Any) -> None:
@@ -69,7 +77,8 @@ class GroupCommitStore:
         # key -> [latest accepted state (value or _DELETED), writes not yet committed]
         self._pending: dict[bytes, list[Any]] = {}
         self._queue: list[tuple[int, bytes, bytes, Done]] = []
-        self._committing = False
+        self._scheduled = False
+        self._inflight = 0  # groups handed to _persist and not yet committed
         self._idle: list[defer.Deferred[None]] = []
         self.commits = 0
         self.committedWrites = 0
@@ -80,7 +89,7 @@ class GroupCommitStore:
 
     def whenIdle(self) -> defer.Deferred[None]:
         """Fires when every accepted write has been committed."""
-        if not (self._committing or self._queue):
+        if not (self._scheduled or self._queue or self._inflight):
             return defer.succeed(None)
         waiter: defer.Deferred[None] = defer.Deferred()
         self._idle.append(waiter)
@@ -93,9 +102,9 @@ class GroupCommitStore:
 
     def keys(self, prefix: bytes) -> list[bytes]:
         keys = self._sorted
-        start = bisect.bisect_left(keys, prefix)
         if not prefix:
             return keys[:]
+        start = bisect.bisect_left(keys, prefix)
         end = start
         while end < len(keys) and keys[end].startswith(prefix):
             end += 1
@@ -127,47 +136,43 @@ class GroupCommitStore:
             pending[0] = state
             pending[1] += 1
         self._queue.append((op, key, value, done))
-        if not self._committing:
-            self._startCommit()
+        if not self._scheduled:
+            # At the end of this reactor turn, with every write read in it.
+            self._scheduled = True
+            self.reactor.callLater(0, self._group)
         return None
 
-    def _startCommit(self) -> None:
+    def _group(self) -> None:
+        self._scheduled = False
         batch, self._queue = self._queue, []
-        self._committing = True
+        if not batch:
+            return
         # Only the last state of each key matters inside one transaction.
         final: dict[bytes, Any] = {}
         for op, key, value, _ in batch:
             final[key] = None if op == Op.DELETE else value
         upserts = [(k, v) for k, v in final.items() if v is not None]
         deletes = [(k,) for k, v in final.items() if v is None]
+        self._inflight += 1
         self._persist(batch, upserts, deletes)
 
     def _persist(self, batch: list[Any], upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> None:
         raise NotImplementedError
 
-    def _committed(self, batch: list[tuple[int, bytes, bytes, Done]], ok: bool, result: Any) -> None:
-        self._committing = False
+    def _committed(self, batch: list[tuple[int, bytes, bytes, Done]], ok: bool, failure: Any = None) -> None:
+        self._inflight -= 1
         pending = self._pending
         if ok:
             self.commits += 1
             self.committedWrites += len(batch)
-            self._afterCommit(result)
         else:
-            log.failure("kv store: a commit of {count} writes failed", result, count=len(batch))
+            log.failure("kv store: a commit of {count} writes failed", failure, count=len(batch))
         data, keys = self._data, self._sorted
         # Apply and acknowledge one write at a time, in order, so what a
         # connection asks after each write sees exactly the writes before it.
         for op, key, value, done in batch:
             if ok:
-                if op == Op.DELETE:
-                    if data.pop(key, None) is not None:
-                        index = bisect.bisect_left(keys, key)
-                        if index < len(keys) and keys[index] == key:
-                            del keys[index]
-                else:
-                    if key not in data:
-                        bisect.insort(keys, key)
-                    data[key] = value
+                self._apply(data, keys, key, None if op == Op.DELETE else value)
             entry = pending.get(key)
             if entry is not None:
                 entry[1] -= 1
@@ -177,23 +182,37 @@ class GroupCommitStore:
                 done(None if ok else Code.SERVER_ERROR)
             except Exception:
                 log.failure("kv store: a write's completion failed")
-        if self._queue:
-            self._startCommit()
-        elif self._idle:
+        if ok:
+            self._afterCommit(batch)
+        if self._idle and not (self._scheduled or self._queue or self._inflight):
             idle, self._idle = self._idle, []
             for waiter in idle:
                 waiter.callback(None)
 
-    def _afterCommit(self, result: Any) -> None:
+    @staticmethod
+    def _apply(data: dict[bytes, bytes], keys: list[bytes], key: bytes, value: bytes | None) -> None:
+        if value is None:
+            if data.pop(key, None) is not None:
+                index = bisect.bisect_left(keys, key)
+                if index < len(keys) and keys[index] == key:
+                    del keys[index]
+        else:
+            if key not in data:
+                bisect.insort(keys, key)
+            data[key] = value
+
+    def _afterCommit(self, batch: list[Any]) -> None:
         pass
 
     def stats(self) -> dict[str, int]:
         return {"keys": len(self._data), "commits": self.commits, "committed_writes": self.committedWrites}
 
 
-
 class SQLiteStore(GroupCommitStore):
-    """An SQLite database with an in-memory copy, written with group commit by one thread."""
+    """An SQLite database (WAL) with an in-memory copy."""
+
+    #: Checkpoint (copy the WAL into the database) past this many WAL pages.
+    checkpointPages = 8192
 
     def __init__(self, path: str, reactor: Any, fsync: str = "normal", pollInterval: float = 0.1) -> None:
         if fsync not in FSYNC_MODES:
@@ -202,22 +221,41 @@ class SQLiteStore(GroupCommitStore):
         self.path = path
         self.fsync = fsync
         self.pollInterval = pollInterval
-        self._connection: sqlite3.Connection | None = None
+        self._connection: sqlite3.Connection | None = None  # the reactor thread's, for writes
+        self._worker: sqlite3.Connection | None = None  # the worker thread's: checkpoints, reloads
         self._pool: ThreadPool | None = None
         self._poller: task.LoopingCall | None = None
+        self._walFD: int | None = None
+        self._unsynced: list[list[Any]] = []
+        self._syncing = False
+        self._walPages = 0
+        self._checkpointing = False
         self._dataVersion = 0
-
-    # -- life -------------------------------------------------------------------
+        self._sinceReload: list[tuple[bytes, bytes | None]] | None = None
+        self.syncs = 0
 
     def open(self) -> None:
         """Open (creating) the database and load it; at startup, before serving."""
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # Small pages: a commit writes every page it touches to the WAL, and
+        # writes to random keys touch one page each.
+        connection.execute("PRAGMA page_size=1024")
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(f"PRAGMA synchronous={'FULL' if self.fsync == 'always' else 'NORMAL'}")
+        # This connection never syncs and never checkpoints: the worker
+        # thread does both, with a connection that syncs fully, so the WAL is
+        # only ever reused after the database file itself is on disk.
+        connection.execute("PRAGMA synchronous=OFF")
+        connection.execute("PRAGMA wal_autocheckpoint=0")
         connection.execute("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
         self._connection = connection
-        self._load(self._readAll())
-        self._pool = ThreadPool(1, 1, name="sockproto-kv-writer")
+        self._load(connection.execute("SELECT key, value FROM kv").fetchall())
+        self._dataVersion = self._version()
+        worker = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        worker.execute("PRAGMA synchronous=FULL")
+        self._worker = worker
+        if self.path != MEMORY:
+            self._walFD = os.open(self.path + "-wal", os.O_RDONLY | os.O_CREAT, 0o600)
+        self._pool = ThreadPool(1, 1, name="sockproto-kv-worker")
         self._pool.start()
         if self.path != MEMORY and self.pollInterval:
             # Another process writing the same file (e.g. a separate crud
@@ -226,83 +264,150 @@ class SQLiteStore(GroupCommitStore):
             self._poller.clock = self.reactor
             self._poller.start(self.pollInterval, now=False)
 
-    def _readAll(self) -> list[tuple[bytes, bytes]]:
+    def _version(self) -> int:
         assert self._connection is not None
-        rows = self._connection.execute("SELECT key, value FROM kv").fetchall()
-        self._dataVersion = self._connection.execute("PRAGMA data_version").fetchone()[0]
-        return rows
+        return self._connection.execute("PRAGMA data_version").fetchone()[0]
 
     @defer.inlineCallbacks
     def close(self) -> Any:
-        """Commit what was accepted, then close."""
+        """Commit (and sync) what was accepted, checkpoint, then close."""
         if self._poller is not None and self._poller.running:
             self._poller.stop()
         yield self.whenIdle()
+        while self._checkpointing:
+            yield task.deferLater(self.reactor, 0.01, lambda: None)
+        if self._pool is not None and self._worker is not None:
+            yield self._inWorker(self._worker.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
         if self._pool is not None:
             self._pool.stop()
             self._pool = None
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        for connection in (self._connection, self._worker):
+            if connection is not None:
+                connection.close()
+        self._connection = self._worker = None
+        if self._walFD is not None:
+            os.close(self._walFD)
+            self._walFD = None
+
+    def _inWorker(self, function: Any, *args: Any) -> defer.Deferred[Any]:
+        assert self._pool is not None
+        d: defer.Deferred[Any] = defer.Deferred()
+
+        def finished(ok: bool, result: Any) -> None:
+            self.reactor.callFromThread(d.callback if ok else d.errback, result)
+
+        self._pool.callInThreadWithCallback(finished, function, *args)
+        return d
 
     def _persist(self, batch: list[Any], upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> None:
-        assert self._pool is not None
-        self._pool.callInThreadWithCallback(
-            lambda ok, result: self.reactor.callFromThread(self._committed, batch, ok, result),
-            self._commitInThread,
-            upserts,
-            deletes,
-        )
-
-    def _afterCommit(self, version: Any) -> None:
-        if version != self._dataVersion:
-            self._dataVersion = version
-            self._scheduleReload()
-
-    # -- other writers --------------------------------------------------------------
-
-    def _pollOthers(self) -> None:
-        if self._pool is None or self._committing:
-            return
-        self._pool.callInThreadWithCallback(
-            lambda ok, result: self.reactor.callFromThread(self._polled, ok, result),
-            lambda: self._connection.execute("PRAGMA data_version").fetchone()[0],  # type: ignore[union-attr]
-        )
-
-    def _polled(self, ok: bool, version: Any) -> None:
-        if ok and version != self._dataVersion:
-            self._dataVersion = version
-            self._scheduleReload()
-
-    def _scheduleReload(self) -> None:
-        assert self._pool is not None
-        log.info("kv store: {path} was changed by another process; reloading", path=self.path)
-        self._pool.callInThreadWithCallback(
-            lambda ok, rows: self.reactor.callFromThread(self._reloaded, ok, rows), self._readAll
-        )
-
-    def _reloaded(self, ok: bool, rows: Any) -> None:
-        if ok:
-            self._load(rows)
-        else:
-            log.failure("kv store: reload failed", rows)
-
-    def _commitInThread(self, upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> int:
         connection = self._connection
         assert connection is not None
         try:
             connection.execute("BEGIN")
-            if upserts:
-                connection.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", upserts)
-            if deletes:
-                connection.executemany("DELETE FROM kv WHERE key = ?", deletes)
+            for start in range(0, len(upserts), _ROWS_PER_STATEMENT):
+                rows = upserts[start : start + _ROWS_PER_STATEMENT]
+                connection.execute(_upsertSQL(len(rows)), [field for row in rows for field in row])
+            for start in range(0, len(deletes), _ROWS_PER_STATEMENT * 2):
+                keys = [row[0] for row in deletes[start : start + _ROWS_PER_STATEMENT * 2]]
+                connection.execute(f"DELETE FROM kv WHERE key IN ({','.join('?' * len(keys))})", keys)
             connection.execute("COMMIT")
-        except BaseException:
+        except Exception:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            raise
-        # Our own commits do not change data_version; another process's do.
-        return connection.execute("PRAGMA data_version").fetchone()[0]
+            self._committed(batch, False, Failure())
+            return
+        self._walPages += len(upserts) + len(deletes)
+        if self.fsync == "always" and self._walFD is not None:
+            self._unsynced.append(batch)
+            if not self._syncing:
+                self._sync()
+        else:
+            self._committed(batch, True)
+        if self._walPages > self.checkpointPages and not self._checkpointing:
+            self._checkpoint()
+
+    def _sync(self) -> None:
+        """One fsync of the WAL for every transaction committed since the last one."""
+        batches, self._unsynced = self._unsynced, []
+        self._syncing = True
+
+        def synced(result: Any) -> None:
+            self.syncs += 1
+            self._syncing = False
+            for batch in batches:
+                self._committed(batch, True)
+            if self._unsynced:
+                self._sync()
+
+        def failed(failure: Any) -> None:
+            self._syncing = False
+            for batch in batches:
+                self._committed(batch, False, failure)
+            if self._unsynced:
+                self._sync()
+
+        self._inWorker(os.fsync, self._walFD).addCallbacks(synced, failed)
+
+    def _checkpoint(self) -> None:
+        assert self._worker is not None
+        self._checkpointing = True
+        self._walPages = 0
+
+        def done(result: Any) -> None:
+            self._checkpointing = False
+            if isinstance(result, Failure):
+                log.failure("kv store: checkpoint failed", result)
+
+        self._inWorker(self._worker.execute, "PRAGMA wal_checkpoint(PASSIVE)").addBoth(done)
+
+    # -- other writers ----------------------------------------------------------------
+
+    def _afterCommit(self, batch: list[Any]) -> None:
+        if self._sinceReload is not None:
+            for op, key, value, _ in batch:
+                self._sinceReload.append((key, None if op == Op.DELETE else value))
+
+    def _pollOthers(self) -> None:
+        if self._connection is None:
+            return
+        version = self._version()  # our own commits do not change it; other processes' do
+        if version != self._dataVersion:
+            self._dataVersion = version
+            self._reload()
+
+    def _reload(self) -> None:
+        log.info("kv store: {path} was changed by another process; reloading", path=self.path)
+        assert self._worker is not None
+        self._sinceReload = []
+
+        def readAll() -> list[tuple[bytes, bytes]]:
+            assert self._worker is not None
+            return self._worker.execute("SELECT key, value FROM kv").fetchall()
+
+        def loaded(rows: Any) -> None:
+            replay, self._sinceReload = self._sinceReload or [], None
+            self._load(rows)
+            # Our commits since the reload began may be missing from its snapshot.
+            for key, value in replay:
+                self._apply(self._data, self._sorted, key, value)
+
+        def failed(failure: Any) -> None:
+            self._sinceReload = None
+            log.failure("kv store: reload failed", failure)
+
+        self._inWorker(readAll).addCallbacks(loaded, failed)
+
+    def stats(self) -> dict[str, int]:
+        return dict(GroupCommitStore.stats(self), syncs=self.syncs)
+
+
+_ROWS_PER_STATEMENT = 400  # 800 variables: under SQLite's oldest limit of 999
+
+
+@functools.lru_cache(maxsize=64)
+def _upsertSQL(rows: int) -> str:
+    # One statement for many rows: fewer trips through the sqlite3 module.
+    return "INSERT OR REPLACE INTO kv (key, value) VALUES " + ",".join(["(?,?)"] * rows)
 
 
 class MemoryStore(GroupCommitStore):
@@ -315,4 +420,4 @@ class MemoryStore(GroupCommitStore):
         return self.whenIdle()
 
     def _persist(self, batch: list[Any], upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> None:
-        self.reactor.callLater(0, self._committed, batch, True, None)
+        self.reactor.callLater(0, self._committed, batch, True)
