@@ -418,3 +418,41 @@ class HostileInputTests(ChatProtocolCase):
             a.dataReceived(first)
             self.assertTrue(ta.value().startswith(b"!!! this port speaks plain text lines, not "))
             self.assertTrue(ta.disconnecting)
+
+
+class SocketOptionTests(ChatProtocolCase):
+    def test_keepAliveAndNoDelayAreAskedFor(self):
+        calls = []
+
+        class TCPishTransport(StringTransport):
+            def setTcpKeepAlive(self, on):
+                calls.append(("keepalive", on))
+
+            def setTcpNoDelay(self, on):
+                calls.append(("nodelay", on))
+
+        for keepAlive, expected in ((True, [("nodelay", 1), ("keepalive", 1)]), (False, [("nodelay", 1)])):
+            calls.clear()
+            factory = ChatFactory(self.clock, self.hub, keepAlive=keepAlive)
+            proto = factory.buildProtocol(PEER)
+            proto.makeConnection(TCPishTransport(peerAddress=PEER))
+            self.assertEqual(calls, expected)
+
+    def test_maxClients(self):
+        factory = ChatFactory(self.clock, self.hub, maxConnections=1)
+        self.connect(factory)
+        _, transport = self.connect(factory)
+        self.assertEqual(transport.value(), b"!!! server full: too many clients, try again later\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleClientIsToldAndLeaves(self):
+        factory = ChatFactory(self.clock, self.hub, idleTimeout=40)
+        a, ta = self.connect(factory)
+        b, tb = self.connect(factory)
+        self.output(ta), self.output(tb)
+        for _ in range(6):
+            self.clock.advance(10)
+            b.dataReceived(b"still here\n")
+        self.assertIn("*** idle too long: goodbye", self.output(ta))
+        self.assertTrue(ta.disconnecting)
+        self.assertIn("*** guest1 left #lobby (idle)", self.output(tb))
