@@ -134,8 +134,11 @@ class SPBProtocol(ServerProtocol, Int32StringReceiver):
         factory.operations[op] += 1
         if op in WRITES:
             self.handleWrite(op, requestId, payload)
+        elif self.replies.queue:
+            # Behind a write of this connection: answered when its turn comes.
+            self.replies.queue.append([lambda: factory.respond(op, requestId, payload)])
         else:
-            self.replies.answer(lambda: factory.respond(op, requestId, payload))
+            self.send(factory.respond(op, requestId, payload))
 
     def handleWrite(self, op: int, requestId: int, payload: bytes) -> None:
         try:
