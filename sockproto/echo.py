@@ -128,8 +128,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         reactor,
         mode=options["mode"],
         maxLineLength=options["max-line-length"],
-        maxConnections=options["max-connections"],
-        idleTimeout=options["idle-timeout"],
+        **options.limits(),
     )
     return ListeningService(
         "echo", options["listen"], factory, reactor, datagramProtocol=DatagramEcho

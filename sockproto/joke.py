@@ -135,7 +135,6 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         reactor,
         JokePicker(options["book"], seed=options["random-seed"]),
         maxAttempts=options["max-attempts"],
-        maxConnections=options["max-connections"],
-        idleTimeout=options["idle-timeout"],
+        **options.limits(),
     )
     return ListeningService("joke", options["listen"], factory, reactor)

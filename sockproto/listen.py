@@ -226,6 +226,10 @@ class ServerOptions(usage.Options):
                 checkEndpoint(f"tcp:{self.defaultPort}:interface=127.0.0.1")
             ]
 
+    def limits(self) -> dict[str, Any]:
+        """The connection limits, as ServerFactory takes them."""
+        return {"maxConnections": self["max-connections"], "idleTimeout": self["idle-timeout"]}
+
     def getSynopsis(self) -> str:
         return f"Usage: twistd [twistd options] sockproto-{self.serviceName} [options]"
 

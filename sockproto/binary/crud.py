@@ -12,12 +12,12 @@ from twisted.application import service
 
 from sockproto.binary.codec import MAX_KEY, Code, Op
 from sockproto.binary.protocol import OrderedReplies
-from sockproto.binary.service import StoreOptionsMixin, openStore, storeBackedService
+from sockproto.binary.service import StoreServerOptions, makeStoreService
 from sockproto.binary.store import KeyValueStore
 from sockproto.connections import ServerFactory
 from sockproto.fastio import eagerWriter
 from sockproto.lines import LineServerProtocol
-from sockproto.listen import ServerOptions, positiveInt
+from sockproto.listen import positiveInt
 
 HELP = (
     "OK commands: create KEY VALUE | read KEY | update KEY VALUE | delete KEY | "
@@ -140,7 +140,7 @@ class CrudFactory(ServerFactory):
         self.maxLineLength = maxLineLength
 
 
-class Options(StoreOptionsMixin, ServerOptions):
+class Options(StoreServerOptions):
     serviceName = "crud"
     defaultPort = 9001
     longdesc = "The seeds' CRUD database server: create/read/update/delete/list lines over the SPB/1 store."
@@ -148,20 +148,6 @@ class Options(StoreOptionsMixin, ServerOptions):
         ["max-line-length", None, 65536, "Longest line accepted, in bytes.", positiveInt],
     ]
 
-    def postOptions(self) -> None:
-        ServerOptions.postOptions(self)
-        self.checkStoreOptions()
-
 
 def makeService(options: Options, reactor: Any = None) -> service.IService:
-    if reactor is None:
-        from twisted.internet import reactor
-    store = openStore("crud", options, reactor)
-    factory = CrudFactory(
-        reactor,
-        store,
-        maxLineLength=options["max-line-length"],
-        maxConnections=options["max-connections"],
-        idleTimeout=options["idle-timeout"],
-    )
-    return storeBackedService("crud", options, factory, store, reactor)
+    return makeStoreService(options, reactor, CrudFactory, maxLineLength=options["max-line-length"])

@@ -13,8 +13,8 @@ from sockproto.binary.store import FSYNC_MODES, MEMORY, GroupCommitStore, Memory
 from sockproto.listen import ListeningService, ServerOptions, positiveInt
 
 
-class StoreOptionsMixin:
-    """``--db`` and ``--fsync``, shared by the binary and crud services."""
+class StoreServerOptions(ServerOptions):
+    """Options of a service over the store: ``--db`` and ``--fsync`` (binary and crud)."""
 
     optParameters = [
         ["db", None, "sockproto-kv.sqlite3", "SQLite database file (:memory: keeps nothing)."],
@@ -22,9 +22,10 @@ class StoreOptionsMixin:
          "normal: acknowledged writes survive a crash of the server; always: also a power loss (slower)."],
     ]
 
-    def checkStoreOptions(self) -> None:
-        if self["fsync"] not in FSYNC_MODES:  # type: ignore[index]
-            raise usage.UsageError(f"bad --fsync {self['fsync']!r}: choose normal or always")  # type: ignore[index]
+    def postOptions(self) -> None:
+        ServerOptions.postOptions(self)
+        if self["fsync"] not in FSYNC_MODES:
+            raise usage.UsageError(f"bad --fsync {self['fsync']!r}: choose normal or always")
 
 
 class StoreService(service.Service):
@@ -51,11 +52,17 @@ def openStore(serviceName: str, options: Any, reactor: Any) -> GroupCommitStore:
     return store
 
 
-def storeBackedService(serviceName: str, options: Any, factory: Any, store: GroupCommitStore, reactor: Any) -> Any:
+def makeStoreService(options: StoreServerOptions, reactor: Any, factoryClass: Any, **settings: Any) -> Any:
+    """Open the store, build the factory over it, listen; close the store last on the way down."""
+    if reactor is None:
+        from twisted.internet import reactor
+    name = options.serviceName
+    store = openStore(name, options, reactor)
+    factory = factoryClass(reactor, store, **settings, **options.limits())
     top = service.MultiService()
     StoreService(store).setServiceParent(top)
     # Added last, stopped first: no new requests while the last writes commit.
-    ListeningService(serviceName, options["listen"], factory, reactor).setServiceParent(top)
+    ListeningService(name, options["listen"], factory, reactor).setServiceParent(top)
     return top
 
 
@@ -69,7 +76,7 @@ def maxFrame(value: str) -> int:
 maxFrame.coerceDoc = "Bytes, at least 8."  # type: ignore[attr-defined]
 
 
-class Options(StoreOptionsMixin, ServerOptions):
+class Options(StoreServerOptions):
     serviceName = "binary"
     defaultPort = 9000
     longdesc = "SPB/1, a framed binary request/response protocol over a durable key-value store."
@@ -77,20 +84,6 @@ class Options(StoreOptionsMixin, ServerOptions):
         ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame accepted, in bytes after the length.", maxFrame],
     ]
 
-    def postOptions(self) -> None:
-        ServerOptions.postOptions(self)
-        self.checkStoreOptions()
-
 
 def makeService(options: Options, reactor: Any = None) -> service.IService:
-    if reactor is None:
-        from twisted.internet import reactor
-    store = openStore("binary", options, reactor)
-    factory = SPBFactory(
-        reactor,
-        store,
-        maxFrame=options["max-frame"],
-        maxConnections=options["max-connections"],
-        idleTimeout=options["idle-timeout"],
-    )
-    return storeBackedService("binary", options, factory, store, reactor)
+    return makeStoreService(options, reactor, SPBFactory, maxFrame=options["max-frame"])

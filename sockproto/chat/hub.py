@@ -126,21 +126,19 @@ class ChatHub:
 
     def say(self, member: Member, text: str) -> None:
         """A message to the member's room; everyone else there gets it at the end of the turn."""
-        room = member.room
-        if room is None:
-            raise ChatError("you are not in a room")
-        now = self.clock.seconds()
-        self._post(room, f"{self.stamp(now)}<{member.nick}> {text}\n".encode(), member)
-        self.history.record(room.name, now, member.nick, "say", text)
+        self._speak(member, "say", text)
 
     def act(self, member: Member, text: str) -> None:
         """``/me text``."""
+        self._speak(member, "me", text)
+
+    def _speak(self, member: Member, kind: str, text: str) -> None:
         room = member.room
         if room is None:
             raise ChatError("you are not in a room")
-        now = self.clock.seconds()
-        self._post(room, f"{self.stamp(now)}* {member.nick} {text}\n".encode(), member)
-        self.history.record(room.name, now, member.nick, "me", text)
+        entry = Entry(self.clock.seconds(), member.nick, kind, text)
+        self._post(room, self.formatEntry(entry).encode(), member)
+        self.history.record(room.name, *entry)
 
     def privateMessage(self, member: Member, nick: str, text: str) -> None:
         target = self.nicks.get(nick.casefold())

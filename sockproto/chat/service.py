@@ -95,8 +95,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         floodBurst=options["flood-burst"],
         maxOutputBuffer=options["max-output-buffer"],
         keepAlive=not options["no-keepalive"],
-        maxConnections=options["max-connections"],
-        idleTimeout=options["idle-timeout"],
+        **options.limits(),
     )
     top = service.MultiService()
     ChatService(hub, history).setServiceParent(top)
