@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getopt
 import getpass
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,27 @@ def err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
-class PasswdOptions(usage.Options):
+class GnuOptions(usage.Options):
+    """Options that may also come after the arguments (``sockproto cert DIR --host x``)."""
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            found, arguments = getopt.gnu_getopt(list(options), self.shortOpt, self.longOpt)
+        except getopt.error as e:
+            raise usage.UsageError(str(e)) from None
+        reordered: list[str] = []
+        for option, value in found:
+            if option.startswith("--"):
+                takesValue = option[2:] + "=" in self.longOpt
+                reordered.append(f"{option}={value}" if takesValue else option)
+            else:
+                reordered.extend([option, value] if value else [option])
+        super().parseOptions([*reordered, "--", *arguments] if arguments else reordered)
+
+
+class PasswdOptions(GnuOptions):
     synopsis = "FILE NAME"
     longdesc = (
         "Add a chat user, or change its password, in a scrypt-hashed password file "
@@ -57,10 +78,55 @@ def runPasswd(options: PasswdOptions) -> int:
     return 0
 
 
+class CertOptions(GnuOptions):
+    synopsis = "DIR [--host NAME ...]"
+    longdesc = (
+        "Make a development CA, a server certificate for the given host names and IP addresses "
+        "(subjectAltNames; default localhost and 127.0.0.1) and a client certificate, as PEM files in DIR: "
+        "ca.crt, ca.key, server.crt, server.key, client.crt, client.key. Private keys are owner-only. "
+        "Use them with --listen ssl:PORT:privateKey=DIR/server.key:certKey=DIR/server.crt, or "
+        "mtls:PORT:...:caCerts=DIR/ca.crt to require client certificates."
+    )
+    optParameters = [
+        ["client-name", None, "client", "Common name of the client certificate (the chat nickname over mtls:)."],
+        ["days", None, 365, "Days the certificates are valid.", int],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["hosts"] = []
+
+    def opt_host(self, name: str) -> None:
+        """A host name or IP address for the server certificate. Repeatable."""
+        self["hosts"].append(name)
+
+    def parseArgs(self, directory: str) -> None:
+        self["directory"] = directory
+
+    def postOptions(self) -> None:
+        if not self["hosts"]:
+            self["hosts"] = ["localhost", "127.0.0.1"]
+        if self["days"] < 1:
+            raise usage.UsageError("--days must be at least 1")
+
+
+def runCert(options: CertOptions) -> int:
+    from sockproto.tls import makeDevelopmentCertificates
+
+    try:
+        paths = makeDevelopmentCertificates(options["directory"], options["hosts"], options["client-name"],
+                                            options["days"])
+    except (OSError, ValueError) as e:
+        err(f"sockproto cert: {e}")
+        return 1
+    out(f"sockproto cert: wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
 KV_COMMANDS = {"create": 2, "read": 1, "update": 2, "delete": 1, "list": (0, 1), "stats": 0, "ping": 0}
 
 
-class KvOptions(usage.Options):
+class KvOptions(GnuOptions):
     synopsis = "ENDPOINT create KEY [VALUE] | read KEY | update KEY [VALUE] | delete KEY | list [PREFIX] | stats | ping"
     longdesc = (
         "Talk SPB/1 to sockproto-binary. ENDPOINT is a Twisted client endpoint string "
@@ -92,6 +158,7 @@ class Options(usage.Options):
     subCommands = [
         ["passwd", None, PasswdOptions, "Add or change a chat user in a hashed password file."],
         ["kv", None, KvOptions, "Create, read, update, delete and list keys of sockproto-binary."],
+        ["cert", None, CertOptions, "Make a development CA, server and client certificates."],
     ]
 
     def postOptions(self) -> None:
@@ -99,7 +166,7 @@ class Options(usage.Options):
             raise usage.UsageError("a command is needed")
 
 
-RUNNERS = {"passwd": runPasswd, "kv": runKv}
+RUNNERS = {"passwd": runPasswd, "kv": runKv, "cert": runCert}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

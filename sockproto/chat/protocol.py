@@ -16,6 +16,7 @@ from sockproto.chat.text import clean, decode
 from sockproto.connections import ServerFactory, setSocketOptions
 from sockproto.fastio import eagerWriter
 from sockproto.lines import TOO_LONG, LineServerProtocol
+from sockproto.tls import peerIdentity
 
 log = Logger()
 
@@ -152,6 +153,7 @@ class _OutputGauge:
         pass
 
 
+@implementer(interfaces.IHandshakeListener)
 class ChatProtocol(LineServerProtocol):
     """One chat client."""
 
@@ -179,7 +181,16 @@ class ChatProtocol(LineServerProtocol):
         self.bucket = None
         if factory.floodRate:
             self.bucket = TokenBucket(factory.floodRate, factory.floodBurst, factory.clock.seconds())
-        identity = factory.identify(transport)
+        if not interfaces.ISSLTransport.providedBy(transport):
+            self.greet()
+        # Over TLS, who the client is is known once the handshake is done.
+
+    def handshakeCompleted(self) -> None:
+        self.greet()
+
+    def greet(self) -> None:
+        factory = self.factory
+        identity = peerIdentity(self.transport)
         if identity is not None:
             self.send(f"Welcome to sockproto chat, {identity}! Type /help for commands.\n".encode())
             self._enter(identity)
@@ -423,7 +434,3 @@ class ChatFactory(ServerFactory):
         self.keepAlive = keepAlive
         self.loginThrottle = LoginThrottle(clock)
         self.slowConsumers = 0
-
-    def identify(self, transport: Any) -> str | None:
-        """The verified name of a client, from its TLS certificate where it has one."""
-        return None

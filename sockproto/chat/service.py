@@ -18,6 +18,13 @@ from sockproto.listen import ListeningService, ServerOptions, nonNegativeFloat, 
 log = Logger()
 
 
+def linesPerSecond(value: str) -> float:
+    return nonNegativeFloat(value)
+
+
+linesPerSecond.coerceDoc = "Lines a second, 0 or more."  # type: ignore[attr-defined]
+
+
 class Options(ServerOptions, strcred.AuthOptionMixin):
     serviceName = "chat"
     defaultPort = 5000
@@ -32,8 +39,7 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
         ["history", None, "sockproto-chat.sqlite3", "SQLite file for room history (:memory: keeps none)."],
         ["max-line-length", None, 512, "Longest line accepted, in bytes.", positiveInt],
         ["flood-burst", None, 20, "Lines a client may send at once before flood control.", positiveInt],
-        ["flood-rate", None, 5.0, "Lines per second a client may keep sending (0: no flood control).",
-         nonNegativeFloat],
+        ["flood-rate", None, 5.0, "Lines per second a client may keep sending (0: no flood control).", linesPerSecond],
         ["max-output-buffer", None, 1 << 20, "Unsent bytes a client may owe before it is dropped as too slow.",
          positiveInt],
         ["max-rooms", None, 1000, "Rooms that may exist at once.", positiveInt],

@@ -3,6 +3,7 @@
 from twisted.application.service import ServiceMaker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import ICheckerFactory
+from twisted.internet.interfaces import IStreamServerEndpointStringParser
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -61,3 +62,18 @@ sockprotoCrud = ServiceMaker(
     "The seeds' CRUD text server (create/read/update/delete/list) over the SPB/1 store.",
     "sockproto-crud",
 )
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class _MutualTLS:
+    """``mtls:PORT:privateKey=KEY:certKey=CERT:caCerts=CA``: TLS that requires a client certificate."""
+
+    prefix = "mtls"
+
+    def parseStreamServer(self, reactor, *args, **kwargs):
+        from sockproto.tls import MutualTLSServerParser
+
+        return MutualTLSServerParser().parseStreamServer(reactor, *args, **kwargs)
+
+
+mutualTLS = _MutualTLS()
