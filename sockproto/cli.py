@@ -6,6 +6,7 @@ import getopt
 import getpass
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from twisted.python import usage
 
@@ -16,6 +17,16 @@ def out(text: str) -> None:
 
 def err(text: str) -> None:
     sys.stderr.write(text + "\n")
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not 0 < number < 86400:
+        raise ValueError(f"{value} is not a number of seconds above 0")
+    return number
+
+
+_seconds.coerceDoc = "Seconds."  # type: ignore[attr-defined]
 
 
 class GnuOptions(usage.Options):
@@ -123,6 +134,84 @@ def runCert(options: CertOptions) -> int:
     return 0
 
 
+class ClientOptions(GnuOptions):
+    """TLS and timeout options of the client tools."""
+
+    optParameters = [
+        ["ca", None, None, "CA certificate file the server's certificate must chain to (default: the system's)."],
+        ["cert", None, None, "Client certificate to present (mutual TLS)."],
+        ["key", None, None, "Private key of --cert (default: in the --cert file)."],
+        ["timeout", "t", 10.0, "Seconds to wait for the connection (and the TLS handshake).", _seconds],
+    ]
+    optFlags = [["insecure", "k", "Do not verify the server's certificate or name (testing only)."]]
+
+
+class ConnectOptions(ClientOptions):
+    synopsis = "ENDPOINT [options]"
+    longdesc = (
+        "An interactive client like nc: standard input goes to the server, the server's bytes to standard output. "
+        "ENDPOINT is a Twisted client endpoint string: tcp:HOST:PORT, unix:PATH, tls:HOST:PORT. "
+        "The end of standard input half-closes the connection. Exit status: 0 closed normally, "
+        "3 could not connect (refused, timed out, certificate or name mismatch), 1 lost."
+    )
+    optFlags = [["keepalive", None, "Turn on TCP keep-alive."]]
+    optParameters = [
+        ["linger", None, 2.0, "Over TLS, which cannot half-close: seconds of quiet from the server after the end of "
+         "standard input before closing.", _seconds],
+    ]
+
+    def parseArgs(self, endpoint: str) -> None:
+        self["endpoint"] = endpoint
+
+
+class ProbeOptions(ClientOptions):
+    synopsis = "ENDPOINT [ENDPOINT ...] [options]"
+    longdesc = (
+        "For each target: reachable or not, time to connect and to finish the TLS handshake, local and remote "
+        "addresses, and for TLS the certificate's subject, issuer, names and expiry. "
+        "Exit status 3 if any target is unreachable."
+    )
+    optFlags = [["json", "j", "Machine-readable output."]]
+
+    def parseArgs(self, *targets: str) -> None:
+        if not targets:
+            raise usage.UsageError("at least one ENDPOINT is needed")
+        self["endpoints"] = list(targets)
+
+
+class ScanOptions(GnuOptions):
+    synopsis = "HOST [--ports 1-1024] [options]"
+    longdesc = "Which TCP ports of HOST accept connections, with a bounded number of attempts in flight."
+    optParameters = [
+        ["ports", "p", "1-1024", "Ports: ranges and lists, e.g. 1-1024,8080."],
+        ["concurrency", "c", 100, "Connection attempts in flight at once.", int],
+        ["timeout", "t", 1.0, "Seconds to wait for each port.", _seconds],
+    ]
+    optFlags = [["json", "j", "Machine-readable output."]]
+
+    def parseArgs(self, host: str) -> None:
+        self["host"] = host
+
+    def postOptions(self) -> None:
+        from sockproto.tools import parsePorts
+
+        try:
+            self["ports"] = parsePorts(self["ports"])
+        except ValueError as e:
+            raise usage.UsageError(f"bad --ports: {e}") from None
+        if not 1 <= self["concurrency"] <= 10000:
+            raise usage.UsageError("--concurrency must be from 1 to 10000")
+
+
+def _runTool(name: str) -> Any:
+    def run(options: Any) -> int:
+        from sockproto import tools
+
+        return getattr(tools, name)(options)
+
+    return run
+
+
 KV_COMMANDS = {"create": 2, "read": 1, "update": 2, "delete": 1, "list": (0, 1), "stats": 0, "ping": 0}
 
 
@@ -159,6 +248,9 @@ class Options(usage.Options):
         ["passwd", None, PasswdOptions, "Add or change a chat user in a hashed password file."],
         ["kv", None, KvOptions, "Create, read, update, delete and list keys of sockproto-binary."],
         ["cert", None, CertOptions, "Make a development CA, server and client certificates."],
+        ["connect", None, ConnectOptions, "Interactive client, like nc, with TLS verified."],
+        ["probe", None, ProbeOptions, "Reachability, timings, addresses and certificates of endpoints."],
+        ["scan", None, ScanOptions, "Concurrent TCP port scanner."],
     ]
 
     def postOptions(self) -> None:
@@ -166,7 +258,14 @@ class Options(usage.Options):
             raise usage.UsageError("a command is needed")
 
 
-RUNNERS = {"passwd": runPasswd, "kv": runKv, "cert": runCert}
+RUNNERS = {
+    "passwd": runPasswd,
+    "kv": runKv,
+    "cert": runCert,
+    "connect": _runTool("runConnect"),
+    "probe": _runTool("runProbe"),
+    "scan": _runTool("runScan"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

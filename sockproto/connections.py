@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet import interfaces, protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from sockproto.listen import describeAddress
 
@@ -13,6 +14,8 @@ log = Logger()
 
 #: Seconds a closing connection may take to flush before it is cut.
 CLOSE_GRACE = 10.0
+#: Seconds a TLS client has to finish its handshake.
+HANDSHAKE_TIMEOUT = 10.0
 
 
 def peerName(transport: Any) -> str:
@@ -124,6 +127,7 @@ class ServerFactory(protocol.ServerFactory):
             self._sweeper = None
 
 
+@implementer(interfaces.IHandshakeListener)
 class ServerProtocol(protocol.Protocol):
     """
     Base of every sockproto server protocol.
@@ -140,6 +144,8 @@ class ServerProtocol(protocol.Protocol):
     quietSweeps = 0
     closed = False
     _producing = False
+    _handshake: Any = None  # the TLS handshake deadline, while it runs
+    _produceAfterHandshake = False
 
     def connectionMade(self) -> None:
         # Replies are written whole; Nagle would only hold the next one back
@@ -147,13 +153,36 @@ class ServerProtocol(protocol.Protocol):
         setSocketOptions(self.transport, noDelay=True)
         self.peer = peerName(self.transport)
         self.factory.connectionOpened(self)
+        if interfaces.ISSLTransport.providedBy(self.transport):
+            # A client that never finishes its handshake is not left holding a connection.
+            self._handshake = self.factory.clock.callLater(HANDSHAKE_TIMEOUT, self._handshakeTooSlow)
         log.info(
             "{service} connection opened from {peer}",
             service=self.factory.serviceName,
             peer=self.peer,
         )
 
+    def handshakeCompleted(self) -> None:
+        if self._handshake is not None and self._handshake.active():
+            self._handshake.cancel()
+        self._handshake = None
+        if self._produceAfterHandshake:
+            self._produceAfterHandshake = False
+            self.pauseReadingWhenBlocked()
+
+    def _handshakeTooSlow(self) -> None:
+        self._handshake = None
+        log.info(
+            "{service} TLS handshake from {peer} did not finish in {seconds} s; closing",
+            service=self.factory.serviceName,
+            peer=self.peer,
+            seconds=HANDSHAKE_TIMEOUT,
+        )
+        self.transport.abortConnection()
+
     def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
+        if self._handshake is not None and self._handshake.active():
+            self._handshake.cancel()
         self.closed = True
         self.factory.connectionClosed(self)
         log.info(
@@ -190,6 +219,12 @@ class ServerProtocol(protocol.Protocol):
         resumes it when the buffer drains.
         """
         transport = self.transport
+        if self._handshake is not None:
+            # Over TLS, output written before the handshake pauses the producer
+            # until the handshake is done, and pausing this one would stop the
+            # handshake being read: wait for it.
+            self._produceAfterHandshake = True
+            return
         if interfaces.IPushProducer.providedBy(transport):
             transport.registerProducer(transport, True)
             self._producing = True

@@ -153,7 +153,6 @@ class _OutputGauge:
         pass
 
 
-@implementer(interfaces.IHandshakeListener)
 class ChatProtocol(LineServerProtocol):
     """One chat client."""
 
@@ -186,6 +185,7 @@ class ChatProtocol(LineServerProtocol):
         # Over TLS, who the client is is known once the handshake is done.
 
     def handshakeCompleted(self) -> None:
+        LineServerProtocol.handshakeCompleted(self)
         self.greet()
 
     def greet(self) -> None:

@@ -28,6 +28,13 @@ sockprotoChat = ServiceMaker(
     "sockproto-chat",
 )
 
+sockprotoProxy = ServiceMaker(
+    "sockproto proxy",
+    "sockproto.proxy",
+    "TCP proxy between any two endpoints (UNIX to TCP, TLS termination and origination), with back-pressure.",
+    "sockproto-proxy",
+)
+
 
 @implementer(ICheckerFactory, IPlugin)
 class _HashedPasswords:

@@ -1,0 +1,105 @@
+"""Client endpoints for the tools and the proxy: Twisted strings, with TLS verified properly.
+
+``tls:HOST:PORT`` (or ``ssl:``) connects with ``optionsForClientTLS``: the
+server's certificate must chain to the given CA (``ca``, else the system's
+trust store) and name HOST (service-identity), TLS 1.2 at least; ``cert`` and
+``key`` present a client certificate for mutual TLS.  Every other type
+(``tcp:``, ``unix:``, ...) is Twisted's own ``clientFromString``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import endpoints, interfaces, ssl
+from twisted.python.filepath import FilePath
+
+from sockproto.listen import splitDescription
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    endpoint: Any
+    tlsHost: str | None  # the name checked against the certificate, for TLS targets
+    kind: str
+
+
+def clientTarget(reactor: Any, description: str, tls: TLSSettings = TLSSettings(), timeout: float = 10.0) -> Target:
+    """
+    An endpoint for ``description``.  Raises ValueError (or OSError for a
+    certificate file) with a readable message.
+    """
+    kind, args, kwargs = splitDescription(description)
+    if kind in ("tls", "ssl"):
+        host = args[0] if args else kwargs.pop("host", None)
+        port = args[1] if len(args) > 1 else kwargs.pop("port", None)
+        if not host or not port:
+            raise ValueError(f"expected {kind}:HOST:PORT")
+        options = tlsOptions(host, tls)
+        inner = endpoints.HostnameEndpoint(reactor, host, int(port), timeout=timeout)
+        return Target(endpoints.wrapClientTLS(options, inner), host, kind)
+    if kind == "tcp" and "timeout" not in kwargs:
+        description += f":timeout={timeout:g}"
+    return Target(endpoints.clientFromString(reactor, description), None, kind)
+
+
+def tlsOptions(host: str, tls: TLSSettings) -> Any:
+    client = None
+    if tls.cert:
+        keyPEM = FilePath(tls.key or tls.cert).getContent()
+        certPEM = FilePath(tls.cert).getContent()
+        client = ssl.PrivateCertificate.loadPEM(keyPEM + b"\n" + certPEM)
+    if tls.insecure:
+        extra = {}
+        if client is not None:
+            extra = {"privateKey": client.privateKey.original, "certificate": client.original}
+        return ssl.CertificateOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2, **extra)
+    trustRoot: Any = ssl.platformTrust()
+    if tls.ca:
+        trustRoot = ssl.Certificate.loadPEM(FilePath(tls.ca).getContent())
+    return ssl.optionsForClientTLS(host, trustRoot=trustRoot, clientCertificate=client)
+
+
+def canHalfClose(transport: Any) -> bool:
+    # A TLS transport forwards unknown attributes to the TCP one under it, so
+    # it seems to have loseWriteConnection; using it would cut TLS off.
+    return not interfaces.ISSLTransport.providedBy(transport) and hasattr(transport, "loseWriteConnection")
+
+
+def halfClose(transport: Any) -> None:
+    """Stop writing but keep reading where the transport can (TCP, UNIX); else close once flushed."""
+    if canHalfClose(transport):
+        transport.loseWriteConnection()
+    else:
+        transport.loseConnection()
+
+
+def describeCertificate(x509: Any) -> dict[str, Any]:
+    """Subject, issuer, names and expiry of a pyOpenSSL certificate."""
+    crypto = x509.to_cryptography()
+    from cryptography import x509 as cx
+
+    try:
+        san = crypto.extensions.get_extension_for_class(cx.SubjectAlternativeName).value
+        names = [str(n) for n in san.get_values_for_type(cx.DNSName)]
+        names += [str(n) for n in san.get_values_for_type(cx.IPAddress)]
+    except cx.ExtensionNotFound:
+        names = []
+    expires = crypto.not_valid_after_utc
+    return {
+        "subject": crypto.subject.rfc4514_string(),
+        "issuer": crypto.issuer.rfc4514_string(),
+        "names": names,
+        "expires": expires.isoformat(),
+        "days_left": (expires - datetime.datetime.now(datetime.UTC)).days,
+    }

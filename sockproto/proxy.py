@@ -1,0 +1,171 @@
+"""The TCP proxy: ``twistd -n sockproto-proxy --listen ENDPOINT --connect ENDPOINT``.
+
+Each accepted connection is relayed both ways to a new connection to the
+target.  Each side is the other's producer, so a slow reader on one side
+slows the writer on the other and memory stays bounded; a half-close passes
+through.  Both sides are endpoint strings, so it also bridges UNIX to TCP and
+terminates or originates TLS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import interfaces, protocol
+from twisted.logger import Logger
+from twisted.python import usage
+from zope.interface import implementer
+
+from sockproto.clients import TLSSettings, clientTarget, halfClose
+from sockproto.connections import ServerFactory, ServerProtocol, setSocketOptions
+from sockproto.listen import ListeningService, ServerOptions, nonNegativeFloat
+
+log = Logger()
+
+
+@implementer(interfaces.IHalfCloseableProtocol)
+class _Side:
+    """What both ends share: pass data to the peer, pass closes on."""
+
+    other: Any = None  # the protocol at the other end
+    readClosed = False
+    writeClosed = False
+
+    def relay(self, data: bytes) -> None:
+        if self.other is not None and self.other.transport is not None:
+            self.other.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        # This side will send no more: tell the other side the same.
+        self.readClosed = True
+        if self.other is not None and self.other.transport is not None:
+            halfClose(self.other.transport)
+        if self.writeClosed:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        self.writeClosed = True
+        if self.readClosed:
+            self.transport.loseConnection()
+
+    def link(self, other: Any) -> None:
+        """Pair with the other side: each is the other's producer (back-pressure both ways)."""
+        self.other = other
+        other.other = self
+        self.transport.registerProducer(other.transport, True)
+        other.transport.registerProducer(self.transport, True)
+
+    def unlink(self) -> None:
+        other, self.other = self.other, None
+        if other is None:
+            return
+        other.other = None
+        for transport in (self.transport, other.transport):
+            if transport is not None and getattr(transport, "producer", True) is not None:
+                try:
+                    transport.unregisterProducer()
+                except Exception:
+                    pass
+        other.transport.loseConnection()
+
+
+class _TargetSide(_Side, protocol.Protocol):
+    def connectionMade(self) -> None:
+        # Relayed bytes go out as they come; Nagle would hold them for ACKs.
+        setSocketOptions(self.transport, noDelay=True)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.relay(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.unlink()
+
+
+class ProxySide(_Side, ServerProtocol):
+    """The accepted connection."""
+
+    factory: ProxyFactory
+
+    def connectionMade(self) -> None:
+        ServerProtocol.connectionMade(self)
+        # Nothing is read from the client until there is somewhere to send it.
+        self.transport.pauseProducing()
+        d = self.factory.target.endpoint.connect(protocol.Factory.forProtocol(_TargetSide))
+        d.addCallbacks(self.targetConnected, self.targetFailed)
+
+    def targetConnected(self, target: _TargetSide) -> None:
+        if self.closed:
+            target.transport.loseConnection()
+            return
+        self.link(target)
+        self.transport.resumeProducing()
+
+    def targetFailed(self, failure: Any) -> None:
+        self.factory.targetFailures += 1
+        log.warn(
+            "proxy cannot reach {target} for {peer}: {why}",
+            target=self.factory.targetDescription,
+            peer=self.peer,
+            why=failure.getErrorMessage(),
+        )
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.heard = True
+        self.relay(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.unlink()
+        ServerProtocol.connectionLost(self, reason)
+
+
+class ProxyFactory(ServerFactory):
+    serviceName = "proxy"
+    protocol = ProxySide
+    refusal = b""
+
+    def __init__(self, clock: Any, target: Any, targetDescription: str, **limits: Any) -> None:
+        ServerFactory.__init__(self, clock, **limits)
+        self.target = target
+        self.targetDescription = targetDescription
+        self.targetFailures = 0
+
+
+class Options(ServerOptions):
+    serviceName = "proxy"
+    defaultPort = 8000
+    longdesc = (
+        "Relays each accepted connection to --connect, both ways, with back-pressure and half-close. "
+        "Bridges UNIX and TCP, and plain and TLS (tls:HOST:PORT verifies the target's certificate)."
+    )
+    optParameters = [
+        ["connect", "c", None, "Where to relay to: a Twisted client endpoint string (tcp:HOST:PORT, "
+         "unix:PATH, tls:HOST:PORT). Required."],
+        ["ca", None, None, "For a tls: target: the CA file its certificate must chain to (default: the system's)."],
+        ["cert", None, None, "For a tls: target: a client certificate to present (mutual TLS)."],
+        ["key", None, None, "The private key of --cert (default: in the --cert file)."],
+        ["connect-timeout", None, 10.0, "Seconds to wait for the target.", nonNegativeFloat],
+    ]
+
+    def postOptions(self) -> None:
+        ServerOptions.postOptions(self)
+        if not self["connect"]:
+            raise usage.UsageError("--connect ENDPOINT is required")
+        from twisted.internet.testing import MemoryReactor
+
+        try:
+            clientTarget(MemoryReactor(), self["connect"], self.tlsSettings())
+        except Exception as e:
+            raise usage.UsageError(f"bad --connect {self['connect']!r}: {e}") from None
+
+    def tlsSettings(self) -> TLSSettings:
+        return TLSSettings(ca=self["ca"], cert=self["cert"], key=self["key"])
+
+
+def makeService(options: Options, reactor: Any = None) -> service.IService:
+    if reactor is None:
+        from twisted.internet import reactor
+    target = clientTarget(reactor, options["connect"], options.tlsSettings(), options["connect-timeout"] or 10.0)
+    factory = ProxyFactory(reactor, target, options["connect"], **options.limits())
+    return ListeningService("proxy", options["listen"], factory, reactor)

@@ -1,0 +1,235 @@
+"""The client tools and the proxy, end to end on loopback, with certificates from 'sockproto cert'."""
+
+import json
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+from zope.interface import directlyProvides
+
+from tests.support import PYTHON, ROOT, LineClient, ServiceProcess, connectUNIX, recvAll, recvExactly, recvUntil
+from tests.test_tls_e2e import makeCerts, tlsClient
+
+
+def tool(*args, stdin=b"", timeout=60):
+    return subprocess.run([PYTHON, "-m", "sockproto.cli", *args], input=stdin, capture_output=True, timeout=timeout,
+                          cwd=ROOT)
+
+
+class ToolTests(unittest.TestCase):
+    def setUp(self):
+        self.certs = makeCerts(Path(self.mktemp()))
+        self.echo = ServiceProcess(
+            "sockproto-echo", "--mode", "line", "--listen", "tcp:0",
+            "--listen", f"ssl:0:privateKey={self.certs}/server.key:certKey={self.certs}/server.crt",
+        )
+        self.addCleanup(self.echo.stop)
+        self.echo.start(endpoints=2)
+        self.plain = f"tcp:127.0.0.1:{self.echo.tcpPort(0)}"
+        self.tls = f"tls:localhost:{self.echo.tcpPort(1)}"
+
+    def test_connectPlainAndTLS(self):
+        result = tool("connect", self.plain, "--keepalive", stdin=b"one\ntwo\n")
+        self.assertEqual((result.returncode, result.stdout), (0, b"Welcome to echo server!\nEcho: one\nEcho: two\n"))
+        result = tool("connect", self.tls, "--ca", str(self.certs / "ca.crt"), "--linger", "0.5", stdin=b"secure\n")
+        self.assertEqual((result.returncode, result.stdout), (0, b"Welcome to echo server!\nEcho: secure\n"))
+
+    def test_connectFailures(self):
+        strangers = makeCerts(Path(self.mktemp()))
+        untrusted = tool("connect", self.tls, "--ca", str(strangers / "ca.crt"), stdin=b"x\n")
+        self.assertEqual(untrusted.returncode, 3)
+        self.assertIn(b"TLS handshake failed", untrusted.stderr)
+        wrongName = tool("connect", f"tls:127.0.0.2:{self.echo.tcpPort(1)}", "--ca", str(self.certs / "ca.crt"),
+                         stdin=b"x\n")
+        self.assertEqual(wrongName.returncode, 3)
+        refused = tool("connect", "tcp:127.0.0.1:1", stdin=b"")
+        self.assertEqual(refused.returncode, 3)
+        self.assertIn(b"connection refused", refused.stderr)
+        self.assertEqual(tool("connect", "nosuch:thing").returncode, 2)
+
+    def test_probe(self):
+        result = tool("probe", "--json", self.tls, self.plain, "--ca", str(self.certs / "ca.crt"))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        tls, plain = json.loads(result.stdout)
+        self.assertTrue(tls["reachable"] and plain["reachable"])
+        self.assertIn(tls["tls_version"], ("TLSv1.2", "TLSv1.3"))
+        self.assertEqual(tls["certificate"]["names"], ["localhost", "127.0.0.1"])
+        self.assertIn("sockproto development CA", tls["certificate"]["issuer"])
+        self.assertGreater(tls["certificate"]["days_left"], 300)
+        self.assertTrue(plain["remote"].endswith(f":{self.echo.tcpPort(0)}"))
+        result = tool("probe", self.plain, "tcp:127.0.0.1:1")
+        self.assertEqual(result.returncode, 3)
+        self.assertIn(b"unreachable: connection refused", result.stdout)
+
+    def test_scan(self):
+        listeners = []
+        for _ in range(3):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            listeners.append(s)
+            self.addCleanup(s.close)
+        ports = sorted(s.getsockname()[1] for s in listeners)
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        shut = closed.getsockname()[1]
+        closed.close()  # bound once, now surely closed
+        spec = ",".join(str(p) for p in ports) + f",{shut},1-300"
+        result = tool("scan", "127.0.0.1", "--ports", spec, "--concurrency", "20", "--json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        found = json.loads(result.stdout)
+        self.assertTrue(set(ports) <= set(found["open"]))
+        self.assertNotIn(shut, found["open"])
+        self.assertEqual(found["scanned"], len(set(ports) | {shut} | set(range(1, 301))))
+        self.assertEqual(tool("scan", "127.0.0.1", "--ports", "0-5").returncode, 2)
+
+
+class ProxyTests(unittest.TestCase):
+    def setUp(self):
+        self.certs = makeCerts(Path(self.mktemp()))
+        self.echo = ServiceProcess(
+            "sockproto-echo", "--listen", "tcp:0",
+            "--listen", f"ssl:0:privateKey={self.certs}/server.key:certKey={self.certs}/server.crt",
+        )
+        self.addCleanup(self.echo.stop)
+        self.echo.start(endpoints=2)
+
+    def proxy(self, *args, endpoints=1):
+        service = ServiceProcess("sockproto-proxy", *args)
+        self.addCleanup(service.stop)
+        return service.start(endpoints)
+
+    def test_unixToTcpAndTlsBothWays(self):
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        terminate = self.proxy(
+            "--listen", f"unix:{tmp}/p.sock",
+            "--listen", f"ssl:0:privateKey={self.certs}/server.key:certKey={self.certs}/server.crt",
+            "--connect", f"tcp:127.0.0.1:{self.echo.tcpPort(0)}", endpoints=2,
+        )
+        with connectUNIX(f"{tmp}/p.sock") as sock:
+            sock.sendall(b"via unix")
+            self.assertEqual(recvExactly(sock, 8), b"via unix")
+            sock.shutdown(socket.SHUT_WR)  # the half-close passes through
+            self.assertEqual(recvAll(sock), b"")
+        with tlsClient(terminate.tcpPort(1), self.certs) as sock:
+            sock.sendall(b"terminated")
+            self.assertEqual(recvExactly(sock, 10), b"terminated")
+        originate = self.proxy("--listen", "tcp:0", "--connect", f"tls:localhost:{self.echo.tcpPort(1)}",
+                               "--ca", str(self.certs / "ca.crt"))
+        with socket.create_connection(("127.0.0.1", originate.tcpPort()), timeout=10) as sock:
+            sock.sendall(b"originated")
+            self.assertEqual(recvExactly(sock, 10), b"originated")
+
+    def test_unreachableTargetIsLogged(self):
+        proxy = self.proxy("--listen", "tcp:0", "--connect", "tcp:127.0.0.1:1")
+        with socket.create_connection(("127.0.0.1", proxy.tcpPort()), timeout=10) as sock:
+            sock.sendall(b"x")
+            self.assertEqual(recvAll(sock), b"")
+        proxy.waitForLog("proxy cannot reach tcp:127.0.0.1:1")
+
+    def test_largeTransferToASlowReader(self):
+        received = []
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        self.addCleanup(server.close)
+
+        def slowReader():
+            conn, _ = server.accept()
+            total = 0
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total < 16 * 1024 * 1024:
+                    time.sleep(0.005)  # slow for the first third
+            received.append(total)
+            conn.close()
+
+        reader = threading.Thread(target=slowReader, daemon=True)
+        reader.start()
+        proxy = self.proxy("--listen", "tcp:0", "--connect", f"tcp:127.0.0.1:{server.getsockname()[1]}")
+        before = proxy.rss()
+        size = 48 * 1024 * 1024
+        peak = [0]
+
+        def watch():
+            while reader.is_alive():
+                peak[0] = max(peak[0], proxy.rss() - before)
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        with socket.create_connection(("127.0.0.1", proxy.tcpPort()), timeout=60) as sock:
+            block = b"p" * (1 << 20)
+            for _ in range(size // len(block)):
+                sock.sendall(block)
+            sock.shutdown(socket.SHUT_WR)
+            reader.join(60)
+        self.assertEqual(received, [size])
+        self.assertLess(peak[0], 16 * 1024 * 1024, "the proxy buffered instead of slowing the sender")
+
+
+class HandshakeTimeoutTests(unittest.TestCase):
+    def test_aTLSClientThatNeverFinishesIsCut(self):
+        from twisted.internet import interfaces
+
+        from sockproto.connections import HANDSHAKE_TIMEOUT
+        from sockproto.echo import EchoFactory
+
+        clock = Clock()
+        proto = EchoFactory(clock, mode="line").buildProtocol(None)
+        transport = StringTransport()
+        directlyProvides(transport, interfaces.ISSLTransport)
+        aborted = []
+        transport.abortConnection = lambda: aborted.append(True)
+        proto.makeConnection(transport)
+        self.assertIsNone(transport.producer)  # back-pressure waits for the handshake
+        clock.advance(HANDSHAKE_TIMEOUT - 1)
+        self.assertEqual(aborted, [])
+        clock.advance(2)
+        self.assertEqual(aborted, [True])
+
+    def test_finishedHandshakeCancelsTheDeadline(self):
+        from twisted.internet import interfaces
+
+        from sockproto.echo import EchoFactory
+
+        clock = Clock()
+        proto = EchoFactory(clock, mode="line").buildProtocol(None)
+        transport = StringTransport()
+        directlyProvides(transport, interfaces.ISSLTransport)
+        proto.makeConnection(transport)
+        proto.handshakeCompleted()
+        self.assertIs(transport.producer, transport)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class ServicesOverTLSTests(unittest.TestCase):
+    def test_jokeBinaryAndCrudOverTLS(self):
+        certs = makeCerts(Path(self.mktemp()))
+        ssl = f"ssl:0:privateKey={certs}/server.key:certKey={certs}/server.crt"
+        joke = ServiceProcess("sockproto-joke", "--listen", ssl)
+        binary = ServiceProcess("sockproto-binary", "--listen", ssl, "--db", ":memory:")
+        crud = ServiceProcess("sockproto-crud", "--listen", ssl, "--db", ":memory:")
+        for service in (joke, binary, crud):
+            self.addCleanup(service.stop)
+            service.start()
+        with tlsClient(joke.tcpPort(), certs) as sock:
+            self.assertEqual(recvUntil(sock, b">> "), b"Knock knock!\r\n>> ")
+        with tlsClient(binary.tcpPort(), certs) as sock:
+            sock.sendall(struct.pack(">IBI", 5, 0x01, 42))
+            self.assertEqual(recvExactly(sock, 9), struct.pack(">IBI", 5, 0x81, 42))
+        client = LineClient(tlsClient(crud.tcpPort(), certs))
+        self.addCleanup(client.close)
+        self.assertTrue(client.line().startswith("OK"))
+        client.send("create k over tls\nread k\n")
+        self.assertEqual([client.line(), client.line()], ["OK", "OK over tls"])
