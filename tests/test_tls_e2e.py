@@ -109,3 +109,19 @@ class MutualTLSEndToEndTests(unittest.TestCase):
         self.assertIn("cannot change", alice.until("!!!")[-1])
         alice.send("signed message\n")
         self.assertTrue(guest.until("signed message")[-1].endswith("<alice> signed message"))
+
+
+class TLSDirectoryEndpointTests(unittest.TestCase):
+    def test_echoOverTwistedsTlsEndpoint(self):
+        certs = makeCerts(Path(self.mktemp()))
+        pems = Path(self.mktemp()).resolve()
+        pems.mkdir()
+        # tls: serves a directory of PEM files, one per host name (SNI), each key then certificate.
+        (pems / "localhost.pem").write_bytes((certs / "server.key").read_bytes() + (certs / "server.crt").read_bytes())
+        service = ServiceProcess("sockproto-echo", "--listen", f"tls:{pems}:port=0")
+        self.addCleanup(service.stop)
+        service.start()
+        self.assertTrue(service.addresses[0].startswith("tls:[::ffff:127.0.0.1]:"), service.addresses)
+        with tlsClient(service.tcpPort(), certs) as sock:
+            sock.sendall(b"sni")
+            self.assertEqual(recvExactly(sock, 3), b"sni")
