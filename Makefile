@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(PY) -m twisted sockproto-echo
+	$(PY) -m twisted sockproto
 
 test: trial pytest
 

@@ -7,6 +7,13 @@ from twisted.internet.interfaces import IStreamServerEndpointStringParser
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+sockprotoSuite = ServiceMaker(
+    "sockproto",
+    "sockproto.suite",
+    "The seed services in one process: echo 8124, chat 5000, joke 6789, binary 9000 (what 'make run' starts).",
+    "sockproto",
+)
+
 sockprotoEcho = ServiceMaker(
     "sockproto echo",
     "sockproto.echo",
