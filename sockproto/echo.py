@@ -12,15 +12,12 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 from twisted.python import usage
 
 from sockproto.connections import ServerFactory, ServerProtocol
 from sockproto.fastio import eagerWriter
 from sockproto.lines import LineServerProtocol
 from sockproto.listen import ListeningService, ServerOptions, positiveInt
-
-log = Logger()
 
 MODES = ("raw", "line", "upper")
 WELCOME = b"Welcome to echo server!\n"

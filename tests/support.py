@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import re
 import signal
@@ -14,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -116,6 +115,13 @@ class ServiceProcess:
         return self.proc.returncode
 
 
+def startService(case: Any, plugin: str, *args: str, endpoints: int = 1) -> ServiceProcess:
+    """Start a service for a test case, stopped when the test ends."""
+    service = ServiceProcess(plugin, *args)
+    case.addCleanup(service.stop)
+    return service.start(endpoints)
+
+
 def runService(plugin: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run a service that is expected to exit by itself (bad options, a busy port)."""
     return subprocess.run(
@@ -177,50 +183,21 @@ def freePort() -> int:
         return s.getsockname()[1]
 
 
-def makeCertificate(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
-    """A self-signed certificate for ``name`` and 127.0.0.1; returns (key, cert) paths."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+def makeCerts(directory: Path, clientName: str = "client") -> Path:
+    """A CA, a server certificate (localhost, 127.0.0.1) and a client certificate, as 'sockproto cert' makes them."""
+    from sockproto.tls import makeDevelopmentCertificates
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    keyPath = directory / f"{name}.key"
-    certPath = directory / f"{name}.crt"
-    keyPath.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    keyPath.chmod(0o600)
-    certPath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return keyPath, certPath
+    directory = Path(directory).resolve()
+    makeDevelopmentCertificates(directory, ["localhost", "127.0.0.1"], clientName)
+    return directory
 
 
-def tlsConnect(port: int, cafile: Path, hostname: str = "localhost", timeout: float = 10.0) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=str(cafile))
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def tlsClient(port: int, certs: Path, clientCerts: Path | None = None, hostname: str = "localhost") -> ssl.SSLSocket:
+    """A verifying TLS client socket, presenting ``clientCerts``'s client certificate if given."""
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    if clientCerts is not None:
+        context.load_cert_chain(str(clientCerts / "client.crt"), str(clientCerts / "client.key"))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     return context.wrap_socket(raw, server_hostname=hostname)
 
 

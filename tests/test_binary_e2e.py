@@ -11,7 +11,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.support import PYTHON, ROOT, LineClient, ServiceProcess, connectUNIX, recvExactly
+from tests.support import PYTHON, ROOT, LineClient, connectUNIX, recvExactly, startService
 
 READ, CREATE, UPDATE, DELETE, LIST, STATS, PING = 0x11, 0x10, 0x12, 0x13, 0x14, 0x20, 0x01
 
@@ -32,9 +32,7 @@ def reply(sock):
 
 class BinaryEndToEndTests(unittest.TestCase):
     def start(self, *args, endpoints=1, plugin="sockproto-binary"):
-        service = ServiceProcess(plugin, *args)
-        self.addCleanup(service.stop)
-        return service.start(endpoints)
+        return startService(self, plugin, *args, endpoints=endpoints)
 
     def test_tcpAndUnix(self):
         tmp = Path(self.mktemp())

@@ -8,16 +8,14 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.support import PYTHON, LineClient, ServiceProcess, connectUNIX
+from tests.support import PYTHON, LineClient, ServiceProcess, connectUNIX, startService
 
 STAMP = r"\[\d\d:\d\d:\d\d\] "
 
 
 class ChatEndToEndTests(unittest.TestCase):
     def startChat(self, *args, endpoints=1):
-        service = ServiceProcess("sockproto-chat", "--history", ":memory:", *args)
-        self.addCleanup(service.stop)
-        return service.start(endpoints)
+        return startService(self, "sockproto-chat", "--history", ":memory:", *args, endpoints=endpoints)
 
     def client(self, port):
         c = LineClient.tcp(port)

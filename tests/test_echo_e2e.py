@@ -12,28 +12,27 @@ from twisted.trial import unittest
 from tests.support import (
     PYTHON,
     ROOT,
-    ServiceProcess,
     connect,
     connectUNIX,
-    makeCertificate,
+    makeCerts,
     recvAll,
     recvExactly,
     recvUntil,
     runService,
-    tlsConnect,
+    startService,
+    tlsClient,
 )
 
 
 class EchoEndToEndTests(unittest.TestCase):
     def startEcho(self, *args, endpoints=1):
-        service = ServiceProcess("sockproto-echo", *args)
-        self.addCleanup(service.stop)
-        return service.start(endpoints)
+        return startService(self, "sockproto-echo", *args, endpoints=endpoints)
 
     def test_tcpUnixTlsAndUdpAtOnce(self):
         tmp = Path(self.mktemp())
         tmp.mkdir()
-        key, cert = makeCertificate(tmp)
+        certs = makeCerts(tmp)
+        key, cert = certs / "server.key", certs / "server.crt"
         path = tmp / "echo.sock"
         service = self.startEcho(
             "--listen", "tcp:0:interface=127.0.0.1",
@@ -57,7 +56,7 @@ class EchoEndToEndTests(unittest.TestCase):
             sock.sendall(payload)
             self.assertEqual(recvExactly(sock, len(payload)), payload)
 
-        with tlsConnect(service.tcpPort(2), cafile=cert) as sock:
+        with tlsClient(service.tcpPort(2), certs) as sock:
             self.assertIn(sock.version(), ("TLSv1.2", "TLSv1.3"))
             sock.sendall(payload)
             self.assertEqual(recvExactly(sock, len(payload)), payload)

@@ -11,7 +11,7 @@ from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
-from tests.support import PYTHON, ROOT, LineClient, ServiceProcess, recvExactly
+from tests.support import PYTHON, ROOT, LineClient, ServiceProcess, recvExactly, tlsClient
 
 
 def makeCerts(directory, *extra):
@@ -19,14 +19,6 @@ def makeCerts(directory, *extra):
     subprocess.run([PYTHON, "-m", "sockproto.cli", "cert", str(directory), *extra], check=True, capture_output=True,
                    cwd=ROOT, timeout=60)
     return directory
-
-
-def tlsClient(port, certs, clientCerts=None, hostname="localhost"):
-    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-    if clientCerts is not None:
-        context.load_cert_chain(str(clientCerts / "client.crt"), str(clientCerts / "client.key"))
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return context.wrap_socket(raw, server_hostname=hostname)
 
 
 def mtls(certs, port="0"):

@@ -13,8 +13,20 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 from zope.interface import directlyProvides
 
-from tests.support import PYTHON, ROOT, LineClient, ServiceProcess, connectUNIX, recvAll, recvExactly, recvUntil
-from tests.test_tls_e2e import makeCerts, tlsClient
+from tests.support import (
+    PYTHON,
+    ROOT,
+    LineClient,
+    ServiceProcess,
+    connectUNIX,
+    makeCerts,
+    recvAll,
+    recvExactly,
+    recvUntil,
+    runService,
+    startService,
+    tlsClient,
+)
 
 
 def tool(*args, stdin=b"", timeout=60):
@@ -101,9 +113,7 @@ class ProxyTests(unittest.TestCase):
         self.echo.start(endpoints=2)
 
     def proxy(self, *args, endpoints=1):
-        service = ServiceProcess("sockproto-proxy", *args)
-        self.addCleanup(service.stop)
-        return service.start(endpoints)
+        return startService(self, "sockproto-proxy", *args, endpoints=endpoints)
 
     def test_unixToTcpAndTlsBothWays(self):
         tmp = Path(self.mktemp())
@@ -126,6 +136,15 @@ class ProxyTests(unittest.TestCase):
         with socket.create_connection(("127.0.0.1", originate.tcpPort()), timeout=10) as sock:
             sock.sendall(b"originated")
             self.assertEqual(recvExactly(sock, 10), b"originated")
+
+    def test_badConnectIsAUsageError(self):
+        cases = ([], ["--connect", "bogus:1"], ["--connect", "tls:localhost"],
+                 ["--connect", "tls:localhost:1", "--ca", "/no/ca.pem"])
+        for args in cases:
+            result = runService("sockproto-proxy", "--listen", "tcp:0", *args)
+            self.assertNotEqual(result.returncode, 0, args)
+            self.assertIn("--connect", result.stderr, args)
+            self.assertNotIn("Traceback", result.stderr, args)
 
     def test_unreachableTargetIsLogged(self):
         proxy = self.proxy("--listen", "tcp:0", "--connect", "tcp:127.0.0.1:1")

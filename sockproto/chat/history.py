@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from twisted.enterprise import adbapi
@@ -107,9 +106,6 @@ class History:
         if count >= len(entries):
             return list(entries)
         return list(entries)[-count:]
-
-    def rooms(self) -> Iterable[str]:
-        return self._rooms.keys()
 
     def _write(self) -> None:
         self._writeCall = None
