@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
-from twisted.internet import interfaces, protocol
+from twisted.internet import defer, interfaces, protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -36,6 +37,29 @@ def setSocketOptions(transport: Any, noDelay: bool = False, keepAlive: bool = Fa
                 getattr(transport, setter)(1)
             except (OSError, AttributeError):
                 pass  # a UNIX socket or a transport without the option
+
+
+def transportKind(transport: Any) -> str:
+    """How a connection came in, for metrics: ``tls``, ``tcp`` or ``unix``."""
+    if interfaces.ISSLTransport.providedBy(transport):
+        return "tls"
+    try:
+        kind = getattr(transport.getHost(), "type", None)
+    except Exception:
+        kind = None
+    return str(kind).lower() if kind else "unix"
+
+
+class Traffic:
+    """Connections and bytes of one service over one kind of transport (counted, not timed)."""
+
+    __slots__ = ("open", "total", "bytesIn", "bytesOut")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.total = 0
+        self.bytesIn = 0
+        self.bytesOut = 0
 
 
 class _Refusal(protocol.Protocol):
@@ -78,11 +102,24 @@ class ServerFactory(protocol.ServerFactory):
         self.connections: set[ServerProtocol] = set()
         self.totalConnections = 0
         self.refusedConnections = 0
+        #: transport kind -> Traffic, read by the metrics.
+        self.traffic: dict[str, Traffic] = {}
+        #: error kind -> how often (e.g. ``line_too_long``), read by the metrics.
+        self.errors: Counter[str] = Counter()
+        self.stopping = False
+        self._drained: defer.Deferred[None] | None = None
         self._sweeper: Any = None
+
+    def trafficFor(self, kind: str) -> Traffic:
+        traffic = self.traffic.get(kind)
+        if traffic is None:
+            traffic = self.traffic[kind] = Traffic()
+        return traffic
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol | None:
         if len(self.connections) >= self.maxConnections:
             self.refusedConnections += 1
+            self.errors["refused"] += 1
             log.warn(
                 "{service} refused a connection: {limit} already open",
                 service=self.serviceName,
@@ -96,15 +133,55 @@ class ServerFactory(protocol.ServerFactory):
     def connectionOpened(self, proto: ServerProtocol) -> None:
         self.connections.add(proto)
         self.totalConnections += 1
+        traffic = proto.traffic = self.trafficFor(transportKind(proto.transport))
+        traffic.open += 1
+        traffic.total += 1
         if self.idleTimeout and self._sweeper is None:
             self._scheduleSweep()
 
     def connectionClosed(self, proto: ServerProtocol) -> None:
-        self.connections.discard(proto)
-        if not self.connections and self._sweeper is not None:
-            if self._sweeper.active():
-                self._sweeper.cancel()
-            self._sweeper = None
+        if proto in self.connections:
+            self.connections.discard(proto)
+            proto.traffic.open -= 1
+        if not self.connections:
+            if self._sweeper is not None:
+                if self._sweeper.active():
+                    self._sweeper.cancel()
+                self._sweeper = None
+            if self._drained is not None:
+                drained, self._drained = self._drained, None
+                drained.callback(None)
+
+    def stopServing(self, timeout: float) -> defer.Deferred[None]:
+        """
+        Graceful shutdown: ask every connection to finish (each protocol's
+        :meth:`ServerProtocol.serverStopping`), then wait until all have
+        closed; after ``timeout`` seconds the ones left are cut off.
+        """
+        self.stopping = True
+        for proto in list(self.connections):
+            proto.serverStopping()
+        if not self.connections:
+            return defer.succeed(None)
+        self._drained = drained = defer.Deferred()
+        deadline = self.clock.callLater(timeout, self._abortRemaining, timeout)
+
+        def finished(result: None) -> None:
+            if deadline.active():
+                deadline.cancel()
+
+        drained.addCallback(finished)
+        return drained
+
+    def _abortRemaining(self, timeout: float) -> None:
+        log.warn(
+            "{service}: {count} connections still open after {timeout} s of shutdown; cutting them off",
+            service=self.serviceName,
+            count=len(self.connections),
+            timeout=timeout,
+        )
+        for proto in list(self.connections):
+            proto.transport.abortConnection()
 
     def _scheduleSweep(self) -> None:
         self._sweeper = self.clock.callLater(
@@ -139,6 +216,7 @@ class ServerProtocol(protocol.Protocol):
     """
 
     factory: ServerFactory
+    traffic: Traffic
     peer = "unknown"
     heard = True
     quietSweeps = 0
@@ -172,6 +250,7 @@ class ServerProtocol(protocol.Protocol):
 
     def _handshakeTooSlow(self) -> None:
         self._handshake = None
+        self.factory.errors["tls_handshake_timeout"] += 1
         log.info(
             "{service} TLS handshake from {peer} did not finish in {seconds} s; closing",
             service=self.factory.serviceName,
@@ -193,6 +272,7 @@ class ServerProtocol(protocol.Protocol):
         )
 
     def timeoutConnection(self) -> None:
+        self.factory.errors["idle_timeout"] += 1
         log.info(
             "{service} closing idle connection from {peer}",
             service=self.factory.serviceName,
@@ -209,6 +289,11 @@ class ServerProtocol(protocol.Protocol):
     def idleTimedOut(self) -> None:
         """Say goodbye to an idle peer; by default just close."""
         self.closeConnection()
+
+    def serverStopping(self) -> None:
+        """The server is shutting down: finish what is owed and close (by default: flush and close)."""
+        self.closeConnection()
+
     def pauseReadingWhenBlocked(self) -> None:
         """
         Back-pressure for protocols whose output answers their input: while the

@@ -17,7 +17,7 @@ from twisted.python import usage
 from sockproto.connections import ServerFactory, ServerProtocol
 from sockproto.fastio import eagerWriter
 from sockproto.lines import LineServerProtocol
-from sockproto.listen import ListeningService, ServerOptions, positiveInt
+from sockproto.listen import ServerOptions, positiveInt
 
 MODES = ("raw", "line", "upper")
 WELCOME = b"Welcome to echo server!\n"
@@ -30,10 +30,11 @@ class RawEcho(ServerProtocol):
     def connectionMade(self) -> None:
         ServerProtocol.connectionMade(self)
         self.pauseReadingWhenBlocked()
-        self.write = eagerWriter(self.transport)
+        self.write = eagerWriter(self.transport, self.traffic)
 
     def dataReceived(self, data: bytes) -> None:
         self.heard = True
+        self.traffic.bytesIn += len(data)
         self.write(data)
 
 
@@ -46,7 +47,7 @@ class LineEcho(LineServerProtocol):
         self.maxLineLength = self.factory.maxLineLength
         LineServerProtocol.connectionMade(self)
         self.pauseReadingWhenBlocked()
-        self.write = eagerWriter(self.transport)
+        self.write = eagerWriter(self.transport, self.traffic)
         if not self.upper:
             self.write(WELCOME)
 
@@ -127,6 +128,4 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         maxLineLength=options["max-line-length"],
         **options.limits(),
     )
-    return ListeningService(
-        "echo", options["listen"], factory, reactor, datagramProtocol=DatagramEcho
-    )
+    return options.listeningService(factory, reactor, datagramProtocol=DatagramEcho)

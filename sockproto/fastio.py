@@ -16,21 +16,33 @@ from typing import Any
 from twisted.internet import tcp
 
 
-def eagerWriter(transport: Any) -> Callable[[bytes], None]:
+def eagerWriter(transport: Any, traffic: Any = None) -> Callable[[bytes], None]:
     """
     A ``write`` for ``transport`` that sends immediately when its buffer is empty.
 
     Only plain TCP and UNIX stream transports get the fast path (their buffer
     state is Twisted's ``FileDescriptor``'s); anything else, TLS included,
-    gets its own ``write``.
+    gets its own ``write``.  With ``traffic`` (a
+    :class:`sockproto.connections.Traffic`), the bytes written are counted
+    in its ``bytesOut``.
     """
     if not isinstance(transport, tcp.Connection) or type(transport).write is not tcp.Connection.write:
-        return transport.write
+        if traffic is None:
+            return transport.write
+        plainWrite = transport.write
+
+        def countingWrite(data: bytes) -> None:
+            traffic.bytesOut += len(data)
+            plainWrite(data)
+
+        return countingWrite
     fallback = transport.write
     sock = transport.socket
     send = sock.send
 
     def write(data: bytes) -> None:
+        if traffic is not None:
+            traffic.bytesOut += len(data)
         t = transport
         if (
             not t._tempDataLen

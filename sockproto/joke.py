@@ -18,9 +18,10 @@ from twisted.application import service
 from twisted.python import usage
 
 from sockproto.connections import ServerFactory
+from sockproto.fastio import eagerWriter
 from sockproto.jokebook import Joke, JokeBookError, JokePicker, isSetupWho, isWhosThere, loadBooks
 from sockproto.lines import LineServerProtocol
-from sockproto.listen import ListeningService, ServerOptions, positiveInt
+from sockproto.listen import ServerOptions, positiveInt
 
 PROMPT = b">> "
 MAX_LINE = 1024
@@ -41,15 +42,16 @@ class KnockKnock(LineServerProtocol):
     def connectionMade(self) -> None:
         LineServerProtocol.connectionMade(self)
         self.pauseReadingWhenBlocked()
+        self.write = eagerWriter(self.transport, self.traffic)
         host = getattr(self.transport.getPeer(), "host", self.peer)
         self.joke = self.factory.picker.pick(str(host))
         self.ask("Knock knock!")
 
     def say(self, text: str) -> None:
-        self.transport.write(text.encode("utf-8") + b"\r\n")
+        self.write(text.encode("utf-8") + b"\r\n")
 
     def ask(self, text: str) -> None:
-        self.transport.write(text.encode("utf-8") + b"\r\n" + PROMPT)
+        self.write(text.encode("utf-8") + b"\r\n" + PROMPT)
 
     def lineReceived(self, line: bytes) -> None:
         try:
@@ -82,6 +84,10 @@ class KnockKnock(LineServerProtocol):
 
     def idleTimedOut(self) -> None:
         self.say("\r\nToo slow! Goodbye.")
+        self.closeConnection()
+
+    def serverStopping(self) -> None:
+        self.say("\r\nThe server is going down. Goodbye!")
         self.closeConnection()
 
 
@@ -137,4 +143,4 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         maxAttempts=options["max-attempts"],
         **options.limits(),
     )
-    return ListeningService("joke", options["listen"], factory, reactor)
+    return options.listeningService(factory, reactor)

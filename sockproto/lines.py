@@ -10,6 +10,7 @@ stays usable and memory stays bounded by the maximum line length.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 
 from sockproto.connections import ServerProtocol
@@ -40,12 +41,14 @@ class LineSplitter:
     ``maxLength + 1`` bytes of a partial line are kept.
     """
 
-    __slots__ = ("maxLength", "_buffer", "_discarding")
+    __slots__ = ("maxLength", "_buffer", "_discarding", "errors")
 
-    def __init__(self, maxLength: int) -> None:
+    def __init__(self, maxLength: int, errors: Counter[str] | None = None) -> None:
         self.maxLength = maxLength
         self._buffer = b""
         self._discarding = False
+        #: Where overlong lines are counted (as ``line_too_long``), if given.
+        self.errors: Counter[str] = Counter() if errors is None else errors
 
     def feed(self, data: bytes) -> list[Any]:
         if self._buffer:
@@ -61,10 +64,12 @@ class LineSplitter:
             lines = [line[:-1] if line[-1:] == b"\r" else line for line in lines]
             if max(map(len, lines)) > limit:
                 lines = [TOO_LONG if len(line) > limit else line for line in lines]
+                self.errors["line_too_long"] += lines.count(TOO_LONG)
         if self._discarding:
             rest = b""
         elif len(rest) > limit + 1:
             lines.append(TOO_LONG)
+            self.errors["line_too_long"] += 1
             self._discarding = True
             rest = b""
         self._buffer = rest
@@ -90,11 +95,12 @@ class LineServerProtocol(ServerProtocol):
     firstData = True
 
     def connectionMade(self) -> None:
-        self.splitter = LineSplitter(self.maxLineLength)
+        self.splitter = LineSplitter(self.maxLineLength, self.factory.errors)
         ServerProtocol.connectionMade(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.heard = True
+        self.traffic.bytesIn += len(data)
         if self.firstData:
             self.firstData = False
             if _TLS_HELLO.match(data):
@@ -122,6 +128,7 @@ class LineServerProtocol(ServerProtocol):
 
     def wrongProtocol(self, name: str) -> None:
         """A client spoke TLS or HTTP to this plain-text port: say so (in clear text) and close."""
+        self.factory.errors["wrong_protocol"] += 1
         self.transport.write(f"{self.errorPrefix}this port speaks plain text lines, not {name}\r\n".encode())
         self.closeConnection()
 

@@ -28,6 +28,8 @@ log = Logger()
 DEFAULT_BACKLOG = 1024
 #: Owner-only, whatever the umask says.
 DEFAULT_UNIX_MODE = "600"
+#: Seconds a graceful shutdown may take before connections are cut off.
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 
 # Endpoint types whose parsers take ``backlog=``.
 _BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls", "unix", "mtls"})
@@ -196,6 +198,13 @@ class ServerOptions(usage.Options):
             "Connections served at once; past it, new ones get a one-line refusal.",
             positiveInt,
         ],
+        [
+            "shutdown-timeout",
+            None,
+            DEFAULT_SHUTDOWN_TIMEOUT,
+            "Seconds to finish owed replies and close connections on SIGTERM/SIGINT before cutting them off.",
+            nonNegativeFloat,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -230,6 +239,19 @@ class ServerOptions(usage.Options):
         """The connection limits, as ServerFactory takes them."""
         return {"maxConnections": self["max-connections"], "idleTimeout": self["idle-timeout"]}
 
+    def listeningService(
+        self, factory: Factory, reactor: Any, datagramProtocol: Callable[[], DatagramProtocol] | None = None
+    ) -> ListeningService:
+        """The service listening on this service's ``--listen`` endpoints with ``factory``."""
+        return ListeningService(
+            self.serviceName,
+            self["listen"],
+            factory,
+            reactor,
+            datagramProtocol=datagramProtocol,
+            shutdownTimeout=self["shutdown-timeout"],
+        )
+
     def getSynopsis(self) -> str:
         return f"Usage: twistd [twistd options] sockproto-{self.serviceName} [options]"
 
@@ -262,12 +284,14 @@ class ListeningService(service.Service):
         factory: Factory,
         reactor: Any,
         datagramProtocol: Callable[[], DatagramProtocol] | None = None,
+        shutdownTimeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
         self.name = serviceName
         self.descriptions = list(descriptions)
         self.factory = factory
         self.reactor = reactor
         self.datagramProtocol = datagramProtocol
+        self.shutdownTimeout = shutdownTimeout
         self.ports: list[tuple[str, Any]] = []
 
     def privilegedStartService(self) -> None:
@@ -328,12 +352,14 @@ class ListeningService(service.Service):
         return _resultNow(endpoint.listen(self.factory))
 
     def stopService(self) -> defer.Deferred[Any]:
+        """Stop accepting, then let the connections finish (see ``ServerFactory.stopServing``)."""
         service.Service.stopService(self)
         ports, self.ports = self.ports, []
-        return defer.gatherResults(
-            [defer.maybeDeferred(port.stopListening) for _, port in ports],
-            consumeErrors=True,
-        )
+        stopped = [defer.maybeDeferred(port.stopListening) for _, port in ports]
+        stopServing = getattr(self.factory, "stopServing", None)
+        if stopServing is not None:
+            stopped.append(stopServing(self.shutdownTimeout))
+        return defer.gatherResults(stopped, consumeErrors=True)
 
     @property
     def addresses(self) -> list[Any]:
@@ -354,3 +380,27 @@ def _resultNow(deferred: defer.Deferred[Any]) -> Any:
     if not interfaces.IListeningPort.providedBy(result):
         raise RuntimeError(f"listen() gave {result!r}, not a listening port")
     return result
+
+
+class StopInOrder(service.MultiService):
+    """
+    A MultiService that stops its children one after another, last added
+    first, each once the one before it has finished stopping.
+
+    (MultiService stops them all at once.)  A service's connections are
+    drained before the store or history under them is closed.
+    """
+
+    def stopService(self) -> defer.Deferred[Any]:
+        service.Service.stopService(self)
+        children = list(self)[::-1]
+
+        @defer.inlineCallbacks
+        def stopAll() -> Any:
+            for child in children:
+                try:
+                    yield defer.maybeDeferred(child.stopService)
+                except Exception:
+                    log.failure("{service} did not stop cleanly", service=child.name or child)
+
+        return stopAll()

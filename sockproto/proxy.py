@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from sockproto.clients import TLSSettings, clientTarget, halfClose
 from sockproto.connections import ServerFactory, ServerProtocol, setSocketOptions
-from sockproto.listen import ListeningService, ServerOptions, nonNegativeFloat
+from sockproto.listen import ServerOptions, nonNegativeFloat
 
 log = Logger()
 
@@ -76,6 +76,9 @@ class _TargetSide(_Side, protocol.Protocol):
         setSocketOptions(self.transport, noDelay=True)
 
     def dataReceived(self, data: bytes) -> None:
+        other = self.other
+        if other is not None:
+            other.traffic.bytesOut += len(data)
         self.relay(data)
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -103,6 +106,7 @@ class ProxySide(_Side, ServerProtocol):
 
     def targetFailed(self, failure: Any) -> None:
         self.factory.targetFailures += 1
+        self.factory.errors["target_unreachable"] += 1
         log.warn(
             "proxy cannot reach {target} for {peer}: {why}",
             target=self.factory.targetDescription,
@@ -113,7 +117,13 @@ class ProxySide(_Side, ServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.heard = True
+        self.traffic.bytesIn += len(data)
         self.relay(data)
+
+    def serverStopping(self) -> None:
+        # Both ends are closed once what is buffered for them is written.
+        self.unlink()
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
         self.unlink()
@@ -168,4 +178,4 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         from twisted.internet import reactor
     target = clientTarget(reactor, options["connect"], options.tlsSettings(), options["connect-timeout"] or 10.0)
     factory = ProxyFactory(reactor, target, options["connect"], **options.limits())
-    return ListeningService("proxy", options["listen"], factory, reactor)
+    return options.listeningService(factory, reactor)

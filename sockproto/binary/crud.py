@@ -12,7 +12,7 @@ from twisted.application import service
 
 from sockproto.binary.codec import MAX_KEY, Code, Op
 from sockproto.binary.protocol import OrderedReplies
-from sockproto.binary.service import StoreServerOptions, makeStoreService
+from sockproto.binary.service import StoreRegistry, StoreServerOptions, makeStoreService
 from sockproto.binary.store import KeyValueStore
 from sockproto.connections import ServerFactory
 from sockproto.fastio import eagerWriter
@@ -43,7 +43,7 @@ class CrudProtocol(LineServerProtocol):
         self.maxLineLength = self.factory.maxLineLength
         LineServerProtocol.connectionMade(self)
         self.pauseReadingWhenBlocked()
-        self.replies = OrderedReplies(eagerWriter(self.transport))
+        self.replies = OrderedReplies(eagerWriter(self.transport, self.traffic))
         self.replies.write(b"OK sockproto crud ready; type help\n")
 
     def lineTooLong(self) -> None:
@@ -85,15 +85,23 @@ class CrudProtocol(LineServerProtocol):
             self.replies.ready(HELP.encode())
         elif command == "quit":
             self.replies.ready(b"OK bye\n")
-            self.quitting = True
-            if self.replies.queue:
-                self.replies.onEmpty = self.closeConnection
-            else:
-                self.closeConnection()
+            self.closeWhenAnswered()
         elif not command:
             self.replies.ready(b"ERR empty line; type help\n")
         else:
             self.replies.ready(f"ERR unknown command {command[:40]!r}; type help\n".encode())
+
+    def closeWhenAnswered(self) -> None:
+        """Act on nothing more; close once every reply owed is written."""
+        self.quitting = True
+        if self.replies.queue:
+            self.replies.onEmpty = self.closeConnection
+        else:
+            self.closeConnection()
+
+    def serverStopping(self) -> None:
+        # Writes already accepted are committed by the store before it closes.
+        self.closeWhenAnswered()
 
     def write(self, op: int, key: bytes, value: bytes) -> None:
         replies = self.replies
@@ -149,5 +157,5 @@ class Options(StoreServerOptions):
     ]
 
 
-def makeService(options: Options, reactor: Any = None) -> service.IService:
-    return makeStoreService(options, reactor, CrudFactory, maxLineLength=options["max-line-length"])
+def makeService(options: Options, reactor: Any = None, stores: StoreRegistry | None = None) -> service.IService:
+    return makeStoreService(options, reactor, CrudFactory, stores, maxLineLength=options["max-line-length"])

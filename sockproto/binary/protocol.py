@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, deque
+from time import monotonic
 from typing import Any
 
 from twisted.logger import Logger
@@ -27,6 +28,7 @@ from sockproto.binary.codec import (
 from sockproto.binary.store import KeyValueStore
 from sockproto.connections import ServerFactory, ServerProtocol
 from sockproto.fastio import eagerWriter
+from sockproto.latency import LatencyHistogram
 
 log = Logger()
 
@@ -97,19 +99,19 @@ class SPBProtocol(ServerProtocol, Int32StringReceiver):
         ServerProtocol.connectionMade(self)
         self.MAX_LENGTH = self.factory.maxFrame
         self.pauseReadingWhenBlocked()
-        self._write = eagerWriter(self.transport)
+        self._write = eagerWriter(self.transport, self.traffic)
         self.replies = OrderedReplies(self.send)
 
     def send(self, data: bytes) -> None:
         if self._batch is not None:
             self._batch.append(data)
             return
-        self.factory.bytesOut += len(data)
         self._write(data)
 
     def dataReceived(self, data: bytes) -> None:
         self.heard = True
-        self.factory.bytesIn += len(data)
+        self.traffic.bytesIn += len(data)
+        self._received = monotonic()
         # Replies to all the requests of one chunk go out in one write.
         self._batch = batch = []
         try:
@@ -136,9 +138,17 @@ class SPBProtocol(ServerProtocol, Int32StringReceiver):
             self.handleWrite(op, requestId, payload)
         elif self.replies.queue:
             # Behind a write of this connection: answered when its turn comes.
-            self.replies.queue.append([lambda: factory.respond(op, requestId, payload)])
+            received = self._received
+
+            def later() -> bytes:
+                reply = factory.respond(op, requestId, payload)
+                factory.latencyFor(op).observe(monotonic() - received)
+                return reply
+
+            self.replies.queue.append([later])
         else:
             self.send(factory.respond(op, requestId, payload))
+            factory.latencyFor(op).observe(monotonic() - self._received)
 
     def handleWrite(self, op: int, requestId: int, payload: bytes) -> None:
         try:
@@ -147,14 +157,17 @@ class SPBProtocol(ServerProtocol, Int32StringReceiver):
             else:
                 key, value = parseKey(payload)
         except BadRequest as e:
-            self.replies.ready(errorFrame(requestId, Code.BAD_REQUEST, str(e)))
+            self.replies.ready(self.factory.error(requestId, Code.BAD_REQUEST, str(e)))
             return
         replies = self.replies
         entry = replies.slot()
         success = frame(op | REPLY, requestId)
+        factory = self.factory
+        received = self._received
 
         def done(code: int | None) -> None:
-            replies.fill(entry, success if code is None else errorFrame(requestId, code, _MESSAGES[code]))
+            replies.fill(entry, success if code is None else factory.error(requestId, code, _MESSAGES[code]))
+            factory.latencyFor(op).observe(monotonic() - received)
 
         refused = self.factory.store.write(op, key, value, done)
         if refused is not None:
@@ -165,13 +178,24 @@ class SPBProtocol(ServerProtocol, Int32StringReceiver):
         self.closing = True
         self.paused = True  # stop Int32StringReceiver's parsing loop
         log.info("binary {peer}: {message}; closing", peer=self.peer, message=message)
-        self.replies.ready(errorFrame(0, code, message))
+        self.replies.ready(self.factory.error(0, code, message))
+        self.closeWhenAnswered()
+
+    def closeWhenAnswered(self) -> None:
         if self.replies.queue:
             self.replies.onEmpty = self.closeConnection
         else:
             self.closeConnection()
 
+    def serverStopping(self) -> None:
+        # Requests already read are answered (their writes committed by the
+        # store before it closes); nothing read after this is acted on.
+        self.closing = True
+        self.paused = True
+        self.closeWhenAnswered()
 
+
+_CODE_NAMES = {code.value: code.name.lower() for code in Code}
 _MESSAGES = {
     Code.NOT_FOUND: "no such key",
     Code.EXISTS: "the key exists",
@@ -188,9 +212,22 @@ class SPBFactory(ServerFactory):
         self.store = store
         self.maxFrame = maxFrame
         self.operations: Counter[int] = Counter()
-        self.bytesIn = 0
-        self.bytesOut = 0
+        #: op -> latency from a request's arrival to its reply (known ops only).
+        self.latency: dict[int, LatencyHistogram] = {}
         self.started = time.monotonic()
+
+    def latencyFor(self, op: int) -> LatencyHistogram:
+        histogram = self.latency.get(op)
+        if histogram is None:
+            histogram = LatencyHistogram()
+            if op in OP_NAMES:
+                self.latency[op] = histogram
+        return histogram
+
+    def error(self, requestId: int, code: int, message: str) -> bytes:
+        """An error reply, counted by kind."""
+        self.errors[_CODE_NAMES.get(code, "unknown")] += 1
+        return errorFrame(requestId, code, message)
 
     @property
     def refusal(self) -> bytes:  # type: ignore[override]
@@ -202,7 +239,7 @@ class SPBFactory(ServerFactory):
             if op == Op.READ:
                 value = self.store.get(parseExactKey(payload))
                 if value is None:
-                    return errorFrame(requestId, Code.NOT_FOUND, "no such key")
+                    return self.error(requestId, Code.NOT_FOUND, "no such key")
                 return frame(0x91, requestId, value)
             if op == Op.PING:
                 return frame(0x81, requestId)
@@ -212,15 +249,15 @@ class SPBFactory(ServerFactory):
                 keys = self.store.keys(parseExactKey(payload, allowEmpty=True))
                 body = encodeKeyList(keys)
                 if len(body) + MIN_LENGTH > self.maxFrame:
-                    return errorFrame(requestId, Code.TOO_LARGE, f"{len(keys)} keys do not fit in a frame")
+                    return self.error(requestId, Code.TOO_LARGE, f"{len(keys)} keys do not fit in a frame")
                 return frame(0x94, requestId, body)
             if op == Op.STATS:
                 if payload:
                     raise BadRequest("STATS takes no payload")
                 return frame(0xA0, requestId, json.dumps(self.stats()).encode())
         except BadRequest as e:
-            return errorFrame(requestId, Code.BAD_REQUEST, str(e))
-        return errorFrame(requestId, Code.UNKNOWN_OP, f"unknown op 0x{op:02x}")
+            return self.error(requestId, Code.BAD_REQUEST, str(e))
+        return self.error(requestId, Code.UNKNOWN_OP, f"unknown op 0x{op:02x}")
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -229,7 +266,7 @@ class SPBFactory(ServerFactory):
             "connections_total": self.totalConnections,
             "keys": len(self.store),
             "operations": {OP_NAMES.get(op, f"0x{op:02x}"): n for op, n in sorted(self.operations.items())},
-            "bytes_in": self.bytesIn,
-            "bytes_out": self.bytesOut,
+            "bytes_in": sum(t.bytesIn for t in self.traffic.values()),
+            "bytes_out": sum(t.bytesOut for t in self.traffic.values()),
             "store": self.store.stats() if hasattr(self.store, "stats") else {},
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application import service
@@ -10,7 +11,7 @@ from twisted.python import usage
 from sockproto.binary.codec import DEFAULT_MAX_FRAME, MIN_LENGTH
 from sockproto.binary.protocol import SPBFactory
 from sockproto.binary.store import FSYNC_MODES, MEMORY, GroupCommitStore, MemoryStore, SQLiteStore
-from sockproto.listen import ListeningService, ServerOptions, positiveInt
+from sockproto.listen import ServerOptions, StopInOrder, positiveInt
 
 
 class StoreServerOptions(ServerOptions):
@@ -39,30 +40,68 @@ class StoreService(service.Service):
         return self.store.close()
 
 
-def openStore(serviceName: str, options: Any, reactor: Any) -> GroupCommitStore:
-    store: GroupCommitStore
-    if options["db"] == MEMORY:
-        store = MemoryStore(reactor)
-    else:
-        store = SQLiteStore(options["db"], reactor, fsync=options["fsync"])
-    try:
-        store.open()
-    except Exception as e:
-        raise SystemExit(f"sockproto-{serviceName}: cannot open database {options['db']!r}: {e}") from None
-    return store
+def databaseKey(db: str) -> str:
+    """What identifies a database: its real path (``:memory:`` as is)."""
+    return db if db == MEMORY else os.path.realpath(db)
 
 
-def makeStoreService(options: StoreServerOptions, reactor: Any, factoryClass: Any, **settings: Any) -> Any:
-    """Open the store, build the factory over it, listen; close the store last on the way down."""
+class StoreRegistry(service.MultiService):
+    """
+    The stores of one process, one per database: services naming the same
+    database (binary and crud) share one store object, so each sees the
+    other's writes at once and commits go in one group.  Each store is
+    closed, its accepted writes committed, when this service stops.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        service.MultiService.__init__(self)
+        self.reactor = reactor
+        self.stores: dict[str, tuple[GroupCommitStore, str]] = {}
+
+    def open(self, serviceName: str, db: str, fsync: str) -> GroupCommitStore:
+        key = databaseKey(db)
+        if key in self.stores:
+            store, firstFsync = self.stores[key]
+            if fsync != firstFsync:
+                raise SystemExit(
+                    f"sockproto-{serviceName}: --fsync {fsync} differs from --fsync {firstFsync} "
+                    f"given for the same database {db!r}"
+                )
+            return store
+        store = MemoryStore(self.reactor) if db == MEMORY else SQLiteStore(db, self.reactor, fsync=fsync)
+        try:
+            store.open()
+        except Exception as e:
+            raise SystemExit(f"sockproto-{serviceName}: cannot open database {db!r}: {e}") from None
+        self.stores[key] = (store, fsync)
+        StoreService(store).setServiceParent(self)
+        return store
+
+
+def makeStoreService(
+    options: StoreServerOptions,
+    reactor: Any,
+    factoryClass: Any,
+    stores: StoreRegistry | None = None,
+    **settings: Any,
+) -> Any:
+    """
+    Open the store (or take it from ``stores``), build the factory over it and listen.
+
+    Without ``stores`` the result owns its store and closes it after the
+    connections are drained; with it, the caller stops ``stores`` last.
+    """
     if reactor is None:
         from twisted.internet import reactor
-    name = options.serviceName
-    store = openStore(name, options, reactor)
+    top = StopInOrder()
+    if stores is None:
+        stores = StoreRegistry(reactor)
+        stores.setServiceParent(top)
+    store = stores.open(options.serviceName, options["db"], options["fsync"])
     factory = factoryClass(reactor, store, **settings, **options.limits())
-    top = service.MultiService()
-    StoreService(store).setServiceParent(top)
-    # Added last, stopped first: no new requests while the last writes commit.
-    ListeningService(name, options["listen"], factory, reactor).setServiceParent(top)
+    # Added last, stopped first: requests already read are answered and the
+    # connections closed before the store commits its last writes and closes.
+    options.listeningService(factory, reactor).setServiceParent(top)
     return top
 
 
@@ -85,5 +124,5 @@ class Options(StoreServerOptions):
     ]
 
 
-def makeService(options: Options, reactor: Any = None) -> service.IService:
-    return makeStoreService(options, reactor, SPBFactory, maxFrame=options["max-frame"])
+def makeService(options: Options, reactor: Any = None, stores: StoreRegistry | None = None) -> service.IService:
+    return makeStoreService(options, reactor, SPBFactory, stores, maxFrame=options["max-frame"])

@@ -73,6 +73,7 @@ class ChatHub:
         self._flushCall: Any = None
         self.messages = 0
         self.deliveries = 0
+        self.closing = False
 
     # -- arriving and leaving -------------------------------------------------
 
@@ -112,7 +113,8 @@ class ChatHub:
             self._flushRoom(room)
             room.members.pop(member, None)
             member.room = None
-            self._post(room, f"*** {member.nick} left {room.name} ({reason})\n".encode())
+            if not self.closing:  # when everyone is leaving, no notices
+                self._post(room, f"*** {member.nick} left {room.name} ({reason})\n".encode())
             self._forget(room)
 
     def _guestNick(self) -> str:
@@ -251,6 +253,11 @@ class ChatHub:
         self.flush()
         for member in list(self.nicks.values()):
             member.send(data)
+
+    def shutdown(self, text: str) -> None:
+        """The server is going down: tell everyone, and spare them the leave notices that follow."""
+        self.announce(text)
+        self.closing = True
 
     # -- fan-out --------------------------------------------------------------
 

@@ -176,7 +176,7 @@ class ChatProtocol(LineServerProtocol):
         if interfaces.IConsumer.providedBy(transport):
             transport.registerProducer(_OutputGauge(self), True)
             self._producing = True
-        self.write = eagerWriter(transport)
+        self.write = eagerWriter(transport, self.traffic)
         self.bucket = None
         if factory.floodRate:
             self.bucket = TokenBucket(factory.floodRate, factory.floodBurst, factory.clock.seconds())
@@ -225,6 +225,7 @@ class ChatProtocol(LineServerProtocol):
     def dropSlowConsumer(self) -> None:
         self.dropped = True
         self.factory.slowConsumers += 1
+        self.factory.errors["slow_consumer"] += 1
         log.warn(
             "chat dropping slow consumer {peer} ({nick}): over {limit} bytes unsent",
             peer=self.peer,
@@ -434,3 +435,7 @@ class ChatFactory(ServerFactory):
         self.keepAlive = keepAlive
         self.loginThrottle = LoginThrottle(clock)
         self.slowConsumers = 0
+
+    def stopServing(self, timeout: float) -> defer.Deferred[None]:
+        self.hub.shutdown("the server is going down")
+        return ServerFactory.stopServing(self, timeout)

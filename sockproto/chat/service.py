@@ -13,7 +13,7 @@ from twisted.python import usage
 from sockproto.chat.history import History
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.protocol import AnyOfCheckers, ChatFactory, ChatRealm
-from sockproto.listen import ListeningService, ServerOptions, nonNegativeFloat, positiveInt
+from sockproto.listen import ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
 
 log = Logger()
 
@@ -69,16 +69,14 @@ def _bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
-class ChatService(service.Service):
-    """Owns the hub and its history: says goodbye and writes the last messages on the way down."""
+class HistoryService(service.Service):
+    """Writes the last messages and closes the history on the way down (after the clients are gone)."""
 
-    def __init__(self, hub: ChatHub, history: History) -> None:
-        self.hub = hub
+    def __init__(self, history: History) -> None:
         self.history = history
 
     def stopService(self) -> Any:
         service.Service.stopService(self)
-        self.hub.announce("the server is going down")
         return self.history.close()
 
 
@@ -103,8 +101,8 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         keepAlive=not options["no-keepalive"],
         **options.limits(),
     )
-    top = service.MultiService()
-    ChatService(hub, history).setServiceParent(top)
-    # Added last, stopped first: no new clients while the others are told goodbye.
-    ListeningService("chat", options["listen"], factory, reactor).setServiceParent(top)
+    top = StopInOrder()
+    HistoryService(history).setServiceParent(top)
+    # Added last, stopped first: clients are told goodbye and gone before the history closes.
+    options.listeningService(factory, reactor).setServiceParent(top)
     return top
