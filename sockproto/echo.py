@@ -18,6 +18,7 @@ from sockproto.connections import ServerFactory, ServerProtocol
 from sockproto.fastio import eagerWriter
 from sockproto.lines import LineServerProtocol
 from sockproto.listen import ServerOptions, positiveInt
+from sockproto.operations import standalone
 
 MODES = ("raw", "line", "upper")
 WELCOME = b"Welcome to echo server!\n"
@@ -119,7 +120,7 @@ class Options(ServerOptions):
         ServerOptions.postOptions(self)
 
 
-def makeService(options: Options, reactor: Any = None) -> service.IService:
+def buildService(options: Options, reactor: Any = None) -> service.IService:
     if reactor is None:
         from twisted.internet import reactor
     factory = EchoFactory(
@@ -129,3 +130,6 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         **options.limits(),
     )
     return options.listeningService(factory, reactor, datagramProtocol=DatagramEcho)
+
+
+makeService = standalone(buildService)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.application import service
@@ -22,6 +23,7 @@ from sockproto.fastio import eagerWriter
 from sockproto.jokebook import Joke, JokeBookError, JokePicker, isSetupWho, isWhosThere, loadBooks
 from sockproto.lines import LineServerProtocol
 from sockproto.listen import ServerOptions, positiveInt
+from sockproto.operations import standalone
 
 PROMPT = b">> "
 MAX_LINE = 1024
@@ -96,16 +98,35 @@ class JokeFactory(ServerFactory):
     protocol = KnockKnock
     refusal = b"Too many people at the door, come back later!\r\n"
 
-    def __init__(self, clock: Any, picker: JokePicker, maxAttempts: int = 5, **limits: Any) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        picker: JokePicker,
+        maxAttempts: int = 5,
+        books: Sequence[str] = (),
+        includeBuiltin: bool = False,
+        **limits: Any,
+    ) -> None:
         ServerFactory.__init__(self, clock, **limits)
         self.picker = picker
         self.maxAttempts = maxAttempts
+        self.books = list(books)
+        self.includeBuiltin = includeBuiltin
+
+    def reload(self) -> list[str]:
+        """Read the joke books again (SIGHUP); a book with an error leaves the old jokes in place."""
+        if not self.books:
+            return []
+        jokes = loadBooks(self.books, self.includeBuiltin)  # JokeBookError: nothing changes
+        self.picker.jokes = list(jokes)
+        return [f"{len(jokes)} jokes from {', '.join(self.books)}"]
 
 
 class Options(ServerOptions):
     serviceName = "joke"
     defaultPort = 6789
     defaultIdleTimeout = 60.0
+    repeatable = ("listen", "jokes")
     longdesc = (
         "Tells a knock-knock joke to whoever connects (try: nc localhost 6789). "
         "Answers are accepted without regard to case, spacing and punctuation."
@@ -134,13 +155,18 @@ class Options(ServerOptions):
             raise usage.UsageError(str(e)) from None
 
 
-def makeService(options: Options, reactor: Any = None) -> service.IService:
+def buildService(options: Options, reactor: Any = None) -> service.IService:
     if reactor is None:
         from twisted.internet import reactor
     factory = JokeFactory(
         reactor,
         JokePicker(options["book"], seed=options["random-seed"]),
         maxAttempts=options["max-attempts"],
+        books=options["jokes"],
+        includeBuiltin=options["include-builtin"],
         **options.limits(),
     )
     return options.listeningService(factory, reactor)
+
+
+makeService = standalone(buildService)

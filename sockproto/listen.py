@@ -9,7 +9,7 @@ parsed, hardened with safer defaults (a listen backlog of 1024, UNIX sockets
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from twisted.application import service
@@ -188,6 +188,8 @@ class ServerOptions(usage.Options):
     serviceName = "server"
     defaultPort = 0
     allowUDP = False
+    #: Options that may be given more than once (a list in a config file).
+    repeatable: tuple[str, ...] = ("listen",)
     defaultIdleTimeout = 300.0
 
     optParameters: list[list[Any]] = [
@@ -204,6 +206,13 @@ class ServerOptions(usage.Options):
             DEFAULT_SHUTDOWN_TIMEOUT,
             "Seconds to finish owed replies and close connections on SIGTERM/SIGINT before cutting them off.",
             nonNegativeFloat,
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Endpoint to serve Prometheus metrics on, over HTTP at /metrics (e.g. tcp:9100). [default: none]",
+            lambda value: checkEndpoint(value),
         ],
     ]
 
@@ -404,3 +413,12 @@ class StopInOrder(service.MultiService):
                     log.failure("{service} did not stop cleanly", service=child.name or child)
 
         return stopAll()
+
+
+def listeningServices(root: service.IService) -> Iterator[ListeningService]:
+    """Every ListeningService in a service tree, depth first."""
+    if isinstance(root, ListeningService):
+        yield root
+    elif isinstance(root, service.MultiService):
+        for child in root:
+            yield from listeningServices(child)

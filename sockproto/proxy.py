@@ -20,6 +20,7 @@ from zope.interface import implementer
 from sockproto.clients import TLSSettings, clientTarget, halfClose
 from sockproto.connections import ServerFactory, ServerProtocol, setSocketOptions
 from sockproto.listen import ServerOptions, nonNegativeFloat
+from sockproto.operations import standalone
 
 log = Logger()
 
@@ -173,9 +174,12 @@ class Options(ServerOptions):
         return TLSSettings(ca=self["ca"], cert=self["cert"], key=self["key"])
 
 
-def makeService(options: Options, reactor: Any = None) -> service.IService:
+def buildService(options: Options, reactor: Any = None) -> service.IService:
     if reactor is None:
         from twisted.internet import reactor
     target = clientTarget(reactor, options["connect"], options.tlsSettings(), options["connect-timeout"] or 10.0)
     factory = ProxyFactory(reactor, target, options["connect"], **options.limits())
     return options.listeningService(factory, reactor)
+
+
+makeService = standalone(buildService)

@@ -1,7 +1,9 @@
-"""``twistd -n sockproto``: the seed services in one process (what ``make run`` starts).
+"""``twistd -n sockproto``: several services in one process.
 
-echo (8124), chat (5000), joke (6789) and binary (9000) on loopback, each
-with its own defaults; the databases go in ``--var`` (default ``var/``).
+With ``--config FILE``, the services of the file's tables (see
+:mod:`sockproto.config`).  Without it, the seed services (what ``make run``
+starts): echo 8124, chat 5000, joke 6789 and binary 9000 on loopback, with
+their databases in ``--var`` (default ``var/``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from typing import Any
 from twisted.application import service
 from twisted.python import usage
 
-#: (name, module, options) of the services started by default.
+from sockproto.binary.service import StoreRegistry
+from sockproto.config import Config, ServiceConfig, checkEndpointsAreDistinct, loadConfig
+from sockproto.listen import StopInOrder, checkEndpoint, nonNegativeFloat
+from sockproto.operations import operate
+
+#: (name, module, options) of the services started without a config file.
 SEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("echo", "sockproto.echo", ()),
     ("chat", "sockproto.chat.service", ("--history", "{var}/chat.sqlite3")),
@@ -21,30 +28,87 @@ SEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("binary", "sockproto.binary.service", ("--db", "{var}/kv.sqlite3")),
 )
 
+#: Services that take a store: given the process's StoreRegistry, so one database is one store.
+_STORE_SERVICES = frozenset({"binary", "crud"})
+
 
 class Options(usage.Options):
-    synopsis = "[--var DIR]"
+    synopsis = "[--config FILE] [--metrics ENDPOINT] [--shutdown-timeout SECONDS] [--var DIR]"
     longdesc = (
-        "Runs the seed services in one process, each on its default port on loopback: "
-        "echo 8124, chat 5000, joke 6789, binary 9000. Databases are kept in --var."
+        "Runs several sockproto services in one process. With --config, the services of "
+        "a TOML file (one table per service: [echo], [chat], [joke], [binary], [crud], [proxy]; "
+        "see examples/sockproto.toml). Without it, the seed services on loopback: echo 8124, "
+        "chat 5000, joke 6789, binary 9000, with their databases in --var. "
+        "SIGTERM or SIGINT shut down gracefully; SIGHUP reloads joke books and password files."
     )
-    optParameters = [["var", None, "var", "Folder for the databases (created owner-only)."]]
+    optParameters = [
+        ["config", "c", None, "TOML config file naming the services to run and their options."],
+        ["var", None, "var", "Without --config: folder for the databases (created owner-only)."],
+        [
+            "metrics",
+            None,
+            None,
+            "Endpoint to serve Prometheus metrics on, over HTTP at /metrics (e.g. tcp:9100); "
+            "overrides the file's metrics key. [default: none]",
+            lambda value: checkEndpoint(value),
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            None,
+            "Seconds to finish owed replies and close connections on SIGTERM/SIGINT before cutting "
+            "them off; overrides the file's. [default: 10]",
+            nonNegativeFloat,
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        if self["config"]:
+            config = loadConfig(self["config"])
+        else:
+            config = seedConfig(Path(self["var"]))
+        if self["metrics"]:
+            config.metrics = self["metrics"]
+            checkEndpointsAreDistinct(config)
+        timeout = self["shutdown-timeout"] if self["shutdown-timeout"] is not None else config.shutdownTimeout
+        if timeout is not None:
+            for entry in config.services:
+                if "shutdown-timeout" not in entry.explicit:
+                    entry.options["shutdown-timeout"] = timeout
+        self["loaded"] = config
+
+
+def seedConfig(var: Path) -> Config:
+    """The seed services on their default ports, databases in ``var``."""
+    config = Config("(the seed services)")
+    for name, moduleName, args in SEEDS:
+        module = importlib.import_module(moduleName)
+        options = module.Options()
+        options.parseOptions([arg.format(var=var) for arg in args])
+        config.services.append(ServiceConfig(name, module, options))
+    config.var = var
+    return config
 
 
 def makeService(options: Options, reactor: Any = None) -> service.IService:
     if reactor is None:
         from twisted.internet import reactor
-    var = Path(options["var"])
-    try:
-        var.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise SystemExit(f"sockproto: cannot create {var}: {e.strerror}") from None
-    top = service.MultiService()
-    for name, moduleName, args in SEEDS:
-        module = importlib.import_module(moduleName)
-        serviceOptions = module.Options()
-        serviceOptions.parseOptions([arg.format(var=var) for arg in args])
-        child = module.makeService(serviceOptions, reactor)
-        child.setName(name)
-        child.setServiceParent(top)
-    return top
+    config: Config = options["loaded"]
+    if config.var is not None:
+        try:
+            config.var.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise SystemExit(f"sockproto: cannot create {config.var}: {e.strerror}") from None
+    stores = StoreRegistry(reactor)
+    services = service.MultiService()  # stopped all at once: they drain side by side
+    for entry in config.services:
+        shared = {"stores": stores} if entry.name in _STORE_SERVICES else {}
+        child = entry.module.buildService(entry.options, reactor, **shared)
+        child.setName(entry.name)
+        child.setServiceParent(services)
+    root = StopInOrder()
+    stores.setServiceParent(root)
+    # Added last, stopped first: every connection is finished before the stores close.
+    services.setServiceParent(root)
+    return operate(root, reactor, config.metrics)
+

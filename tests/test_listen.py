@@ -117,7 +117,7 @@ class FailingReactor(MemoryReactor):
 class ListeningServiceTests(unittest.TestCase):
     def makeService(self, reactor, *listen):
         options = parse(*[a for d in listen for a in ("--listen", d)])
-        return echo.makeService(options, reactor)
+        return echo.buildService(options, reactor)
 
     def test_listensEverywhereWithSafeDefaults(self):
         reactor = UDPMemoryReactor()
@@ -160,7 +160,7 @@ class RealUNIXModeTests(unittest.TestCase):
         from twisted.internet import reactor
 
         path = os.path.join(tempfile.mkdtemp(), "e.sock")
-        service = echo.makeService(parse("--listen", f"unix:{path}"), reactor)
+        service = echo.buildService(parse("--listen", f"unix:{path}"), reactor)
         service.startService()
         self.addCleanup(service.stopService)
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)

@@ -18,6 +18,7 @@ from sockproto.connections import ServerFactory
 from sockproto.fastio import eagerWriter
 from sockproto.lines import LineServerProtocol
 from sockproto.listen import positiveInt
+from sockproto.operations import standalone
 
 HELP = (
     "OK commands: create KEY VALUE | read KEY | update KEY VALUE | delete KEY | "
@@ -157,5 +158,8 @@ class Options(StoreServerOptions):
     ]
 
 
-def makeService(options: Options, reactor: Any = None, stores: StoreRegistry | None = None) -> service.IService:
+def buildService(options: Options, reactor: Any = None, stores: StoreRegistry | None = None) -> service.IService:
     return makeStoreService(options, reactor, CrudFactory, stores, maxLineLength=options["max-line-length"])
+
+
+makeService = standalone(buildService)

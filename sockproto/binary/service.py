@@ -12,6 +12,7 @@ from sockproto.binary.codec import DEFAULT_MAX_FRAME, MIN_LENGTH
 from sockproto.binary.protocol import SPBFactory
 from sockproto.binary.store import FSYNC_MODES, MEMORY, GroupCommitStore, MemoryStore, SQLiteStore
 from sockproto.listen import ServerOptions, StopInOrder, positiveInt
+from sockproto.operations import standalone
 
 
 class StoreServerOptions(ServerOptions):
@@ -124,5 +125,8 @@ class Options(StoreServerOptions):
     ]
 
 
-def makeService(options: Options, reactor: Any = None, stores: StoreRegistry | None = None) -> service.IService:
+def buildService(options: Options, reactor: Any = None, stores: StoreRegistry | None = None) -> service.IService:
     return makeStoreService(options, reactor, SPBFactory, stores, maxFrame=options["max-frame"])
+
+
+makeService = standalone(buildService)

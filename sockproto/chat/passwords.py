@@ -98,15 +98,19 @@ class HashedPasswordChecker:
         self._stamp: tuple[int, int] | None = None
         self.reload()
 
-    def reload(self) -> bool:
-        """Read the file again if it changed; returns whether it did."""
+    def reload(self, force: bool = False) -> bool:
+        """Read the file again if it changed (or ``force``); returns whether it did."""
         stat = self.path.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp == self._stamp:
+        if stamp == self._stamp and not force:
             return False
         self._users = readPasswordFile(self.path)
         self._stamp = stamp
         return True
+
+    @property
+    def userCount(self) -> int:
+        return len(self._users)
 
     def requestAvatarId(self, creds: Any) -> defer.Deferred[Any]:
         try:

@@ -439,3 +439,19 @@ class ChatFactory(ServerFactory):
     def stopServing(self, timeout: float) -> defer.Deferred[None]:
         self.hub.shutdown("the server is going down")
         return ServerFactory.stopServing(self, timeout)
+
+    def reload(self) -> list[str]:
+        """Read the password files again (SIGHUP); a broken file leaves the users as they were."""
+        from sockproto.chat.passwords import HashedPasswordChecker
+
+        done = []
+        if self.portal is None:
+            return done
+        for combined in self.portal.checkers.values():
+            for checker in getattr(combined, "checkers", [combined]):
+                if isinstance(checker, HashedPasswordChecker):
+                    checker.reload(force=True)
+                    done.append(f"password file {checker.path}: {checker.userCount} users")
+                elif isinstance(checker, checkers.FilePasswordDB):
+                    done.append(f"password file {checker.filename} (read at every login)")
+        return done

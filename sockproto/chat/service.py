@@ -14,6 +14,7 @@ from sockproto.chat.history import History
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.protocol import AnyOfCheckers, ChatFactory, ChatRealm
 from sockproto.listen import ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
+from sockproto.operations import standalone
 
 log = Logger()
 
@@ -29,6 +30,7 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
     serviceName = "chat"
     defaultPort = 5000
     defaultIdleTimeout = 3600.0
+    repeatable = ("listen", "auth")
     supportedInterfaces = (credentials.IUsernamePassword,)
     longdesc = (
         "Multi-room line chat for nc, telnet or socat: nicknames, rooms, private "
@@ -80,7 +82,7 @@ class HistoryService(service.Service):
         return self.history.close()
 
 
-def makeService(options: Options, reactor: Any = None) -> service.IService:
+def buildService(options: Options, reactor: Any = None) -> service.IService:
     if reactor is None:
         from twisted.internet import reactor
     history = History(options["history"], reactor)
@@ -106,3 +108,6 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
     # Added last, stopped first: clients are told goodbye and gone before the history closes.
     options.listeningService(factory, reactor).setServiceParent(top)
     return top
+
+
+makeService = standalone(buildService)

@@ -1,0 +1,162 @@
+"""Prometheus metrics: ``--metrics ENDPOINT`` serves ``/metrics`` over HTTP.
+
+The services count in plain attributes on their hot paths (see
+:class:`sockproto.connections.Traffic` and :mod:`sockproto.latency`); this
+collector turns them into metric families when Prometheus scrapes.
+prometheus_client's Twisted resource collects in a thread-pool thread, so
+the counters are copied in the reactor thread first: nothing is read while
+the reactor changes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+from twisted.application import service
+from twisted.internet import threads
+from twisted.python import threadable
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from sockproto.binary.protocol import OP_NAMES
+from sockproto.listen import ListeningService, listeningServices
+
+PREFIX = "sockproto"
+
+
+def snapshot(root: service.IService) -> list[dict[str, Any]]:
+    """The counters of every service, copied (call in the reactor thread)."""
+    result = []
+    for listening in listeningServices(root):
+        factory = listening.factory
+        if isinstance(factory, Site):
+            continue  # the metrics endpoint itself
+        entry: dict[str, Any] = {
+            "service": listening.name,
+            "traffic": {
+                kind: (t.open, t.total, t.bytesIn, t.bytesOut) for kind, t in getattr(factory, "traffic", {}).items()
+            },
+            "errors": dict(getattr(factory, "errors", {})),
+        }
+        hub = getattr(factory, "hub", None)
+        if hub is not None:
+            entry["chat"] = dict(hub.stats(), slowConsumers=factory.slowConsumers)
+        if hasattr(factory, "operations"):
+            entry["operations"] = dict(factory.operations)
+            entry["latency"] = {op: (list(h.cumulative()), h.sum) for op, h in factory.latency.items()}
+        store = getattr(factory, "store", None)
+        if store is not None and hasattr(store, "stats"):
+            entry["store"] = dict(store.stats(), keys=len(store))
+        result.append(entry)
+    return result
+
+
+class SockprotoCollector(Collector):
+    """Metric families from the counters of every service under ``root``."""
+
+    def __init__(self, root: service.IService, reactor: Any) -> None:
+        self.root = root
+        self.reactor = reactor
+
+    def _snapshot(self) -> list[dict[str, Any]]:
+        if threadable.isInIOThread():
+            return snapshot(self.root)
+        return threads.blockingCallFromThread(self.reactor, snapshot, self.root)
+
+    def collect(self) -> Iterator[Any]:
+        services = self._snapshot()
+        byTransport = ["service", "transport"]
+        openConnections = GaugeMetricFamily(f"{PREFIX}_connections_open", "Connections open now.", labels=byTransport)
+        connections = CounterMetricFamily(f"{PREFIX}_connections", "Connections accepted.", labels=byTransport)
+        received = CounterMetricFamily(f"{PREFIX}_received_bytes", "Bytes received from clients.", labels=byTransport)
+        sent = CounterMetricFamily(f"{PREFIX}_sent_bytes", "Bytes written to clients.", labels=byTransport)
+        errors = CounterMetricFamily(
+            f"{PREFIX}_errors", "Errors by kind: refused, idle_timeout, line_too_long, wrong_protocol, "
+            "slow_consumer, tls_handshake_timeout, and binary error codes.", labels=["service", "kind"]
+        )
+        chatMessages = CounterMetricFamily(
+            f"{PREFIX}_chat_messages", "Chat messages sent to rooms.", labels=["service"]
+        )
+        chatDeliveries = CounterMetricFamily(
+            f"{PREFIX}_chat_deliveries", "Chat messages delivered to room members.", labels=["service"]
+        )
+        chatSlow = CounterMetricFamily(
+            f"{PREFIX}_chat_slow_consumer_disconnects", "Chat clients dropped for not reading.", labels=["service"]
+        )
+        chatMembers = GaugeMetricFamily(f"{PREFIX}_chat_members", "Chat users online.", labels=["service"])
+        chatRooms = GaugeMetricFamily(f"{PREFIX}_chat_rooms", "Chat rooms open.", labels=["service"])
+        operations = CounterMetricFamily(
+            f"{PREFIX}_binary_operations", "SPB/1 requests by op.", labels=["service", "op"]
+        )
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_binary_request_duration_seconds",
+            "Time from a request's arrival to its reply being written (writes: until committed).",
+            labels=["service", "op"],
+        )
+        storeKeys = GaugeMetricFamily(f"{PREFIX}_store_keys", "Keys in the store.", labels=["service"])
+        storeCommits = CounterMetricFamily(f"{PREFIX}_store_commits", "Store transactions.", labels=["service"])
+        for entry in services:
+            name = entry["service"]
+            for kind, (isOpen, total, bytesIn, bytesOut) in sorted(entry["traffic"].items()):
+                openConnections.add_metric([name, kind], isOpen)
+                connections.add_metric([name, kind], total)
+                received.add_metric([name, kind], bytesIn)
+                sent.add_metric([name, kind], bytesOut)
+            for kind, count in sorted(entry["errors"].items()):
+                errors.add_metric([name, kind], count)
+            if "chat" in entry:
+                chat = entry["chat"]
+                chatMessages.add_metric([name], chat["messages"])
+                chatDeliveries.add_metric([name], chat["deliveries"])
+                chatSlow.add_metric([name], chat["slowConsumers"])
+                chatMembers.add_metric([name], chat["members"])
+                chatRooms.add_metric([name], chat["rooms"])
+            for op, count in sorted(entry.get("operations", {}).items()):
+                operations.add_metric([name, _opName(op)], count)
+            for op, (buckets, total) in sorted(entry.get("latency", {}).items()):
+                latency.add_metric([name, _opName(op)], buckets, total)
+            if "store" in entry:
+                storeKeys.add_metric([name], entry["store"]["keys"])
+                if "commits" in entry["store"]:
+                    storeCommits.add_metric([name], entry["store"]["commits"])
+        yield from (
+            openConnections, connections, received, sent, errors,
+            chatMessages, chatDeliveries, chatSlow, chatMembers, chatRooms,
+            operations, latency, storeKeys, storeCommits,
+        )
+
+
+def _opName(op: int) -> str:
+    return OP_NAMES.get(op, f"0x{op:02x}")
+
+
+def metricsSite(root: service.IService, reactor: Any) -> Site:
+    """An HTTP site with ``/metrics`` for every service under ``root`` and the process."""
+    from prometheus_client import ProcessCollector
+    from prometheus_client.twisted import MetricsResource
+
+    registry = CollectorRegistry()
+    registry.register(SockprotoCollector(root, reactor))
+    ProcessCollector(registry=registry)
+    top = Resource()
+    top.putChild(b"metrics", MetricsResource(registry))
+    top.putChild(b"", _Index())
+    site = Site(top)
+    site.noisy = False
+    return site
+
+
+class _Index(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"sockproto metrics are at /metrics\n"
+
+
+def metricsService(endpoint: str, root: service.IService, reactor: Any) -> ListeningService:
+    """Serves the metrics of ``root`` on ``endpoint`` (checked like a ``--listen`` string)."""
+    return ListeningService("metrics", [endpoint], metricsSite(root, reactor), reactor)

@@ -1,0 +1,98 @@
+"""What a running sockproto process does besides serving: metrics, reloading on SIGHUP.
+
+:func:`operate` puts a service tree (one service or the whole suite) under
+a parent that serves ``--metrics``, reloads on SIGHUP and stops in order:
+the services drain first, the metrics endpoint goes last.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from sockproto.listen import StopInOrder, listeningServices
+
+log = Logger()
+
+
+class ReloadOnHangup(service.Service):
+    """
+    On SIGHUP, every service under ``root`` whose factory can ``reload()``
+    does (the joke book, chat password files), without dropping connections,
+    and the log says what was reloaded.  A reload that fails keeps what was
+    there and logs why.
+    """
+
+    name = "reload"
+    _previous: Any = None
+
+    def __init__(self, root: service.IService, reactor: Any) -> None:
+        self.root = root
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:
+        service.Service.stopService(self)
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        # In a signal handler: hand the work to the reactor.
+        self.reactor.callFromThread(self.reloadAll)
+
+    def reloadAll(self) -> list[str]:
+        """Reload what can be; returns and logs what was reloaded."""
+        reloaded = []
+        for listening in listeningServices(self.root):
+            reload = getattr(listening.factory, "reload", None)
+            if reload is None:
+                continue
+            try:
+                done = reload()
+            except Exception as e:
+                log.error(
+                    "{service} could not reload, keeping what it had: {reason}", service=listening.name, reason=e
+                )
+                continue
+            for what in done:
+                log.info("{service} reloaded {what}", service=listening.name, what=what)
+                reloaded.append(f"{listening.name}: {what}")
+        if not reloaded:
+            log.info("SIGHUP: nothing to reload")
+        return reloaded
+
+
+def operate(
+    root: service.IService, reactor: Any, metrics: str | None = None
+) -> service.MultiService:
+    """``root`` with SIGHUP reloading and, given an endpoint, a metrics endpoint."""
+    top = StopInOrder()
+    if metrics:
+        from sockproto.metrics import metricsService
+
+        metricsService(metrics, root, reactor).setServiceParent(top)
+    root.setServiceParent(top)
+    ReloadOnHangup(root, reactor).setServiceParent(top)
+    return top
+
+
+def standalone(build: Callable[[Any, Any], service.IService]) -> Callable[..., service.IService]:
+    """The ``makeService`` of a single-service plugin: its ``buildService`` under :func:`operate`."""
+
+    def makeService(options: Any, reactor: Any = None) -> service.IService:
+        if reactor is None:
+            from twisted.internet import reactor
+        return operate(build(options, reactor), reactor, options["metrics"])
+
+    makeService.__doc__ = f"``{build.__module__}.buildService`` with metrics and SIGHUP reloading."
+    return makeService
