@@ -41,7 +41,8 @@ SERVICES: dict[str, str] = {
 PROCESS_KEYS = ("metrics", "shutdown-timeout")
 
 # Command-line options that make no sense in a file.
-_NOT_KEYS = frozenset({"help", "version", "help-auth", "help-auth-type"})
+# (metrics is one per process: a key before the first table.)
+_NOT_KEYS = frozenset({"help", "version", "help-auth", "help-auth-type", "metrics"})
 
 
 class ConfigError(usage.UsageError):

@@ -10,6 +10,7 @@ the reactor changes it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 from twisted.application import service
 from twisted.internet import threads
-from twisted.python import threadable
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -62,7 +62,7 @@ class SockprotoCollector(Collector):
         self.reactor = reactor
 
     def _snapshot(self) -> list[dict[str, Any]]:
-        if threadable.isInIOThread():
+        if threading.current_thread() is threading.main_thread():  # the reactor's thread
             return snapshot(self.root)
         return threads.blockingCallFromThread(self.reactor, snapshot, self.root)
 
@@ -78,10 +78,11 @@ class SockprotoCollector(Collector):
             "slow_consumer, tls_handshake_timeout, and binary error codes.", labels=["service", "kind"]
         )
         chatMessages = CounterMetricFamily(
-            f"{PREFIX}_chat_messages", "Chat messages sent to rooms.", labels=["service"]
+            f"{PREFIX}_chat_messages", "Lines users said (to a room, /me, /msg).", labels=["service"]
         )
         chatDeliveries = CounterMetricFamily(
-            f"{PREFIX}_chat_deliveries", "Chat messages delivered to room members.", labels=["service"]
+            f"{PREFIX}_chat_deliveries", "Room lines (messages and notices) and private messages written to members.",
+            labels=["service"],
         )
         chatSlow = CounterMetricFamily(
             f"{PREFIX}_chat_slow_consumer_disconnects", "Chat clients dropped for not reading.", labels=["service"]

@@ -34,6 +34,8 @@ class ServiceProcess:
         self.env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         self.lines: list[str] = []
         self.addresses: list[str] = []
+        #: (service, address) of each "listening on" line, in order.
+        self.listening: list[tuple[str, str]] = []
         self.proc: subprocess.Popen[str] | None = None
         self._changed = threading.Condition()
 
@@ -59,6 +61,7 @@ class ServiceProcess:
                 match = _LISTENING.search(line)
                 if match:
                     self.addresses.append(match.group(2))
+                    self.listening.append((match.group(1), match.group(2)))
                 self._changed.notify_all()
         with self._changed:
             self._changed.notify_all()
@@ -85,6 +88,16 @@ class ServiceProcess:
 
     def tcpPort(self, index: int = 0) -> int:
         return int(self.addresses[index].rsplit(":", 1)[1])
+
+    def address(self, service: str, kind: str) -> str:
+        """The first address of ``service`` of ``kind`` (``tcp``, ``unix``, ``ssl``...), without the kind."""
+        for name, address in self.listening:
+            if name == service and address.startswith(kind + ":"):
+                return address.split(":", 1)[1]
+        raise AssertionError(f"{service} does not listen on {kind}: {self.listening}")
+
+    def port(self, service: str, kind: str = "tcp") -> int:
+        return int(self.address(service, kind).rsplit(":", 1)[1])
 
     def unixPath(self, index: int = 0) -> str:
         return self.addresses[index].split(":", 1)[1]

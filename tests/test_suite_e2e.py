@@ -1,12 +1,33 @@
 """``sockproto``: the seed services in one process, as 'make run' starts them."""
 
+import os
+import shutil
+import signal
 import socket
+import sqlite3
 import struct
+import tempfile
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.support import LineClient, ServiceProcess, recvExactly, recvUntil
+from sockproto.chat import passwords
+from tests.support import (
+    LineClient,
+    ServiceProcess,
+    connect,
+    connectUNIX,
+    makeCerts,
+    recvAll,
+    recvExactly,
+    recvUntil,
+    runService,
+    startService,
+    tlsClient,
+)
 
 DEFAULT_PORTS = (8124, 5000, 6789, 9000)
 
@@ -40,3 +61,219 @@ class SuiteTests(unittest.TestCase):
         self.assertTrue((var / "chat.sqlite3").exists())
         self.assertTrue((var / "kv.sqlite3").exists())
         self.assertEqual(var.stat().st_mode & 0o777, 0o700)
+
+
+def spb(op, rid, payload=b""):
+    return struct.pack(">IBI", len(payload) + 5, op, rid) + payload
+
+
+def key(name):
+    return struct.pack(">H", len(name)) + name
+
+
+def readFrame(sock):
+    length, op, rid = struct.unpack(">IBI", recvExactly(sock, 9))
+    return op, rid, recvExactly(sock, length - 5)
+
+
+def scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def metric(text, line):
+    """The value of one sample, e.g. 'sockproto_connections_total{service="echo",transport="tcp"}'."""
+    for sample in text.splitlines():
+        if sample.startswith(line + " "):
+            return float(sample.rsplit(" ", 1)[1])
+    raise AssertionError(f"{line} not in the metrics:\n{text}")
+
+
+class ConfigEndToEndTests(unittest.TestCase):
+    def startSuite(self, config, endpoints, *args):
+        path = Path(self.mktemp() + ".toml").resolve()
+        path.write_text(config)
+        return startService(self, "sockproto", "--config", str(path), *args, endpoints=endpoints)
+
+    def test_everyServiceOverTCPUnixAndTLSInOneProcess(self):
+        # Short: a UNIX socket path must fit in 108 bytes.
+        tmp = Path(tempfile.mkdtemp(prefix="sp-"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        certs = makeCerts(tmp)
+        ssl = f"ssl:0:privateKey={certs}/server.key:certKey={certs}/server.crt"
+        suite = self.startSuite(
+            f'metrics = "tcp:0"\n'
+            f'[echo]\nlisten = ["tcp:0", "unix:{tmp}/echo.sock", "{ssl}"]\n'
+            f'[chat]\nlisten = ["tcp:0", "{ssl}"]\nhistory = ":memory:"\n'
+            f'[joke]\nlisten = ["unix:{tmp}/joke.sock"]\n'
+            f'[binary]\nlisten = ["tcp:0", "unix:{tmp}/kv.sock", "{ssl}"]\ndb = "{tmp}/kv.sqlite3"\n'
+            f'[crud]\nlisten = ["tcp:0"]\ndb = "{tmp}/kv.sqlite3"\n'
+            f'[proxy]\nlisten = ["tcp:0"]\nconnect = "unix:{tmp}/echo.sock"\n',
+            endpoints=12,
+        )
+        # echo over each transport
+        with connect(suite.port("echo")) as sock:
+            sock.sendall(b"tcp!")
+            self.assertEqual(recvExactly(sock, 4), b"tcp!")
+        with connectUNIX(suite.address("echo", "unix")) as sock:
+            sock.sendall(b"unix")
+            self.assertEqual(recvExactly(sock, 4), b"unix")
+        self.assertEqual(os.stat(suite.address("echo", "unix")).st_mode & 0o777, 0o600)
+        with tlsClient(suite.port("echo", "ssl"), certs) as sock:
+            sock.sendall(b"tls")
+            self.assertEqual(recvExactly(sock, 3), b"tls")
+        # chat: one client over TCP, one over TLS
+        plain = LineClient.tcp(suite.port("chat"))
+        self.addCleanup(plain.close)
+        plain.until("Welcome")
+        secure = LineClient(tlsClient(suite.port("chat", "ssl"), certs))
+        self.addCleanup(secure.close)
+        secure.until("Welcome")
+        plain.until("joined")
+        secure.send("hello over TLS\n")
+        self.assertIn("hello over TLS", plain.until("hello over TLS")[-1])
+        # joke over UNIX
+        with connectUNIX(suite.address("joke", "unix")) as sock:
+            self.assertEqual(recvUntil(sock, b">> "), b"Knock knock!\r\n>> ")
+            sock.sendall(b"who's there?\n")
+            setup = recvUntil(sock, b">> ").split(b"\r\n")[0]
+            sock.sendall(setup + b" who?\n")
+            self.assertTrue(recvAll(sock))
+        # binary over TCP, UNIX and TLS; crud sees the same store
+        with connect(suite.port("binary")) as sock:
+            sock.sendall(spb(0x10, 1, key(b"shared") + b"value"))
+            self.assertEqual(readFrame(sock), (0x90, 1, b""))
+        with connectUNIX(suite.address("binary", "unix")) as sock:
+            sock.sendall(spb(0x11, 2, key(b"shared")))
+            self.assertEqual(readFrame(sock), (0x91, 2, b"value"))
+        with tlsClient(suite.port("binary", "ssl"), certs) as sock:
+            sock.sendall(spb(0x01, 3))
+            self.assertEqual(readFrame(sock), (0x81, 3, b""))
+        crud = LineClient.tcp(suite.port("crud"))
+        self.addCleanup(crud.close)
+        crud.line()
+        crud.send("read shared\n")
+        self.assertEqual(crud.line(), "OK value")
+        # proxy to echo's UNIX socket
+        with connect(suite.port("proxy")) as sock:
+            sock.sendall(b"through the proxy")
+            self.assertEqual(recvExactly(sock, 17), b"through the proxy")
+        # metrics agree with what was sent
+        text = scrape(suite.port("metrics"))
+        for transport, count in (("tcp", 1), ("unix", 2), ("tls", 1)):  # the proxy came in over UNIX
+            self.assertEqual(
+                metric(text, f'sockproto_connections_total{{service="echo",transport="{transport}"}}'), count
+            )
+        self.assertEqual(metric(text, 'sockproto_received_bytes_total{service="echo",transport="tcp"}'), 4)
+        self.assertEqual(metric(text, 'sockproto_sent_bytes_total{service="echo",transport="unix"}'), 4 + 17)
+        self.assertEqual(metric(text, 'sockproto_chat_messages_total{service="chat"}'), 1)
+        # plain saw its join, secure's join and the message; secure saw its join
+        self.assertEqual(metric(text, 'sockproto_chat_deliveries_total{service="chat"}'), 4)
+        self.assertEqual(metric(text, 'sockproto_connections_open{service="chat",transport="tls"}'), 1)
+        self.assertEqual(metric(text, 'sockproto_binary_operations_total{op="create",service="binary"}'), 1)
+        self.assertEqual(
+            metric(text, 'sockproto_binary_request_duration_seconds_count{op="read",service="binary"}'), 1
+        )
+        self.assertEqual(metric(text, 'sockproto_received_bytes_total{service="proxy",transport="tcp"}'), 17)
+        self.assertEqual(metric(text, 'sockproto_store_keys{service="crud"}'), 1)
+
+    def test_badConfigStopsBeforeListening(self):
+        path = Path(self.mktemp() + ".toml")
+        path.write_text('[echo]\nlisten = ["tcp:0"]\n[chat]\nmax-connections = "many"\n')
+        result = runService("sockproto", "--config", str(path))
+        self.assertNotEqual(result.returncode, 0)
+        output = result.stdout + result.stderr
+        self.assertIn(f"{path}: [chat] max-connections: expected a number", output)
+        self.assertNotIn("listening on", output)
+        self.assertNotIn("Traceback", output)
+
+    def test_sigtermDuringTrafficLosesNoAcknowledgedWrite(self):
+        tmp = Path(self.mktemp()).resolve()
+        tmp.mkdir()
+        db = tmp / "kv.sqlite3"
+        suite = self.startSuite(
+            f'shutdown-timeout = 5\n[binary]\nlisten = ["tcp:0"]\ndb = "{db}"\n'
+            '[chat]\nlisten = ["tcp:0"]\nhistory = ":memory:"\nflood-rate = 0\n',
+            2,
+        )
+        acknowledged = [[] for _ in range(4)]
+        started = threading.Barrier(len(acknowledged) + 1)
+
+        def writer(number, acked):
+            # Keeps 32 CREATEs in flight until the server closes the connection.
+            with connect(suite.port("binary")) as sock:
+                sent = 0
+                started.wait()
+                try:
+                    while True:
+                        window = b"".join(
+                            spb(0x10, sent + i, key(b"w%d-%d" % (number, sent + i)) + b"x" * 64) for i in range(32)
+                        )
+                        sock.sendall(window)
+                        for i in range(32):
+                            op, rid, _ = readFrame(sock)
+                            self.assertEqual((op, rid), (0x90, sent + i))
+                            acked.append(b"w%d-%d" % (number, rid))
+                        sent += 32
+                except (AssertionError, OSError):
+                    return  # the server closed the connection
+
+        threads = [threading.Thread(target=writer, args=(n, a)) for n, a in enumerate(acknowledged)]
+        for thread in threads:
+            thread.start()
+        chatters = [LineClient.tcp(suite.port("chat")) for _ in range(3)]
+        for client in chatters:
+            self.addCleanup(client.close)
+            client.until("Welcome")
+        started.wait()
+        for round in range(20):
+            chatters[round % 3].send(f"message {round}\n")
+        time.sleep(0.5)
+        began = time.monotonic()
+        suite.proc.send_signal(signal.SIGTERM)
+        for client in chatters:
+            self.assertIn("*** the server is going down", client.until("going down")[-1])
+            client.closedAfter()
+        for thread in threads:
+            thread.join(30)
+        status = suite.proc.wait(30)
+        self.assertLess(time.monotonic() - began, 5 + 5, "shut down within the timeout")
+        self.assertIn(status, (0, -signal.SIGTERM))
+        allAcknowledged = {k for acked in acknowledged for k in acked}
+        self.assertGreater(len(allAcknowledged), 100, "there was traffic to lose")
+        stored = {row[0] for row in sqlite3.connect(db).execute("SELECT key FROM kv")}
+        self.assertEqual(allAcknowledged - stored, set(), "acknowledged writes that were not committed")
+
+    def test_sighupReloadsJokesAndPasswords(self):
+        tmp = Path(self.mktemp()).resolve()
+        tmp.mkdir()
+        book = tmp / "jokes.toml"
+        book.write_text('[[jokes]]\nsetup = "Boo"\npunchline = "Don\'t cry, it is only a joke!"\n')
+        passwd = tmp / "chat.passwd"
+        passwords.setPassword(passwd, "alice", "alice-pw")
+        suite = self.startSuite(
+            f'[joke]\nlisten = ["tcp:0"]\njokes = ["{book}"]\n'
+            f'[chat]\nlisten = ["tcp:0"]\nhistory = ":memory:"\nauth = ["hashed:{passwd}"]\n',
+            2,
+        )
+        before = connect(suite.port("joke"))
+        self.addCleanup(before.close)
+        recvUntil(before, b">> ")
+        book.write_text('[[jokes]]\nsetup = "Lettuce"\npunchline = "Let us in!"\n')
+        passwords.setPassword(passwd, "bob", "bob-pw")
+        os.kill(suite.pid, signal.SIGHUP)
+        suite.waitForLog(f"joke reloaded 1 jokes from {book}")
+        suite.waitForLog(f"chat reloaded password file {passwd}: 2 users")
+        # The connection from before the reload goes on with its joke.
+        before.sendall(b"Who's there?\n")
+        self.assertEqual(recvUntil(before, b">> "), b"Boo\r\n>> ")
+        with connect(suite.port("joke")) as after:
+            recvUntil(after, b">> ")
+            after.sendall(b"Who's there?\n")
+            self.assertEqual(recvUntil(after, b">> "), b"Lettuce\r\n>> ")
+        chat = LineClient.tcp(suite.port("chat"))
+        self.addCleanup(chat.close)
+        chat.until("log in")
+        chat.send("/login bob bob-pw\n")
+        self.assertEqual(chat.line(), "*** logged in as bob")
+        self.assertIsNone(suite.proc.poll(), "SIGHUP does not stop the server")

@@ -71,7 +71,9 @@ class ChatHub:
         self._guests = 0
         self._dirty: list[Room] = []
         self._flushCall: Any = None
+        #: Lines users said (to a room, /me or /msg).
         self.messages = 0
+        #: Room lines (messages and notices) and private messages written to members.
         self.deliveries = 0
         self.closing = False
 
@@ -141,6 +143,7 @@ class ChatHub:
         entry = Entry(self.clock.seconds(), member.nick, kind, text)
         self._post(room, self.formatEntry(entry).encode(), member)
         self.history.record(room.name, *entry)
+        self.messages += 1
 
     def privateMessage(self, member: Member, nick: str, text: str) -> None:
         target = self.nicks.get(nick.casefold())
@@ -150,6 +153,7 @@ class ChatHub:
         self.tell(target, f"{stamp}*{member.nick}* {text}\n")
         self.tell(member, f"{stamp}-> *{target.nick}* {text}\n")
         self.messages += 1
+        self.deliveries += 1
 
     def tell(self, member: Member, text: str) -> None:
         """Send one member something of its own, in order with what its room saw before."""
@@ -293,7 +297,6 @@ class ChatHub:
         everything = b"".join(batch) if len(batch) > 1 else batch[0]
         speakers = set(senders)
         count = len(batch)
-        self.messages += count
         delivered = 0
         for member in list(room.members):
             if member in speakers:
