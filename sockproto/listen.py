@@ -125,7 +125,13 @@ def checkEndpoint(description: str, allowUDP: bool = False) -> str:
             parseUDP(description)
             return description
         _checkCommonMistakes(kind, args, kwargs)
-        endpoints.serverFromString(_checkingReactor(), withSafeDefaults(description))
+        try:
+            endpoints.serverFromString(_checkingReactor(), withSafeDefaults(description))
+        except (IndexError, KeyError):
+            if kind != "systemd":
+                raise
+            which = f"named {kwargs['name']!r}" if "name" in kwargs else f"at index {kwargs.get('index')}"
+            raise ValueError(f"systemd passed no socket {which} (see LISTEN_FDS and LISTEN_FDNAMES)") from None
     except Exception as e:
         # TypeError/ValueError for bad parameters, OSError or an SSL error for
         # a certificate that cannot be loaded.
@@ -145,8 +151,6 @@ def _checkCommonMistakes(kind: str, args: list[str], kwargs: dict[str, str]) -> 
         path = args[0] if args else kwargs.get("path", "")
         if not os.path.isdir(path):
             raise ValueError(f"{path!r} is not a directory of PEM files")
-    if kind == "systemd" and "LISTEN_FDS" not in os.environ:
-        raise ValueError("no sockets were passed by systemd (LISTEN_FDS is not set)")
 
 
 def _reason(error: BaseException) -> str:

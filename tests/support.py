@@ -28,8 +28,16 @@ class ServiceProcess:
     line per endpoint and records the real addresses.
     """
 
-    def __init__(self, plugin: str, *args: str, cwd: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        plugin: str,
+        *args: str,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        passFds: tuple[int, ...] = (),
+    ) -> None:
         self.argv = [PYTHON, "-m", "twisted", "--log-format", "text", plugin, *args]
+        self.passFds = passFds
         self.cwd = cwd
         self.env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         self.lines: list[str] = []
@@ -48,6 +56,7 @@ class ServiceProcess:
             text=True,
             cwd=self.cwd,
             env=self.env,
+            pass_fds=self.passFds,
         )
         threading.Thread(target=self._read, daemon=True).start()
         self.waitFor(lambda: len(self.addresses) >= endpoints, timeout, "listening")

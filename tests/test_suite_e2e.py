@@ -1,11 +1,13 @@
 """``sockproto``: the seed services in one process, as 'make run' starts them."""
 
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import sqlite3
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -277,3 +279,42 @@ class ConfigEndToEndTests(unittest.TestCase):
         chat.send("/login bob bob-pw\n")
         self.assertEqual(chat.line(), "*** logged in as bob")
         self.assertIsNone(suite.proc.poll(), "SIGHUP does not stop the server")
+
+    def test_systemdSocketActivation(self):
+        # What systemd does: listening sockets as descriptors 3 and up, with
+        # LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (the pid of the service, so
+        # a launcher sets it and execs).
+        tmp = Path(tempfile.mkdtemp(prefix="sp-"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(16)
+        unix = socket.socket(socket.AF_UNIX)
+        unix.bind(str(tmp / "kv.sock"))
+        unix.listen(16)
+        for sock in (tcp, unix):
+            self.addCleanup(sock.close)
+        config = tmp / "sockproto.toml"
+        config.write_text(
+            '[echo]\nlisten = ["systemd:domain=INET:name=echo"]\n'
+            '[binary]\nlisten = ["systemd:domain=UNIX:name=kv"]\ndb = ":memory:"\n'
+        )
+        # Copies numbered from 5, so that moving them to 3 and 4 overwrites neither.
+        high = [fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD, 5) for sock in (tcp, unix)]
+        for fd in high:
+            self.addCleanup(os.close, fd)
+        suite = ServiceProcess("sockproto", "--config", str(config), passFds=tuple(high),
+                               env={"LISTEN_FDS": "2", "LISTEN_FDNAMES": "echo:kv"})
+        launcher = (
+            f"import os, sys; os.dup2({high[0]}, 3); os.dup2({high[1]}, 4); "
+            "os.environ['LISTEN_PID'] = str(os.getpid()); os.execv(sys.argv[1], sys.argv[1:])"
+        )
+        suite.argv = [sys.executable, "-c", launcher, *suite.argv]
+        self.addCleanup(suite.stop)
+        suite.start(endpoints=2)
+        with connect(tcp.getsockname()[1]) as sock:
+            sock.sendall(b"activated")
+            self.assertEqual(recvExactly(sock, 9), b"activated")
+        with connectUNIX(str(tmp / "kv.sock")) as sock:
+            sock.sendall(spb(0x01, 5))
+            self.assertEqual(readFrame(sock), (0x81, 5, b""))
