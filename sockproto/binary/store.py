@@ -12,14 +12,20 @@ disk.  Syncs run on a worker thread, one for all the transactions committed
 since the last one (group commit for fsync, as Redis's ``appendfsync``), and
 so do checkpoints and reloads; the reactor thread only hands SQLite bytes
 for the page cache, the way Redis writes its append-only file.
+
+A group is committed as one row appended to the ``log`` table (an encoded
+batch), which touches a few pages at the end of the table, instead of one
+B-tree page per key.  The log is folded into the ``kv`` table from time to
+time, each key once however often it was written; loading reads ``kv`` and
+replays ``log`` in order, so a crash at any point loses nothing committed.
 """
 
 from __future__ import annotations
 
 import bisect
-import functools
 import os
 import sqlite3
+import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -208,11 +214,70 @@ class GroupCommitStore:
         return {"keys": len(self._data), "commits": self.commits, "committed_writes": self.committedWrites}
 
 
+_RECORD = struct.Struct(">BHI")  # op (0 put, 1 delete), key length, value length
+_PUT, _DELETE = 0, 1
+
+
+def encodeBatch(upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> bytes:
+    """One log row: the final state of each key written in a group."""
+    pack = _RECORD.pack
+    parts = []
+    for key, value in upserts:
+        parts += (pack(_PUT, len(key), len(value)), key, value)
+    for (key,) in deletes:
+        parts += (pack(_DELETE, len(key), 0), key)
+    return b"".join(parts)
+
+
+def decodeBatch(blob: bytes) -> list[tuple[bytes, bytes | None]]:
+    """(key, value or None for a delete) of a log row, in order."""
+    records = []
+    offset, end, unpack, size = 0, len(blob), _RECORD.unpack_from, _RECORD.size
+    while offset < end:
+        op, keyLength, valueLength = unpack(blob, offset)
+        offset += size
+        key = blob[offset : offset + keyLength]
+        offset += keyLength
+        if op == _DELETE:
+            records.append((key, None))
+        else:
+            records.append((key, blob[offset : offset + valueLength]))
+            offset += valueLength
+    return records
+
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+    # Committed groups not yet folded into kv, in commit order.
+    "CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, batch BLOB NOT NULL)",
+)
+
+
+def readSnapshot(connection: sqlite3.Connection) -> dict[bytes, bytes]:
+    """kv with the log replayed over it, from one read transaction."""
+    connection.execute("BEGIN")
+    try:
+        data = {bytes(k): bytes(v) for k, v in connection.execute("SELECT key, value FROM kv")}
+        for (blob,) in connection.execute("SELECT batch FROM log ORDER BY seq"):
+            for key, value in decodeBatch(bytes(blob)):
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+    finally:
+        connection.execute("COMMIT")
+    return data
+
+
 class SQLiteStore(GroupCommitStore):
     """An SQLite database (WAL) with an in-memory copy."""
 
     #: Checkpoint (copy the WAL into the database) past this many WAL pages.
     checkpointPages = 8192
+    #: Fold the log into kv this many seconds after the first unfolded group...
+    foldInterval = 1.0
+    #: ...or once this many keys wait to be folded, whichever comes first.
+    foldKeys = 20000
 
     def __init__(self, path: str, reactor: Any, fsync: str = "normal", pollInterval: float = 0.1) -> None:
         if fsync not in FSYNC_MODES:
@@ -232,7 +297,13 @@ class SQLiteStore(GroupCommitStore):
         self._checkpointing = False
         self._dataVersion = 0
         self._sinceReload: list[tuple[bytes, bytes | None]] | None = None
+        # The final state of each key committed to the log since the last fold.
+        self._unfolded: dict[bytes, bytes | None] = {}
+        self._foldCall: Any = None
+        # Another process has committed since the last fold: fold from the log itself.
+        self._foreign = False
         self.syncs = 0
+        self.folds = 0
 
     def open(self) -> None:
         """Open (creating) the database and load it; at startup, before serving."""
@@ -246,9 +317,13 @@ class SQLiteStore(GroupCommitStore):
         # only ever reused after the database file itself is on disk.
         connection.execute("PRAGMA synchronous=OFF")
         connection.execute("PRAGMA wal_autocheckpoint=0")
-        connection.execute("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
+        for statement in _SCHEMA:
+            connection.execute(statement)
         self._connection = connection
-        self._load(connection.execute("SELECT key, value FROM kv").fetchall())
+        self._load(list(readSnapshot(connection).items()))
+        # What a crashed run left in the log goes into kv now.
+        self._foreign = True
+        self._fold()
         self._dataVersion = self._version()
         worker = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         worker.execute("PRAGMA synchronous=FULL")
@@ -274,6 +349,7 @@ class SQLiteStore(GroupCommitStore):
         if self._poller is not None and self._poller.running:
             self._poller.stop()
         yield self.whenIdle()
+        self._fold()
         while self._checkpointing:
             yield task.deferLater(self.reactor, 0.01, lambda: None)
         if self._pool is not None and self._worker is not None:
@@ -302,21 +378,23 @@ class SQLiteStore(GroupCommitStore):
     def _persist(self, batch: list[Any], upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> None:
         connection = self._connection
         assert connection is not None
+        blob = encodeBatch(upserts, deletes)
         try:
-            connection.execute("BEGIN")
-            for start in range(0, len(upserts), _ROWS_PER_STATEMENT):
-                rows = upserts[start : start + _ROWS_PER_STATEMENT]
-                connection.execute(_upsertSQL(len(rows)), [field for row in rows for field in row])
-            for start in range(0, len(deletes), _ROWS_PER_STATEMENT * 2):
-                keys = [row[0] for row in deletes[start : start + _ROWS_PER_STATEMENT * 2]]
-                connection.execute(f"DELETE FROM kv WHERE key IN ({','.join('?' * len(keys))})", keys)
-            connection.execute("COMMIT")
+            # One statement, its own transaction: a row at the end of the log.
+            connection.execute("INSERT INTO log (batch) VALUES (?)", (blob,))
         except Exception:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
             self._committed(batch, False, Failure())
             return
-        self._walPages += len(upserts) + len(deletes)
+        unfolded = self._unfolded
+        for key, value in upserts:
+            unfolded[key] = value
+        for (key,) in deletes:
+            unfolded[key] = None
+        self._walPages += len(blob) // 1000 + 2
+        if len(unfolded) >= self.foldKeys:
+            self._scheduleFold(0)
+        elif self._foldCall is None:
+            self._scheduleFold(self.foldInterval)
         if self.fsync == "always" and self._walFD is not None:
             self._unsynced.append(batch)
             if not self._syncing:
@@ -325,6 +403,66 @@ class SQLiteStore(GroupCommitStore):
             self._committed(batch, True)
         if self._walPages > self.checkpointPages and not self._checkpointing:
             self._checkpoint()
+
+    def _scheduleFold(self, delay: float) -> None:
+        if self._foldCall is not None:
+            if delay or not self._foldCall.active():
+                return
+            self._foldCall.cancel()
+        self._foldCall = self.reactor.callLater(delay, self._fold)
+
+    def _fold(self) -> None:
+        """
+        Move the log into kv in one transaction: each key written since the
+        last fold once, with its final state, and the log rows deleted.
+
+        Usually from memory (the keys this process committed); when another
+        process may have appended to the log too, from the log itself, in
+        order, so their writes and ours end up in kv as they were committed.
+        """
+        if self._foldCall is not None and self._foldCall.active():
+            self._foldCall.cancel()
+        self._foldCall = None
+        connection = self._connection
+        if connection is None:
+            return
+        unfolded, self._unfolded = self._unfolded, {}
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            version = self._version()
+            if version != self._dataVersion:
+                self._foreign = True
+            (last,) = connection.execute("SELECT max(seq) FROM log").fetchone()
+            if last is not None:
+                if self._foreign:
+                    unfolded = {}
+                    for (blob,) in connection.execute("SELECT batch FROM log WHERE seq <= ? ORDER BY seq", (last,)):
+                        unfolded.update(decodeBatch(bytes(blob)))
+                upserts = [(k, v) for k, v in unfolded.items() if v is not None]
+                deletes = [k for k, v in unfolded.items() if v is None]
+                if upserts:
+                    connection.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", upserts)
+                if deletes:
+                    connection.executemany("DELETE FROM kv WHERE key = ?", [(k,) for k in deletes])
+                connection.execute("DELETE FROM log WHERE seq <= ?", (last,))
+            connection.execute("COMMIT")
+        except Exception:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            # Nothing is lost: the log still holds every group.  Fold from it next time.
+            self._foreign = True
+            log.failure("kv store: folding the log into kv failed; will retry")
+            self._scheduleFold(self.foldInterval)
+            return
+        self._foreign = False
+        self.folds += 1
+        self._walPages += len(unfolded) + 2
+        if self._walPages > self.checkpointPages and not self._checkpointing:
+            self._checkpoint()
+
+    def fold(self) -> None:
+        """Fold the log into kv now (tests; close does it too)."""
+        self._fold()
 
     def _sync(self) -> None:
         """One fsync of the WAL for every transaction committed since the last one."""
@@ -373,6 +511,7 @@ class SQLiteStore(GroupCommitStore):
         version = self._version()  # our own commits do not change it; other processes' do
         if version != self._dataVersion:
             self._dataVersion = version
+            self._foreign = True
             self._reload()
 
     def _reload(self) -> None:
@@ -382,7 +521,7 @@ class SQLiteStore(GroupCommitStore):
 
         def readAll() -> list[tuple[bytes, bytes]]:
             assert self._worker is not None
-            return self._worker.execute("SELECT key, value FROM kv").fetchall()
+            return list(readSnapshot(self._worker).items())
 
         def loaded(rows: Any) -> None:
             replay, self._sinceReload = self._sinceReload or [], None
@@ -398,16 +537,7 @@ class SQLiteStore(GroupCommitStore):
         self._inWorker(readAll).addCallbacks(loaded, failed)
 
     def stats(self) -> dict[str, int]:
-        return dict(GroupCommitStore.stats(self), syncs=self.syncs)
-
-
-_ROWS_PER_STATEMENT = 400  # 800 variables: under SQLite's oldest limit of 999
-
-
-@functools.lru_cache(maxsize=64)
-def _upsertSQL(rows: int) -> str:
-    # One statement for many rows: fewer trips through the sqlite3 module.
-    return "INSERT OR REPLACE INTO kv (key, value) VALUES " + ",".join(["(?,?)"] * rows)
+        return dict(GroupCommitStore.stats(self), syncs=self.syncs, folds=self.folds)
 
 
 class MemoryStore(GroupCommitStore):
