@@ -13,6 +13,7 @@ from twisted.protocols.basic import Int32StringReceiver
 
 from sockproto.binary.codec import (
     DEFAULT_MAX_FRAME,
+    HEADER,
     MIN_LENGTH,
     OP_ID,
     REPLY,
@@ -32,7 +33,9 @@ from sockproto.latency import LatencyHistogram
 
 log = Logger()
 
-WRITES = frozenset({Op.CREATE, Op.UPDATE, Op.DELETE})
+WRITES = frozenset({int(Op.CREATE), int(Op.UPDATE), int(Op.DELETE)})
+# Plain ints: an enum member lookup costs a tenth of a microsecond per request.
+_READ, _DELETE, _BAD_REQUEST = int(Op.READ), int(Op.DELETE), int(Code.BAD_REQUEST)
 OP_NAMES = {op.value: op.name.lower() for op in Op}
 
 
@@ -152,16 +155,16 @@ class SPBProtocol(ServerProtocol, Int32StringReceiver):
 
     def handleWrite(self, op: int, requestId: int, payload: bytes) -> None:
         try:
-            if op == Op.DELETE:
+            if op == _DELETE:
                 key, value = parseExactKey(payload), b""
             else:
                 key, value = parseKey(payload)
         except BadRequest as e:
-            self.replies.ready(self.factory.error(requestId, Code.BAD_REQUEST, str(e)))
+            self.replies.ready(self.factory.error(requestId, _BAD_REQUEST, str(e)))
             return
         replies = self.replies
         entry = replies.slot()
-        success = frame(op | REPLY, requestId)
+        success = HEADER.pack(MIN_LENGTH, op | REPLY, requestId)
         factory = self.factory
         received = self._received
 
@@ -236,7 +239,7 @@ class SPBFactory(ServerFactory):
     def respond(self, op: int, requestId: int, payload: bytes) -> bytes:
         """The reply to a request that is not a write."""
         try:
-            if op == Op.READ:
+            if op == _READ:
                 value = self.store.get(parseExactKey(payload))
                 if value is None:
                     return self.error(requestId, Code.NOT_FOUND, "no such key")

@@ -65,6 +65,8 @@ class KeyValueStore(Protocol):
 
 
 _DELETED = object()
+# Plain ints: an enum member lookup costs a tenth of a microsecond on the write path.
+_CREATE, _DELETE_OP = int(Op.CREATE), int(Op.DELETE)
 
 
 class GroupCommitStore:
@@ -129,12 +131,12 @@ class GroupCommitStore:
 
     def write(self, op: int, key: bytes, value: bytes, done: Done) -> int | None:
         exists = self._exists(key)
-        if op == Op.CREATE:
+        if op == _CREATE:
             if exists:
                 return Code.EXISTS
         elif not exists:
             return Code.NOT_FOUND
-        state = _DELETED if op == Op.DELETE else value
+        state = _DELETED if op == _DELETE_OP else value
         pending = self._pending.get(key)
         if pending is None:
             self._pending[key] = [state, 1]
@@ -156,7 +158,7 @@ class GroupCommitStore:
         # Only the last state of each key matters inside one transaction.
         final: dict[bytes, Any] = {}
         for op, key, value, _ in batch:
-            final[key] = None if op == Op.DELETE else value
+            final[key] = None if op == _DELETE_OP else value
         upserts = [(k, v) for k, v in final.items() if v is not None]
         deletes = [(k,) for k, v in final.items() if v is None]
         self._inflight += 1
@@ -178,7 +180,7 @@ class GroupCommitStore:
         # connection asks after each write sees exactly the writes before it.
         for op, key, value, done in batch:
             if ok:
-                self._apply(data, keys, key, None if op == Op.DELETE else value)
+                self._apply(data, keys, key, None if op == _DELETE_OP else value)
             entry = pending.get(key)
             if entry is not None:
                 entry[1] -= 1
@@ -273,7 +275,7 @@ class SQLiteStore(GroupCommitStore):
     """An SQLite database (WAL) with an in-memory copy."""
 
     #: Checkpoint (copy the WAL into the database) past this many WAL pages.
-    checkpointPages = 8192
+    checkpointPages = 4096
     #: Fold the log into kv this many seconds after the first unfolded group...
     foldInterval = 1.0
     #: ...or once this many keys wait to be folded, whichever comes first.
@@ -308,9 +310,9 @@ class SQLiteStore(GroupCommitStore):
     def open(self) -> None:
         """Open (creating) the database and load it; at startup, before serving."""
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        # Small pages: a commit writes every page it touches to the WAL, and
-        # writes to random keys touch one page each.
-        connection.execute("PRAGMA page_size=1024")
+        # (For a new file.)  A group's log row fits in one page, with no
+        # overflow chain to write now and walk when the row is deleted.
+        connection.execute("PRAGMA page_size=4096")
         connection.execute("PRAGMA journal_mode=WAL")
         # This connection never syncs and never checkpoints: the worker
         # thread does both, with a connection that syncs fully, so the WAL is
@@ -386,11 +388,10 @@ class SQLiteStore(GroupCommitStore):
             self._committed(batch, False, Failure())
             return
         unfolded = self._unfolded
-        for key, value in upserts:
-            unfolded[key] = value
-        for (key,) in deletes:
-            unfolded[key] = None
-        self._walPages += len(blob) // 1000 + 2
+        unfolded.update(upserts)
+        if deletes:
+            unfolded.update(dict.fromkeys([key for (key,) in deletes]))
+        self._walPages += len(blob) // 4000 + 2
         if len(unfolded) >= self.foldKeys:
             self._scheduleFold(0)
         elif self._foldCall is None:
@@ -438,13 +439,16 @@ class SQLiteStore(GroupCommitStore):
                     unfolded = {}
                     for (blob,) in connection.execute("SELECT batch FROM log WHERE seq <= ? ORDER BY seq", (last,)):
                         unfolded.update(decodeBatch(bytes(blob)))
-                upserts = [(k, v) for k, v in unfolded.items() if v is not None]
-                deletes = [k for k, v in unfolded.items() if v is None]
+                # In key order: each B-tree page is visited once, in order.
+                upserts = sorted((k, v) for k, v in unfolded.items() if v is not None)
+                deletes = sorted((k,) for k, v in unfolded.items() if v is None)
                 if upserts:
                     connection.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", upserts)
                 if deletes:
-                    connection.executemany("DELETE FROM kv WHERE key = ?", [(k,) for k in deletes])
-                connection.execute("DELETE FROM log WHERE seq <= ?", (last,))
+                    connection.executemany("DELETE FROM kv WHERE key = ?", deletes)
+                # The write lock is held, so nothing was appended after last:
+                # the whole table goes (SQLite drops its pages without reading rows).
+                connection.execute("DELETE FROM log")
             connection.execute("COMMIT")
         except Exception:
             if connection.in_transaction:
@@ -503,7 +507,7 @@ class SQLiteStore(GroupCommitStore):
     def _afterCommit(self, batch: list[Any]) -> None:
         if self._sinceReload is not None:
             for op, key, value, _ in batch:
-                self._sinceReload.append((key, None if op == Op.DELETE else value))
+                self._sinceReload.append((key, None if op == _DELETE_OP else value))
 
     def _pollOthers(self) -> None:
         if self._connection is None:
