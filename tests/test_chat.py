@@ -347,6 +347,32 @@ class ProtocolTests(ChatProtocolCase):
         self.assertIn("!!! alice is already connected", self.output(tb))
 
 
+    def test_linesAfterALoginWaitForItsAnswer(self):
+        from twisted.cred.credentials import IUsernamePassword
+        from twisted.internet import defer
+
+        pending = []
+
+        class SlowChecker:
+            credentialInterfaces = (IUsernamePassword,)
+
+            def requestAvatarId(self, creds):
+                pending.append(defer.Deferred())
+                return pending[-1]
+
+        factory = ChatFactory(self.clock, self.hub, portal=Portal(ChatRealm(), [SlowChecker()]))
+        other, tOther = self.connect()
+        a, ta = self.connect(factory)
+        self.output(ta), self.output(tOther)
+        a.dataReceived(b"/login alice secret\nhello everyone\n/me waves\n")
+        self.assertEqual(ta.producerState, "paused", "nothing more is read until the login is decided")
+        self.assertEqual(self.output(ta), [])
+        pending[0].callback(b"alice")
+        self.assertEqual(ta.producerState, "producing")
+        self.assertEqual(self.output(ta)[0], "*** logged in as alice")
+        self.assertEqual(self.output(tOther)[-2:], ["<alice> hello everyone", "* alice waves"])
+
+
 class ThrottleAndBucketTests(unittest.TestCase):
     def test_throttleGrowsAndForgets(self):
         clock = Clock()

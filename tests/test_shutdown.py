@@ -102,7 +102,10 @@ class StopServingTests(unittest.TestCase):
         history = History(MEMORY, clock)
         history.open()
         factory = ChatFactory(clock, ChatHub(clock, history))
+        factory.portal = None
         connections = [connect(factory) for _ in range(3)]
+        factory.portal = object()  # a fourth, not logged in, is told too
+        connections.append(connect(factory))
         clock.advance(0)
         for _, transport in connections:
             transport.clear()

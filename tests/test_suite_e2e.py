@@ -318,3 +318,29 @@ class ConfigEndToEndTests(unittest.TestCase):
         with connectUNIX(str(tmp / "kv.sock")) as sock:
             sock.sendall(spb(0x01, 5))
             self.assertEqual(readFrame(sock), (0x81, 5, b""))
+
+
+class SinglePluginOperationsTests(unittest.TestCase):
+    def test_metricsAndReloadOnASinglePlugin(self):
+        book = Path(self.mktemp() + ".toml").resolve()
+        book.write_text('[[jokes]]\nsetup = "Boo"\npunchline = "Don\'t cry!"\n')
+        joke = startService(self, "sockproto-joke", "--listen", "tcp:0", "--jokes", str(book),
+                            "--metrics", "tcp:0", endpoints=2)
+        with connect(joke.port("joke")) as sock:
+            recvUntil(sock, b">> ")
+            sock.sendall(b"\xff\xfe not text\n")
+            recvUntil(sock, b">> ")
+        text = scrape(joke.port("metrics"))
+        self.assertEqual(metric(text, 'sockproto_connections_total{service="joke",transport="tcp"}'), 1)
+        self.assertEqual(metric(text, 'sockproto_received_bytes_total{service="joke",transport="tcp"}'), 12)
+        self.assertIn("process_resident_memory_bytes", text)
+        book.write_text('[[jokes]]\nsetup = "Tank"\npunchline = "You are welcome!"\n')
+        os.kill(joke.pid, signal.SIGHUP)
+        joke.waitForLog(f"joke reloaded 1 jokes from {book}")
+        book.write_text("not toml [")
+        os.kill(joke.pid, signal.SIGHUP)
+        joke.waitForLog("joke could not reload, keeping what it had")
+        with connect(joke.port("joke")) as sock:
+            recvUntil(sock, b">> ")
+            sock.sendall(b"who's there\n")
+            self.assertEqual(recvUntil(sock, b">> "), b"Tank\r\n>> ")

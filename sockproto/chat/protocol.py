@@ -166,6 +166,7 @@ class ChatProtocol(LineServerProtocol):
     dropped = False
     floodWarned = False
     loginPending = False
+    heldLines: list[Any] = []
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -250,8 +251,14 @@ class ChatProtocol(LineServerProtocol):
         hub = self.factory.hub
         bucket = self.bucket
         now = self.factory.clock.seconds()
-        for line in lines:
+        for index, line in enumerate(lines):
             if self.dropped or self.transport.disconnecting:
+                return
+            if self.loginPending:
+                # What a client sends right after /login is meant for after
+                # it: hold it, and stop reading, until the login is decided.
+                self.heldLines = lines[index:]
+                self.transport.pauseProducing()
                 return
             if bucket is not None and not bucket.take(now):
                 if not self.floodWarned:
@@ -369,6 +376,7 @@ class ChatProtocol(LineServerProtocol):
             log.info("chat login by {user} from {peer}", user=avatar, peer=self.peer)
             self.send(f"*** logged in as {avatar}\n".encode())
             self._enter(avatar)
+            self.releaseHeldLines()
 
         def refused(failure: Any) -> None:
             failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
@@ -380,6 +388,7 @@ class ChatProtocol(LineServerProtocol):
                 self.loginPending = False
                 if not self.closed:
                     self.error("login failed: wrong name or password")
+                    self.releaseHeldLines()
 
             self.factory.clock.callLater(delay, answer)
 
@@ -388,8 +397,22 @@ class ChatProtocol(LineServerProtocol):
             log.failure("chat login check failed", failure)
             if not self.closed:
                 self.error("login failed: the server could not check it")
+                self.releaseHeldLines()
 
         d.addCallbacks(loggedIn, refused).addErrback(broken)
+
+    def serverStopping(self) -> None:
+        # Members heard it from the hub; tell the ones not logged in yet too.
+        if not self.entered:
+            self.send(b"*** the server is going down\n")
+        self.closeConnection()
+
+    def releaseHeldLines(self) -> None:
+        """Go on with what came after /login, and read again."""
+        held, self.heldLines = self.heldLines, []
+        if held:
+            self.transport.resumeProducing()
+            self.linesReceived(held)
 
     # -- leaving ----------------------------------------------------------------
 
