@@ -395,6 +395,17 @@ def _resultNow(deferred: defer.Deferred[Any]) -> Any:
     return result
 
 
+class CloseOnStop(service.Service):
+    """Closes something (a store, a history) when the service stops; its ``close()`` may return a Deferred."""
+
+    def __init__(self, resource: Any) -> None:
+        self.resource = resource
+
+    def stopService(self) -> Any:
+        service.Service.stopService(self)
+        return self.resource.close()
+
+
 class StopInOrder(service.MultiService):
     """
     A MultiService that stops its children one after another, last added

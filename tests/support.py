@@ -156,6 +156,16 @@ def runService(plugin: str, *args: str, timeout: float = 30.0) -> subprocess.Com
     )
 
 
+def connectProtocol(factory: Any, peer: Any) -> tuple[Any, Any]:
+    """A protocol from ``factory`` connected to a StringTransport from ``peer`` (no sockets)."""
+    from twisted.internet.testing import StringTransport
+
+    proto = factory.buildProtocol(peer)
+    transport = StringTransport(peerAddress=peer)
+    proto.makeConnection(transport)
+    return proto, transport
+
+
 def connect(port: int, timeout: float = 10.0) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     return sock

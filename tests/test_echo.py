@@ -2,19 +2,16 @@
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from sockproto.echo import DatagramEcho, EchoFactory
+from tests.support import connectProtocol
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
 
 def connect(factory):
-    proto = factory.buildProtocol(PEER)
-    transport = StringTransport(peerAddress=PEER)
-    proto.makeConnection(transport)
-    return proto, transport
+    return connectProtocol(factory, PEER)
 
 
 class RawEchoTests(unittest.TestCase):

@@ -6,7 +6,6 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from sockproto.binary.codec import Op, encodeKey, frame
@@ -20,15 +19,13 @@ from sockproto.chat.protocol import ChatFactory
 from sockproto.echo import EchoFactory
 from sockproto.latency import BOUNDS, LatencyHistogram
 from sockproto.listen import StopInOrder
+from tests.support import connectProtocol
 
 PEER = IPv4Address("TCP", "127.0.0.1", 4000)
 
 
 def connect(factory):
-    proto = factory.buildProtocol(PEER)
-    transport = StringTransport(peerAddress=PEER)
-    proto.makeConnection(transport)
-    return proto, transport
+    return connectProtocol(factory, PEER)
 
 
 def closed(proto):
@@ -156,7 +153,7 @@ class StoreRegistryTests(unittest.TestCase):
         first = registry.open("binary", path, "normal")
         self.assertIs(registry.open("crud", "./" + path, "normal"), first)
         self.assertIsNot(registry.open("crud", path + "-other", "normal"), first)
-        self.assertEqual(len(list(registry)), 2, "one StoreService per database")
+        self.assertEqual(len(list(registry)), 2, "one closing service per database")
         with self.assertRaises(SystemExit) as caught:
             registry.open("crud", path, "always")
         self.assertIn("differs", str(caught.exception))

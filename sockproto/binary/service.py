@@ -11,7 +11,7 @@ from twisted.python import usage
 from sockproto.binary.codec import DEFAULT_MAX_FRAME, MIN_LENGTH
 from sockproto.binary.protocol import SPBFactory
 from sockproto.binary.store import FSYNC_MODES, MEMORY, GroupCommitStore, MemoryStore, SQLiteStore
-from sockproto.listen import ServerOptions, StopInOrder, positiveInt
+from sockproto.listen import CloseOnStop, ServerOptions, StopInOrder, positiveInt
 from sockproto.operations import standalone
 
 
@@ -28,17 +28,6 @@ class StoreServerOptions(ServerOptions):
         ServerOptions.postOptions(self)
         if self["fsync"] not in FSYNC_MODES:
             raise usage.UsageError(f"bad --fsync {self['fsync']!r}: choose normal or always")
-
-
-class StoreService(service.Service):
-    """Commits what was accepted and closes the store on the way down."""
-
-    def __init__(self, store: GroupCommitStore) -> None:
-        self.store = store
-
-    def stopService(self) -> Any:
-        service.Service.stopService(self)
-        return self.store.close()
 
 
 def databaseKey(db: str) -> str:
@@ -75,7 +64,8 @@ class StoreRegistry(service.MultiService):
         except Exception as e:
             raise SystemExit(f"sockproto-{serviceName}: cannot open database {db!r}: {e}") from None
         self.stores[key] = (store, fsync)
-        StoreService(store).setServiceParent(self)
+        # On the way down the store commits what it accepted, then closes.
+        CloseOnStop(store).setServiceParent(self)
         return store
 
 

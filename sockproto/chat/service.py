@@ -13,7 +13,7 @@ from twisted.python import usage
 from sockproto.chat.history import History
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.protocol import AnyOfCheckers, ChatFactory, ChatRealm
-from sockproto.listen import ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
+from sockproto.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
 from sockproto.operations import standalone
 
 log = Logger()
@@ -71,17 +71,6 @@ def _bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
-class HistoryService(service.Service):
-    """Writes the last messages and closes the history on the way down (after the clients are gone)."""
-
-    def __init__(self, history: History) -> None:
-        self.history = history
-
-    def stopService(self) -> Any:
-        service.Service.stopService(self)
-        return self.history.close()
-
-
 def buildService(options: Options, reactor: Any = None) -> service.IService:
     if reactor is None:
         from twisted.internet import reactor
@@ -104,7 +93,8 @@ def buildService(options: Options, reactor: Any = None) -> service.IService:
         **options.limits(),
     )
     top = StopInOrder()
-    HistoryService(history).setServiceParent(top)
+    # Writes the last messages and closes the history, after the clients are gone.
+    CloseOnStop(history).setServiceParent(top)
     # Added last, stopped first: clients are told goodbye and gone before the history closes.
     options.listeningService(factory, reactor).setServiceParent(top)
     return top
