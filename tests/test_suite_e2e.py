@@ -344,3 +344,22 @@ class SinglePluginOperationsTests(unittest.TestCase):
             recvUntil(sock, b">> ")
             sock.sendall(b"who's there\n")
             self.assertEqual(recvUntil(sock, b">> "), b"Tank\r\n>> ")
+
+    def test_sigintShutsDownGracefullyToo(self):
+        chat = ServiceProcess("sockproto-chat", "--listen", "tcp:0", "--history", ":memory:")
+        # A shell's background jobs ignore SIGINT, and an ignored signal stays
+        # ignored across exec: give the server the default disposition.
+        reset = (
+            "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+            "os.execv(sys.argv[1], sys.argv[1:])"
+        )
+        chat.argv = [sys.executable, "-c", reset, *chat.argv]
+        self.addCleanup(chat.stop)
+        chat.start()
+        client = LineClient.tcp(chat.port("chat"))
+        self.addCleanup(client.close)
+        client.until("joined")
+        chat.proc.send_signal(signal.SIGINT)
+        self.assertEqual(client.until("going down")[-1], "*** the server is going down")
+        self.assertEqual(client.closedAfter(), b"")
+        self.assertIn(chat.proc.wait(15), (0, 1, -signal.SIGINT))
