@@ -1,5 +1,6 @@
 """The SQLite store with a real reactor: commits, fsync grouping, checkpoints, other writers."""
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -120,6 +121,31 @@ class SQLiteStoreTests(unittest.TestCase):
         self.assertEqual(raw.execute("SELECT value FROM kv WHERE key = ?", (b"k",)).fetchone()[0], b"from second")
         self.assertEqual(raw.execute("SELECT value FROM kv WHERE key = ?", (b"other",)).fetchone()[0], b"x")
         self.assertEqual(raw.execute("SELECT COUNT(*) FROM log").fetchone()[0], 0)
+
+
+    @defer.inlineCallbacks
+    def test_newDatabasesAreOwnerOnly(self):
+        from twisted.internet.task import Clock
+
+        from sockproto.chat.history import History
+
+        old = os.umask(0o022)
+        try:
+            store, path = self.openStore()
+            store.write(Op.CREATE, b"k", b"secret", lambda code: None)
+            yield store.whenIdle()
+            history = History(str(Path(self.mktemp())), Clock())
+            history.open()
+            self.addCleanup(history.close)
+        finally:
+            os.umask(old)
+        for name in (path, path + "-wal", history.path):
+            self.assertEqual(os.stat(name).st_mode & 0o777, 0o600, name)
+        existing = Path(self.mktemp())
+        existing.touch(mode=0o640)
+        existing.chmod(0o640)
+        kept, _ = self.openStore(str(existing))
+        self.assertEqual(existing.stat().st_mode & 0o777, 0o640, "an existing file keeps its mode")
 
 
 class BatchCodecTests(unittest.TestCase):

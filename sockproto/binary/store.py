@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from sockproto.binary.codec import Code, Op
+from sockproto.files import createOwnerOnly
 
 log = Logger()
 
@@ -309,6 +310,8 @@ class SQLiteStore(GroupCommitStore):
 
     def open(self) -> None:
         """Open (creating) the database and load it; at startup, before serving."""
+        if self.path != MEMORY:
+            createOwnerOnly(self.path)
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         # (For a new file.)  A group's log row fits in one page, with no
         # overflow chain to write now and walk when the row is deleted.

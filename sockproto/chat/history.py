@@ -15,6 +15,8 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from sockproto.files import createOwnerOnly
+
 log = Logger()
 
 MEMORY = ":memory:"
@@ -67,6 +69,7 @@ class History:
         """Create the schema and load recent messages (at startup, before serving)."""
         if not self.persistent:
             return
+        createOwnerOnly(self.path)
         connection = sqlite3.connect(self.path)
         try:
             connection.executescript(_SCHEMA)
