@@ -100,15 +100,16 @@ class ServerFactory(protocol.ServerFactory):
         self.maxConnections = maxConnections
         self.idleTimeout = idleTimeout
         self.connections: set[ServerProtocol] = set()
-        self.totalConnections = 0
-        self.refusedConnections = 0
         #: transport kind -> Traffic, read by the metrics.
         self.traffic: dict[str, Traffic] = {}
         #: error kind -> how often (e.g. ``line_too_long``), read by the metrics.
         self.errors: Counter[str] = Counter()
-        self.stopping = False
         self._drained: defer.Deferred[None] | None = None
         self._sweeper: Any = None
+
+    @property
+    def totalConnections(self) -> int:
+        return sum(traffic.total for traffic in self.traffic.values())
 
     def trafficFor(self, kind: str) -> Traffic:
         traffic = self.traffic.get(kind)
@@ -118,7 +119,6 @@ class ServerFactory(protocol.ServerFactory):
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol | None:
         if len(self.connections) >= self.maxConnections:
-            self.refusedConnections += 1
             self.errors["refused"] += 1
             log.warn(
                 "{service} refused a connection: {limit} already open",
@@ -132,7 +132,6 @@ class ServerFactory(protocol.ServerFactory):
 
     def connectionOpened(self, proto: ServerProtocol) -> None:
         self.connections.add(proto)
-        self.totalConnections += 1
         traffic = proto.traffic = self.trafficFor(transportKind(proto.transport))
         traffic.open += 1
         traffic.total += 1
@@ -158,7 +157,6 @@ class ServerFactory(protocol.ServerFactory):
         :meth:`ServerProtocol.serverStopping`), then wait until all have
         closed; after ``timeout`` seconds the ones left are cut off.
         """
-        self.stopping = True
         for proto in list(self.connections):
             proto.serverStopping()
         if not self.connections:

@@ -106,7 +106,6 @@ class ProxySide(_Side, ServerProtocol):
         self.transport.resumeProducing()
 
     def targetFailed(self, failure: Any) -> None:
-        self.factory.targetFailures += 1
         self.factory.errors["target_unreachable"] += 1
         log.warn(
             "proxy cannot reach {target} for {peer}: {why}",
@@ -140,7 +139,6 @@ class ProxyFactory(ServerFactory):
         ServerFactory.__init__(self, clock, **limits)
         self.target = target
         self.targetDescription = targetDescription
-        self.targetFailures = 0
 
 
 class Options(ServerOptions):

@@ -156,3 +156,39 @@ class BatchCodecTests(unittest.TestCase):
         deletes = [(k,) for k, v in final.items() if v is None]
         decoded = dict(decodeBatch(encodeBatch(upserts, deletes)))
         self.assertEqual(decoded, final)
+
+
+class FoldFailureTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_aFailedFoldLosesNothingAndIsRetried(self):
+        path = str(Path(self.mktemp()))
+        store = SQLiteStore(path, reactor, pollInterval=0)
+        store.open()
+        self.addCleanup(store.close)
+        store.foldInterval = 0.01
+        real = store._connection
+
+        class Failing:
+            """The connection, except that the next fold cannot take the write lock."""
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def execute(self, sql, *args):
+                if sql == "BEGIN IMMEDIATE":
+                    store._connection = real
+                    raise sqlite3.OperationalError("database is locked")
+                return real.execute(sql, *args)
+
+        store.write(Op.CREATE, b"k", b"v", lambda code: None)
+        yield store.whenIdle()
+        store._connection = Failing()
+        store.fold()
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+        self.assertEqual(real.execute("SELECT COUNT(*) FROM log").fetchone()[0], 1, "still in the log")
+        for _ in range(100):
+            if store.folds >= 2:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(real.execute("SELECT value FROM kv").fetchall(), [(b"v",)], "folded on the retry")
+        self.assertEqual(real.execute("SELECT COUNT(*) FROM log").fetchone()[0], 0)

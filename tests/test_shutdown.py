@@ -198,3 +198,26 @@ class CounterTests(unittest.TestCase):
         self.assertEqual(buckets[repr(BOUNDS[-1])], 3)
         self.assertEqual(buckets["+Inf"], 4)
         self.assertAlmostEqual(histogram.sum, 100.00315)
+
+
+class FailureTests(unittest.TestCase):
+    def test_aChildThatFailsToStopDoesNotStopTheOthers(self):
+        stopped = []
+
+        class Broken(service.Service):
+            def stopService(self):
+                raise RuntimeError("broken")
+
+        class Fine(service.Service):
+            def stopService(self):
+                stopped.append(self.name)
+
+        top = StopInOrder()
+        for name, kind in (("first", Fine), ("broken", Broken)):
+            child = kind()
+            child.setName(name)
+            child.setServiceParent(top)
+        top.startService()
+        self.successResultOf(top.stopService())
+        self.assertEqual(stopped, ["first"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

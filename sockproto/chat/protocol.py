@@ -225,7 +225,6 @@ class ChatProtocol(LineServerProtocol):
 
     def dropSlowConsumer(self) -> None:
         self.dropped = True
-        self.factory.slowConsumers += 1
         self.factory.errors["slow_consumer"] += 1
         log.warn(
             "chat dropping slow consumer {peer} ({nick}): over {limit} bytes unsent",
@@ -248,17 +247,14 @@ class ChatProtocol(LineServerProtocol):
     # -- input ------------------------------------------------------------------
 
     def linesReceived(self, lines: list[Any]) -> None:
+        if self.loginPending:
+            self.holdUntilLoggedIn(lines)
+            return
         hub = self.factory.hub
         bucket = self.bucket
         now = self.factory.clock.seconds()
         for index, line in enumerate(lines):
             if self.dropped or self.transport.disconnecting:
-                return
-            if self.loginPending:
-                # What a client sends right after /login is meant for after
-                # it: hold it, and stop reading, until the login is decided.
-                self.heldLines = lines[index:]
-                self.transport.pauseProducing()
                 return
             if bucket is not None and not bucket.take(now):
                 if not self.floodWarned:
@@ -271,6 +267,9 @@ class ChatProtocol(LineServerProtocol):
                 continue
             if line[:1] == b"/" and line[:2] != b"//":
                 self.command(decode(line))
+                if self.loginPending:
+                    self.holdUntilLoggedIn(lines[index + 1 :])
+                    return
                 continue
             if not self.entered:
                 self.error("please log in first: /login NAME PASSWORD")
@@ -407,6 +406,15 @@ class ChatProtocol(LineServerProtocol):
             self.send(b"*** the server is going down\n")
         self.closeConnection()
 
+    def holdUntilLoggedIn(self, lines: list[Any]) -> None:
+        """
+        What a client sends right after /login is meant for after it: hold
+        it, and stop reading, until the login is decided.
+        """
+        if lines:
+            self.heldLines = self.heldLines + lines
+            self.transport.pauseProducing()
+
     def releaseHeldLines(self) -> None:
         """Go on with what came after /login, and read again."""
         held, self.heldLines = self.heldLines, []
@@ -457,7 +465,10 @@ class ChatFactory(ServerFactory):
         self.maxOutputBuffer = maxOutputBuffer
         self.keepAlive = keepAlive
         self.loginThrottle = LoginThrottle(clock)
-        self.slowConsumers = 0
+
+    @property
+    def slowConsumers(self) -> int:
+        return self.errors["slow_consumer"]
 
     def stopServing(self, timeout: float) -> defer.Deferred[None]:
         self.hub.shutdown("the server is going down")
