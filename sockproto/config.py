@@ -100,7 +100,7 @@ def applyTable(options: usage.Options, table: dict[str, Any], where: str) -> Non
     kinds = optionKinds(options)
     for key, value in table.items():
         at = f"{where} {key}"
-        if key in PROCESS_KEYS and key not in ("shutdown-timeout",):
+        if key == "metrics":  # one endpoint per process (a table may set its own shutdown-timeout)
             raise ConfigError(f"{at}: {key} is for the whole process: set it before the first table")
         kind = kinds.get(key)
         if kind is None:
