@@ -159,6 +159,15 @@ class StoreRegistryTests(unittest.TestCase):
         self.assertIn("differs", str(caught.exception))
 
 
+    def test_aDatabaseThatCannotBeOpenedStopsTheServiceNamingIt(self):
+        from twisted.internet import reactor
+
+        missing = self.mktemp() + "/no/such/folder/kv.sqlite3"
+        with self.assertRaises(SystemExit) as caught:
+            StoreRegistry(reactor).open("crud", missing, "normal")
+        self.assertIn(f"sockproto-crud: cannot open database {missing!r}", str(caught.exception))
+
+
 class CounterTests(unittest.TestCase):
     def test_trafficByTransportKind(self):
         clock = Clock()

@@ -328,7 +328,7 @@ class SQLiteStore(GroupCommitStore):
         self._load(list(readSnapshot(connection).items()))
         # What a crashed run left in the log goes into kv now.
         self._foreign = True
-        self._fold()
+        self.fold()
         self._dataVersion = self._version()
         worker = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         worker.execute("PRAGMA synchronous=FULL")
@@ -354,7 +354,7 @@ class SQLiteStore(GroupCommitStore):
         if self._poller is not None and self._poller.running:
             self._poller.stop()
         yield self.whenIdle()
-        self._fold()
+        self.fold()
         while self._checkpointing:
             yield task.deferLater(self.reactor, 0.01, lambda: None)
         if self._pool is not None and self._worker is not None:
@@ -413,9 +413,9 @@ class SQLiteStore(GroupCommitStore):
             if delay or not self._foldCall.active():
                 return
             self._foldCall.cancel()
-        self._foldCall = self.reactor.callLater(delay, self._fold)
+        self._foldCall = self.reactor.callLater(delay, self.fold)
 
-    def _fold(self) -> None:
+    def fold(self) -> None:
         """
         Move the log into kv in one transaction: each key written since the
         last fold once, with its final state, and the log rows deleted.
@@ -466,10 +466,6 @@ class SQLiteStore(GroupCommitStore):
         self._walPages += len(unfolded) + 2
         if self._walPages > self.checkpointPages and not self._checkpointing:
             self._checkpoint()
-
-    def fold(self) -> None:
-        """Fold the log into kv now (tests; close does it too)."""
-        self._fold()
 
     def _sync(self) -> None:
         """One fsync of the WAL for every transaction committed since the last one."""

@@ -166,7 +166,7 @@ class ChatProtocol(LineServerProtocol):
     dropped = False
     floodWarned = False
     loginPending = False
-    heldLines: list[Any] = []
+    heldLines: tuple[Any, ...] = ()
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -412,15 +412,15 @@ class ChatProtocol(LineServerProtocol):
         it, and stop reading, until the login is decided.
         """
         if lines:
-            self.heldLines = self.heldLines + lines
+            self.heldLines = (*self.heldLines, *lines)
             self.transport.pauseProducing()
 
     def releaseHeldLines(self) -> None:
         """Go on with what came after /login, and read again."""
-        held, self.heldLines = self.heldLines, []
+        held, self.heldLines = self.heldLines, ()
         if held:
             self.transport.resumeProducing()
-            self.linesReceived(held)
+            self.linesReceived(list(held))
 
     # -- leaving ----------------------------------------------------------------
 
