@@ -192,3 +192,135 @@ class FoldFailureTests(unittest.TestCase):
             yield task.deferLater(reactor, 0.01, lambda: None)
         self.assertEqual(real.execute("SELECT value FROM kv").fetchall(), [(b"v",)], "folded on the retry")
         self.assertEqual(real.execute("SELECT COUNT(*) FROM log").fetchone()[0], 0)
+
+
+def copyImage(source, target):
+    """The database files as a kill -9 or a power loss leaves them: the file and its WAL (no -shm)."""
+    for suffix in ("", "-wal"):
+        if Path(source + suffix).exists():
+            Path(target + suffix).write_bytes(Path(source + suffix).read_bytes())
+
+
+class CrashImageTests(unittest.TestCase):
+    """
+    Each state a crash can leave a database in opens, recovers and serves
+    every committed write with its last committed value.
+    """
+
+    def openStore(self, path, **kwargs):
+        store = SQLiteStore(path, reactor, pollInterval=0, **kwargs)
+        store.open()
+        self.addCleanup(store.close)
+        return store
+
+    @defer.inlineCallbacks
+    def writeMany(self, store, count, expected, tag=b"v"):
+        for i in range(count):
+            key = b"k%05d" % (i % 4000)
+            op = Op.UPDATE if key in expected else Op.CREATE
+            self.assertIsNone(store.write(op, key, tag + b"%d" % i, lambda code: self.assertIsNone(code)))
+            expected[key] = tag + b"%d" % i
+            if i % 500 == 499:
+                yield store.whenIdle()
+        self.assertIsNone(store.write(Op.DELETE, b"k00003", b"", lambda code: self.assertIsNone(code)))
+        del expected[b"k00003"]
+        yield store.whenIdle()
+
+    def assertServes(self, path, expected):
+        store = self.openStore(path)
+        self.assertEqual(len(store), len(expected))
+        self.assertEqual({k: store.get(k) for k in expected}, expected)
+        raw = sqlite3.connect(path)
+        self.addCleanup(raw.close)
+        self.assertEqual(raw.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+        self.assertEqual(raw.execute("SELECT COUNT(*) FROM log").fetchone()[0], 0, "the log was folded at open")
+        return store
+
+    @defer.inlineCallbacks
+    def test_unfoldedLogRowsBeyondTheCheckpointThreshold(self):
+        """
+        A kill -9 before the fold of many keys: opening folds them and must
+        checkpoint before the worker thread runs (it used to fail on an
+        assertion, so the service could not start again).
+        """
+        path = str(Path(self.mktemp()))
+        store = self.openStore(path)
+        store.foldInterval, store.foldKeys = 3600, 10**9
+        expected = {}
+        yield self.writeMany(store, 6000, expected)
+        crashed = str(Path(self.mktemp()))
+        copyImage(path, crashed)
+        raw = sqlite3.connect(crashed)
+        self.assertEqual(raw.execute("SELECT COUNT(*) FROM kv").fetchone()[0], 0)
+        self.assertGreater(raw.execute("SELECT COUNT(*) FROM log").fetchone()[0], 1)
+        raw.close()
+        again = self.assertServes(crashed, expected)
+        self.assertEqual(Path(crashed + "-wal").stat().st_size, 0, "checkpointed and truncated at open")
+        # ...and it goes on working: a write after the recovery is committed.
+        done = []
+        again.write(Op.CREATE, b"after", b"recovery", done.append)
+        yield again.whenIdle()
+        self.assertEqual(done, [None])
+
+    @defer.inlineCallbacks
+    def test_aFoldCutShort(self):
+        """The fold's transaction is only partly in the WAL: it is rolled back and the log replayed."""
+        path = str(Path(self.mktemp()))
+        store = self.openStore(path)
+        store.foldInterval, store.foldKeys, store.checkpointPages = 3600, 10**9, 10**9
+        expected = {}
+        yield self.writeMany(store, 3000, expected)
+        before = str(Path(self.mktemp()))
+        copyImage(path, before)
+        self.assertTrue(store.fold())
+        walBefore = Path(before + "-wal").read_bytes()
+        walAfter = Path(path + "-wal").read_bytes()
+        self.assertGreater(len(walAfter), len(walBefore))
+        self.assertEqual(walAfter[: len(walBefore)], walBefore, "the fold only appends to the WAL")
+        for fraction in (0.1, 0.5, 0.99):
+            cut = len(walBefore) + int((len(walAfter) - len(walBefore)) * fraction)
+            crashed = str(Path(self.mktemp()))
+            copyImage(before, crashed)
+            Path(crashed + "-wal").write_bytes(walAfter[:cut])
+            self.assertServes(crashed, expected)
+
+    @defer.inlineCallbacks
+    def test_aCheckpointCutShort(self):
+        """Some pages are copied into the database file, the WAL still whole: SQLite replays it."""
+        path = str(Path(self.mktemp()))
+        store = self.openStore(path)
+        store.foldInterval, store.foldKeys, store.checkpointPages = 3600, 10**9, 10**9
+        expected = {}
+        yield self.writeMany(store, 3000, expected)
+        self.assertTrue(store.fold())
+        yield self.writeMany(store, 1000, expected, tag=b"later")  # and some log rows on top
+        before = str(Path(self.mktemp()))
+        copyImage(path, before)
+        other = sqlite3.connect(path)
+        self.assertEqual(other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0], 0)
+        other.close()
+        dbBefore = Path(before).read_bytes()
+        dbAfter = Path(path).read_bytes()
+        self.assertNotEqual(dbBefore, dbAfter)
+        pages = len(dbAfter) // 4096
+        for copied in (1, pages // 2, pages - 1):
+            crashed = str(Path(self.mktemp()))
+            copyImage(before, crashed)
+            Path(crashed).write_bytes(dbAfter[: copied * 4096] + dbBefore[copied * 4096 :])
+            self.assertServes(crashed, expected)
+
+
+class OpenErrorTests(unittest.TestCase):
+    def test_aDatabaseThatCannotBeOpenedSaysWhyAndWhatToDo(self):
+        from sockproto.files import explainDatabaseError
+
+        path = Path(self.mktemp())
+        path.write_bytes(b"not a database at all" * 100)
+        store = SQLiteStore(str(path), reactor, pollInterval=0)
+        with self.assertRaises(sqlite3.DatabaseError) as caught:
+            store.open()
+        text = explainDatabaseError(caught.exception)
+        self.assertIn("file is not a database", text)
+        self.assertIn("restore it from a backup", text)
+        self.assertIsNone(store._connection, "nothing is left open")
+        self.assertEqual(explainDatabaseError(AssertionError()), "AssertionError while opening it")

@@ -11,6 +11,7 @@ from twisted.python import usage
 from sockproto.binary.codec import DEFAULT_MAX_FRAME, MIN_LENGTH
 from sockproto.binary.protocol import SPBFactory
 from sockproto.binary.store import FSYNC_MODES, MEMORY, GroupCommitStore, MemoryStore, SQLiteStore
+from sockproto.files import explainDatabaseError
 from sockproto.listen import CloseOnStop, ServerOptions, StopInOrder, positiveInt
 from sockproto.operations import standalone
 
@@ -62,7 +63,7 @@ class StoreRegistry(service.MultiService):
         try:
             store.open()
         except Exception as e:
-            raise SystemExit(f"sockproto-{serviceName}: cannot open database {db!r}: {e}") from None
+            raise SystemExit(f"sockproto-{serviceName}: cannot open database {db!r}: {explainDatabaseError(e)}") from None
         self.stores[key] = (store, fsync)
         # On the way down the store commits what it accepted, then closes.
         CloseOnStop(store).setServiceParent(self)

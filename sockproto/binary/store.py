@@ -29,7 +29,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -44,6 +44,10 @@ FSYNC_MODES = ("normal", "always")
 
 #: ``done(code)``: ``None`` when the write is committed, else an error Code.
 Done = Callable[[int | None], None]
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says why."""
 
 
 class KeyValueStore(Protocol):
@@ -309,10 +313,26 @@ class SQLiteStore(GroupCommitStore):
         self.folds = 0
 
     def open(self) -> None:
-        """Open (creating) the database and load it; at startup, before serving."""
+        """
+        Open (creating) the database and load it; at startup, before serving.
+
+        Whatever a crash left (log rows not yet folded, a fold or a checkpoint
+        cut short) is recovered here: SQLite rolls back an unfinished
+        transaction and replays its WAL, the log is replayed over kv in
+        memory, folded into kv and checkpointed, all before the first request.
+        Blocking is fine here: nothing is served yet.
+        """
+        try:
+            self._open()
+        except BaseException:
+            self._closeConnections()
+            raise
+
+    def _open(self) -> None:
         if self.path != MEMORY:
             createOwnerOnly(self.path)
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._connection = connection
         # (For a new file.)  A group's log row fits in one page, with no
         # overflow chain to write now and walk when the row is deleted.
         connection.execute("PRAGMA page_size=4096")
@@ -324,15 +344,20 @@ class SQLiteStore(GroupCommitStore):
         connection.execute("PRAGMA wal_autocheckpoint=0")
         for statement in _SCHEMA:
             connection.execute(statement)
-        self._connection = connection
-        self._load(list(readSnapshot(connection).items()))
-        # What a crashed run left in the log goes into kv now.
-        self._foreign = True
-        self.fold()
-        self._dataVersion = self._version()
         worker = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         worker.execute("PRAGMA synchronous=FULL")
         self._worker = worker
+        self._load(list(readSnapshot(connection).items()))
+        # What a crashed run left in the log goes into kv now, and the WAL
+        # into the database file (synced), in this thread: the worker thread
+        # does not run yet.
+        self._foreign = True
+        if not self.fold():
+            self._cancelFold()
+            raise StoreError("folding the log table into the kv table failed (see the log above)")
+        worker.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._walPages = 0
+        self._dataVersion = self._version()
         if self.path != MEMORY:
             self._walFD = os.open(self.path + "-wal", os.O_RDONLY | os.O_CREAT, 0o600)
         self._pool = ThreadPool(1, 1, name="sockproto-kv-worker")
@@ -344,8 +369,18 @@ class SQLiteStore(GroupCommitStore):
             self._poller.clock = self.reactor
             self._poller.start(self.pollInterval, now=False)
 
+    def _closeConnections(self) -> None:
+        for connection in (self._connection, self._worker):
+            if connection is not None:
+                connection.close()
+        self._connection = self._worker = None
+        if self._walFD is not None:
+            os.close(self._walFD)
+            self._walFD = None
+
     def _version(self) -> int:
-        assert self._connection is not None
+        if self._connection is None:
+            raise StoreError("the store is closed")
         return self._connection.execute("PRAGMA data_version").fetchone()[0]
 
     @defer.inlineCallbacks
@@ -355,34 +390,24 @@ class SQLiteStore(GroupCommitStore):
             self._poller.stop()
         yield self.whenIdle()
         self.fold()
-        while self._checkpointing:
-            yield task.deferLater(self.reactor, 0.01, lambda: None)
+        # The worker is one thread: this runs after any checkpoint already queued.
         if self._pool is not None and self._worker is not None:
             yield self._inWorker(self._worker.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
         if self._pool is not None:
             self._pool.stop()
             self._pool = None
-        for connection in (self._connection, self._worker):
-            if connection is not None:
-                connection.close()
-        self._connection = self._worker = None
-        if self._walFD is not None:
-            os.close(self._walFD)
-            self._walFD = None
+        self._closeConnections()
 
     def _inWorker(self, function: Any, *args: Any) -> defer.Deferred[Any]:
-        assert self._pool is not None
-        d: defer.Deferred[Any] = defer.Deferred()
-
-        def finished(ok: bool, result: Any) -> None:
-            self.reactor.callFromThread(d.callback if ok else d.errback, result)
-
-        self._pool.callInThreadWithCallback(finished, function, *args)
-        return d
+        if self._pool is None:
+            return defer.fail(StoreError("the store's worker thread is not running"))
+        return threads.deferToThreadPool(self.reactor, self._pool, function, *args)
 
     def _persist(self, batch: list[Any], upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> None:
         connection = self._connection
-        assert connection is not None
+        if connection is None:
+            self._committed(batch, False, Failure(StoreError("the store is closed")))
+            return
         blob = encodeBatch(upserts, deletes)
         try:
             # One statement, its own transaction: a row at the end of the log.
@@ -405,8 +430,7 @@ class SQLiteStore(GroupCommitStore):
                 self._sync()
         else:
             self._committed(batch, True)
-        if self._walPages > self.checkpointPages and not self._checkpointing:
-            self._checkpoint()
+        self._maybeCheckpoint()
 
     def _scheduleFold(self, delay: float) -> None:
         if self._foldCall is not None:
@@ -415,7 +439,12 @@ class SQLiteStore(GroupCommitStore):
             self._foldCall.cancel()
         self._foldCall = self.reactor.callLater(delay, self.fold)
 
-    def fold(self) -> None:
+    def _cancelFold(self) -> None:
+        if self._foldCall is not None and self._foldCall.active():
+            self._foldCall.cancel()
+        self._foldCall = None
+
+    def fold(self) -> bool:
         """
         Move the log into kv in one transaction: each key written since the
         last fold once, with its final state, and the log rows deleted.
@@ -423,13 +452,12 @@ class SQLiteStore(GroupCommitStore):
         Usually from memory (the keys this process committed); when another
         process may have appended to the log too, from the log itself, in
         order, so their writes and ours end up in kv as they were committed.
+        Returns whether it succeeded; a failed fold is retried later.
         """
-        if self._foldCall is not None and self._foldCall.active():
-            self._foldCall.cancel()
-        self._foldCall = None
+        self._cancelFold()
         connection = self._connection
         if connection is None:
-            return
+            return False
         unfolded, self._unfolded = self._unfolded, {}
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -460,11 +488,16 @@ class SQLiteStore(GroupCommitStore):
             self._foreign = True
             log.failure("kv store: folding the log into kv failed; will retry")
             self._scheduleFold(self.foldInterval)
-            return
+            return False
         self._foreign = False
         self.folds += 1
         self._walPages += len(unfolded) + 2
-        if self._walPages > self.checkpointPages and not self._checkpointing:
+        self._maybeCheckpoint()
+        return True
+
+    def _maybeCheckpoint(self) -> None:
+        # Not while opening: open() checkpoints in its own thread before the worker starts.
+        if self._walPages > self.checkpointPages and not self._checkpointing and self._pool is not None:
             self._checkpoint()
 
     def _sync(self) -> None:
@@ -490,7 +523,8 @@ class SQLiteStore(GroupCommitStore):
         self._inWorker(os.fsync, self._walFD).addCallbacks(synced, failed)
 
     def _checkpoint(self) -> None:
-        assert self._worker is not None
+        if self._worker is None:
+            return
         self._checkpointing = True
         self._walPages = 0
 
@@ -518,13 +552,14 @@ class SQLiteStore(GroupCommitStore):
             self._reload()
 
     def _reload(self) -> None:
+        worker = self._worker
+        if worker is None:
+            return
         log.info("kv store: {path} was changed by another process; reloading", path=self.path)
-        assert self._worker is not None
         self._sinceReload = []
 
         def readAll() -> list[tuple[bytes, bytes]]:
-            assert self._worker is not None
-            return list(readSnapshot(self._worker).items())
+            return list(readSnapshot(worker).items())
 
         def loaded(rows: Any) -> None:
             replay, self._sinceReload = self._sinceReload or [], None

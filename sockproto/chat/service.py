@@ -13,6 +13,7 @@ from twisted.python import usage
 from sockproto.chat.history import History
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.protocol import AnyOfCheckers, ChatFactory, ChatRealm
+from sockproto.files import explainDatabaseError
 from sockproto.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
 from sockproto.operations import standalone
 
@@ -78,7 +79,7 @@ def buildService(options: Options, reactor: Any = None) -> service.IService:
     try:
         history.open()
     except Exception as e:
-        raise SystemExit(f"sockproto-chat: cannot open history {options['history']!r}: {e}") from None
+        raise SystemExit(f"sockproto-chat: cannot open history {options['history']!r}: {explainDatabaseError(e)}") from None
     hub = ChatHub(reactor, history, maxRooms=options["max-rooms"])
     portal = Portal(ChatRealm(), [AnyOfCheckers(options["credCheckers"])]) if options["credCheckers"] else None
     factory = ChatFactory(
