@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from twisted.internet import defer, interfaces, protocol
+from twisted.internet import abstract, defer, interfaces, protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -17,6 +17,10 @@ log = Logger()
 CLOSE_GRACE = 10.0
 #: Seconds a TLS client has to finish its handshake.
 HANDSHAKE_TIMEOUT = 10.0
+#: Default of ``--max-output-buffer`` for request/response services.
+MAX_OUTPUT_BUFFER = 4 << 20
+#: Default of ``--send-timeout``.
+SEND_TIMEOUT = 60.0
 
 
 def peerName(transport: Any) -> str:
@@ -37,6 +41,21 @@ def setSocketOptions(transport: Any, noDelay: bool = False, keepAlive: bool = Fa
                 getattr(transport, setter)(1)
             except (OSError, AttributeError):
                 pass  # a UNIX socket or a transport without the option
+
+
+def setHighWaterMark(transport: Any, size: int) -> None:
+    """
+    Make ``transport`` pause its producer once more than ``size`` bytes are
+    unsent, instead of Twisted's 64 KiB.
+
+    The mark is ``FileDescriptor.bufferSize`` of the socket underneath (below
+    TLS, which passes the socket's pause and resume through to its producer).
+    """
+    while not isinstance(transport, abstract.FileDescriptor):
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return  # not a socket (a test's StringTransport)
+    transport.bufferSize = size
 
 
 def transportKind(transport: Any) -> str:
@@ -244,7 +263,11 @@ class ServerProtocol(protocol.Protocol):
         self._handshake = None
         if self._produceAfterHandshake:
             self._produceAfterHandshake = False
-            self.pauseReadingWhenBlocked()
+            self.registerAfterHandshake()
+
+    def registerAfterHandshake(self) -> None:
+        """Register the producer that waited for the TLS handshake."""
+        self.pauseReadingWhenBlocked()
 
     def _handshakeTooSlow(self) -> None:
         self._handshake = None
@@ -321,3 +344,94 @@ class ServerProtocol(protocol.Protocol):
             self._producing = False
             transport.unregisterProducer()
         transport.loseConnection()
+
+
+@implementer(interfaces.IPushProducer)
+class RequestReplyProtocol(ServerProtocol):
+    """
+    A server protocol whose replies answer requests and may be much larger
+    than them; see :meth:`produceReplies`.  The IPushProducer methods are
+    called by the transport.
+    """
+
+    maxOutputBuffer = MAX_OUTPUT_BUFFER
+    sendTimeout = SEND_TIMEOUT
+    #: True while the peer owes us a drain: nothing is read or handled.
+    outputBlocked = False
+    _stalled: Any = None
+
+    def produceReplies(self, maxOutputBuffer: int, sendTimeout: float) -> None:
+        """
+        Back-pressure for request/response protocols, whose small requests
+        may ask for large replies (a READ of a big value, a LIST).
+
+        The protocol registers itself as its transport's streaming producer,
+        with the transport's high-water mark at ``maxOutputBuffer``: while
+        more than that is unsent, the protocol reads nothing and handles
+        nothing it has already read (:meth:`holdInput`); when the buffer has
+        drained it goes on (:meth:`releaseInput`).  What a connection is owed
+        is so bounded by ``maxOutputBuffer`` plus one reply, however many
+        requests a chunk holds.  A connection that stays blocked for
+        ``sendTimeout`` seconds (0: no limit) is cut off as a slow consumer.
+        """
+        self.maxOutputBuffer = maxOutputBuffer
+        self.sendTimeout = sendTimeout
+        setHighWaterMark(self.transport, maxOutputBuffer)
+        if self._handshake is not None:
+            self._produceAfterHandshake = True  # see pauseReadingWhenBlocked
+            return
+        self.registerAfterHandshake()
+
+    def registerAfterHandshake(self) -> None:
+        self.transport.registerProducer(self, True)
+        self._producing = True
+
+    def pauseProducing(self) -> None:
+        if self.outputBlocked:
+            return
+        self.outputBlocked = True
+        self.transport.pauseProducing()
+        self.holdInput()
+        if self.sendTimeout and self._stalled is None:
+            self._stalled = self.factory.clock.callLater(self.sendTimeout, self._sendTimedOut)
+
+    def resumeProducing(self) -> None:
+        if not self.outputBlocked:
+            return
+        self.outputBlocked = False
+        if self._stalled is not None:
+            if self._stalled.active():
+                self._stalled.cancel()
+            self._stalled = None
+        self.releaseInput()
+        # Handling what was held may have filled the buffer again.
+        if not self.outputBlocked and self.transport is not None:
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        if self._stalled is not None and self._stalled.active():
+            self._stalled.cancel()
+        self._stalled = None
+
+    def holdInput(self) -> None:
+        """The peer is not taking its replies: stop handling requests already read."""
+
+    def releaseInput(self) -> None:
+        """The replies were taken: handle the requests held back."""
+
+    def _sendTimedOut(self) -> None:
+        self._stalled = None
+        self.factory.errors["slow_consumer"] += 1
+        log.info(
+            "{service} {peer} took no replies for {seconds} s with over {limit} bytes owed; closing",
+            service=self.factory.serviceName,
+            peer=self.peer,
+            seconds=self.sendTimeout,
+            limit=self.maxOutputBuffer,
+        )
+        self.transport.abortConnection()
+
+
+    def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
+        self.stopProducing()
+        ServerProtocol.connectionLost(self, reason)

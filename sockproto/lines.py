@@ -111,14 +111,31 @@ class LineServerProtocol(ServerProtocol):
         if lines:
             self.linesReceived(lines)
 
+    #: Set while the peer is not taking its replies (see RequestReplyProtocol).
+    outputBlocked = False
+    #: Lines read but not handled yet because the output was blocked.
+    heldLines: list[Any] | None = None
+
     def linesReceived(self, lines: list[Any]) -> None:
-        for line in lines:
+        if self.heldLines is not None:
+            self.heldLines.extend(lines)
+            return
+        for index, line in enumerate(lines):
             if self.transport.disconnecting:
+                return
+            if self.outputBlocked:
+                self.heldLines = lines[index:]
                 return
             if line is TOO_LONG:
                 self.lineTooLong()
             else:
                 self.lineReceived(line)
+
+    def releaseHeldLines(self) -> None:
+        """Handle the lines held back while the output was blocked."""
+        held, self.heldLines = self.heldLines, None
+        if held:
+            self.linesReceived(held)
 
     def lineReceived(self, line: bytes) -> None:
         raise NotImplementedError

@@ -13,7 +13,7 @@ from twisted.trial import unittest
 from sockproto.binary import codec
 from sockproto.binary.codec import Code, Op, encodeKey, frame
 from sockproto.binary.crud import CrudFactory
-from sockproto.binary.protocol import SPBFactory
+from sockproto.binary.protocol import FLUSH_BYTES, SPBFactory
 from sockproto.binary.store import MemoryStore
 
 PEER = IPv4Address("TCP", "127.0.0.1", 4000)
@@ -211,8 +211,127 @@ class ProtocolTests(unittest.TestCase):
         out = parseFrames(transport.value())
         self.assertEqual(struct.unpack(">H", out[0][2][:2])[0], Code.TOO_LARGE)
 
-    def test_backPressure(self):
-        self.assertIs(self.transport.producer, self.transport)
+    def test_theProtocolIsItsTransportsProducer(self):
+        self.assertIs(self.transport.producer, self.proto)
+        self.assertTrue(self.transport.streaming)
+
+
+class BufferedTransport(StringTransport):
+    """
+    A StringTransport that pauses its producer as Twisted's sockets do: when
+    more than ``bufferSize`` bytes are unsent; :meth:`drain` is the peer
+    reading everything.
+    """
+
+    def __init__(self, bufferSize, **kwargs):
+        StringTransport.__init__(self, **kwargs)
+        self.bufferSize = bufferSize
+        self.unsent = 0
+        self.highest = 0
+        self.producerPaused = False
+        self.aborted = False
+
+    def write(self, data):
+        StringTransport.write(self, data)
+        self.unsent += len(data)
+        self.highest = max(self.highest, self.unsent)
+        if self.producer is not None and self.unsent > self.bufferSize and not self.producerPaused:
+            self.producerPaused = True
+            self.producer.pauseProducing()
+
+    def drain(self):
+        self.unsent = 0
+        if self.producerPaused:
+            self.producerPaused = False
+            self.producer.resumeProducing()
+
+    def abortConnection(self):
+        self.aborted = True
+        StringTransport.abortConnection(self)
+
+
+class BackPressureTests(unittest.TestCase):
+    """A client that asks for big replies and does not read them is not read from: memory stays bounded."""
+
+    value = b"v" * 100_000
+    limit = 256_000
+
+    def connect(self, factoryClass=SPBFactory, **kwargs):
+        self.h = Harness(factoryClass, maxOutputBuffer=self.limit, sendTimeout=30, **kwargs)
+        proto = self.h.factory.buildProtocol(PEER)
+        transport = BufferedTransport(self.limit, peerAddress=PEER)
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def drainAll(self, transport, expected, parse):
+        """Read like a slow client, one drain at a time, until ``expected`` replies came."""
+        replies = []
+        for _ in range(10_000):
+            replies += parse(transport.value())
+            transport.clear()
+            if len(replies) >= expected:
+                break
+            self.assertLessEqual(transport.highest, self.limit + FLUSH_BYTES + len(self.value) + 100)
+            transport.drain()
+            self.h.commit()
+        return replies
+
+    def assertPipelineBounded(self, proto, transport, first, requests, feed):
+        self.h.commit()
+        transport.clear()
+        transport.highest = 0
+        feed(proto, requests)
+        self.h.commit()
+        self.assertEqual(transport.producerState, "paused", "reading stopped")
+        self.assertLessEqual(transport.highest, self.limit + FLUSH_BYTES + len(self.value) + 100)
+
+    def test_bigRepliesToPipelinedReads(self):
+        for feed in (lambda p, data: p.dataReceived(data), lambda p, data: [p.dataReceived(data[i : i + 7])
+                                                                              for i in range(0, len(data), 7)]):
+            proto, transport = self.connect()
+            proto.dataReceived(req(Op.CREATE, 0, kv(b"big", self.value)))
+            self.h.commit()
+            reads = b"".join(req(Op.READ, i, encodeKey(b"big")) for i in range(1, 201))
+            self.assertPipelineBounded(proto, transport, 0, reads, feed)
+            replies = self.drainAll(transport, 200, parseFrames)
+            self.assertEqual([(op, rid) for op, rid, _ in replies], [(0x91, i) for i in range(1, 201)])
+            self.assertTrue(all(payload == self.value for _, _, payload in replies))
+            transport.drain()
+            self.assertEqual(transport.producerState, "producing", "reading again once drained")
+
+    def test_readsQueuedBehindAWrite(self):
+        proto, transport = self.connect()
+        proto.dataReceived(req(Op.CREATE, 0, kv(b"big", self.value)))
+        self.h.commit()
+        transport.clear()
+        proto.dataReceived(req(Op.UPDATE, 1, kv(b"big", self.value)) +
+                           b"".join(req(Op.READ, i, encodeKey(b"big")) for i in range(2, 200)))
+        self.h.commit()  # the write commits: the reads behind it are answered, until the buffer is full
+        self.assertLessEqual(transport.highest, self.limit + FLUSH_BYTES + len(self.value) + 100)
+        replies = self.drainAll(transport, 199, parseFrames)
+        self.assertEqual([rid for _, rid, _ in replies], list(range(1, 200)))
+
+    def test_aClientThatNeverReadsIsCutOffAfterTheSendTimeout(self):
+        proto, transport = self.connect()
+        proto.dataReceived(req(Op.CREATE, 0, kv(b"big", self.value)))
+        self.h.commit()
+        proto.dataReceived(b"".join(req(Op.READ, i, encodeKey(b"big")) for i in range(1, 50)))
+        self.h.clock.advance(29)
+        transport.drain()  # it read something in time: the clock starts again
+        self.h.clock.advance(29)
+        self.assertFalse(transport.aborted)
+        self.h.clock.advance(2)
+        self.assertTrue(transport.aborted)
+        self.assertEqual(self.h.factory.errors["slow_consumer"], 1)
+
+    def test_crudReadsOfBigValues(self):
+        proto, transport = self.connect(CrudFactory, maxLineLength=200_000)
+        proto.dataReceived(b"create big " + self.value + b"\n")
+        self.h.commit()
+        lines = b"read big\n" * 200
+        self.assertPipelineBounded(proto, transport, 0, lines, lambda p, data: p.dataReceived(data))
+        replies = self.drainAll(transport, 200, lambda data: data.splitlines())
+        self.assertEqual(replies, [b"OK " + self.value] * 200)
 
 
 class CrudTests(unittest.TestCase):

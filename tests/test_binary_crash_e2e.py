@@ -93,7 +93,7 @@ class KillDuringWritesTests(unittest.TestCase):
             keys = [(key, writer) for writer in writers for key in writer.sent]
             sock.sendall(b"".join(request(READ, i, key) for i, (key, _) in enumerate(keys)))
             buffer = b""
-            for i, (key, writer) in enumerate(keys):
+            for key, writer in keys:
                 while len(buffer) < 4 or len(buffer) < 4 + struct.unpack_from(">I", buffer)[0]:
                     chunk = sock.recv(65536)
                     self.assertTrue(chunk, "the restarted server closed the connection")

@@ -142,3 +142,53 @@ class BinaryEndToEndTests(unittest.TestCase):
                                  timeout=60, cwd=ROOT)
         self.assertEqual(refused.returncode, 3)
         self.assertIn(b"cannot connect", refused.stderr)
+
+
+class NeverReadingClientTests(unittest.TestCase):
+    """A client that asks for big replies and never reads them cannot grow the server's memory."""
+
+    def hog(self, sock, requestBytes, seconds=2.0):
+        """Send requests for as long as the server takes them (it stops reading: the send blocks)."""
+        sock.settimeout(0.2)
+        sent, deadline = 0, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                sent += sock.send(requestBytes)
+            except (TimeoutError, BlockingIOError):
+                continue
+        return sent
+
+    def test_binaryAndCrud(self):
+        db = str(Path(self.mktemp()))
+        binary = startService(self, "sockproto-binary", "--listen", "tcp:0", "--db", db)
+        crud = startService(self, "sockproto-crud", "--listen", "tcp:0", "--db", db + "-crud")
+        value = b"x" * ((1 << 20) - 64)  # about the largest a default frame holds
+        with socket.create_connection(("127.0.0.1", binary.tcpPort())) as sock:
+            sock.sendall(request(CREATE, 1, key(b"big") + value))
+            self.assertEqual(reply(sock)[:2], (0x90, 1))
+        client = LineClient.tcp(crud.tcpPort())
+        self.addCleanup(client.close)
+        client.line()
+        client.send(b"create big " + value[: 60000] + b"\n")
+        self.assertEqual(client.line(), "OK")
+        before = {"binary": binary.rss(), "crud": crud.rss()}
+        reads = b"".join(request(READ, i, key(b"big")) for i in range(1000))
+        with socket.create_connection(("127.0.0.1", binary.tcpPort())) as hogB, \
+                socket.create_connection(("127.0.0.1", crud.tcpPort())) as hogC:
+            # 10 KB of requests ask for 1 GB of replies.
+            self.assertGreater(self.hog(hogB, reads), len(reads))
+            self.hog(hogC, b"read big\n" * 1000)
+            for name, service in (("binary", binary), ("crud", crud)):
+                grown = service.rss() - before[name]
+                self.assertLess(grown, 64 << 20, f"{name} grew by {grown} bytes")
+            # Everyone else is served as usual meanwhile.
+            with socket.create_connection(("127.0.0.1", binary.tcpPort()), timeout=5) as other:
+                other.sendall(request(PING, 7) + request(READ, 8, key(b"big")))
+                self.assertEqual(reply(other)[:2], (0x81, 7))
+                self.assertEqual(reply(other), (0x91, 8, value))
+            client.send("read big\n")
+            self.assertEqual(client.line(), "OK " + "x" * 60000)
+            # And the hog itself still gets correct replies, in order, once it reads.
+            hogB.settimeout(10)
+            for i in range(20):
+                self.assertEqual(reply(hogB), (0x91, i, value))

@@ -14,7 +14,7 @@ from sockproto.binary.codec import MAX_KEY, Code, Op
 from sockproto.binary.protocol import OrderedReplies
 from sockproto.binary.service import StoreRegistry, StoreServerOptions, makeStoreService
 from sockproto.binary.store import KeyValueStore
-from sockproto.connections import ServerFactory
+from sockproto.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT, RequestReplyProtocol, ServerFactory
 from sockproto.fastio import eagerWriter
 from sockproto.lines import LineServerProtocol
 from sockproto.listen import positiveInt
@@ -36,16 +36,25 @@ def showValue(value: bytes) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
-class CrudProtocol(LineServerProtocol):
+class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
     factory: CrudFactory
     quitting = False
 
     def connectionMade(self) -> None:
         self.maxLineLength = self.factory.maxLineLength
         LineServerProtocol.connectionMade(self)
-        self.pauseReadingWhenBlocked()
         self.replies = OrderedReplies(eagerWriter(self.transport, self.traffic))
+        self.produceReplies(self.factory.maxOutputBuffer, self.factory.sendTimeout)
         self.replies.write(b"OK sockproto crud ready; type help\n")
+
+    def holdInput(self) -> None:
+        self.replies.blocked = True  # and linesReceived holds the lines left
+
+    def releaseInput(self) -> None:
+        self.replies.blocked = False
+        self.replies.flush()
+        if not self.outputBlocked:
+            self.releaseHeldLines()
 
     def lineTooLong(self) -> None:
         self.replies.ready(f"ERR line too long (at most {self.maxLineLength} bytes)\n".encode())
@@ -143,10 +152,20 @@ class CrudFactory(ServerFactory):
     protocol = CrudProtocol
     refusal = b"ERR server busy: too many connections\n"
 
-    def __init__(self, clock: Any, store: KeyValueStore, maxLineLength: int = 65536, **limits: Any) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        store: KeyValueStore,
+        maxLineLength: int = 65536,
+        maxOutputBuffer: int = MAX_OUTPUT_BUFFER,
+        sendTimeout: float = SEND_TIMEOUT,
+        **limits: Any,
+    ) -> None:
         ServerFactory.__init__(self, clock, **limits)
         self.store = store
         self.maxLineLength = maxLineLength
+        self.maxOutputBuffer = maxOutputBuffer
+        self.sendTimeout = sendTimeout
 
 
 class Options(StoreServerOptions):

@@ -27,7 +27,7 @@ from sockproto.binary.codec import (
     parseKey,
 )
 from sockproto.binary.store import KeyValueStore
-from sockproto.connections import ServerFactory, ServerProtocol
+from sockproto.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT, RequestReplyProtocol, ServerFactory
 from sockproto.fastio import eagerWriter
 from sockproto.latency import LatencyHistogram
 
@@ -39,21 +39,29 @@ _READ, _DELETE, _BAD_REQUEST = int(Op.READ), int(Op.DELETE), int(Code.BAD_REQUES
 OP_NAMES = {op.value: op.name.lower() for op in Op}
 
 
+#: Replies are written in pieces of about this size, so that a full
+#: transport can pause the connection between them.
+FLUSH_BYTES = 1 << 16
+
+
 class OrderedReplies:
     """
     Keeps a connection's replies in request order while writes wait for their commit.
 
     Requests that are not writes are answered at once when nothing is
     waiting; behind a waiting write they are evaluated when they reach the
-    front, so they see every earlier write of the connection.
+    front, so they see every earlier write of the connection.  While
+    ``blocked`` (the peer is not taking its replies) nothing more is taken
+    off the queue; :meth:`flush` goes on once it is unblocked.
     """
 
-    __slots__ = ("queue", "write", "onEmpty")
+    __slots__ = ("queue", "write", "onEmpty", "blocked")
 
     def __init__(self, write: Any) -> None:
         self.queue: deque[list[Any]] = deque()  # [ready bytes] or [None] or [callable]
         self.write = write
         self.onEmpty: Any = None
+        self.blocked = False
 
     def answer(self, compute: Any) -> None:
         """A reply computed now, or when its turn comes."""
@@ -75,39 +83,59 @@ class OrderedReplies:
 
     def fill(self, entry: list[Any], data: bytes) -> None:
         entry[0] = data
+        if self.queue[0] is entry:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the replies at the front that are ready, in pieces, until one is not or the peer is blocked."""
         queue = self.queue
-        if queue[0] is not entry:
-            return
-        out = []
-        while queue:
+        out: list[bytes] = []
+        size = 0
+        while queue and not self.blocked:
             value = queue[0][0]
             if value is None:
                 break
             queue.popleft()
-            out.append(value if value.__class__ is bytes else value())
+            if value.__class__ is not bytes:
+                value = value()
+            out.append(value)
+            size += len(value)
+            if size >= FLUSH_BYTES:
+                self.write(b"".join(out))  # may block: the loop stops there
+                out, size = [], 0
         if out:
             self.write(b"".join(out))
         if not queue and self.onEmpty is not None:
             self.onEmpty()
 
 
-class SPBProtocol(ServerProtocol, Int32StringReceiver):
+class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
     """One SPB/1 client."""
 
     factory: SPBFactory
     closing = False
     _batch: list[bytes] | None = None
+    _batchBytes = 0
 
     def connectionMade(self) -> None:
-        ServerProtocol.connectionMade(self)
+        RequestReplyProtocol.connectionMade(self)
         self.MAX_LENGTH = self.factory.maxFrame
-        self.pauseReadingWhenBlocked()
         self._write = eagerWriter(self.transport, self.traffic)
         self.replies = OrderedReplies(self.send)
+        self.produceReplies(self.factory.maxOutputBuffer, self.factory.sendTimeout)
 
     def send(self, data: bytes) -> None:
-        if self._batch is not None:
-            self._batch.append(data)
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+            self._batchBytes += len(data)
+            if self._batchBytes >= FLUSH_BYTES:
+                # Big replies go now, so a full transport pauses the parsing
+                # of this chunk (holdInput) before more are made.
+                self._batchBytes = 0
+                joined = b"".join(batch)
+                batch.clear()
+                self._write(joined)
             return
         self._write(data)
 
@@ -117,12 +145,24 @@ class SPBProtocol(ServerProtocol, Int32StringReceiver):
         self._received = monotonic()
         # Replies to all the requests of one chunk go out in one write.
         self._batch = batch = []
+        self._batchBytes = 0
         try:
             Int32StringReceiver.dataReceived(self, data)
         finally:
             self._batch = None
         if batch:
             self.send(batch[0] if len(batch) == 1 else b"".join(batch))
+
+    def holdInput(self) -> None:
+        self.paused = True  # Int32StringReceiver keeps the rest of the chunk
+        self.replies.blocked = True
+
+    def releaseInput(self) -> None:
+        self.replies.blocked = False
+        self.replies.flush()
+        if not self.closing and not self.outputBlocked:
+            self.paused = False
+            self.dataReceived(b"")  # the requests held back
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.fatal(Code.TOO_LARGE, f"frame of {length} bytes is over the limit of {self.MAX_LENGTH}")
@@ -210,10 +250,20 @@ class SPBFactory(ServerFactory):
     serviceName = "binary"
     protocol = SPBProtocol
 
-    def __init__(self, clock: Any, store: KeyValueStore, maxFrame: int = DEFAULT_MAX_FRAME, **limits: Any) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        store: KeyValueStore,
+        maxFrame: int = DEFAULT_MAX_FRAME,
+        maxOutputBuffer: int = MAX_OUTPUT_BUFFER,
+        sendTimeout: float = SEND_TIMEOUT,
+        **limits: Any,
+    ) -> None:
         ServerFactory.__init__(self, clock, **limits)
         self.store = store
         self.maxFrame = maxFrame
+        self.maxOutputBuffer = maxOutputBuffer
+        self.sendTimeout = sendTimeout
         self.operations: Counter[int] = Counter()
         #: op -> latency from a request's arrival to its reply (known ops only).
         self.latency: dict[int, LatencyHistogram] = {}

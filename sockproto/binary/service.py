@@ -11,8 +11,9 @@ from twisted.python import usage
 from sockproto.binary.codec import DEFAULT_MAX_FRAME, MIN_LENGTH
 from sockproto.binary.protocol import SPBFactory
 from sockproto.binary.store import FSYNC_MODES, MEMORY, GroupCommitStore, MemoryStore, SQLiteStore
+from sockproto.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT
 from sockproto.files import explainDatabaseError
-from sockproto.listen import CloseOnStop, ServerOptions, StopInOrder, positiveInt
+from sockproto.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
 from sockproto.operations import standalone
 
 
@@ -23,6 +24,12 @@ class StoreServerOptions(ServerOptions):
         ["db", None, "sockproto-kv.sqlite3", "SQLite database file (:memory: keeps nothing)."],
         ["fsync", None, "normal",
          "normal: acknowledged writes survive a crash of the server; always: also a power loss (slower)."],
+        ["max-output-buffer", None, MAX_OUTPUT_BUFFER,
+         "Unsent reply bytes a connection may owe; past it nothing more is read from it until it drains.",
+         positiveInt],
+        ["send-timeout", None, SEND_TIMEOUT,
+         "Seconds a connection may owe over --max-output-buffer without taking any of it before it is "
+         "closed (0: no limit).", nonNegativeFloat],
     ]
 
     def postOptions(self) -> None:
@@ -63,7 +70,8 @@ class StoreRegistry(service.MultiService):
         try:
             store.open()
         except Exception as e:
-            raise SystemExit(f"sockproto-{serviceName}: cannot open database {db!r}: {explainDatabaseError(e)}") from None
+            why = explainDatabaseError(e)
+            raise SystemExit(f"sockproto-{serviceName}: cannot open database {db!r}: {why}") from None
         self.stores[key] = (store, fsync)
         # On the way down the store commits what it accepted, then closes.
         CloseOnStop(store).setServiceParent(self)
@@ -90,7 +98,14 @@ def makeStoreService(
         stores = StoreRegistry(reactor)
         stores.setServiceParent(top)
     store = stores.open(options.serviceName, options["db"], options["fsync"])
-    factory = factoryClass(reactor, store, **settings, **options.limits())
+    factory = factoryClass(
+        reactor,
+        store,
+        maxOutputBuffer=options["max-output-buffer"],
+        sendTimeout=options["send-timeout"],
+        **settings,
+        **options.limits(),
+    )
     # Added last, stopped first: requests already read are answered and the
     # connections closed before the store commits its last writes and closes.
     options.listeningService(factory, reactor).setServiceParent(top)

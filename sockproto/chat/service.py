@@ -79,7 +79,8 @@ def buildService(options: Options, reactor: Any = None) -> service.IService:
     try:
         history.open()
     except Exception as e:
-        raise SystemExit(f"sockproto-chat: cannot open history {options['history']!r}: {explainDatabaseError(e)}") from None
+        why = explainDatabaseError(e)
+        raise SystemExit(f"sockproto-chat: cannot open history {options['history']!r}: {why}") from None
     hub = ChatHub(reactor, history, maxRooms=options["max-rooms"])
     portal = Portal(ChatRealm(), [AnyOfCheckers(options["credCheckers"])]) if options["credCheckers"] else None
     factory = ChatFactory(
