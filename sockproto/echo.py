@@ -14,11 +14,11 @@ from twisted.application import service
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python import usage
 
-from sockproto.connections import ServerFactory, ServerProtocol
-from sockproto.fastio import eagerWriter
-from sockproto.lines import LineServerProtocol
-from sockproto.listen import ServerOptions, positiveInt
-from sockproto.operations import standalone
+from sockproto.privateapi import eagerWriter
+from sockproto.server.connections import ServerFactory, ServerProtocol
+from sockproto.server.lifecycle import standalone
+from sockproto.server.lines import LineServerProtocol
+from sockproto.server.listen import ServerOptions, positiveInt
 
 MODES = ("raw", "line", "upper")
 WELCOME = b"Welcome to echo server!\n"

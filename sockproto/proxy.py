@@ -17,10 +17,10 @@ from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
-from sockproto.clients import TLSSettings, clientTarget, halfClose
-from sockproto.connections import ServerFactory, ServerProtocol, setSocketOptions
-from sockproto.listen import ServerOptions, nonNegativeFloat
-from sockproto.operations import standalone
+from sockproto.server.connections import ServerFactory, ServerProtocol, setSocketOptions
+from sockproto.server.lifecycle import standalone
+from sockproto.server.listen import ServerOptions, nonNegativeFloat
+from sockproto.server.targets import TLSSettings, clientTarget, halfClose
 
 log = Logger()
 

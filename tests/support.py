@@ -217,7 +217,7 @@ def freePort() -> int:
 
 def makeCerts(directory: Path, clientName: str = "client") -> Path:
     """A CA, a server certificate (localhost, 127.0.0.1) and a client certificate, as 'sockproto cert' makes them."""
-    from sockproto.tls import makeDevelopmentCertificates
+    from sockproto.server.tls import makeDevelopmentCertificates
 
     directory = Path(directory).resolve()
     makeDevelopmentCertificates(directory, ["localhost", "127.0.0.1"], clientName)

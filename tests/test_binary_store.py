@@ -312,7 +312,7 @@ class CrashImageTests(unittest.TestCase):
 
 class OpenErrorTests(unittest.TestCase):
     def test_aDatabaseThatCannotBeOpenedSaysWhyAndWhatToDo(self):
-        from sockproto.files import explainDatabaseError
+        from sockproto.server.files import explainDatabaseError
 
         path = Path(self.mktemp())
         path.write_bytes(b"not a database at all" * 100)

@@ -8,12 +8,14 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
 
-from sockproto import echo, joke, suite
+from sockproto import echo
 from sockproto.binary.codec import Op, encodeKey, frame
 from sockproto.chat import passwords
-from sockproto.config import ConfigError, loadConfig
-from sockproto.metrics import SockprotoCollector
-from sockproto.operations import ReloadOnHangup, operate
+from sockproto.joke import service as joke
+from sockproto.server.lifecycle import ReloadOnHangup, operate
+from sockproto.server.metrics import SockprotoCollector
+from sockproto.suite import service as suite
+from sockproto.suite.config import ConfigError, loadConfig
 from tests.support import makeCerts
 
 PEER = IPv4Address("TCP", "127.0.0.1", 4000)
@@ -75,7 +77,7 @@ class LoadTests(ConfigCase):
         )
 
     def test_theExampleDocumentsEveryKey(self):
-        from sockproto.config import SERVICES, optionKinds
+        from sockproto.suite.config import SERVICES, optionKinds
 
         text = EXAMPLE.read_text()
         import importlib

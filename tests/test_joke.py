@@ -9,8 +9,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial import unittest
 
-from sockproto import joke
-from sockproto.jokebook import (
+from sockproto.joke import service as joke
+from sockproto.joke.book import (
     BUILTIN_JOKES,
     Joke,
     JokeBookError,

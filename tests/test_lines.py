@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from sockproto.lines import TOO_LONG, LineSplitter
+from sockproto.server.lines import TOO_LONG, LineSplitter
 
 
 def feedAll(splitter, chunks):

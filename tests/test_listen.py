@@ -11,14 +11,14 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from sockproto import echo
-from sockproto.listen import (
+from sockproto.privateapi import leanDispatch
+from sockproto.server.listen import (
     DEFAULT_BACKLOG,
     ListenError,
     checkEndpoint,
     parseUDP,
     withSafeDefaults,
 )
-from sockproto.reactor import leanDispatch
 
 
 def parse(*argv):

@@ -17,8 +17,8 @@ from sockproto.chat.history import MEMORY, History
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.protocol import ChatFactory
 from sockproto.echo import EchoFactory
-from sockproto.latency import BOUNDS, LatencyHistogram
-from sockproto.listen import StopInOrder
+from sockproto.server.latency import BOUNDS, LatencyHistogram
+from sockproto.server.listen import StopInOrder
 from tests.support import connectProtocol
 
 PEER = IPv4Address("TCP", "127.0.0.1", 4000)

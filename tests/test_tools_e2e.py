@@ -201,8 +201,8 @@ class HandshakeTimeoutTests(unittest.TestCase):
     def test_aTLSClientThatNeverFinishesIsCut(self):
         from twisted.internet import interfaces
 
-        from sockproto.connections import HANDSHAKE_TIMEOUT
         from sockproto.echo import EchoFactory
+        from sockproto.server.connections import HANDSHAKE_TIMEOUT
 
         clock = Clock()
         proto = EchoFactory(clock, mode="line").buildProtocol(None)

@@ -14,11 +14,11 @@ from sockproto.binary.codec import MAX_KEY, Code, Op
 from sockproto.binary.protocol import OrderedReplies
 from sockproto.binary.service import StoreRegistry, StoreServerOptions, makeStoreService
 from sockproto.binary.store import KeyValueStore
-from sockproto.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT, RequestReplyProtocol, ServerFactory
-from sockproto.fastio import eagerWriter
-from sockproto.lines import LineServerProtocol
-from sockproto.listen import positiveInt
-from sockproto.operations import standalone
+from sockproto.privateapi import eagerWriter
+from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT, RequestReplyProtocol, ServerFactory
+from sockproto.server.lifecycle import standalone
+from sockproto.server.lines import LineServerProtocol
+from sockproto.server.listen import positiveInt
 
 HELP = (
     "OK commands: create KEY VALUE | read KEY | update KEY VALUE | delete KEY | "
@@ -151,6 +151,9 @@ class CrudFactory(ServerFactory):
     serviceName = "crud"
     protocol = CrudProtocol
     refusal = b"ERR server busy: too many connections\n"
+
+    def metricsSnapshot(self) -> dict[str, Any]:
+        return {"store": dict(self.store.stats(), keys=len(self.store))}
 
     def __init__(
         self,

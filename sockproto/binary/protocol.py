@@ -27,9 +27,9 @@ from sockproto.binary.codec import (
     parseKey,
 )
 from sockproto.binary.store import KeyValueStore
-from sockproto.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT, RequestReplyProtocol, ServerFactory
-from sockproto.fastio import eagerWriter
-from sockproto.latency import LatencyHistogram
+from sockproto.privateapi import eagerWriter
+from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT, RequestReplyProtocol, ServerFactory
+from sockproto.server.latency import LatencyHistogram
 
 log = Logger()
 
@@ -37,6 +37,11 @@ WRITES = frozenset({int(Op.CREATE), int(Op.UPDATE), int(Op.DELETE)})
 # Plain ints: an enum member lookup costs a tenth of a microsecond per request.
 _READ, _DELETE, _BAD_REQUEST = int(Op.READ), int(Op.DELETE), int(Code.BAD_REQUEST)
 OP_NAMES = {op.value: op.name.lower() for op in Op}
+
+
+def opName(op: int) -> str:
+    """An op's name for STATS and the metrics: ``read``, or ``0x7f`` for an unknown one."""
+    return OP_NAMES.get(op, f"0x{op:02x}")
 
 
 #: Replies are written in pieces of about this size, so that a full
@@ -277,6 +282,13 @@ class SPBFactory(ServerFactory):
                 self.latency[op] = histogram
         return histogram
 
+    def metricsSnapshot(self) -> dict[str, Any]:
+        return {
+            "operations": {opName(op): count for op, count in self.operations.items()},
+            "latency": {OP_NAMES[op]: (list(h.cumulative()), h.sum) for op, h in self.latency.items()},
+            "store": dict(self.store.stats(), keys=len(self.store)),
+        }
+
     def error(self, requestId: int, code: int, message: str) -> bytes:
         """An error reply, counted by kind."""
         self.errors[_CODE_NAMES.get(code, "unknown")] += 1
@@ -318,8 +330,8 @@ class SPBFactory(ServerFactory):
             "connections": len(self.connections),
             "connections_total": self.totalConnections,
             "keys": len(self.store),
-            "operations": {OP_NAMES.get(op, f"0x{op:02x}"): n for op, n in sorted(self.operations.items())},
+            "operations": {opName(op): n for op, n in sorted(self.operations.items())},
             "bytes_in": sum(t.bytesIn for t in self.traffic.values()),
             "bytes_out": sum(t.bytesOut for t in self.traffic.values()),
-            "store": self.store.stats() if hasattr(self.store, "stats") else {},
+            "store": self.store.stats(),
         }

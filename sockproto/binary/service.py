@@ -11,10 +11,10 @@ from twisted.python import usage
 from sockproto.binary.codec import DEFAULT_MAX_FRAME, MIN_LENGTH
 from sockproto.binary.protocol import SPBFactory
 from sockproto.binary.store import FSYNC_MODES, MEMORY, GroupCommitStore, MemoryStore, SQLiteStore
-from sockproto.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT
-from sockproto.files import explainDatabaseError
-from sockproto.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
-from sockproto.operations import standalone
+from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT
+from sockproto.server.files import explainDatabaseError
+from sockproto.server.lifecycle import standalone
+from sockproto.server.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
 
 
 class StoreServerOptions(ServerOptions):

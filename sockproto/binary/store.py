@@ -1,6 +1,6 @@
 """The durable key-value store behind SPB/1 and the CRUD text service.
 
-:class:`KeyValueStore` is the interface the protocols use; :class:`SQLiteStore`
+:class:`sockproto.interfaces.IKeyValueStore` is the interface the protocols use; :class:`SQLiteStore`
 implements it.  Reads are answered from an in-memory copy of the committed
 data (like Redis, the data set lives in memory), so they never wait for the
 disk or behind a commit.  Writes are checked at once against committed and
@@ -27,15 +27,17 @@ import os
 import sqlite3
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from sockproto.binary.codec import Code, Op
-from sockproto.files import createOwnerOnly
+from sockproto.interfaces import IKeyValueStore
+from sockproto.server.files import createOwnerOnly
 
 log = Logger()
 
@@ -50,23 +52,8 @@ class StoreError(Exception):
     """The store cannot do what was asked; the message says why."""
 
 
-class KeyValueStore(Protocol):
-    """What the protocols need of a store; another backend implements this."""
-
-    def get(self, key: bytes) -> bytes | None:
-        """The committed value, without I/O."""
-
-    def keys(self, prefix: bytes) -> list[bytes]:
-        """Committed keys starting with ``prefix``, in byte order."""
-
-    def __len__(self) -> int: ...
-
-    def write(self, op: int, key: bytes, value: bytes, done: Done) -> int | None:
-        """
-        Accept CREATE, UPDATE or DELETE: return an error Code at once if it
-        cannot apply (EXISTS, NOT_FOUND), else None and call ``done`` once it
-        is durable.
-        """
+#: What the protocols need of a store; another backend implements it too.
+KeyValueStore = IKeyValueStore
 
 
 _DELETED = object()
@@ -74,6 +61,7 @@ _DELETED = object()
 _CREATE, _DELETE_OP = int(Op.CREATE), int(Op.DELETE)
 
 
+@implementer(IKeyValueStore)
 class GroupCommitStore:
     """
     The in-memory copy, write checking and grouping; subclasses persist.

@@ -15,7 +15,7 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from sockproto.files import createOwnerOnly
+from sockproto.server.files import createOwnerOnly
 
 log = Logger()
 

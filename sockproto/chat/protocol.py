@@ -13,10 +13,11 @@ from zope.interface import Interface, implementer
 
 from sockproto.chat.hub import HISTORY_DEFAULT, HISTORY_MAX, ChatError, ChatHub, Room
 from sockproto.chat.text import clean, decode
-from sockproto.connections import ServerFactory, setSocketOptions
-from sockproto.fastio import eagerWriter
-from sockproto.lines import TOO_LONG, LineServerProtocol
-from sockproto.tls import peerIdentity
+from sockproto.interfaces import IReloadable
+from sockproto.privateapi import eagerWriter
+from sockproto.server.connections import ServerFactory, setSocketOptions
+from sockproto.server.lines import TOO_LONG, LineServerProtocol
+from sockproto.server.tls import peerIdentity
 
 log = Logger()
 
@@ -439,6 +440,7 @@ class ChatProtocol(LineServerProtocol):
         LineServerProtocol.connectionLost(self, reason)
 
 
+@implementer(IReloadable)
 class ChatFactory(ServerFactory):
     serviceName = "chat"
     protocol = ChatProtocol
@@ -469,6 +471,9 @@ class ChatFactory(ServerFactory):
     @property
     def slowConsumers(self) -> int:
         return self.errors["slow_consumer"]
+
+    def metricsSnapshot(self) -> dict[str, Any]:
+        return {"chat": dict(self.hub.stats(), slowConsumers=self.slowConsumers)}
 
     def stopServing(self, timeout: float) -> defer.Deferred[None]:
         self.hub.shutdown("the server is going down")

@@ -13,9 +13,9 @@ from twisted.python import usage
 from sockproto.chat.history import History
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.protocol import AnyOfCheckers, ChatFactory, ChatRealm
-from sockproto.files import explainDatabaseError
-from sockproto.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
-from sockproto.operations import standalone
+from sockproto.server.files import explainDatabaseError
+from sockproto.server.lifecycle import standalone
+from sockproto.server.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
 
 log = Logger()
 

@@ -9,7 +9,7 @@ from zope.interface import implementer
 
 sockprotoSuite = ServiceMaker(
     "sockproto",
-    "sockproto.suite",
+    "sockproto.suite.service",
     "The seed services in one process: echo 8124, chat 5000, joke 6789, binary 9000 (what 'make run' starts).",
     "sockproto",
 )
@@ -23,7 +23,7 @@ sockprotoEcho = ServiceMaker(
 
 sockprotoJoke = ServiceMaker(
     "sockproto joke",
-    "sockproto.joke",
+    "sockproto.joke.service",
     "Knock-knock joke server, tolerant of how people type, with a joke book users can extend.",
     "sockproto-joke",
 )
@@ -85,7 +85,7 @@ class _MutualTLS:
     prefix = "mtls"
 
     def parseStreamServer(self, reactor, *args, **kwargs):
-        from sockproto.tls import MutualTLSServerParser
+        from sockproto.server.tls import MutualTLSServerParser
 
         return MutualTLSServerParser().parseStreamServer(reactor, *args, **kwargs)
 

@@ -1,7 +1,7 @@
 """``twistd -n sockproto``: several services in one process.
 
 With ``--config FILE``, the services of the file's tables (see
-:mod:`sockproto.config`).  Without it, the seed services (what ``make run``
+:mod:`sockproto.suite.config`).  Without it, the seed services (what ``make run``
 starts): echo 8124, chat 5000, joke 6789 and binary 9000 on loopback, with
 their databases in ``--var`` (default ``var/``).
 """
@@ -16,15 +16,15 @@ from twisted.application import service
 from twisted.python import usage
 
 from sockproto.binary.service import StoreRegistry
-from sockproto.config import Config, ServiceConfig, checkEndpointsAreDistinct, loadConfig
-from sockproto.listen import StopInOrder, checkEndpoint, nonNegativeFloat
-from sockproto.operations import operate
+from sockproto.server.lifecycle import operate
+from sockproto.server.listen import StopInOrder, checkEndpoint, nonNegativeFloat
+from sockproto.suite.config import Config, ServiceConfig, checkEndpointsAreDistinct, loadConfig
 
 #: (name, module, options) of the services started without a config file.
 SEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("echo", "sockproto.echo", ()),
     ("chat", "sockproto.chat.service", ("--history", "{var}/chat.sqlite3")),
-    ("joke", "sockproto.joke", ()),
+    ("joke", "sockproto.joke.service", ()),
     ("binary", "sockproto.binary.service", ("--db", "{var}/kv.sqlite3")),
 )
 

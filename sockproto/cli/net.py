@@ -11,9 +11,9 @@ from OpenSSL import SSL
 from twisted.internet import defer, endpoints, error, interfaces, protocol, stdio, task
 from zope.interface import implementer
 
-from sockproto.clients import Target, TLSSettings, canHalfClose, clientTarget, describeCertificate, halfClose
-from sockproto.connections import setSocketOptions
-from sockproto.listen import describeAddress
+from sockproto.server.connections import setSocketOptions
+from sockproto.server.listen import describeAddress
+from sockproto.server.targets import Target, TLSSettings, canHalfClose, clientTarget, describeCertificate, halfClose
 
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 

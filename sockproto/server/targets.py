@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import endpoints, interfaces, ssl
 from twisted.python.filepath import FilePath
 
-from sockproto.listen import splitDescription
+from sockproto.server.listen import splitDescription
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,14 @@ from typing import Any
 
 from twisted.python import usage
 
-from sockproto.listen import _LOOPBACK, checkEndpoint, nonNegativeFloat, splitDescription
+from sockproto.privateapi import optionHandler
+from sockproto.server.listen import _LOOPBACK, checkEndpoint, nonNegativeFloat, splitDescription
 
 #: table -> module with the service's Options and buildService.
 SERVICES: dict[str, str] = {
     "echo": "sockproto.echo",
     "chat": "sockproto.chat.service",
-    "joke": "sockproto.joke",
+    "joke": "sockproto.joke.service",
     "binary": "sockproto.binary.service",
     "crud": "sockproto.binary.crud",
     "proxy": "sockproto.proxy",
@@ -111,7 +112,7 @@ def applyTable(options: usage.Options, table: dict[str, Any], where: str) -> Non
             if not isinstance(value, bool):
                 raise ConfigError(f"{at}: expected true or false, not {_typeName(value)}")
             if value:
-                _dispatch(options, key, None, at)
+                _setOption(options, key, None, at)
             continue
         values = value if kind == "list" and isinstance(value, list) else [value]
         for item in values:
@@ -120,7 +121,7 @@ def applyTable(options: usage.Options, table: dict[str, Any], where: str) -> Non
                     raise ConfigError(f"{at}: expected a string or a list of strings, not {_typeName(item)}")
             else:
                 _checkScalar(options, key, item, at)
-            _dispatch(options, key, item if isinstance(item, str) else repr(item), at)
+            _setOption(options, key, item if isinstance(item, str) else repr(item), at)
     try:
         options.postOptions()
     except (usage.UsageError, ValueError) as e:
@@ -141,12 +142,12 @@ def _checkScalar(options: usage.Options, key: str, value: Any, at: str) -> None:
         raise ConfigError(f"{at}: expected a string, not {_typeName(value)} (put it in quotes)")
 
 
-def _dispatch(options: usage.Options, key: str, value: str | None, at: str) -> None:
+def _setOption(options: usage.Options, key: str, value: str | None, at: str) -> None:
     # What usage.Options.parseOptions does for one option, so that an error
     # can be pinned on the key that caused it.
     name = key if key in options.synonyms else key.replace("-", "_")
     name = options.synonyms[name]
-    handler = options._dispatch[name]
+    handler = optionHandler(options, name)
     try:
         if isinstance(handler, usage.CoerceParameter):
             handler.dispatch(name, value)

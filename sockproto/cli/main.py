@@ -122,7 +122,7 @@ class CertOptions(GnuOptions):
 
 
 def runCert(options: CertOptions) -> int:
-    from sockproto.tls import makeDevelopmentCertificates
+    from sockproto.server.tls import makeDevelopmentCertificates
 
     try:
         paths = makeDevelopmentCertificates(options["directory"], options["hosts"], options["client-name"],
@@ -193,7 +193,7 @@ class ScanOptions(GnuOptions):
         self["host"] = host
 
     def postOptions(self) -> None:
-        from sockproto.tools import parsePorts
+        from sockproto.cli.net import parsePorts
 
         try:
             self["ports"] = parsePorts(self["ports"])
@@ -205,9 +205,9 @@ class ScanOptions(GnuOptions):
 
 def _runTool(name: str) -> Any:
     def run(options: Any) -> int:
-        from sockproto import tools
+        from sockproto.cli import net
 
-        return getattr(tools, name)(options)
+        return getattr(net, name)(options)
 
     return run
 
@@ -237,7 +237,7 @@ class KvOptions(GnuOptions):
 
 
 def runKv(options: KvOptions) -> int:
-    from sockproto.binary.kvcli import run
+    from sockproto.cli.kv import run
 
     return run(options)
 

@@ -20,7 +20,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from sockproto.reactor import leanDispatch
+from sockproto.interfaces import IDrainable
+from sockproto.privateapi import leanDispatch, parseEndpointDescription
 
 log = Logger()
 
@@ -55,7 +56,7 @@ def splitDescription(description: str) -> tuple[str, list[str], dict[str, str]]:
 
     Raises ValueError for an empty string.
     """
-    args, kwargs = endpoints._parse(description)
+    args, kwargs = parseEndpointDescription(description)
     if not args or not args[0]:
         raise ValueError("no endpoint type")
     return args[0].lower(), list(args[1:]), kwargs
@@ -369,9 +370,8 @@ class ListeningService(service.Service):
         service.Service.stopService(self)
         ports, self.ports = self.ports, []
         stopped = [defer.maybeDeferred(port.stopListening) for _, port in ports]
-        stopServing = getattr(self.factory, "stopServing", None)
-        if stopServing is not None:
-            stopped.append(stopServing(self.shutdownTimeout))
+        if IDrainable.providedBy(self.factory):
+            stopped.append(self.factory.stopServing(self.shutdownTimeout))
         return defer.gatherResults(stopped, consumeErrors=True)
 
     @property

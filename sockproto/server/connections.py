@@ -9,7 +9,8 @@ from twisted.internet import abstract, defer, interfaces, protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sockproto.listen import describeAddress
+from sockproto.interfaces import IDrainable, IMetricsSource
+from sockproto.server.listen import describeAddress
 
 log = Logger()
 
@@ -92,6 +93,7 @@ class _Refusal(protocol.Protocol):
         self.transport.loseConnection()
 
 
+@implementer(IDrainable, IMetricsSource)
 class ServerFactory(protocol.ServerFactory):
     """
     Builds a service's protocols, counts them and enforces ``--max-connections``
@@ -169,6 +171,10 @@ class ServerFactory(protocol.ServerFactory):
             if self._drained is not None:
                 drained, self._drained = self._drained, None
                 drained.callback(None)
+
+    def metricsSnapshot(self) -> dict[str, Any]:
+        """The service's own counters beyond traffic and errors (none here)."""
+        return {}
 
     def stopServing(self, timeout: float) -> defer.Deferred[None]:
         """

@@ -17,13 +17,15 @@ from typing import Any
 
 from twisted.application import service
 from twisted.python import usage
+from zope.interface import implementer
 
-from sockproto.connections import ServerFactory
-from sockproto.fastio import eagerWriter
-from sockproto.jokebook import Joke, JokeBookError, JokePicker, isSetupWho, isWhosThere, loadBooks
-from sockproto.lines import LineServerProtocol
-from sockproto.listen import ServerOptions, positiveInt
-from sockproto.operations import standalone
+from sockproto.interfaces import IReloadable
+from sockproto.joke.book import Joke, JokeBookError, JokePicker, isSetupWho, isWhosThere, loadBooks
+from sockproto.privateapi import eagerWriter
+from sockproto.server.connections import ServerFactory
+from sockproto.server.lifecycle import standalone
+from sockproto.server.lines import LineServerProtocol
+from sockproto.server.listen import ServerOptions, positiveInt
 
 PROMPT = b">> "
 MAX_LINE = 1024
@@ -93,6 +95,7 @@ class KnockKnock(LineServerProtocol):
         self.closeConnection()
 
 
+@implementer(IReloadable)
 class JokeFactory(ServerFactory):
     serviceName = "joke"
     protocol = KnockKnock

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from sockproto.connections import ServerProtocol
+from sockproto.server.connections import ServerProtocol
 
 # What a client speaking the wrong protocol sends first: a TLS (or SSLv2)
 # ClientHello, or an HTTP request line.

@@ -15,17 +15,18 @@ from typing import Any
 from twisted.application import service
 from twisted.logger import Logger
 
-from sockproto.listen import StopInOrder, listeningServices
+from sockproto.interfaces import IReloadable
+from sockproto.server.listen import StopInOrder, listeningServices
 
 log = Logger()
 
 
 class ReloadOnHangup(service.Service):
     """
-    On SIGHUP, every service under ``root`` whose factory can ``reload()``
-    does (the joke book, chat password files), without dropping connections,
-    and the log says what was reloaded.  A reload that fails keeps what was
-    there and logs why.
+    On SIGHUP, every service under ``root`` whose factory provides
+    :class:`~sockproto.interfaces.IReloadable` reloads (the joke book, chat
+    password files), without dropping connections, and the log says what was
+    reloaded.  A reload that fails keeps what was there and logs why.
     """
 
     name = "reload"
@@ -54,11 +55,10 @@ class ReloadOnHangup(service.Service):
         """Reload what can be; returns and logs what was reloaded."""
         reloaded = []
         for listening in listeningServices(self.root):
-            reload = getattr(listening.factory, "reload", None)
-            if reload is None:
+            if not IReloadable.providedBy(listening.factory):
                 continue
             try:
-                done = reload()
+                done = listening.factory.reload()
             except Exception as e:
                 log.error(
                     "{service} could not reload, keeping what it had: {reason}", service=listening.name, reason=e
@@ -78,7 +78,7 @@ def operate(
     """``root`` with SIGHUP reloading and, given an endpoint, a metrics endpoint."""
     top = StopInOrder()
     if metrics:
-        from sockproto.metrics import metricsService
+        from sockproto.server.metrics import metricsService
 
         metricsService(metrics, root, reactor).setServiceParent(top)
     root.setServiceParent(top)

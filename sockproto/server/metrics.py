@@ -1,7 +1,7 @@
 """Prometheus metrics: ``--metrics ENDPOINT`` serves ``/metrics`` over HTTP.
 
 The services count in plain attributes on their hot paths (see
-:class:`sockproto.connections.Traffic` and :mod:`sockproto.latency`); this
+:class:`sockproto.server.connections.Traffic` and :mod:`sockproto.server.latency`); this
 collector turns them into metric families when Prometheus scrapes.
 prometheus_client's Twisted resource collects in a thread-pool thread, so
 the counters are copied in the reactor thread first: nothing is read while
@@ -21,8 +21,8 @@ from twisted.internet import threads
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from sockproto.binary.protocol import OP_NAMES
-from sockproto.listen import ListeningService, listeningServices
+from sockproto.interfaces import IMetricsSource
+from sockproto.server.listen import ListeningService, listeningServices
 
 PREFIX = "sockproto"
 
@@ -32,24 +32,14 @@ def snapshot(root: service.IService) -> list[dict[str, Any]]:
     result = []
     for listening in listeningServices(root):
         factory = listening.factory
-        if isinstance(factory, Site):
+        if not IMetricsSource.providedBy(factory):
             continue  # the metrics endpoint itself
         entry: dict[str, Any] = {
             "service": listening.name,
-            "traffic": {
-                kind: (t.open, t.total, t.bytesIn, t.bytesOut) for kind, t in getattr(factory, "traffic", {}).items()
-            },
-            "errors": dict(getattr(factory, "errors", {})),
+            "traffic": {kind: (t.open, t.total, t.bytesIn, t.bytesOut) for kind, t in factory.traffic.items()},
+            "errors": dict(factory.errors),
         }
-        hub = getattr(factory, "hub", None)
-        if hub is not None:
-            entry["chat"] = dict(hub.stats(), slowConsumers=factory.slowConsumers)
-        if hasattr(factory, "operations"):
-            entry["operations"] = dict(factory.operations)
-            entry["latency"] = {op: (list(h.cumulative()), h.sum) for op, h in factory.latency.items()}
-        store = getattr(factory, "store", None)
-        if store is not None and hasattr(store, "stats"):
-            entry["store"] = dict(store.stats(), keys=len(store))
+        entry.update(factory.metricsSnapshot())
         result.append(entry)
     return result
 
@@ -116,9 +106,9 @@ class SockprotoCollector(Collector):
                 chatMembers.add_metric([name], chat["members"])
                 chatRooms.add_metric([name], chat["rooms"])
             for op, count in sorted(entry.get("operations", {}).items()):
-                operations.add_metric([name, _opName(op)], count)
+                operations.add_metric([name, op], count)
             for op, (buckets, total) in sorted(entry.get("latency", {}).items()):
-                latency.add_metric([name, _opName(op)], buckets, total)
+                latency.add_metric([name, op], buckets, total)
             if "store" in entry:
                 storeKeys.add_metric([name], entry["store"]["keys"])
                 if "commits" in entry["store"]:
@@ -128,10 +118,6 @@ class SockprotoCollector(Collector):
             chatMessages, chatDeliveries, chatSlow, chatMembers, chatRooms,
             operations, latency, storeKeys, storeCommits,
         )
-
-
-def _opName(op: int) -> str:
-    return OP_NAMES.get(op, f"0x{op:02x}")
 
 
 def metricsSite(root: service.IService, reactor: Any) -> Site:

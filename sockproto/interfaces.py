@@ -1,0 +1,79 @@
+"""What the server machinery looks for in a service, as zope interfaces.
+
+The machinery (:mod:`sockproto.server`) never imports a service; it asks
+whether a factory provides one of these, the way ``twisted.words.iwords``
+describes what its realm and groups can do.  A service declares what it
+does with ``@implementer``.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IDrainable(Interface):
+    """A factory whose connections can finish what they owe before the process stops."""
+
+    def stopServing(timeout: float) -> object:
+        """
+        Ask every connection to finish (answer what it has read, say goodbye)
+        and close.
+
+        @param timeout: seconds after which connections still open are cut off.
+        @return: a Deferred that fires once every connection has closed.
+        """
+
+
+class IReloadable(Interface):
+    """A factory that re-reads its files on SIGHUP without dropping connections."""
+
+    def reload() -> list[str]:
+        """
+        Re-read what can change on disk (a joke book, a password file).
+
+        @return: what was reloaded, for the log (e.g. ``"12 jokes from jokes.txt"``).
+        @raise Exception: when a file is broken; the factory keeps what it had.
+        """
+
+
+class IMetricsSource(Interface):
+    """A factory whose counters the metrics endpoint reports."""
+
+    traffic = Attribute(
+        "transport kind (tcp, unix, tls) -> an object with open, total, bytesIn and bytesOut counts"
+    )
+    errors = Attribute("error kind (e.g. line_too_long) -> how often, a Counter")
+
+    def metricsSnapshot() -> dict[str, object]:
+        """
+        Copies of the service's own counters, taken in the reactor thread.
+
+        The keys the metrics endpoint knows (each optional):
+          - ``chat``: a dict with messages, deliveries, members, rooms and slowConsumers;
+          - ``operations``: request name -> count;
+          - ``latency``: request name -> (cumulative bucket counts, sum of seconds);
+          - ``store``: a dict with keys and, for a durable store, commits.
+        """
+
+
+class IKeyValueStore(Interface):
+    """What the binary and crud protocols need of a store (see ``sockproto.binary.store``)."""
+
+    def get(key: bytes) -> bytes | None:
+        """The committed value, without I/O."""
+
+    def keys(prefix: bytes) -> list[bytes]:
+        """Committed keys starting with ``prefix``, in byte order."""
+
+    def __len__() -> int:
+        """How many keys are committed."""
+
+    def write(op: int, key: bytes, value: bytes, done: object) -> int | None:
+        """
+        Accept CREATE, UPDATE or DELETE: return an error code at once if it
+        cannot apply (EXISTS, NOT_FOUND), else None and call ``done(code)``
+        once it is durable (``None``) or has failed (an error code).
+        """
+
+    def stats() -> dict[str, int]:
+        """Counters for STATS and the metrics: keys, commits, committed writes..."""

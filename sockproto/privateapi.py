@@ -1,0 +1,157 @@
+"""Every use of Twisted's private API in sockproto, fenced in one place.
+
+Each function names the public API it stands in for and why that is not
+enough; ``tests/test_privateapi.py`` checks each against the installed
+Twisted, so an upgrade that breaks one fails loudly there, not in production.
+
+- :func:`parseEndpointDescription`: ``twisted.internet.endpoints._parse``.
+- :func:`optionHandler`: ``usage.Options._dispatch``.
+- :func:`eagerWriter`: the write buffer of ``tcp.Connection``
+  (``_tempDataLen``, ``dataBuffer``, ``offset``, ``_writeDisconnected``).
+- :func:`leanDispatch`: ``EPollReactor``'s ``_poller``, ``_selectables`` and
+  ``_doReadOrWrite``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import endpoints, tcp
+from twisted.logger import Logger
+from twisted.python import usage
+
+log = Logger()
+
+
+def parseEndpointDescription(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    Split an endpoint string into its positional and keyword parts, with
+    Twisted's own quoting rules (``\\:`` for a colon).
+
+    Public counterpart: ``endpoints.serverFromString``, which parses and builds
+    at once; sockproto needs the parts to add defaults and to check strings
+    before anything is built.
+    """
+    args, kwargs = endpoints._parse(description)
+    return list(args), dict(kwargs)
+
+
+def optionHandler(options: usage.Options, name: str) -> Any:
+    """
+    The handler ``usage.Options`` calls for the long option ``name``.
+
+    Public counterpart: ``Options.parseOptions(argv)``, which handles a whole
+    command line; the config file sets one key at a time, so that an error
+    names its key.
+    """
+    return options._dispatch[name]
+
+
+def eagerWriter(transport: Any, traffic: Any = None) -> Callable[[bytes], None]:
+    """
+    A ``write`` for ``transport`` that sends immediately when its buffer is empty.
+
+    Only plain TCP and UNIX stream transports get the fast path (their buffer
+    state is Twisted's ``FileDescriptor``'s); anything else, TLS included,
+    gets its own ``write``.  With ``traffic`` (a
+    :class:`sockproto.server.connections.Traffic`), the bytes written are counted
+    in its ``bytesOut``.
+    """
+    if not isinstance(transport, tcp.Connection) or type(transport).write is not tcp.Connection.write:
+        if traffic is None:
+            return transport.write
+        plainWrite = transport.write
+
+        def countingWrite(data: bytes) -> None:
+            traffic.bytesOut += len(data)
+            plainWrite(data)
+
+        return countingWrite
+    fallback = transport.write
+    sock = transport.socket
+    send = sock.send
+
+    def write(data: bytes) -> None:
+        if traffic is not None:
+            traffic.bytesOut += len(data)
+        t = transport
+        if (
+            not t._tempDataLen
+            and t.offset == len(t.dataBuffer)
+            and t.connected
+            and not t.disconnecting
+            and not t._writeDisconnected
+        ):
+            try:
+                sent = send(data)
+            except OSError:
+                # EAGAIN, or an error Twisted's own write path will report.
+                sent = 0
+            if sent == len(data):
+                return
+            if sent:
+                data = data[sent:]
+        fallback(data)
+
+    return write
+
+
+# -- the epoll reactor ------------------------------------------------------------
+#
+# For every ready socket, Twisted's epoll reactor wraps the read or write in
+# ``log.callWithLogger``, which copies two dictionaries to give *legacy*
+# ``log.msg`` calls a "system" prefix.  sockproto logs through
+# ``twisted.logger``, which does not use that context, and on a small-message
+# load the wrapping costs about as much as the service's own work.
+# Set ``SOCKPROTO_PLAIN_REACTOR=1`` to keep the reactor as Twisted made it.
+# Public counterpart: none (``IReactorCore.run``).
+
+def leanDispatch(reactor: Any) -> bool:
+    """
+    Give ``reactor`` the lean dispatch loop if it is Twisted's epoll reactor.
+
+    Returns whether it did.  Idempotent.
+    """
+    if os.environ.get("SOCKPROTO_PLAIN_REACTOR", "") not in ("", "0"):
+        return False
+    try:
+        from twisted.internet.epollreactor import EPollReactor
+    except ImportError:  # not Linux
+        return False
+    if type(reactor) is not EPollReactor or getattr(reactor, "_sockprotoLean", False):
+        return False
+    reactor.doIteration = _leanPoll(reactor)
+    reactor._sockprotoLean = True
+    return True
+
+
+def _leanPoll(reactor: Any) -> Any:
+    poll = reactor._poller.poll
+    selectables = reactor._selectables
+    dispatch = reactor._doReadOrWrite
+
+    def doPoll(timeout: float | None) -> None:
+        if timeout is None:
+            timeout = -1
+        try:
+            events = poll(timeout, len(selectables))
+        except InterruptedError:
+            return
+        except OSError as e:  # pragma: no cover - Python retries EINTR itself
+            if e.errno == errno.EINTR:
+                return
+            raise
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is not None:
+                try:
+                    dispatch(selectable, fd, event)
+                except Exception:
+                    # _doReadOrWrite handles application errors itself; this is
+                    # only for a failure while disconnecting.
+                    log.failure("error dispatching an event for {fd}", fd=fd)
+
+    return doPoll
