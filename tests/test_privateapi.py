@@ -1,0 +1,90 @@
+"""The fence around Twisted's private API: each use still works with the installed Twisted.
+
+A Twisted upgrade that renames or changes one of these fails here, loudly,
+instead of slowing down or breaking a service in production.
+"""
+
+import socket
+
+from twisted.internet import defer, protocol, reactor, tcp
+from twisted.python import usage
+from twisted.trial import unittest
+
+from sockproto import privateapi
+
+
+class EndpointParsingTests(unittest.TestCase):
+    def test_partsAndQuoting(self):
+        """endpoints._parse splits positional and keyword parts and honours backslash-escaped colons."""
+        self.assertEqual(
+            privateapi.parseEndpointDescription(r"tcp:8080:interface=\:\:1:backlog=5"),
+            (["tcp", "8080"], {"interface": "::1", "backlog": "5"}),
+        )
+        self.assertEqual(privateapi.parseEndpointDescription("unix:/tmp/x.sock"), (["unix", "/tmp/x.sock"], {}))
+
+
+class OptionHandlerTests(unittest.TestCase):
+    def test_oneOptionAtATime(self):
+        """usage.Options._dispatch maps a long option's name to the handler parseOptions would call."""
+
+        class Options(usage.Options):
+            optParameters = [["max-connections", None, 10, "limit", int]]
+            optFlags = [["verbose", "v", "say more"]]
+
+        options = Options()
+        handler = privateapi.optionHandler(options, "max-connections")
+        self.assertIsInstance(handler, usage.CoerceParameter)
+        handler.dispatch("max-connections", "42")
+        self.assertEqual(options["max-connections"], 42)
+        privateapi.optionHandler(options, "verbose")("verbose", None)
+        self.assertEqual(options["verbose"], 1)
+
+
+class EagerWriterTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_writesGoStraightToTheSocket(self):
+        """Over a real TCP connection the eager writer sends at once, in order, and counts the bytes."""
+        received = defer.Deferred()
+        writers = []
+
+        class Server(protocol.Protocol):
+            def connectionMade(self):
+                self.traffic = type("Traffic", (), {"bytesOut": 0})()
+                write = privateapi.eagerWriter(self.transport, self.traffic)
+                writers.append((write, self))
+                for chunk in (b"one ", b"two ", b"three"):
+                    write(chunk)
+                # Nothing went through Twisted's buffer: it was sent before this returns.
+                received.callback((self.transport._tempDataLen, len(self.transport.dataBuffer), self.traffic.bytesOut))
+                self.transport.loseConnection()
+
+        factory = protocol.ServerFactory.forProtocol(Server)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        self.addCleanup(client.close)
+        self.assertEqual((yield received), (0, 0, 13))
+        data = b""
+        while len(data) < 13:
+            chunk = yield defer.maybeDeferred(client.recv, 100)
+            if not chunk:
+                break
+            data += chunk
+        self.assertEqual(data, b"one two three")
+        self.assertIsNot(writers[0][0], writers[0][1].transport.write, "the fast path was taken")
+
+
+class LeanDispatchTests(unittest.TestCase):
+    def test_epollReactorInternals(self):
+        """leanDispatch uses EPollReactor's _poller, _selectables and _doReadOrWrite."""
+        try:
+            from twisted.internet.epollreactor import EPollReactor
+        except ImportError:
+            raise unittest.SkipTest("no epoll here")
+        fresh = EPollReactor()
+        self.addCleanup(fresh._poller.close)
+        for name in ("_poller", "_selectables", "_doReadOrWrite"):
+            self.assertTrue(hasattr(fresh, name), name)
+        self.assertTrue(privateapi.leanDispatch(fresh))
+        self.assertFalse(privateapi.leanDispatch(fresh), "idempotent")
+        fresh.doIteration(0)  # one pass of the lean loop runs
