@@ -6,7 +6,7 @@ instead of slowing down or breaking a service in production.
 
 import socket
 
-from twisted.internet import defer, protocol, reactor, tcp
+from twisted.internet import defer, protocol, reactor
 from twisted.python import usage
 from twisted.trial import unittest
 
