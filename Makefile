@@ -1,4 +1,4 @@
-# sockproto: every target works on a fresh clone; run and test install first.
+# sockproto: every target works on a fresh clone; run, test and lint install first.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -32,6 +32,7 @@ pytest: install
 
 lint: install
 	$(VENV)/bin/ruff check sockproto twisted tests
+	$(VENV)/bin/mypy sockproto twisted/plugins
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info _trial_temp* .pytest_cache .hypothesis .ruff_cache

@@ -40,6 +40,8 @@ class RawEcho(ServerProtocol):
 
 
 class LineEcho(LineServerProtocol):
+    factory: EchoFactory
+
     """Answers each line; ``line`` mode with ``Echo: `` and a greeting, ``upper`` in upper case."""
 
     upper = False
@@ -87,6 +89,7 @@ class EchoFactory(ServerFactory):
 
 class DatagramEcho(DatagramProtocol):
     """Sends each datagram back to where it came from."""
+    transport: Any  # connected: never None while the protocol runs
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         self.transport.write(datagram, addr)

@@ -8,6 +8,8 @@ does with ``@implementer``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from zope.interface import Attribute, Interface
 
 
@@ -68,7 +70,7 @@ class IKeyValueStore(Interface):
     def __len__() -> int:
         """How many keys are committed."""
 
-    def write(op: int, key: bytes, value: bytes, done: object) -> int | None:
+    def write(op: int, key: bytes, value: bytes, done: Callable[[int | None], None]) -> int | None:
         """
         Accept CREATE, UPDATE or DELETE: return an error code at once if it
         cannot apply (EXISTS, NOT_FOUND), else None and call ``done(code)``

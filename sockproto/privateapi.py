@@ -123,8 +123,8 @@ def leanDispatch(reactor: Any) -> bool:
         return False
     if type(reactor) is not EPollReactor or getattr(reactor, "_sockprotoLean", False):
         return False
-    reactor.doIteration = _leanPoll(reactor)
-    reactor._sockprotoLean = True
+    reactor.doIteration = _leanPoll(reactor)  # type: ignore[method-assign]
+    setattr(reactor, "_sockprotoLean", True)  # noqa: B010 - a mark of our own on Twisted's object
     return True
 
 

@@ -29,6 +29,7 @@ log = Logger()
 class _Side:
     """What both ends share: pass data to the peer, pass closes on."""
 
+    transport: Any
     other: Any = None  # the protocol at the other end
     readClosed = False
     writeClosed = False
@@ -72,6 +73,7 @@ class _Side:
 
 
 class _TargetSide(_Side, protocol.Protocol):
+    transport: Any  # connected: never None while the protocol runs
     def connectionMade(self) -> None:
         # Relayed bytes go out as they come; Nagle would hold them for ACKs.
         setSocketOptions(self.transport, noDelay=True)

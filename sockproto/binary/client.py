@@ -54,7 +54,7 @@ class ConnectionClosed(SPBError):
     """The connection ended before the reply came."""
 
 
-_ERRORS = {Code.NOT_FOUND: NotFound, Code.EXISTS: Exists}
+_ERRORS: dict[int, type[SPBError]] = {Code.NOT_FOUND: NotFound, Code.EXISTS: Exists}
 
 
 def _codeName(code: int) -> str:
@@ -70,6 +70,7 @@ def _key(key: bytes | str) -> bytes:
 
 class SPBClientProtocol(Int32StringReceiver):
     """One connection; requests may be sent without waiting for replies."""
+    transport: Any  # connected: never None while the protocol runs
 
     MAX_LENGTH = DEFAULT_MAX_FRAME
 

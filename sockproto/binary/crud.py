@@ -24,7 +24,11 @@ HELP = (
     "OK commands: create KEY VALUE | read KEY | update KEY VALUE | delete KEY | "
     "list [PREFIX] | help | quit\n"
 )
-_REASONS = {Code.NOT_FOUND: "not found", Code.EXISTS: "exists", Code.SERVER_ERROR: "could not be stored"}
+_REASONS: dict[int, str] = {
+    Code.NOT_FOUND: "not found",
+    Code.EXISTS: "exists",
+    Code.SERVER_ERROR: "could not be stored",
+}
 _WRITE_OPS = {"create": Op.CREATE, "update": Op.UPDATE, "delete": Op.DELETE}
 
 

@@ -149,7 +149,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         self.traffic.bytesIn += len(data)
         self._received = monotonic()
         # Replies to all the requests of one chunk go out in one write.
-        self._batch = batch = []
+        self._batch = batch = list[bytes]()
         self._batchBytes = 0
         try:
             Int32StringReceiver.dataReceived(self, data)
@@ -244,7 +244,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
 
 
 _CODE_NAMES = {code.value: code.name.lower() for code in Code}
-_MESSAGES = {
+_MESSAGES: dict[int, str] = {
     Code.NOT_FOUND: "no such key",
     Code.EXISTS: "the key exists",
     Code.SERVER_ERROR: "the write could not be committed",

@@ -216,7 +216,7 @@ _PUT, _DELETE = 0, 1
 def encodeBatch(upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> bytes:
     """One log row: the final state of each key written in a group."""
     pack = _RECORD.pack
-    parts = []
+    parts: list[bytes] = []
     for key, value in upserts:
         parts += (pack(_PUT, len(key), len(value)), key, value)
     for (key,) in deletes:
@@ -226,7 +226,7 @@ def encodeBatch(upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]])
 
 def decodeBatch(blob: bytes) -> list[tuple[bytes, bytes | None]]:
     """(key, value or None for a delete) of a log row, in order."""
-    records = []
+    records: list[tuple[bytes, bytes | None]] = []
     offset, end, unpack, size = 0, len(blob), _RECORD.unpack_from, _RECORD.size
     while offset < end:
         op, keyLength, valueLength = unpack(blob, offset)

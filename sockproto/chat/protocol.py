@@ -483,7 +483,7 @@ class ChatFactory(ServerFactory):
         """Read the password files again (SIGHUP); a broken file leaves the users as they were."""
         from sockproto.chat.passwords import HashedPasswordChecker
 
-        done = []
+        done: list[str] = []
         if self.portal is None:
             return done
         for combined in self.portal.checkers.values():

@@ -57,7 +57,7 @@ class PasswdOptions(GnuOptions):
         "or read as one line from standard input. Serve it with --auth hashed:FILE."
     )
 
-    def parseArgs(self, path: str, name: str) -> None:
+    def parseArgs(self, path: str, name: str) -> None:  # type: ignore[override]  # usage.Options reads the argument count from the signature
         self["path"] = path
         self["name"] = name
 
@@ -111,7 +111,7 @@ class CertOptions(GnuOptions):
         """A host name or IP address for the server certificate. Repeatable."""
         self["hosts"].append(name)
 
-    def parseArgs(self, directory: str) -> None:
+    def parseArgs(self, directory: str) -> None:  # type: ignore[override]  # usage.Options reads the argument count from the signature
         self["directory"] = directory
 
     def postOptions(self) -> None:
@@ -137,7 +137,7 @@ def runCert(options: CertOptions) -> int:
 class ClientOptions(GnuOptions):
     """TLS and timeout options of the client tools."""
 
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["ca", None, None, "CA certificate file the server's certificate must chain to (default: the system's)."],
         ["cert", None, None, "Client certificate to present (mutual TLS)."],
         ["key", None, None, "Private key of --cert (default: in the --cert file)."],
@@ -154,13 +154,13 @@ class ConnectOptions(ClientOptions):
         "The end of standard input half-closes the connection. Exit status: 0 closed normally, "
         "3 could not connect (refused, timed out, certificate or name mismatch), 1 lost."
     )
-    optFlags = [["keepalive", None, "Turn on TCP keep-alive."]]
-    optParameters = [
+    optFlags: list[list[Any]] = [["keepalive", None, "Turn on TCP keep-alive."]]
+    optParameters: list[list[Any]] = [
         ["linger", None, 2.0, "Over TLS, which cannot half-close: seconds of quiet from the server after the end of "
          "standard input before closing.", _seconds],
     ]
 
-    def parseArgs(self, endpoint: str) -> None:
+    def parseArgs(self, endpoint: str) -> None:  # type: ignore[override]  # usage.Options reads the argument count from the signature
         self["endpoint"] = endpoint
 
 
@@ -189,7 +189,7 @@ class ScanOptions(GnuOptions):
     ]
     optFlags = [["json", "j", "Machine-readable output."]]
 
-    def parseArgs(self, host: str) -> None:
+    def parseArgs(self, host: str) -> None:  # type: ignore[override]  # usage.Options reads the argument count from the signature
         self["host"] = host
 
     def postOptions(self) -> None:
@@ -224,7 +224,7 @@ class KvOptions(GnuOptions):
     )
     optParameters = [["timeout", "t", 10.0, "Seconds to wait for the connection and the reply.", float]]
 
-    def parseArgs(self, endpoint: str, command: str, *args: str) -> None:
+    def parseArgs(self, endpoint: str, command: str, *args: str) -> None:  # type: ignore[override]  # usage.Options reads the argument count from the signature
         wanted = KV_COMMANDS.get(command)
         if wanted is None:
             raise usage.UsageError(f"unknown kv command {command!r}")
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage.UsageError as e:
         err(f"{options}\nsockproto: {e}")
         return 2
-    return RUNNERS[options.subCommand](options.subOptions)
+    return RUNNERS[str(options.subCommand)](options.subOptions)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ def _target(reactor: Any, description: str, options: Any) -> Target | None:
 @implementer(interfaces.IHandshakeListener)
 class _Remote(protocol.Protocol):
     """The server side of ``connect``: everything it sends goes to standard output."""
+    transport: Any  # connected: never None while the protocol runs
 
     def __init__(self, done: defer.Deferred[Any], clock: Any, linger: float) -> None:
         self.done = done
@@ -121,6 +122,7 @@ class _Remote(protocol.Protocol):
 
 class _Keyboard(protocol.Protocol):
     """Standard input: copied to the server; its end half-closes the connection."""
+    transport: Any  # connected: never None while the protocol runs
 
     def __init__(self, remote: _Remote) -> None:
         self.remote = remote
@@ -175,6 +177,7 @@ def runConnect(options: Any) -> int:
 
 @implementer(interfaces.IHandshakeListener)
 class _Probe(protocol.Protocol):
+    transport: Any  # connected: never None while the protocol runs
     def __init__(self) -> None:
         self.handshake: defer.Deferred[None] = defer.Deferred()
         self.lost: defer.Deferred[Any] = defer.Deferred()
@@ -303,7 +306,7 @@ def runScan(options: Any) -> int:
             try:
                 attempt = endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
                 attempt.addTimeout(options["timeout"], reactor)
-                proto = await attempt
+                proto: Any = await attempt
                 openPorts.append(port)
                 proto.transport.abortConnection()
             except Exception:
@@ -313,7 +316,7 @@ def runScan(options: Any) -> int:
                 sys.stderr.write(f"\rscanned {done[0]}/{len(ports)}, {len(openPorts)} open")
                 sys.stderr.flush()
 
-        await defer.gatherResults([gate.run(lambda p=p: defer.ensureDeferred(check(p))) for p in ports])
+        await defer.gatherResults([gate.run(defer.ensureDeferred, check(p)) for p in ports])
         if showProgress:
             sys.stderr.write("\n")
         openPorts.sort()

@@ -84,6 +84,7 @@ class Traffic:
 
 class _Refusal(protocol.Protocol):
     """Says one line and hangs up: the answer past ``--max-connections``."""
+    transport: Any  # connected: never None while the protocol runs
 
     def __init__(self, message: bytes) -> None:
         self.message = message
@@ -106,6 +107,9 @@ class ServerFactory(protocol.ServerFactory):
     timeout of silence.
     """
 
+    #: The protocol class of the service (Twisted's Factory types it by a
+    #: type variable that a subclass cannot bind).
+    protocol: Any = None
     serviceName = "server"
     refusal = b"ERROR server busy: too many connections, try again later\r\n"
     noisy = False  # the services log their own start and connections
@@ -138,7 +142,7 @@ class ServerFactory(protocol.ServerFactory):
             traffic = self.traffic[kind] = Traffic()
         return traffic
 
-    def buildProtocol(self, addr: Any) -> protocol.Protocol | None:
+    def buildProtocol(self, addr: Any) -> Any:
         if len(self.connections) >= self.maxConnections:
             self.errors["refused"] += 1
             log.warn(
@@ -186,7 +190,7 @@ class ServerFactory(protocol.ServerFactory):
             proto.serverStopping()
         if not self.connections:
             return defer.succeed(None)
-        self._drained = drained = defer.Deferred()
+        self._drained = drained = defer.Deferred[None]()
         deadline = self.clock.callLater(timeout, self._abortRemaining, timeout)
 
         def finished(result: None) -> None:
@@ -239,6 +243,9 @@ class ServerProtocol(protocol.Protocol):
     """
 
     factory: ServerFactory
+    #: A connected stream transport: ITCPTransport (or a UNIX one), IConsumer
+    #: and IPushProducer at once, which no single Twisted interface names.
+    transport: Any
     traffic: Traffic
     peer = "unknown"
     heard = True
@@ -338,7 +345,7 @@ class ServerProtocol(protocol.Protocol):
             self._produceAfterHandshake = True
             return
         if interfaces.IPushProducer.providedBy(transport):
-            transport.registerProducer(transport, True)
+            self.transport.registerProducer(transport, True)
             self._producing = True
 
     def closeConnection(self) -> None:

@@ -29,10 +29,10 @@ class ReloadOnHangup(service.Service):
     reloaded.  A reload that fails keeps what was there and logs why.
     """
 
-    name = "reload"
     _previous: Any = None
 
     def __init__(self, root: service.IService, reactor: Any) -> None:
+        self.setName("reload")
         self.root = root
         self.reactor = reactor
 

@@ -114,17 +114,17 @@ class LineServerProtocol(ServerProtocol):
     #: Set while the peer is not taking its replies (see RequestReplyProtocol).
     outputBlocked = False
     #: Lines read but not handled yet because the output was blocked.
-    heldLines: list[Any] | None = None
+    linesWhileBlocked: list[Any] | None = None
 
     def linesReceived(self, lines: list[Any]) -> None:
-        if self.heldLines is not None:
-            self.heldLines.extend(lines)
+        if self.linesWhileBlocked is not None:
+            self.linesWhileBlocked.extend(lines)
             return
         for index, line in enumerate(lines):
             if self.transport.disconnecting:
                 return
             if self.outputBlocked:
-                self.heldLines = lines[index:]
+                self.linesWhileBlocked = lines[index:]
                 return
             if line is TOO_LONG:
                 self.lineTooLong()
@@ -133,7 +133,7 @@ class LineServerProtocol(ServerProtocol):
 
     def releaseHeldLines(self) -> None:
         """Handle the lines held back while the output was blocked."""
-        held, self.heldLines = self.heldLines, None
+        held, self.linesWhileBlocked = self.linesWhileBlocked, None
         if held:
             self.linesReceived(held)
 

@@ -276,9 +276,8 @@ def describeAddress(kind: str, address: object) -> str:
         host = f"[{address.host}]" if isinstance(address, IPv6Address) else address.host
         return f"{kind}:{host}:{address.port}"
     if isinstance(address, UNIXAddress):
-        name = address.name
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "backslashreplace")
+        raw = address.name
+        name = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
         return f"{kind}:{name or '(unnamed)'}"
     return f"{kind}:{address}"
 
@@ -295,12 +294,12 @@ class ListeningService(service.Service):
         self,
         serviceName: str,
         descriptions: Sequence[str],
-        factory: Factory,
+        factory: interfaces.IProtocolFactory,
         reactor: Any,
         datagramProtocol: Callable[[], DatagramProtocol] | None = None,
         shutdownTimeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
-        self.name = serviceName
+        self.setName(serviceName)
         self.descriptions = list(descriptions)
         self.factory = factory
         self.reactor = reactor
@@ -371,7 +370,7 @@ class ListeningService(service.Service):
         ports, self.ports = self.ports, []
         stopped = [defer.maybeDeferred(port.stopListening) for _, port in ports]
         if IDrainable.providedBy(self.factory):
-            stopped.append(self.factory.stopServing(self.shutdownTimeout))
+            stopped.append(defer.maybeDeferred(self.factory.stopServing, self.shutdownTimeout))
         return defer.gatherResults(stopped, consumeErrors=True)
 
     @property

@@ -74,7 +74,7 @@ def peerIdentity(transport: Any) -> str | None:
     if not interfaces.ISSLTransport.providedBy(transport):
         return None
     try:
-        certificate = transport.getPeerCertificate()
+        certificate: Any = transport.getPeerCertificate()
     except Exception:
         return None
     if certificate is None:
