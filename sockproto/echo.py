@@ -16,7 +16,7 @@ from twisted.python import usage
 
 from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory, ServerProtocol
-from sockproto.server.lifecycle import standalone
+from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.lines import LineServerProtocol
 from sockproto.server.listen import ServerOptions, positiveInt
 
@@ -124,8 +124,7 @@ class Options(ServerOptions):
 
 
 def buildService(options: Options, reactor: Any = None) -> service.IService:
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     factory = EchoFactory(
         reactor,
         mode=options["mode"],

@@ -18,7 +18,7 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from sockproto.server.connections import ServerFactory, ServerProtocol, setSocketOptions
-from sockproto.server.lifecycle import standalone
+from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.listen import ServerOptions, nonNegativeFloat
 from sockproto.server.targets import TLSSettings, clientTarget, halfClose
 
@@ -175,8 +175,7 @@ class Options(ServerOptions):
 
 
 def buildService(options: Options, reactor: Any = None) -> service.IService:
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     target = clientTarget(reactor, options["connect"], options.tlsSettings(), options["connect-timeout"] or 10.0)
     factory = ProxyFactory(reactor, target, options["connect"], **options.limits())
     return options.listeningService(factory, reactor)

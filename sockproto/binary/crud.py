@@ -108,10 +108,7 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
     def closeWhenAnswered(self) -> None:
         """Act on nothing more; close once every reply owed is written."""
         self.quitting = True
-        if self.replies.queue:
-            self.replies.onEmpty = self.closeConnection
-        else:
-            self.closeConnection()
+        self.replies.whenAnswered(self.closeConnection)
 
     def serverStopping(self) -> None:
         # Writes already accepted are committed by the store before it closes.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
@@ -80,6 +81,13 @@ class OrderedReplies:
             self.queue.append([data])
         else:
             self.write(data)
+
+    def whenAnswered(self, then: Callable[[], None]) -> None:
+        """Call ``then`` once every reply owed is written (now, if none is)."""
+        if self.queue:
+            self.onEmpty = then
+        else:
+            then()
 
     def slot(self) -> list[Any]:
         entry: list[Any] = [None]
@@ -227,20 +235,14 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         self.paused = True  # stop Int32StringReceiver's parsing loop
         log.info("binary {peer}: {message}; closing", peer=self.peer, message=message)
         self.replies.ready(self.factory.error(0, code, message))
-        self.closeWhenAnswered()
-
-    def closeWhenAnswered(self) -> None:
-        if self.replies.queue:
-            self.replies.onEmpty = self.closeConnection
-        else:
-            self.closeConnection()
+        self.replies.whenAnswered(self.closeConnection)
 
     def serverStopping(self) -> None:
         # Requests already read are answered (their writes committed by the
         # store before it closes); nothing read after this is acted on.
         self.closing = True
         self.paused = True
-        self.closeWhenAnswered()
+        self.replies.whenAnswered(self.closeConnection)
 
 
 _CODE_NAMES = {code.value: code.name.lower() for code in Code}

@@ -13,7 +13,7 @@ from sockproto.binary.protocol import SPBFactory
 from sockproto.binary.store import FSYNC_MODES, MEMORY, GroupCommitStore, MemoryStore, SQLiteStore
 from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT
 from sockproto.server.files import explainDatabaseError
-from sockproto.server.lifecycle import standalone
+from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
 
 
@@ -91,8 +91,7 @@ def makeStoreService(
     Without ``stores`` the result owns its store and closes it after the
     connections are drained; with it, the caller stops ``stores`` last.
     """
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     top = StopInOrder()
     if stores is None:
         stores = StoreRegistry(reactor)

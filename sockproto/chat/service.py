@@ -14,7 +14,7 @@ from sockproto.chat.history import History
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.protocol import AnyOfCheckers, ChatFactory, ChatRealm
 from sockproto.server.files import explainDatabaseError
-from sockproto.server.lifecycle import standalone
+from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
 
 log = Logger()
@@ -73,8 +73,7 @@ def _bytes(value: str | bytes) -> bytes:
 
 
 def buildService(options: Options, reactor: Any = None) -> service.IService:
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     history = History(options["history"], reactor)
     try:
         history.open()

@@ -23,7 +23,7 @@ from sockproto.interfaces import IReloadable
 from sockproto.joke.book import Joke, JokeBookError, JokePicker, isSetupWho, isWhosThere, loadBooks
 from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory
-from sockproto.server.lifecycle import standalone
+from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.lines import LineServerProtocol
 from sockproto.server.listen import ServerOptions, positiveInt
 
@@ -159,8 +159,7 @@ class Options(ServerOptions):
 
 
 def buildService(options: Options, reactor: Any = None) -> service.IService:
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     factory = JokeFactory(
         reactor,
         JokePicker(options["book"], seed=options["random-seed"]),

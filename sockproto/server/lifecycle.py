@@ -90,9 +90,21 @@ def standalone(build: Callable[[Any, Any], service.IService]) -> Callable[..., s
     """The ``makeService`` of a single-service plugin: its ``buildService`` under :func:`operate`."""
 
     def makeService(options: Any, reactor: Any = None) -> service.IService:
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = defaultReactor(reactor)
         return operate(build(options, reactor), reactor, options["metrics"])
 
     makeService.__doc__ = f"``{build.__module__}.buildService`` with metrics and SIGHUP reloading."
     return makeService
+
+
+def defaultReactor(reactor: Any = None) -> Any:
+    """
+    ``reactor`` if one was injected (tests pass a ``MemoryReactorClock``),
+    else the global reactor, imported only now: importing it at module level
+    would install one in every test that imports a service.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as installed
+
+        return installed
+    return reactor

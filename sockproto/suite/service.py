@@ -16,7 +16,7 @@ from twisted.application import service
 from twisted.python import usage
 
 from sockproto.binary.service import StoreRegistry
-from sockproto.server.lifecycle import operate
+from sockproto.server.lifecycle import defaultReactor, operate
 from sockproto.server.listen import StopInOrder, checkEndpoint, nonNegativeFloat
 from sockproto.suite.config import Config, ServiceConfig, checkEndpointsAreDistinct, loadConfig
 
@@ -91,8 +91,7 @@ def seedConfig(var: Path) -> Config:
 
 
 def makeService(options: Options, reactor: Any = None) -> service.IService:
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     config: Config = options["loaded"]
     if config.var is not None:
         try:
