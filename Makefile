@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test trial pytest lint clean
+.PHONY: install run test test-unit trial pytest lint clean
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ run: install
 
 test: trial pytest
 
+# The edit loop: everything but the end-to-end files (no subprocesses), under trial.
+UNIT_TESTS = $(filter-out %_e2e,$(basename $(subst /,.,$(wildcard tests/test_*.py))))
+test-unit: install
+	$(VENV)/bin/trial -j2 $(UNIT_TESTS)
+
 trial: install
 	$(VENV)/bin/trial -j2 tests
 
@@ -38,3 +43,4 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info _trial_temp* .pytest_cache .hypothesis .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	rm -f twisted/plugins/dropin.cache
+	rm -rf tests.test_*

@@ -1,3 +1,3 @@
 """sockproto: hardened, fast Twisted network services."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -167,3 +167,26 @@ class RealUNIXModeTests(unittest.TestCase):
 
     def test_leanDispatchOnlyForEpoll(self):
         self.assertFalse(leanDispatch(MemoryReactor()))
+
+
+class VersionTests(unittest.TestCase):
+    def test_everyPluginAndTheCommandSayTheirVersion(self):
+        """--version prints sockproto's and Twisted's versions and exits 0, for each plugin and the command."""
+        import io
+        import sys
+
+        import twisted
+
+        from sockproto import __version__
+        from sockproto.cli.main import Options as CommandOptions
+        from sockproto.echo import Options as EchoOptions
+        from sockproto.suite.service import Options as SuiteOptions
+
+        for options, program in ((EchoOptions(), "sockproto-echo"), (SuiteOptions(), "sockproto"),
+                                 (CommandOptions(), "sockproto")):
+            out = io.StringIO()
+            self.patch(sys, "stdout", out)
+            with self.assertRaises(SystemExit) as exited:
+                options.parseOptions(["--version"])
+            self.assertEqual(exited.exception.code, 0)
+            self.assertEqual(out.getvalue(), f"{program} {__version__} (Twisted {twisted.__version__})\n")

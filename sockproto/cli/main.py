@@ -10,6 +10,8 @@ from typing import Any
 
 from twisted.python import usage
 
+from sockproto.server.listen import showVersion
+
 
 def out(text: str) -> None:
     sys.stdout.write(text + "\n")
@@ -244,6 +246,11 @@ def runKv(options: KvOptions) -> int:
 
 class Options(usage.Options):
     synopsis = "sockproto COMMAND [options]"
+
+    def opt_version(self) -> None:
+        """Print the version of sockproto and Twisted, and exit."""
+        showVersion("sockproto")
+
     subCommands = [
         ["passwd", None, PasswdOptions, "Add or change a chat user in a hashed password file."],
         ["kv", None, KvOptions, "Create, read, update, delete and list keys of sockproto-binary."],

@@ -9,6 +9,7 @@ parsed, hardened with safer defaults (a listen backlog of 1024, UNIX sockets
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -182,6 +183,15 @@ def nonNegativeFloat(value: str) -> float:
 nonNegativeFloat.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
 
 
+def showVersion(program: str) -> None:
+    """``--version``: sockproto's and Twisted's versions on standard output, then exit 0."""
+    import twisted
+    from sockproto import __version__
+
+    sys.stdout.write(f"{program} {__version__} (Twisted {twisted.__version__})\n")
+    raise SystemExit(0)
+
+
 class ServerOptions(usage.Options):
     """
     The options every sockproto service takes.
@@ -229,6 +239,10 @@ class ServerOptions(usage.Options):
         self.docs["listen"] = self.docs["listen"].replace(
             "<the service's port>", str(self.defaultPort)
         )
+
+    def opt_version(self) -> None:
+        """Print the version of sockproto and Twisted, and exit."""
+        showVersion(f"sockproto-{self.serviceName}")
 
     def opt_listen(self, description: str) -> None:
         """Endpoint to listen on: a Twisted server endpoint string (tcp:PORT, unix:PATH, ssl:PORT:privateKey=KEY:certKey=CERT, tls:..., systemd:...). Repeatable. [default: tcp:<the service's port>:interface=127.0.0.1]"""  # noqa: E501

@@ -17,7 +17,7 @@ from twisted.python import usage
 
 from sockproto.binary.service import StoreRegistry
 from sockproto.server.lifecycle import defaultReactor, operate
-from sockproto.server.listen import StopInOrder, checkEndpoint, nonNegativeFloat
+from sockproto.server.listen import StopInOrder, checkEndpoint, nonNegativeFloat, showVersion
 from sockproto.suite.config import Config, ServiceConfig, checkEndpointsAreDistinct, loadConfig
 
 #: (name, module, options) of the services started without a config file.
@@ -34,6 +34,10 @@ _STORE_SERVICES = frozenset({"binary", "crud"})
 
 class Options(usage.Options):
     synopsis = "[--config FILE] [--metrics ENDPOINT] [--shutdown-timeout SECONDS] [--var DIR]"
+
+    def opt_version(self) -> None:
+        """Print the version of sockproto and Twisted, and exit."""
+        showVersion("sockproto")
     longdesc = (
         "Runs several sockproto services in one process. With --config, the services of "
         "a TOML file (one table per service: [echo], [chat], [joke], [binary], [crud], [proxy]; "
