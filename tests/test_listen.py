@@ -176,7 +176,6 @@ class VersionTests(unittest.TestCase):
         import sys
 
         import twisted
-
         from sockproto import __version__
         from sockproto.cli.main import Options as CommandOptions
         from sockproto.echo import Options as EchoOptions
