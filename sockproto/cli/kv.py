@@ -6,28 +6,14 @@ import json
 import sys
 from typing import Any
 
-from twisted.internet import defer, endpoints, task
+from twisted.internet import defer, endpoints
 
 from sockproto.binary.client import Exists, NotFound, SPBClientProtocol, SPBError
-
-OK, MISSING, USAGE, FAILED = 0, 1, 2, 3
+from sockproto.cli.run import FAILED, NO, OK, UNREACHABLE, USAGE, runReactor
 
 
 def run(options: Any) -> int:
-    status: list[int] = []
-
-    def main(reactor: Any) -> defer.Deferred[None]:
-        async def go() -> None:
-            status.append(await talk(reactor, options))
-
-        return defer.ensureDeferred(go())
-
-    try:
-        task.react(main)
-    except SystemExit as e:
-        if e.code not in (0, None):
-            return FAILED
-    return status[0] if status else FAILED
+    return runReactor(lambda reactor: talk(reactor, options))
 
 
 async def talk(reactor: Any, options: Any) -> int:
@@ -43,10 +29,10 @@ async def talk(reactor: Any, options: Any) -> int:
         proto = await connecting
     except defer.TimeoutError:
         sys.stderr.write(f"sockproto kv: cannot connect to {options['endpoint']}: timed out after {timeout:g} s\n")
-        return FAILED
+        return UNREACHABLE
     except Exception as e:
         sys.stderr.write(f"sockproto kv: cannot connect to {options['endpoint']}: {e}\n")
-        return FAILED
+        return UNREACHABLE
     command, args = options["command"], list(options["args"])
     try:
         if command in ("create", "update") and len(args) == 1:
@@ -58,7 +44,7 @@ async def talk(reactor: Any, options: Any) -> int:
         result = await call
     except (NotFound, Exists) as e:
         sys.stderr.write(f"sockproto kv: {e.message}\n")
-        return MISSING
+        return NO
     except SPBError as e:
         sys.stderr.write(f"sockproto kv: {e}\n")
         return FAILED

@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.python import usage
 
+from sockproto.cli.run import EXIT_STATUSES
 from sockproto.server.listen import showVersion
 
 
@@ -153,8 +154,7 @@ class ConnectOptions(ClientOptions):
     longdesc = (
         "An interactive client like nc: standard input goes to the server, the server's bytes to standard output. "
         "ENDPOINT is a Twisted client endpoint string: tcp:HOST:PORT, unix:PATH, tls:HOST:PORT. "
-        "The end of standard input half-closes the connection. Exit status: 0 closed normally, "
-        "3 could not connect (refused, timed out, certificate or name mismatch), 1 lost."
+        "The end of standard input half-closes the connection. " + EXIT_STATUSES
     )
     optFlags: list[list[Any]] = [["keepalive", None, "Turn on TCP keep-alive."]]
     optParameters: list[list[Any]] = [
@@ -171,7 +171,7 @@ class ProbeOptions(ClientOptions):
     longdesc = (
         "For each target: reachable or not, time to connect and to finish the TLS handshake, local and remote "
         "addresses, and for TLS the certificate's subject, issuer, names and expiry. "
-        "Exit status 3 if any target is unreachable."
+        "Exit status 3 if any target is unreachable. " + EXIT_STATUSES
     )
     optFlags = [["json", "j", "Machine-readable output."]]
 
@@ -183,7 +183,9 @@ class ProbeOptions(ClientOptions):
 
 class ScanOptions(GnuOptions):
     synopsis = "HOST [--ports 1-1024] [options]"
-    longdesc = "Which TCP ports of HOST accept connections, with a bounded number of attempts in flight."
+    longdesc = (
+        "Which TCP ports of HOST accept connections, with a bounded number of attempts in flight. " + EXIT_STATUSES
+    )
     optParameters = [
         ["ports", "p", "1-1024", "Ports: ranges and lists, e.g. 1-1024,8080."],
         ["concurrency", "c", 100, "Connection attempts in flight at once.", int],
@@ -222,7 +224,7 @@ class KvOptions(GnuOptions):
     longdesc = (
         "Talk SPB/1 to sockproto-binary. ENDPOINT is a Twisted client endpoint string "
         "(tcp:localhost:9000, unix:/path/kv.sock). Without VALUE, create and update read it from standard input. "
-        "Exit status: 0 success, 1 not found or already exists, 2 usage, 3 connection failure or server error."
+        + EXIT_STATUSES
     )
     optParameters = [["timeout", "t", 10.0, "Seconds to wait for the connection and the reply.", float]]
 

@@ -8,14 +8,13 @@ import time
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet import defer, endpoints, error, interfaces, protocol, stdio, task
+from twisted.internet import defer, endpoints, error, interfaces, protocol, stdio
 from zope.interface import implementer
 
+from sockproto.cli.run import FAILED, OK, UNREACHABLE, USAGE, runReactor
 from sockproto.server.connections import setSocketOptions
 from sockproto.server.listen import describeAddress
 from sockproto.server.targets import Target, TLSSettings, canHalfClose, clientTarget, describeCertificate, halfClose
-
-OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 
 
 def _err(text: str) -> None:
@@ -41,23 +40,6 @@ def _sslReason(value: Any) -> str:
         return "; ".join(part[2] for part in value.args[0] if part[2]) or str(value)
     except Exception:
         return str(value)
-
-
-def _runReactor(main: Any) -> int:
-    status: list[int] = []
-
-    def run(reactor: Any) -> Any:
-        async def go() -> None:
-            status.append(await main(reactor))
-
-        return defer.ensureDeferred(go())
-
-    try:
-        task.react(run)
-    except SystemExit as e:
-        if e.code not in (0, None):
-            return status[0] if status else FAILED
-    return status[0] if status else FAILED
 
 
 def tlsSettings(options: Any) -> TLSSettings:
@@ -169,7 +151,7 @@ def runConnect(options: Any) -> int:
             return FAILED
         return OK
 
-    return _runReactor(main)
+    return runReactor(main)
 
 
 # -- probe ------------------------------------------------------------------------------
@@ -240,7 +222,7 @@ def runProbe(options: Any) -> int:
                 sys.stdout.write(_probeText(r))
         return OK if all(r["reachable"] for r in results) else UNREACHABLE
 
-    return _runReactor(main)
+    return runReactor(main)
 
 
 def _probeText(r: dict[str, Any]) -> str:
@@ -326,4 +308,4 @@ def runScan(options: Any) -> int:
             sys.stdout.write("".join(f"{port} open\n" for port in openPorts))
         return OK
 
-    return _runReactor(main)
+    return runReactor(main)
