@@ -24,6 +24,7 @@ from sockproto.binary.codec import (
     DEFAULT_MAX_FRAME,
     MIN_LENGTH,
     OP_ID,
+    REPLY,
     Code,
     Op,
     encodeKey,
@@ -117,7 +118,7 @@ class SPBClientProtocol(Int32StringReceiver):
         if op == Op.ERROR:
             code, message = parseError(payload)
             d.errback(_ERRORS.get(code, SPBError)(code, message))
-        elif op != requestOp | 0x80:
+        elif op != requestOp | REPLY:
             d.errback(SPBError(Code.SERVER_ERROR, f"reply op 0x{op:02x} to request op 0x{requestOp:02x}"))
         else:
             d.callback(payload)

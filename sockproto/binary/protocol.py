@@ -307,21 +307,21 @@ class SPBFactory(ServerFactory):
                 value = self.store.get(parseExactKey(payload))
                 if value is None:
                     return self.error(requestId, Code.NOT_FOUND, "no such key")
-                return frame(0x91, requestId, value)
+                return frame(_READ | REPLY, requestId, value)
             if op == Op.PING:
-                return frame(0x81, requestId)
+                return frame(Op.PING | REPLY, requestId)
             if op == Op.ECHO:
-                return frame(0x82, requestId, payload)
+                return frame(Op.ECHO | REPLY, requestId, payload)
             if op == Op.LIST:
                 keys = self.store.keys(parseExactKey(payload, allowEmpty=True))
                 body = encodeKeyList(keys)
                 if len(body) + MIN_LENGTH > self.maxFrame:
                     return self.error(requestId, Code.TOO_LARGE, f"{len(keys)} keys do not fit in a frame")
-                return frame(0x94, requestId, body)
+                return frame(Op.LIST | REPLY, requestId, body)
             if op == Op.STATS:
                 if payload:
                     raise BadRequest("STATS takes no payload")
-                return frame(0xA0, requestId, json.dumps(self.stats()).encode())
+                return frame(Op.STATS | REPLY, requestId, json.dumps(self.stats()).encode())
         except BadRequest as e:
             return self.error(requestId, Code.BAD_REQUEST, str(e))
         return self.error(requestId, Code.UNKNOWN_OP, f"unknown op 0x{op:02x}")

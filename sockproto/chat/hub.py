@@ -12,12 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from twisted.logger import Logger
-
 from sockproto.chat.history import Entry, History
 from sockproto.chat.text import Stamper, validNick, validRoom
-
-log = Logger()
 
 LOBBY = "#lobby"
 HISTORY_DEFAULT = 20

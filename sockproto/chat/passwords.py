@@ -23,6 +23,8 @@ from twisted.internet import defer, threads
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from sockproto.chat import HASHED_AUTH_ARGUMENT, HASHED_AUTH_HELP
+
 SCHEME = "scrypt"
 N, R, P = 2**14, 8, 1
 
@@ -139,11 +141,8 @@ _DUMMY = f"{SCHEME}${N}${R}${P}$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAA
 @implementer(ICheckerFactory, IPlugin)
 class HashedPasswordCheckerFactory:
     authType = "hashed"
-    authHelp = (
-        "A password file of scrypt hashes, one 'name:hash' per line, "
-        "made with 'sockproto passwd FILE NAME'. It is re-read when it changes."
-    )
-    argStringFormat = "A path to a file made by 'sockproto passwd'."
+    authHelp = HASHED_AUTH_HELP
+    argStringFormat = HASHED_AUTH_ARGUMENT
     credentialInterfaces = (credentials.IUsernamePassword,)
 
     def generateChecker(self, argstring: str) -> HashedPasswordChecker:

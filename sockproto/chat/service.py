@@ -7,7 +7,6 @@ from typing import Any
 from twisted.application import service
 from twisted.cred import checkers, credentials, strcred
 from twisted.cred.portal import Portal
-from twisted.logger import Logger
 from twisted.python import usage
 
 from sockproto.chat.history import History
@@ -16,8 +15,6 @@ from sockproto.chat.protocol import AnyOfCheckers, ChatFactory, ChatRealm
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
-
-log = Logger()
 
 
 def linesPerSecond(value: str) -> float:

@@ -7,6 +7,9 @@ from twisted.internet.interfaces import IStreamServerEndpointStringParser
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+# Two strings, not the checker: the plugin index stays cheap to build.
+from sockproto.chat import HASHED_AUTH_ARGUMENT, HASHED_AUTH_HELP
+
 sockprotoSuite = ServiceMaker(
     "sockproto",
     "sockproto.suite.service",
@@ -48,11 +51,8 @@ class _HashedPasswords:
     """``--auth hashed:FILE``: scrypt-hashed password files (imported when used)."""
 
     authType = "hashed"
-    authHelp = (
-        "A password file of scrypt hashes, one 'name:hash' per line, made with "
-        "'sockproto passwd FILE NAME'. It is read again when it changes."
-    )
-    argStringFormat = "A path to a file made by 'sockproto passwd'."
+    authHelp = HASHED_AUTH_HELP
+    argStringFormat = HASHED_AUTH_ARGUMENT
     credentialInterfaces = (IUsernamePassword,)
 
     def generateChecker(self, argstring):
