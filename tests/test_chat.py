@@ -14,8 +14,10 @@ from twisted.trial import unittest
 from sockproto.chat import passwords
 from sockproto.chat.history import MEMORY, History
 from sockproto.chat.hub import ChatError, ChatHub
-from sockproto.chat.protocol import ChatFactory, ChatRealm, LoginThrottle, TokenBucket
+from sockproto.chat.login import ChatRealm, LoginThrottle
+from sockproto.chat.protocol import ChatFactory
 from sockproto.chat.text import Stamper, clean, validNick, validRoom
+from sockproto.server.ratelimit import TokenBucket
 
 STAMP = r"\[\d\d:\d\d:\d\d\] "
 

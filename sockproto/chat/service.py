@@ -11,7 +11,8 @@ from twisted.python import usage
 
 from sockproto.chat.history import History
 from sockproto.chat.hub import ChatHub
-from sockproto.chat.protocol import AnyOfCheckers, ChatFactory, ChatRealm
+from sockproto.chat.login import AnyOfCheckers, ChatRealm
+from sockproto.chat.protocol import ChatFactory
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
