@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit trial pytest lint clean
+.PHONY: install run test test-unit trial pytest lint docs clean
 
 install: $(STAMP)
 
@@ -38,6 +38,13 @@ pytest: install
 lint: install
 	$(VENV)/bin/ruff check sockproto twisted tests
 	$(VENV)/bin/mypy sockproto twisted/plugins
+
+# API documentation with pydoctor (Twisted's own generator); a warning fails it.
+docs: install
+	$(VENV)/bin/pydoctor --docformat=restructuredtext --project-name=sockproto \
+	    --project-version=$$($(PY) -c 'import sockproto; print(sockproto.__version__)') \
+	    --html-output=build/apidocs --warnings-as-errors -q sockproto
+	@echo "API documentation in build/apidocs/index.html"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info _trial_temp* .pytest_cache .hypothesis .ruff_cache

@@ -364,3 +364,12 @@ class CrudTests(unittest.TestCase):
         bproto.makeConnection(btransport)
         bproto.dataReceived(req(Op.READ, 1, encodeKey(b"shared")))
         self.assertEqual(parseFrames(btransport.value()), [(0x91, 1, b"from-crud")])
+
+
+class CodecDocumentationTests(unittest.TestCase):
+    def test_theExamplesInTheCodecDocstringRun(self):
+        """The codec's documented examples are true."""
+        import doctest
+
+        failed, attempted = doctest.testmod(codec)
+        self.assertEqual((failed, attempted > 0), (0, True))

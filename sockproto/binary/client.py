@@ -1,10 +1,28 @@
 """A Twisted client for SPB/1: pipelined requests on one connection, and a bounded pool.
 
-::
+A pool, for an application that makes requests from many places::
 
-    pool = SPBPool(reactor, clientFromString(reactor, "tcp:localhost:9000"), size=4)
-    await pool.create(b"greeting", b"hello")
-    value = await pool.read(b"greeting")
+    from twisted.internet.endpoints import clientFromString
+    from sockproto.binary.client import SPBPool, NotFound
+
+    async def main(reactor):
+        pool = SPBPool(clientFromString(reactor, "tcp:localhost:9000"), size=4)
+        await pool.create(b"greeting", b"hello")
+        value = await pool.read(b"greeting")        # b"hello"
+        keys = await pool.list(b"greet")            # [b"greeting"]
+        try:
+            await pool.read(b"missing")
+        except NotFound:
+            ...
+        await pool.close()
+
+One connection, pipelining (every request goes out at once; replies come
+back in order)::
+
+    from twisted.internet.endpoints import connectProtocol
+
+    proto = await connectProtocol(endpoint, SPBClientProtocol())
+    results = await defer.gatherResults([proto.read(b"k%d" % i) for i in range(100)])
 
 Every method returns a Deferred (``await`` it inside ``ensureDeferred``).
 Failures are :class:`SPBError` subclasses: :class:`NotFound`, :class:`Exists`, ...
@@ -70,7 +88,13 @@ def _key(key: bytes | str) -> bytes:
 
 
 class SPBClientProtocol(Int32StringReceiver):
-    """One connection; requests may be sent without waiting for replies."""
+    """
+    One SPB/1 connection; requests may be sent without waiting for replies.
+
+    Each op method sends one request and returns a Deferred of its result;
+    a server error fails it with an :class:`SPBError` (:class:`NotFound`,
+    :class:`Exists`...), a lost connection with :class:`ConnectionClosed`.
+    """
     transport: Any  # connected: never None while the protocol runs
 
     MAX_LENGTH = DEFAULT_MAX_FRAME
@@ -146,27 +170,35 @@ class SPBClientProtocol(Int32StringReceiver):
     # -- the ops ------------------------------------------------------------------
 
     def ping(self) -> defer.Deferred[None]:
+        """Fires when the server answers."""
         return self.request(Op.PING).addCallback(lambda _: None)
 
     def echo(self, data: bytes) -> defer.Deferred[bytes]:
+        """``data``, back from the server."""
         return self.request(Op.ECHO, data)
 
     def create(self, key: bytes | str, value: bytes) -> defer.Deferred[None]:
+        """Store a new key once it is durable; :class:`Exists` if it is there already."""
         return self.request(Op.CREATE, encodeKey(_key(key)) + value).addCallback(lambda _: None)
 
     def read(self, key: bytes | str) -> defer.Deferred[bytes]:
+        """The value of ``key``; :class:`NotFound` if it is not there."""
         return self.request(Op.READ, encodeKey(_key(key)))
 
     def update(self, key: bytes | str, value: bytes) -> defer.Deferred[None]:
+        """Replace the value of an existing key; :class:`NotFound` if it is not there."""
         return self.request(Op.UPDATE, encodeKey(_key(key)) + value).addCallback(lambda _: None)
 
     def delete(self, key: bytes | str) -> defer.Deferred[None]:
+        """Remove ``key``; :class:`NotFound` if it is not there."""
         return self.request(Op.DELETE, encodeKey(_key(key))).addCallback(lambda _: None)
 
     def list(self, prefix: bytes | str = b"") -> defer.Deferred[list[bytes]]:
+        """The keys starting with ``prefix``, in byte order (``b""``: every key)."""
         return self.request(Op.LIST, encodeKey(_key(prefix))).addCallback(parseKeyList)
 
     def stats(self) -> defer.Deferred[dict[str, Any]]:
+        """The server's counters: uptime, connections, keys, operations, bytes, the store's."""
         return self.request(Op.STATS).addCallback(lambda payload: json.loads(payload))
 
 
@@ -177,6 +209,10 @@ class SPBPool:
     A request takes an idle connection or opens a new one while under the
     limit, or waits for one to come back.  A connection that breaks is
     dropped and replaced by a new one on a later request, never reused.
+    It has the op methods of :class:`SPBClientProtocol`::
+
+        pool = SPBPool(clientFromString(reactor, "unix:/run/kv.sock"), size=8)
+        await pool.update(b"counter", b"42")
     """
 
     def __init__(self, endpoint: Any, size: int = 4) -> None:

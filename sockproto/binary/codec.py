@@ -1,6 +1,14 @@
 """SPB/1 frames: ``length: u32`` (bytes after it), ``op: u8``, ``request_id: u32``, payload.
 
-All integers are big-endian.  See ``docs/binary-protocol.rst``.
+All integers are big-endian.  See ``docs/binary-protocol.rst``.  For example
+a READ of the key ``k`` with request id 7, and its parts back::
+
+    >>> frame(Op.READ, 7, encodeKey(b"k")).hex()
+    '00000008110000000700016b'
+    >>> parseKey(encodeKey(b"k") + b"rest")
+    (b'k', b'rest')
+    >>> parseKeyList(encodeKeyList([b"a", b"bc"]))
+    [b'a', b'bc']
 """
 
 from __future__ import annotations
@@ -53,10 +61,12 @@ def frame(op: int, requestId: int, payload: bytes = b"") -> bytes:
 
 
 def errorFrame(requestId: int, code: int, message: str) -> bytes:
+    """An ERROR reply: ``u16 code`` and a UTF-8 message."""
     return frame(Op.ERROR, requestId, U16.pack(code) + message.encode("utf-8"))
 
 
 def encodeKey(key: bytes) -> bytes:
+    """``u16 length, key``: how every key travels."""
     return U16.pack(len(key)) + key
 
 
@@ -81,6 +91,7 @@ def parseKey(payload: bytes, allowEmpty: bool = False) -> tuple[bytes, bytes]:
 
 
 def parseExactKey(payload: bytes, allowEmpty: bool = False) -> bytes:
+    """A payload that is one key and nothing else.  Raises BadRequest."""
     key, rest = parseKey(payload, allowEmpty)
     if rest:
         raise BadRequest("unexpected bytes after the key")
@@ -88,6 +99,7 @@ def parseExactKey(payload: bytes, allowEmpty: bool = False) -> bytes:
 
 
 def parseError(payload: bytes) -> tuple[int, str]:
+    """(code, message) of an ERROR reply's payload; a malformed one reads as SERVER_ERROR."""
     if len(payload) < 2:
         return Code.SERVER_ERROR, "malformed error reply"
     (code,) = U16.unpack_from(payload)
@@ -95,10 +107,12 @@ def parseError(payload: bytes) -> tuple[int, str]:
 
 
 def encodeKeyList(keys: list[bytes]) -> bytes:
+    """A LIST reply's payload: ``u32 count`` and each key as :func:`encodeKey` makes it."""
     return U32.pack(len(keys)) + b"".join(U16.pack(len(k)) + k for k in keys)
 
 
 def parseKeyList(payload: bytes) -> list[bytes]:
+    """The keys of a LIST reply's payload.  Raises BadRequest."""
     if len(payload) < 4:
         raise BadRequest("key list too short")
     (count,) = U32.unpack_from(payload)

@@ -21,7 +21,7 @@ HISTORY_MAX = 500
 
 
 class ChatError(Exception):
-    """A request the hub refuses; its message is shown to the member after ``!!! ``."""
+    """A request the hub refuses; its message is shown to the member after ``"!!! "``."""
 
 
 class Member(Protocol):

@@ -55,7 +55,7 @@ def validRoom(room: str) -> bool:
 
 
 class Stamper:
-    """``[HH:MM:SS] `` for a time, formatted once per second (it is on every message's path)."""
+    """``"[HH:MM:SS] "`` for a time, formatted once per second (it is on every message's path)."""
 
     def __init__(self) -> None:
         self._second = -1

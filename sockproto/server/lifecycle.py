@@ -24,7 +24,7 @@ log = Logger()
 class ReloadOnHangup(service.Service):
     """
     On SIGHUP, every service under ``root`` whose factory provides
-    :class:`~sockproto.interfaces.IReloadable` reloads (the joke book, chat
+    :class:`sockproto.interfaces.IReloadable` reloads (the joke book, chat
     password files), without dropping connections, and the log says what was
     reloaded.  A reload that fails keeps what was there and logs why.
     """
