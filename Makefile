@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit trial pytest lint docs clean
+.PHONY: install run test test-unit test-oldest trial pytest lint docs clean
 
 install: $(STAMP)
 
@@ -23,6 +23,22 @@ run: install
 	$(PY) -m twisted sockproto
 
 test: trial pytest
+
+# The trial suite on the oldest Twisted that setup.cfg allows, in a venv of
+# its own: where the private-API fence (sockproto/privateapi.py) could break.
+OLDEST_TWISTED := $(shell sed -n 's/^ *twisted\[tls\]>=\([0-9.]*\).*/\1/p' setup.cfg)
+OLDEST_VENV := .venv-oldest
+OLDEST_STAMP := $(OLDEST_VENV)/.installed
+$(OLDEST_STAMP): setup.cfg pyproject.toml
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+	$(OLDEST_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+	    --config-settings editable_mode=compat -e '.[test]' 'twisted[tls]==$(OLDEST_TWISTED)'
+	touch $(OLDEST_STAMP)
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_VENV)/bin/python -c "import twisted; print('Twisted', twisted.__version__)"
+	$(OLDEST_VENV)/bin/trial -j2 tests
 
 # The edit loop: everything but the end-to-end files (no subprocesses), under trial.
 UNIT_TESTS = $(filter-out %_e2e,$(basename $(subst /,.,$(wildcard tests/test_*.py))))
@@ -47,7 +63,7 @@ docs: install
 	@echo "API documentation in build/apidocs/index.html"
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info _trial_temp* .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) build dist *.egg-info _trial_temp* .pytest_cache .hypothesis .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	rm -f twisted/plugins/dropin.cache
 	rm -rf tests.test_*
