@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python import usage
 
@@ -80,7 +81,7 @@ class EchoFactory(ServerFactory):
     serviceName = "echo"
     refusal = b"ERROR server busy: too many connections, try again later\n"
 
-    def __init__(self, clock: Any, mode: str = "raw", maxLineLength: int = 65536, **limits: Any) -> None:
+    def __init__(self, clock: IReactorTime, mode: str = "raw", maxLineLength: int = 65536, **limits: Any) -> None:
         ServerFactory.__init__(self, clock, **limits)
         self.mode = mode
         self.maxLineLength = maxLineLength

@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import interfaces, protocol
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
@@ -137,7 +138,7 @@ class ProxyFactory(ServerFactory):
     protocol = ProxySide
     refusal = b""
 
-    def __init__(self, clock: Any, target: Any, targetDescription: str, **limits: Any) -> None:
+    def __init__(self, clock: IReactorTime, target: Any, targetDescription: str, **limits: Any) -> None:
         ServerFactory.__init__(self, clock, **limits)
         self.target = target
         self.targetDescription = targetDescription

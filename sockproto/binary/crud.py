@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
+from twisted.internet.interfaces import IReactorTime
 
 from sockproto.binary.codec import MAX_KEY, Code, Op
 from sockproto.binary.protocol import OrderedReplies
@@ -158,7 +159,7 @@ class CrudFactory(ServerFactory):
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         store: KeyValueStore,
         maxLineLength: int = 65536,
         maxOutputBuffer: int = MAX_OUTPUT_BUFFER,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
@@ -259,7 +260,7 @@ class SPBFactory(ServerFactory):
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         store: KeyValueStore,
         maxFrame: int = DEFAULT_MAX_FRAME,
         maxOutputBuffer: int = MAX_OUTPUT_BUFFER,

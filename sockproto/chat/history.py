@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from sockproto.server.files import createOwnerOnly
@@ -49,7 +50,7 @@ class History:
     restarts.  ``keep`` messages per room are held in memory.
     """
 
-    def __init__(self, path: str, clock: Any, keep: int = 500, writeDelay: float = 0.05) -> None:
+    def __init__(self, path: str, clock: IReactorTime, keep: int = 500, writeDelay: float = 0.05) -> None:
         self.path = path
         self.clock = clock
         self.keep = keep

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from twisted.internet.interfaces import IReactorTime
+
 from sockproto.chat.history import Entry, History
 from sockproto.chat.text import Stamper, validNick, validRoom
 
@@ -51,7 +53,7 @@ class ChatHub:
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         history: History,
         maxRooms: int = 1000,
         historyOnJoin: int = HISTORY_DEFAULT,

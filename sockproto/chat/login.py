@@ -11,6 +11,7 @@ from typing import Any
 from twisted.cred import checkers, error
 from twisted.cred.portal import IRealm
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
 
@@ -54,7 +55,9 @@ class AnyOfCheckers:
 class LoginThrottle:
     """Failed logins per peer host, remembered for a while, to slow guessing down."""
 
-    def __init__(self, clock: Any, memory: int = 10000, forgetAfter: float = 900.0, maxDelay: float = 30.0) -> None:
+    def __init__(
+        self, clock: IReactorTime, memory: int = 10000, forgetAfter: float = 900.0, maxDelay: float = 30.0
+    ) -> None:
         self.clock = clock
         self.memory = memory
         self.forgetAfter = forgetAfter

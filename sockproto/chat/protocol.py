@@ -7,6 +7,7 @@ from typing import Any
 from twisted.cred import checkers, credentials, error
 from twisted.cred.portal import Portal
 from twisted.internet import defer, interfaces
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -357,7 +358,7 @@ class ChatFactory(ServerFactory):
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         hub: ChatHub,
         portal: Portal | None = None,
         maxLineLength: int = 512,

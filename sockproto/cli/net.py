@@ -9,6 +9,7 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import defer, endpoints, error, interfaces, protocol, stdio
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from sockproto.cli.run import FAILED, OK, UNREACHABLE, USAGE, runReactor
@@ -62,7 +63,7 @@ class _Remote(protocol.Protocol):
     """The server side of ``connect``: everything it sends goes to standard output."""
     transport: Any  # connected: never None while the protocol runs
 
-    def __init__(self, done: defer.Deferred[Any], clock: Any, linger: float) -> None:
+    def __init__(self, done: defer.Deferred[Any], clock: IReactorTime, linger: float) -> None:
         self.done = done
         self.clock = clock
         self.linger = linger

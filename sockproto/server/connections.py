@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from twisted.internet import abstract, defer, interfaces, protocol
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -117,7 +118,7 @@ class ServerFactory(protocol.ServerFactory):
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         maxConnections: int = 10000,
         idleTimeout: float = 0.0,
     ) -> None:
