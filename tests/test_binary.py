@@ -54,6 +54,7 @@ class CodecTests(unittest.TestCase):
         self.assertEqual(codec.parseKeyList(codec.encodeKeyList(keyList)), keyList)
 
     def test_badKeys(self):
+        """Short, over-long, truncated and non-UTF-8 keys are BAD_REQUEST; an empty key only where allowed."""
         for payload in [b"", b"\x00", b"\x00\x00", b"\x00\x05ab", b"\x04\x01" + b"x" * 1025, b"\x00\x02\xff\xfe"]:
             self.assertRaises(codec.BadRequest, codec.parseKey, payload)
         self.assertEqual(codec.parseExactKey(b"\x00\x00", allowEmpty=True), b"")
@@ -102,6 +103,7 @@ class ProtocolTests(unittest.TestCase):
         return out
 
     def test_everyOp(self):
+        """Every op, pipelined in one chunk, gets its reply in request order."""
         requests = (
             req(Op.PING, 1)
             + req(Op.ECHO, 2, b"\x00\xffecho")
@@ -142,6 +144,7 @@ class ProtocolTests(unittest.TestCase):
             self.assertIn("uptime", stats)
 
     def test_errorCodes(self):
+        """NOT_FOUND, EXISTS, UNKNOWN_OP and BAD_REQUEST come back with the request's id; the connection stays."""
         out = self.roundTrip(
             req(Op.READ, 1, encodeKey(b"none"))
             + req(Op.UPDATE, 2, kv(b"none", b"x"))
@@ -336,6 +339,7 @@ class BackPressureTests(unittest.TestCase):
 
 class CrudTests(unittest.TestCase):
     def test_session(self):
+        """A whole crud session: every command, its errors, non-UTF-8 input, then quit closes after the replies."""
         h = Harness(CrudFactory)
         proto, transport = h.connect()
         lines = (

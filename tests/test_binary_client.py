@@ -31,6 +31,7 @@ class ClientTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_pipelinedOps(self):
+        """400 requests sent before any reply: every Deferred fires with its own result, in order."""
         proto = yield defer.ensureDeferred(self.connect())
         creates = [proto.create(f"k{i:03d}", b"v%d" % i) for i in range(200)]
         reads = [proto.read(f"k{i:03d}") for i in range(200)]

@@ -35,6 +35,7 @@ class BinaryEndToEndTests(unittest.TestCase):
         return startService(self, plugin, *args, endpoints=endpoints)
 
     def test_tcpAndUnix(self):
+        """One process serves TCP and UNIX at once; STATS counts both connections."""
         tmp = Path(self.mktemp())
         tmp.mkdir()
         service = self.start("--listen", "tcp:0", "--listen", f"unix:{tmp}/kv.sock", "--db", str(tmp / "kv.db"),
@@ -123,6 +124,7 @@ class BinaryEndToEndTests(unittest.TestCase):
         self.assertEqual(line, "OK by binary")
 
     def test_kvCommand(self):
+        """'sockproto kv' does every command and exits with the documented statuses."""
         service = self.start("--listen", "tcp:0", "--db", ":memory:")
         endpoint = f"tcp:127.0.0.1:{service.tcpPort()}"
 

@@ -152,6 +152,7 @@ class BatchCodecTests(unittest.TestCase):
     @settings(max_examples=200, deadline=None)
     @given(st.dictionaries(st.binary(min_size=1, max_size=50), st.one_of(st.none(), st.binary(max_size=200))))
     def test_roundTrip(self, final):
+        """Any batch of puts and deletes decodes to what was encoded."""
         upserts = [(k, v) for k, v in final.items() if v is not None]
         deletes = [(k,) for k, v in final.items() if v is None]
         decoded = dict(decodeBatch(encodeBatch(upserts, deletes)))

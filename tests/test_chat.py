@@ -44,6 +44,7 @@ class TextTests(unittest.TestCase):
             self.assertEqual(clean(dirty), want, repr(dirty))
 
     def test_names(self):
+        """Nicknames and room names: what is valid and what is not."""
         self.assertTrue(validNick("Alice_9-x"))
         for bad in ["", "a" * 25, "al ice", "ali:ce", "ålice", "a\u200b"]:
             self.assertFalse(validNick(bad), bad)
@@ -52,6 +53,7 @@ class TextTests(unittest.TestCase):
             self.assertFalse(validRoom(bad), bad)
 
     def test_stamper(self):
+        """A message's time stamp has the [HH:MM:SS] form."""
         self.assertRegex(Stamper()(1795322000.7), "^" + STAMP + "$")
 
 
@@ -105,6 +107,7 @@ class HubTests(unittest.TestCase):
         self.assertEqual(self.hub.deliveries - before, 4)
 
     def test_nick(self):
+        """A nick change is announced; nicks are unique case-insensitively, but one's own case may change."""
         self.hub.changeNick(self.a, "Alice")
         self.clock.advance(0)
         self.assertEqual(self.b.lines(), ["*** guest1 is now known as Alice"])
@@ -114,6 +117,7 @@ class HubTests(unittest.TestCase):
         self.assertEqual(self.a.nick, "ALICE")
 
     def test_rooms(self):
+        """Joining a room leaves the old one with notices on both sides; messages stay in their room."""
         self.hub.join(self.a, "#dev")
         self.clock.advance(0)
         self.assertEqual(self.b.lines(), ["*** guest1 left #lobby"])
@@ -141,6 +145,7 @@ class HubTests(unittest.TestCase):
         self.assertEqual([r for r, _ in hub.roomList()], ["#lobby", "#two"])
 
     def test_privateMessage(self):
+        """/msg reaches one member in any room, case-insensitively, and the sender sees a copy."""
         self.hub.join(self.c, "#elsewhere")
         self.clock.advance(0)
         self.c.lines(), self.b.lines()
@@ -157,6 +162,7 @@ class HubTests(unittest.TestCase):
         self.assertEqual(lines, ["<guest1> first", "*guest3* second"])
 
     def test_meAndHistory(self):
+        """/me is an action, and a replay shows the last N lines of the room in order."""
         for i in range(30):
             self.hub.say(self.a, f"m{i}")
         self.hub.act(self.b, "waves")
@@ -168,6 +174,7 @@ class HubTests(unittest.TestCase):
                                  "*** end of history of #lobby"])
 
     def test_leave(self):
+        """Leaving tells the room with the reason, frees the nick, and is harmless twice."""
         self.hub.leave(self.a, "bye now")
         self.clock.advance(0)
         self.assertEqual(self.b.lines(), ["*** guest1 left #lobby (bye now)"])
@@ -175,6 +182,7 @@ class HubTests(unittest.TestCase):
         self.hub.leave(self.a, "twice")  # harmless
 
     def test_identityIsReserved(self):
+        """A logged-in identity takes its nick from a guest and cannot be taken or left."""
         self.hub.changeNick(self.a, "alice")
         alice = FakeMember()
         self.hub.enter(alice, identity="alice")
@@ -266,6 +274,7 @@ class ProtocolTests(ChatProtocolCase):
         self.assertFalse(ta.disconnecting)
 
     def test_commands(self):
+        """The slash commands answer the one who asked: /nick, /me, /list, /rooms, /help."""
         a, ta = self.connect()
         b, tb = self.connect()
         a.dataReceived(b"/nick alice\n/me waves\n/list\n/rooms\n/help\n")
@@ -388,6 +397,7 @@ class ThrottleAndBucketTests(unittest.TestCase):
         self.assertEqual(throttle.delay("h"), 1)
 
     def test_bucket(self):
+        """The token bucket allows a burst, then refills at its rate."""
         bucket = TokenBucket(rate=2, burst=3, now=0)
         self.assertEqual([bucket.take(0) for _ in range(4)], [True, True, True, False])
         self.assertTrue(bucket.take(0.5))
@@ -396,6 +406,7 @@ class ThrottleAndBucketTests(unittest.TestCase):
 
 class PasswordTests(unittest.TestCase):
     def test_hashAndVerify(self):
+        """Passwords are stored hashed and verified; garbage never verifies."""
         stored = passwords.hashPassword("s3cret")
         self.assertNotIn("s3cret", stored)
         self.assertTrue(passwords.verifyPassword("s3cret", stored))
@@ -403,6 +414,7 @@ class PasswordTests(unittest.TestCase):
         self.assertFalse(passwords.verifyPassword("x", "garbage"))
 
     def test_fileAndChecker(self):
+        """A password file made by setPassword logs users in through the checker; secrets never appear in it."""
         from twisted.cred.credentials import UsernamePassword
         from twisted.cred.error import UnauthorizedLogin
 
@@ -427,6 +439,7 @@ class PasswordTests(unittest.TestCase):
         return gatherResults([good, bad, unknown])
 
     def test_badFile(self):
+        """A password file with a plain-text entry, or a missing one, is refused with a clear error."""
         path = Path(self.mktemp())
         path.write_text("alice:plaintext\n")
         self.assertRaises(passwords.PasswordFileError, passwords.readPasswordFile, path)

@@ -103,6 +103,7 @@ class ChatEndToEndTests(unittest.TestCase):
         self.assertNotIn("hunter2", service.log)
 
     def test_protections(self):
+        """Over real TCP: long lines, escape sequences and floods are handled without bothering others."""
         service = self.startChat("--listen", "tcp:0", "--max-line-length", "100", "--flood-burst", "5",
                                  "--flood-rate", "1")
         a, b = self.client(service.tcpPort()), self.client(service.tcpPort())
@@ -144,6 +145,7 @@ class ChatEndToEndTests(unittest.TestCase):
         self.assertIn(b"the server is going down", a.closedAfter())
 
     def test_badOptions(self):
+        """Bad chat options exit non-zero with a usage error, never a traceback."""
         from tests.support import runService
 
         for args in (["--flood-rate", "-1"], ["--max-line-length", "x"], ["--auth", "nosuch:thing"],

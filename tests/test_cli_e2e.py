@@ -66,6 +66,7 @@ class ToolTests(unittest.TestCase):
         self.assertEqual(tool("connect", "nosuch:thing").returncode, 2)
 
     def test_probe(self):
+        """probe reports reachability, the TLS version and the certificate's names and issuer, as JSON too."""
         result = tool("probe", "--json", self.tls, self.plain, "--ca", str(self.certs / "ca.crt"))
         self.assertEqual(result.returncode, 0, result.stderr)
         tls, plain = json.loads(result.stdout)
@@ -80,6 +81,7 @@ class ToolTests(unittest.TestCase):
         self.assertIn(b"unreachable: connection refused", result.stdout)
 
     def test_scan(self):
+        """scan finds exactly the ports that listen."""
         listeners = []
         for _ in range(3):
             s = socket.socket()

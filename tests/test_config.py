@@ -111,6 +111,7 @@ class ErrorTests(ConfigCase):
         self.assertConfigError('[echo]\nmetrics = "tcp:0"\n', "[echo] metrics:", "before the first table")
 
     def test_wrongTypes(self):
+        """A config value of the wrong TOML type is an error naming the table, the key and what was expected."""
         cases = [
             ('[echo]\nlisten = 8124\n', "[echo] listen: expected a string or a list of strings, not a number"),
             ('[echo]\nlisten = [8124]\n', "[echo] listen: expected a string or a list of strings"),
@@ -171,6 +172,7 @@ class ErrorTests(ConfigCase):
         )
 
     def test_fileProblems(self):
+        """Broken TOML, a file without services and a missing file are clear errors."""
         self.assertConfigError("[echo\n", "not valid TOML")
         self.assertConfigError("# nothing\n", "no service to run")
         with self.assertRaises(ConfigError) as caught:

@@ -69,6 +69,7 @@ class LineEchoTests(unittest.TestCase):
         self.assertFalse(transport.disconnecting)
 
     def test_upper(self):
+        """--mode upper answers lines in upper case; bytes that are not UTF-8 pass unchanged."""
         factory = EchoFactory(Clock(), mode="upper")
         proto, transport = connect(factory)
         proto.dataReceived("straße ok\n".encode() + b"\xff\xfeab\n")

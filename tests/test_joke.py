@@ -46,6 +46,7 @@ def send(proto, text, byteAtATime=False):
 
 class DialogTests(unittest.TestCase):
     def test_wholeJoke(self):
+        """The dialog from knock-knock to the punchline, prompt by prompt."""
         proto, transport = dialog()
         self.assertEqual(transport.value(), b"Knock knock!\r\n>> ")
         send(proto, "Who's there?\r\n")
@@ -112,6 +113,7 @@ class DialogTests(unittest.TestCase):
 
 class ToleranceTests(unittest.TestCase):
     def test_whosThere(self):
+        """'Who's there?' is recognised in its common spellings and nothing else."""
         accepted = ["Who's there?", "who’s there", "WHOS THERE", "  who 's   there ! ", "who is there?", "Who`s there"]
         for answer in accepted:
             self.assertTrue(isWhosThere(answer), answer)
@@ -119,6 +121,7 @@ class ToleranceTests(unittest.TestCase):
             self.assertFalse(isWhosThere(answer), answer)
 
     def test_setupWho(self):
+        """'<setup> who?' is recognised in its common spellings and nothing else."""
         for answer in ["Lettuce who?", "lettuce who", "LETTUCE   WHO!!", " lettuce, who? "]:
             self.assertTrue(isSetupWho(answer, LETTUCE), answer)
         for answer in ["lettuce", "who", "lettuce who who", "let us who"]:
@@ -134,12 +137,14 @@ class BookTests(unittest.TestCase):
         return str(path)
 
     def test_builtin(self):
+        """The built-in book has the classics and is what no book gives."""
         self.assertGreaterEqual(len(BUILTIN_JOKES), 25)
         setups = {j.setup for j in BUILTIN_JOKES}
         self.assertTrue({"Boo", "Lettuce", "A little old lady"} <= setups)
         self.assertEqual(loadBooks([]), list(BUILTIN_JOKES))
 
     def test_tomlAndJsonAddUp(self):
+        """Joke books in TOML and JSON (a list or a 'jokes' table) add up in order."""
         toml = self.write("a.toml", '[[jokes]]\nsetup = "Tank"\npunchline = "You\'re welcome!"\n')
         js = self.write("b.json", json.dumps([{"setup": "Boo", "punchline": "Don't cry!"}]))
         wrapped = self.write("c.json", json.dumps({"jokes": [{"setup": "Atch", "punchline": "Bless you!"}]}))
@@ -156,6 +161,7 @@ class BookTests(unittest.TestCase):
             self.assertIn(fragment, str(caught.exception))
 
     def test_badBooks(self):
+        """A missing, malformed or unknown-format book, or a joke without a punchline, names the problem."""
         self.assertBookError("/no/such/book.toml", "cannot read")
         self.assertBookError(self.write("bad.toml", "[[jokes]\nsetup="), "bad TOML syntax")
         self.assertBookError(self.write("bad.json", "[{"), "bad JSON syntax")
@@ -199,5 +205,6 @@ class PickerTests(unittest.TestCase):
         self.assertEqual(len(picker._recent), 10)
 
     def test_oneJokeBook(self):
+        """With one joke, the picker still picks it."""
         picker = JokePicker([LETTUCE])
         self.assertEqual({picker.pick("x") for _ in range(5)}, {LETTUCE})

@@ -27,6 +27,7 @@ def reference(data: bytes, limit: int):
 
 class LineSplitterTests(unittest.TestCase):
     def test_linesAndPartial(self):
+        """Complete lines come out, a trailing CR goes, a partial line waits for its newline."""
         s = LineSplitter(100)
         self.assertEqual(s.feed(b"one\ntwo\r\nthr"), [b"one", b"two"])
         self.assertEqual(s.pending, b"thr")

@@ -72,6 +72,7 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["listen"], ["tcp:0", "unix:/tmp/x.sock"])
 
     def test_badValues(self):
+        """Each bad option value is a usage error."""
         for argv in [
             ["--max-connections", "0"],
             ["--max-connections", "many"],

@@ -27,6 +27,7 @@ def mtls(certs, port="0"):
 
 class CertCommandTests(unittest.TestCase):
     def test_filesAndModes(self):
+        """'sockproto cert' makes owner-only keys and certificates with the asked names."""
         certs = makeCerts(Path(self.mktemp()), "--host", "example.test", "--host", "::1", "--client-name", "alice")
         for name in ("ca.key", "server.key", "client.key"):
             self.assertEqual(stat.S_IMODE(os.stat(certs / name).st_mode), 0o600, name)
