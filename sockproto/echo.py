@@ -32,12 +32,12 @@ class RawEcho(ServerProtocol):
     def connectionMade(self) -> None:
         ServerProtocol.connectionMade(self)
         self.pauseReadingWhenBlocked()
-        self.write = eagerWriter(self.transport, self.traffic)
+        self.send = eagerWriter(self.transport, self.traffic)
 
     def dataReceived(self, data: bytes) -> None:
         self.heard = True
         self.traffic.bytesIn += len(data)
-        self.write(data)
+        self.send(data)
 
 
 class LineEcho(LineServerProtocol):
@@ -51,9 +51,9 @@ class LineEcho(LineServerProtocol):
         self.maxLineLength = self.factory.maxLineLength
         LineServerProtocol.connectionMade(self)
         self.pauseReadingWhenBlocked()
-        self.write = eagerWriter(self.transport, self.traffic)
+        self.send = eagerWriter(self.transport, self.traffic)
         if not self.upper:
-            self.write(WELCOME)
+            self.send(WELCOME)
 
     def linesReceived(self, lines: list[Any]) -> None:
         # One write per chunk, however many lines it held.
@@ -65,7 +65,7 @@ class LineEcho(LineServerProtocol):
                 replies.append(_upper(line) + b"\n")
             else:
                 replies.append(b"Echo: " + line + b"\n")
-        self.write(b"".join(replies))
+        self.send(b"".join(replies))
 
 
 class UpperEcho(LineEcho):

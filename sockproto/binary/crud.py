@@ -50,7 +50,7 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
         LineServerProtocol.connectionMade(self)
         self.replies = OrderedReplies(eagerWriter(self.transport, self.traffic))
         self.produceReplies(self.factory.maxOutputBuffer, self.factory.sendTimeout)
-        self.replies.write(b"OK sockproto crud ready; type help\n")
+        self.replies.send(b"OK sockproto crud ready; type help\n")
 
     def holdInput(self) -> None:
         self.replies.blocked = True  # and linesReceived holds the lines left
@@ -86,7 +86,7 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
             error = checkKey(key)
             if error:
                 return self.replies.ready(f"ERR {error}\n".encode())
-            self.write(op, key.encode(), value.encode())
+            self.storeWrite(op, key.encode(), value.encode())
         elif command == "read":
             error = checkKey(rest)
             if error:
@@ -115,7 +115,8 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
         # Writes already accepted are committed by the store before it closes.
         self.closeWhenAnswered()
 
-    def write(self, op: int, key: bytes, value: bytes) -> None:
+    def storeWrite(self, op: int, key: bytes, value: bytes) -> None:
+        """Hand a write to the store; its reply takes its place in the order of replies."""
         replies = self.replies
         entry = replies.slot()
 

@@ -62,11 +62,11 @@ class OrderedReplies:
     off the queue; :meth:`flush` goes on once it is unblocked.
     """
 
-    __slots__ = ("queue", "write", "onEmpty", "blocked")
+    __slots__ = ("queue", "send", "onEmpty", "blocked")
 
-    def __init__(self, write: Any) -> None:
+    def __init__(self, send: Any) -> None:
         self.queue: deque[list[Any]] = deque()  # [ready bytes] or [None] or [callable]
-        self.write = write
+        self.send = send
         self.onEmpty: Any = None
         self.blocked = False
 
@@ -75,13 +75,13 @@ class OrderedReplies:
         if self.queue:
             self.queue.append([compute])
         else:
-            self.write(compute())
+            self.send(compute())
 
     def ready(self, data: bytes) -> None:
         if self.queue:
             self.queue.append([data])
         else:
-            self.write(data)
+            self.send(data)
 
     def whenAnswered(self, then: Callable[[], None]) -> None:
         """Call ``then`` once every reply owed is written (now, if none is)."""
@@ -115,10 +115,10 @@ class OrderedReplies:
             out.append(value)
             size += len(value)
             if size >= FLUSH_BYTES:
-                self.write(b"".join(out))  # may block: the loop stops there
+                self.send(b"".join(out))  # may block: the loop stops there
                 out, size = [], 0
         if out:
-            self.write(b"".join(out))
+            self.send(b"".join(out))
         if not queue and self.onEmpty is not None:
             self.onEmpty()
 
@@ -134,7 +134,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
     def connectionMade(self) -> None:
         RequestReplyProtocol.connectionMade(self)
         self.MAX_LENGTH = self.factory.maxFrame
-        self._write = eagerWriter(self.transport, self.traffic)
+        self._transmit = eagerWriter(self.transport, self.traffic)
         self.replies = OrderedReplies(self.send)
         self.produceReplies(self.factory.maxOutputBuffer, self.factory.sendTimeout)
 
@@ -149,9 +149,9 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
                 self._batchBytes = 0
                 joined = b"".join(batch)
                 batch.clear()
-                self._write(joined)
+                self._transmit(joined)
             return
-        self._write(data)
+        self._transmit(data)
 
     def dataReceived(self, data: bytes) -> None:
         self.heard = True

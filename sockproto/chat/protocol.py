@@ -88,7 +88,7 @@ class ChatProtocol(LineServerProtocol):
         if interfaces.IConsumer.providedBy(transport):
             transport.registerProducer(_OutputGauge(self), True)
             self._producing = True
-        self.write = eagerWriter(transport, self.traffic)
+        self._transmit = eagerWriter(transport, self.traffic)
         self.bucket = None
         if factory.floodRate:
             self.bucket = TokenBucket(factory.floodRate, factory.floodBurst, factory.clock.seconds())
@@ -132,7 +132,7 @@ class ChatProtocol(LineServerProtocol):
             if self.backlog > self.factory.maxOutputBuffer:
                 self.dropSlowConsumer()
                 return
-        self.write(data)
+        self._transmit(data)
 
     def dropSlowConsumer(self) -> None:
         self.dropped = True

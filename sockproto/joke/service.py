@@ -46,16 +46,16 @@ class KnockKnock(LineServerProtocol):
     def connectionMade(self) -> None:
         LineServerProtocol.connectionMade(self)
         self.pauseReadingWhenBlocked()
-        self.write = eagerWriter(self.transport, self.traffic)
+        self.send = eagerWriter(self.transport, self.traffic)
         host = getattr(self.transport.getPeer(), "host", self.peer)
         self.joke = self.factory.picker.pick(str(host))
         self.ask("Knock knock!")
 
     def say(self, text: str) -> None:
-        self.write(text.encode("utf-8") + b"\r\n")
+        self.send(text.encode("utf-8") + b"\r\n")
 
     def ask(self, text: str) -> None:
-        self.write(text.encode("utf-8") + b"\r\n" + PROMPT)
+        self.send(text.encode("utf-8") + b"\r\n" + PROMPT)
 
     def lineReceived(self, line: bytes) -> None:
         try:

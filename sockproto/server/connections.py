@@ -240,7 +240,9 @@ class ServerProtocol(protocol.Protocol):
     Registers with its factory, logs opening and closing with the peer
     address, and is closed after the factory's idle timeout without input.
     Subclasses set ``self.heard = True`` when input arrives (an attribute, not
-    a call, because it is on every read's path).
+    a call, because it is on every read's path).  Every service's protocol
+    writes its output with ``send(data)``, usually the eager writer of
+    :mod:`sockproto.privateapi` or a method around it.
     """
 
     factory: ServerFactory
