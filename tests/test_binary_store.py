@@ -264,13 +264,19 @@ class CrashImageTests(unittest.TestCase):
         self.assertEqual(done, [None])
 
     @defer.inlineCallbacks
-    def test_aFoldCutShort(self):
-        """The fold's transaction is only partly in the WAL: it is rolled back and the log replayed."""
+    def storeWithUnfoldedWrites(self):
+        """A store that folds and checkpoints only when told, with 3000 writes in its log."""
         path = str(Path(self.mktemp()))
         store = self.openStore(path)
         store.foldInterval, store.foldKeys, store.checkpointPages = 3600, 10**9, 10**9
         expected = {}
         yield self.writeMany(store, 3000, expected)
+        return store, path, expected
+
+    @defer.inlineCallbacks
+    def test_aFoldCutShort(self):
+        """The fold's transaction is only partly in the WAL: it is rolled back and the log replayed."""
+        store, path, expected = yield self.storeWithUnfoldedWrites()
         before = str(Path(self.mktemp()))
         copyImage(path, before)
         self.assertTrue(store.fold())
@@ -288,11 +294,7 @@ class CrashImageTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_aCheckpointCutShort(self):
         """Some pages are copied into the database file, the WAL still whole: SQLite replays it."""
-        path = str(Path(self.mktemp()))
-        store = self.openStore(path)
-        store.foldInterval, store.foldKeys, store.checkpointPages = 3600, 10**9, 10**9
-        expected = {}
-        yield self.writeMany(store, 3000, expected)
+        store, path, expected = yield self.storeWithUnfoldedWrites()
         self.assertTrue(store.fold())
         yield self.writeMany(store, 1000, expected, tag=b"later")  # and some log rows on top
         before = str(Path(self.mktemp()))

@@ -287,13 +287,16 @@ class ServerProtocol(protocol.Protocol):
 
     def _handshakeTooSlow(self) -> None:
         self._handshake = None
-        self.factory.errors["tls_handshake_timeout"] += 1
-        log.info(
-            "{service} TLS handshake from {peer} did not finish in {seconds} s; closing",
-            service=self.factory.serviceName,
-            peer=self.peer,
+        self.cutOff(
+            "tls_handshake_timeout",
+            "TLS handshake from {peer} did not finish in {seconds} s",
             seconds=HANDSHAKE_TIMEOUT,
         )
+
+    def cutOff(self, kind: str, why: str, **fields: Any) -> None:
+        """Abort the connection, counting it as an error of ``kind`` and logging ``why`` (a format)."""
+        self.factory.errors[kind] += 1
+        log.info("{service} " + why + "; closing", service=self.factory.serviceName, peer=self.peer, **fields)
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
@@ -437,15 +440,12 @@ class RequestReplyProtocol(ServerProtocol):
 
     def _sendTimedOut(self) -> None:
         self._stalled = None
-        self.factory.errors["slow_consumer"] += 1
-        log.info(
-            "{service} {peer} took no replies for {seconds} s with over {limit} bytes owed; closing",
-            service=self.factory.serviceName,
-            peer=self.peer,
+        self.cutOff(
+            "slow_consumer",
+            "{peer} took no replies for {seconds} s with over {limit} bytes owed",
             seconds=self.sendTimeout,
             limit=self.maxOutputBuffer,
         )
-        self.transport.abortConnection()
 
 
     def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
