@@ -348,8 +348,11 @@ class SQLiteStore(GroupCommitStore):
         self._dataVersion = self._version()
         if self.path != MEMORY:
             self._walFD = os.open(self.path + "-wal", os.O_RDONLY | os.O_CREAT, 0o600)
+        # The worker thread starts with the reactor, not here: a process that
+        # fails before it runs (a port already in use) must be able to exit,
+        # and a running thread would keep it alive.  Work queued before then waits.
         self._pool = ThreadPool(1, 1, name="sockproto-kv-worker")
-        self._pool.start()
+        self.reactor.callWhenRunning(self._pool.start)
         if self.path != MEMORY and self.pollInterval:
             # Another process writing the same file (e.g. a separate crud
             # service) is noticed through SQLite's data_version.
@@ -379,10 +382,15 @@ class SQLiteStore(GroupCommitStore):
         yield self.whenIdle()
         self.fold()
         # The worker is one thread: this runs after any checkpoint already queued.
-        if self._pool is not None and self._worker is not None:
-            yield self._inWorker(self._worker.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
-        if self._pool is not None:
-            self._pool.stop()
+        pool, worker = self._pool, self._worker
+        if pool is not None and worker is not None:
+            if pool.started:
+                yield self._inWorker(worker.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+            else:  # the reactor never ran: nothing else is going on
+                worker.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if pool is not None:
+            if pool.started:
+                pool.stop()
             self._pool = None
         self._closeConnections()
 

@@ -47,8 +47,14 @@ _LOOPBACK = {
 }
 
 
-class ListenError(SystemExit):
-    """Binding failed: twistd exits non-zero with this message, no traceback."""
+class ListenError(SystemExit, Exception):
+    """
+    Binding failed: twistd exits non-zero with this message, no traceback.
+
+    Also an Exception because twistd's daemon mode reports only Exceptions
+    raised while starting to the parent process (which otherwise waits for
+    the daemon forever) and removes the pidfile only for them.
+    """
 
 
 def splitDescription(description: str) -> tuple[str, list[str], dict[str, str]]:
