@@ -1,6 +1,7 @@
 """The client tools and the proxy, end to end on loopback, with certificates from 'sockproto cert'."""
 
 import json
+import signal
 import socket
 import struct
 import subprocess
@@ -254,3 +255,44 @@ class ServicesOverTLSTests(unittest.TestCase):
         self.assertTrue(client.line().startswith("OK"))
         client.send("create k over tls\nread k\n")
         self.assertEqual([client.line(), client.line()], ["OK", "OK over tls"])
+
+
+class InterruptTests(unittest.TestCase):
+    """Ctrl-C (SIGINT) ends every command at once: status 130, no traceback, the line finished."""
+
+    def interrupt(self, *args, after=0.5):
+        proc = subprocess.Popen([PYTHON, "-m", "sockproto.cli", *args], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        self.addCleanup(proc.kill)
+        time.sleep(after)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 130, err)
+        self.assertNotIn(b"Traceback", err)
+        self.assertTrue(err.endswith(b"\n"), err)
+        return out, err
+
+    def test_scan(self):
+        """In its first second too, while thousands of attempts are in flight."""
+        for after in (0.15, 0.4, 1.2):
+            self.interrupt("scan", "127.0.0.1", "--ports", "1-65535", "--timeout", "5", after=after)
+
+    def test_kvReadingTheValueFromStandardInput(self):
+        self.interrupt("kv", "tcp:127.0.0.1:1", "create", "key")
+
+    def test_passwdAtItsPrompt(self):
+        self.interrupt("passwd", str(Path(self.mktemp())), "alice")
+
+    def test_connect(self):
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            self.interrupt("connect", f"tcp:127.0.0.1:{server.getsockname()[1]}", after=1.0)
+
+    def test_scanSaysWhatItFoundEvenWhenNothingIsOpen(self):
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        closed.close()
+        result = tool("scan", "127.0.0.1", "--ports", str(port))
+        self.assertEqual(result.stdout, b"127.0.0.1: 1 ports scanned, 0 open\n")

@@ -2,6 +2,6 @@
 
 import sys
 
-from sockproto.cli.main import main
+from sockproto.cli import main
 
 sys.exit(main())

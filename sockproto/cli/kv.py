@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 from twisted.internet import defer, endpoints
@@ -13,6 +14,11 @@ from sockproto.cli.run import FAILED, NO, OK, UNREACHABLE, USAGE, runReactor
 
 
 def run(options: Any) -> int:
+    args = options["args"]
+    if options["command"] in ("create", "update") and len(args) == 1:
+        # Read the value before the reactor runs: a blocking read inside it
+        # would hold Ctrl-C back.
+        options["args"] = (args[0], sys.stdin.buffer.read())
     return runReactor(lambda reactor: talk(reactor, options))
 
 
@@ -35,10 +41,9 @@ async def talk(reactor: Any, options: Any) -> int:
         return UNREACHABLE
     command, args = options["command"], list(options["args"])
     try:
-        if command in ("create", "update") and len(args) == 1:
-            args.append(sys.stdin.buffer.read())
-        elif command in ("create", "update"):
+        if command in ("create", "update") and isinstance(args[1], str):
             args[1] = args[1].encode("utf-8")
+        started = time.monotonic()
         call = getattr(proto, command)(*args)
         call.addTimeout(timeout, reactor)
         result = await call
@@ -63,6 +68,8 @@ async def talk(reactor: Any, options: Any) -> int:
             out.write(b"\n")
     elif command == "list":
         out.write(b"".join(key + b"\n" for key in result))
+    elif command == "ping":
+        out.write(f"pong from {options['endpoint']} in {(time.monotonic() - started) * 1000:.1f} ms\n".encode())
     elif command == "stats":
         out.write(json.dumps(result, indent=2).encode() + b"\n")
     out.flush()

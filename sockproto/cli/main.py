@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from sockproto.cli.run import EXIT_STATUSES
+from sockproto.cli.run import EXIT_STATUSES, interrupted
 from sockproto.server.listen import showVersion
 
 
@@ -284,7 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage.UsageError as e:
         err(f"{options}\nsockproto: {e}")
         return 2
-    return RUNNERS[str(options.subCommand)](options.subOptions)
+    try:
+        return RUNNERS[str(options.subCommand)](options.subOptions)
+    except KeyboardInterrupt:
+        return interrupted()
 
 
 if __name__ == "__main__":

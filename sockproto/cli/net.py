@@ -307,6 +307,7 @@ def runScan(options: Any) -> int:
             sys.stdout.write(json.dumps({"host": host, "scanned": len(ports), "open": openPorts}) + "\n")
         else:
             sys.stdout.write("".join(f"{port} open\n" for port in openPorts))
+            sys.stdout.write(f"{host}: {len(ports)} ports scanned, {len(openPorts)} open\n")
         return OK
 
     return runReactor(main)

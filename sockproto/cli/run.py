@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,23 +19,41 @@ USAGE = 2
 UNREACHABLE = 3
 #: Connected, then failed: the connection lost, a server error, no reply in time.
 FAILED = 4
+#: Stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
+INTERRUPTED = 130
 
 #: For every tool's ``--help``.
 EXIT_STATUSES = (
     "Exit status: 0 success, 1 not found or already exists, 2 usage, "
     "3 could not connect (refused, timed out, certificate or name not accepted), "
-    "4 failed after connecting (connection lost, server error, no reply in time)."
+    "4 failed after connecting (connection lost, server error, no reply in time), 130 interrupted (Ctrl-C)."
 )
+
+
+def interrupted() -> int:
+    """Ctrl-C: finish the terminal's line (a prompt or a progress line may be open), no traceback."""
+    sys.stderr.write("\n")
+    sys.stderr.flush()
+    return INTERRUPTED
 
 
 def runReactor(main: Callable[[Any], Awaitable[int]]) -> int:
     """
     Run ``main(reactor)`` (a coroutine function returning an exit status)
-    under ``task.react`` and return its status; :data:`FAILED` if it raised.
+    under ``task.react`` and return its status; :data:`FAILED` if it raised,
+    :data:`INTERRUPTED` after Ctrl-C, which stops the reactor at once.
     """
     status: list[int] = []
+    stopped: list[bool] = []
 
     def run(reactor: Any) -> defer.Deferred[None]:
+        def onInterrupt(signum: int, frame: Any) -> None:
+            # Twisted's own handler would log and stop too; this one just stops.
+            stopped.append(True)
+            reactor.callFromThread(reactor.stop)
+
+        signal.signal(signal.SIGINT, onInterrupt)
+
         async def go() -> None:
             status.append(await main(reactor))
 
@@ -43,4 +63,8 @@ def runReactor(main: Callable[[Any], Awaitable[int]]) -> int:
         task.react(run)
     except SystemExit:
         pass  # react exits; the status is the one main returned
+    except KeyboardInterrupt:
+        stopped.append(True)
+    if stopped:
+        return interrupted()
     return status[0] if status else FAILED
