@@ -39,6 +39,31 @@ def parseEndpointDescription(description: str) -> tuple[list[str], dict[str, str
     return list(args), dict(kwargs)
 
 
+def nameOptionsInErrors(options: usage.Options) -> None:
+    """
+    Make a bad value of a typed option say which option it was given to:
+    ``bad --max-connections '0': 0 is not a positive whole number`` instead
+    of usage.Options' ``Parameter type enforcement failed: ...``.
+
+    Public counterpart: none; ``CoerceParameter.dispatch`` knows the name but
+    leaves it out, so each coercing handler in ``Options._dispatch`` is
+    wrapped.
+    """
+    for name, handler in list(options._dispatch.items()):
+        if isinstance(handler, usage.CoerceParameter):
+            options._dispatch[name] = _NamedCoercion(options, handler.coerce)
+
+
+class _NamedCoercion(usage.CoerceParameter):
+    def dispatch(self, parameterName: str, value: str) -> None:
+        if value is None:
+            raise usage.UsageError(f"--{parameterName} needs a value")
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(f"bad --{parameterName} {value!r}: {e}") from None
+
+
 def optionHandler(options: usage.Options, name: str) -> Any:
     """
     The handler ``usage.Options`` calls for the long option ``name``.

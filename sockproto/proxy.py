@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from sockproto.server.connections import ServerFactory, ServerProtocol, setSocketOptions
 from sockproto.server.lifecycle import defaultReactor, standalone
-from sockproto.server.listen import ServerOptions, nonNegativeFloat
+from sockproto.server.listen import ServerOptions, endpointErrorText, nonNegativeFloat
 from sockproto.server.targets import TLSSettings, clientTarget, halfClose
 
 log = Logger()
@@ -169,7 +169,8 @@ class Options(ServerOptions):
         try:
             clientTarget(MemoryReactor(), self["connect"], self.tlsSettings())
         except Exception as e:
-            raise usage.UsageError(f"bad --connect {self['connect']!r}: {e}") from None
+            why = endpointErrorText(e, self["connect"])
+            raise usage.UsageError(f"bad --connect {self['connect']!r}: {why}") from None
 
     def tlsSettings(self) -> TLSSettings:
         return TLSSettings(ca=self["ca"], cert=self["cert"], key=self["key"])

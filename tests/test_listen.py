@@ -190,3 +190,47 @@ class VersionTests(unittest.TestCase):
                 options.parseOptions(["--version"])
             self.assertEqual(exited.exception.code, 0)
             self.assertEqual(out.getvalue(), f"{program} {__version__} (Twisted {twisted.__version__})\n")
+
+
+class ErrorMessageTests(unittest.TestCase):
+    """A bad option is one line naming the option, the value and what is expected, never Python's insides."""
+
+    def assertUsageError(self, optionsClass, argv, expected):
+        from twisted.python import usage
+
+        with self.assertRaises(usage.UsageError) as caught:
+            optionsClass().parseOptions(argv)
+        self.assertEqual(str(caught.exception), expected)
+
+    def test_endpointsAndNumbers(self):
+        from sockproto.echo import Options as EchoOptions
+        from sockproto.proxy import Options as ProxyOptions
+
+        missing = self.mktemp()
+        cases = [
+            (EchoOptions, ["--listen", "tcp:"],
+             "bad --listen 'tcp:': the port must be a number from 0 to 65535 (e.g. tcp:8124), not ''"),
+            (EchoOptions, ["--max-connections", "0"], "bad --max-connections '0': 0 is not a positive whole number"),
+            (EchoOptions, ["--max-connections", "many"],
+             "bad --max-connections 'many': expected a whole number, at least 1"),
+            (EchoOptions, ["--metrics", "bogus"], "bad --metrics 'bogus': Unknown endpoint type: 'bogus'"),
+            (EchoOptions, ["--listen", f"unix:{missing}/x.sock"],
+             f"bad --listen 'unix:{missing}/x.sock': the folder {os.path.abspath(missing)} does not exist"),
+            (ProxyOptions, ["--connect", "tcp:localhost"],
+             "bad --connect 'tcp:localhost': missing port; expected tcp:HOST:PORT (client) or tcp:PORT (server)"),
+            (ProxyOptions, ["--connect", "tls:localhost:1", "--ca", __file__],
+             f"bad --connect 'tls:localhost:1': --ca {__file__}: not a PEM file (expected a CA certificate)"),
+        ]
+        for optionsClass, argv, expected in cases:
+            self.assertUsageError(optionsClass, argv, expected)
+
+    def test_chatLogins(self):
+        from sockproto.chat.service import Options as ChatOptions
+
+        missing = self.mktemp()
+        self.assertUsageError(ChatOptions, ["--auth", f"hashed:{missing}"],
+                              f"bad --auth 'hashed:{missing}': no password file {missing!r}")
+        self.assertUsageError(ChatOptions, ["--auth", f"file:{missing}"],
+                              f"bad --auth 'file:{missing}': no such file {missing!r}")
+        self.assertUsageError(ChatOptions, ["--auth", "nosuch:x"],
+                              "bad --auth 'nosuch:x': Auth plugin not recognized: nosuch")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application import service
@@ -48,6 +49,18 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
     optFlags = [
         ["no-keepalive", None, "Do not turn on TCP keep-alive (which drops dead peers)."],
     ]
+
+    def opt_auth(self, description: str) -> None:
+        """Where logins are checked: hashed:FILE (made by 'sockproto passwd'), file:FILE, memory:NAME:PASSWORD...; repeatable. See --help-auth."""  # noqa: E501
+        kind, _, argument = description.partition(":")
+        if kind == "file" and not os.path.isfile(argument):
+            # Twisted's file: checker only warns, then refuses every login.
+            raise usage.UsageError(f"bad --auth {description!r}: no such file {argument!r}")
+        try:
+            strcred.AuthOptionMixin.opt_auth(self, description)
+        except usage.UsageError as e:
+            why = str(e).removeprefix("Unexpected error: ")
+            raise usage.UsageError(f"bad --auth {description!r}: {why}") from None
 
     def opt_max_clients(self, value: str) -> None:
         """Clients served at once (the same as --max-connections)."""

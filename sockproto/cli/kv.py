@@ -11,6 +11,7 @@ from twisted.internet import defer, endpoints
 
 from sockproto.binary.client import Exists, NotFound, SPBClientProtocol, SPBError
 from sockproto.cli.run import FAILED, NO, OK, UNREACHABLE, USAGE, runReactor
+from sockproto.server.listen import endpointErrorText
 
 
 def run(options: Any) -> int:
@@ -26,7 +27,8 @@ async def talk(reactor: Any, options: Any) -> int:
     try:
         endpoint = endpoints.clientFromString(reactor, options["endpoint"])
     except Exception as e:
-        sys.stderr.write(f"sockproto kv: bad endpoint {options['endpoint']!r}: {e}\n")
+        why = endpointErrorText(e, options["endpoint"])
+        sys.stderr.write(f"sockproto kv: bad endpoint {options['endpoint']!r}: {why}\n")
         return USAGE
     timeout = options["timeout"]
     try:

@@ -11,6 +11,7 @@ from typing import Any
 from twisted.python import usage
 
 from sockproto.cli.run import EXIT_STATUSES, interrupted
+from sockproto.privateapi import nameOptionsInErrors
 from sockproto.server.listen import showVersion
 
 
@@ -23,7 +24,10 @@ def err(text: str) -> None:
 
 
 def _seconds(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expected a number of seconds above 0") from None
     if not 0 < number < 86400:
         raise ValueError(f"{value} is not a number of seconds above 0")
     return number
@@ -34,6 +38,14 @@ _seconds.coerceDoc = "Seconds."  # type: ignore[attr-defined]
 
 class GnuOptions(usage.Options):
     """Options that may also come after the arguments (``sockproto cert DIR --host x``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nameOptionsInErrors(self)
+
+    def opt_version(self) -> None:
+        """Print the version of sockproto and Twisted, and exit."""
+        showVersion("sockproto")
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         if options is None:

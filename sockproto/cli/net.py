@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from sockproto.cli.run import FAILED, OK, UNREACHABLE, USAGE, runReactor
 from sockproto.server.connections import setSocketOptions
-from sockproto.server.listen import describeAddress
+from sockproto.server.listen import describeAddress, endpointErrorText
 from sockproto.server.targets import Target, TLSSettings, canHalfClose, clientTarget, describeCertificate, halfClose
 
 
@@ -51,7 +51,7 @@ def _target(reactor: Any, description: str, options: Any) -> Target | None:
     try:
         return clientTarget(reactor, description, tlsSettings(options), options["timeout"])
     except Exception as e:
-        _err(f"sockproto: bad endpoint {description!r}: {e}")
+        _err(f"sockproto: bad endpoint {description!r}: {endpointErrorText(e, description)}")
         return None
 
 

@@ -9,6 +9,7 @@ parsed, hardened with safer defaults (a listen backlog of 1024, UNIX sockets
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from sockproto.interfaces import IDrainable
-from sockproto.privateapi import leanDispatch, parseEndpointDescription
+from sockproto.privateapi import leanDispatch, nameOptionsInErrors, parseEndpointDescription
 
 log = Logger()
 
@@ -117,7 +118,7 @@ def _checkingReactor() -> Any:
     return MemoryReactor()
 
 
-def checkEndpoint(description: str, allowUDP: bool = False) -> str:
+def checkEndpoint(description: str, allowUDP: bool = False, option: str = "--listen") -> str:
     """
     Check a ``--listen`` string (with sockproto's defaults added) and return it as given.
 
@@ -143,17 +144,24 @@ def checkEndpoint(description: str, allowUDP: bool = False) -> str:
     except Exception as e:
         # TypeError/ValueError for bad parameters, OSError or an SSL error for
         # a certificate that cannot be loaded.
-        raise usage.UsageError(f"bad --listen {description!r}: {_reason(e)}") from None
+        raise usage.UsageError(f"bad {option} {description!r}: {endpointErrorText(e, description)}") from None
     return description
 
 
 def _checkCommonMistakes(kind: str, args: list[str], kwargs: dict[str, str]) -> None:
     # Twisted accepts these and fails only when binding; say so up front.
-    if kind == "unix" and not (args[0] if args else kwargs.get("address")):
-        raise ValueError("the socket path is empty")
-    if kind in ("tcp", "tcp6", "ssl"):
+    if kind == "unix":
+        path = args[0] if args else kwargs.get("address")
+        if not path:
+            raise ValueError("the socket path is empty")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"the folder {folder} does not exist")
+    if kind in ("tcp", "tcp6", "ssl", "mtls"):
         port = args[0] if args else kwargs.get("port", "")
-        if port.isdigit() and int(port) > 65535:
+        if not port.isdigit():
+            raise ValueError(f"the port must be a number from 0 to 65535 (e.g. {kind}:8124), not {port!r}")
+        if int(port) > 65535:
             raise ValueError(f"port {port} is out of range")
     if kind == "tls":
         path = args[0] if args else kwargs.get("path", "")
@@ -161,16 +169,44 @@ def _checkCommonMistakes(kind: str, args: list[str], kwargs: dict[str, str]) -> 
             raise ValueError(f"{path!r} is not a directory of PEM files")
 
 
-def _reason(error: BaseException) -> str:
+#: What each endpoint type's string looks like, for errors.
+_SHAPES = {
+    "tcp": "tcp:HOST:PORT (client) or tcp:PORT (server)",
+    "tcp6": "tcp6:HOST:PORT (client) or tcp6:PORT (server)",
+    "unix": "unix:PATH",
+    "ssl": "ssl:HOST:PORT (client) or ssl:PORT:privateKey=KEY:certKey=CERT (server)",
+    "tls": "tls:HOST:PORT (client) or tls:DIRECTORY (server)",
+    "mtls": "mtls:PORT:privateKey=KEY:certKey=CERT:caCerts=CA",
+}
+
+
+def endpointErrorText(error: BaseException, description: str = "") -> str:
+    """
+    What was wrong with an endpoint string, in the user's terms rather than
+    Python's: Twisted's parsers fail with the TypeError or ValueError of the
+    function they call.
+    """
     text = str(error) or type(error).__name__
-    if isinstance(error, TypeError) and "argument" in text:
+    kind = description.split(":", 1)[0].lower()
+    shape = _SHAPES.get(kind)
+    missing = re.search(r"missing \d+ required (?:positional |keyword-only )?arguments?: (.+)", text)
+    if missing:
+        names = missing.group(1).replace("'", "")
+        text = f"missing {names}" + (f"; expected {shape}" if shape else "")
+    elif "invalid literal for int()" in text:
+        text = "a port or number is not a number" + (f"; expected {shape}" if shape else "")
+    elif isinstance(error, TypeError) and "argument" in text:
         # "_parseTCP() got an unexpected keyword argument 'prot'" -> the useful part
         text = text.split(") ", 1)[-1]
     return text
 
 
+
 def positiveInt(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("expected a whole number, at least 1") from None
     if number < 1:
         raise ValueError(f"{value} is not a positive whole number")
     return number
@@ -180,7 +216,10 @@ positiveInt.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defin
 
 
 def nonNegativeFloat(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expected a number of seconds, 0 or more") from None
     if not number >= 0 or number == float("inf"):
         raise ValueError(f"{value} is not a number of seconds, 0 or more")
     return number
@@ -233,12 +272,13 @@ class ServerOptions(usage.Options):
             None,
             None,
             "Endpoint to serve Prometheus metrics on, over HTTP at /metrics (e.g. tcp:9100). [default: none]",
-            lambda value: checkEndpoint(value),
+            lambda value: checkEndpoint(value, option="--metrics"),
         ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
+        nameOptionsInErrors(self)
         self["listen"] = []
         self["idle-timeout"] = self.defaultIdleTimeout
         self.docs["idle-timeout"] += f" [default: {self.defaultIdleTimeout:g}]"
@@ -351,10 +391,10 @@ class ListeningService(service.Service):
                     "{service} cannot listen on {endpoint}: {reason}",
                     service=self.name,
                     endpoint=description,
-                    reason=_reason(e),
+                    reason=endpointErrorText(e, description),
                 )
                 raise ListenError(
-                    f"sockproto-{self.name}: cannot listen on {description}: {_reason(e)}"
+                    f"sockproto-{self.name}: cannot listen on {description}: {endpointErrorText(e, description)}"
                 ) from None
             kind = splitDescription(description)[0]
             self.ports.append((description, port))

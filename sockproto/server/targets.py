@@ -53,12 +53,29 @@ def clientTarget(reactor: Any, description: str, tls: TLSSettings = TLSSettings(
     return Target(endpoints.clientFromString(reactor, description), None, kind)
 
 
+def _readPEM(option: str, path: str, what: str) -> bytes:
+    """The bytes of a PEM file given as ``option``, or a ValueError saying what is wrong with it."""
+    try:
+        content = FilePath(path).getContent()
+    except OSError as e:
+        raise ValueError(f"{option} {path}: cannot read it ({e.strerror})") from None
+    if b"-----BEGIN " not in content:
+        raise ValueError(f"{option} {path}: not a PEM file (expected {what})")
+    return content
+
+
 def tlsOptions(host: str, tls: TLSSettings) -> Any:
     client = None
     if tls.cert:
-        keyPEM = FilePath(tls.key or tls.cert).getContent()
-        certPEM = FilePath(tls.cert).getContent()
-        client = ssl.PrivateCertificate.loadPEM(keyPEM + b"\n" + certPEM)
+        keyOption = "--key" if tls.key else "--cert"
+        keyPEM = _readPEM(keyOption, tls.key or tls.cert, "a private key")
+        certPEM = _readPEM("--cert", tls.cert, "a certificate")
+        try:
+            client = ssl.PrivateCertificate.loadPEM(keyPEM + b"\n" + certPEM)
+        except Exception:
+            raise ValueError(
+                f"--cert {tls.cert}: no certificate and matching private key found (give the key with --key)"
+            ) from None
     if tls.insecure:
         extra = {}
         if client is not None:
@@ -66,7 +83,12 @@ def tlsOptions(host: str, tls: TLSSettings) -> Any:
         return ssl.CertificateOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2, **extra)
     trustRoot: Any = ssl.platformTrust()
     if tls.ca:
-        trustRoot = ssl.Certificate.loadPEM(FilePath(tls.ca).getContent())
+        try:
+            trustRoot = ssl.Certificate.loadPEM(_readPEM("--ca", tls.ca, "a CA certificate"))
+        except ValueError:
+            raise
+        except Exception:
+            raise ValueError(f"--ca {tls.ca}: not a PEM certificate") from None
     return ssl.optionsForClientTLS(host, trustRoot=trustRoot, clientCertificate=client)
 
 

@@ -149,7 +149,10 @@ def _setOption(options: usage.Options, key: str, value: str | None, at: str) -> 
     name = options.synonyms[name]
     handler = optionHandler(options, name)
     try:
-        if isinstance(handler, usage.CoerceParameter):
+        if isinstance(handler, usage.CoerceParameter) and value is not None:
+            # The value alone: the error is pinned on the key, not on a --flag.
+            options.opts[name] = handler.coerce(value)
+        elif isinstance(handler, usage.CoerceParameter):
             handler.dispatch(name, value)
         else:
             handler(name, value)
