@@ -40,6 +40,18 @@ class CertCommandTests(unittest.TestCase):
         client = x509.load_pem_x509_certificate((certs / "client.crt").read_bytes())
         self.assertEqual(client.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value, "alice")
 
+    def test_anExistingCAIsKeptUnlessForced(self):
+        """A second 'sockproto cert' on the same folder changes nothing and says why; --force replaces."""
+        certs = makeCerts(Path(self.mktemp()))
+        before = (certs / "ca.key").read_bytes()
+        again = subprocess.run([PYTHON, "-m", "sockproto.cli", "cert", str(certs)], capture_output=True, cwd=ROOT,
+                               timeout=60)
+        self.assertEqual(again.returncode, 1)
+        self.assertIn(b"already has ca.crt, ca.key", again.stderr)
+        self.assertEqual((certs / "ca.key").read_bytes(), before)
+        makeCerts(certs, "--force")
+        self.assertNotEqual((certs / "ca.key").read_bytes(), before)
+
     def test_mtlsIsAnEndpointForAnyTwistedProgram(self):
         certs = makeCerts(Path(self.mktemp()))
         endpoint = endpoints.serverFromString(MemoryReactor(), mtls(certs, "4433"))
@@ -51,6 +63,23 @@ class CertCommandTests(unittest.TestCase):
 class MutualTLSEndToEndTests(unittest.TestCase):
     def setUp(self):
         self.certs = makeCerts(Path(self.mktemp()))
+
+    def test_probeSaysTheServerDemandsAClientCertificate(self):
+        """probe without --cert on an mtls: port is not a success: it says a client certificate is demanded."""
+        service = ServiceProcess("sockproto-echo", "--listen", mtls(self.certs))
+        self.addCleanup(service.stop)
+        service.start()
+        target = f"tls:localhost:{service.tcpPort()}"
+        result = subprocess.run([PYTHON, "-m", "sockproto.cli", "probe", target, "--ca", str(self.certs / "ca.crt")],
+                                capture_output=True, text=True, cwd=ROOT, timeout=60)
+        self.assertEqual(result.returncode, 3, result)
+        self.assertIn("the server demands a client certificate", result.stdout)
+        withCertificate = subprocess.run(
+            [PYTHON, "-m", "sockproto.cli", "probe", target, "--ca", str(self.certs / "ca.crt"),
+             "--cert", str(self.certs / "client.crt"), "--key", str(self.certs / "client.key")],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )
+        self.assertEqual(withCertificate.returncode, 0, withCertificate)
 
     def test_echoOverMutualTLS(self):
         service = ServiceProcess("sockproto-echo", "--listen", mtls(self.certs), "--listen", "tcp:0")

@@ -6,6 +6,7 @@ import getopt
 import getpass
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from twisted.python import usage
@@ -117,6 +118,7 @@ class CertOptions(GnuOptions):
         ["client-name", None, "client", "Common name of the client certificate (the chat nickname over mtls:)."],
         ["days", None, 365, "Days the certificates are valid.", int],
     ]
+    optFlags = [["force", "f", "Replace certificates and keys already in DIR (they are kept otherwise)."]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -137,8 +139,15 @@ class CertOptions(GnuOptions):
 
 
 def runCert(options: CertOptions) -> int:
-    from sockproto.server.tls import makeDevelopmentCertificates
+    from sockproto.server.tls import DEVELOPMENT_FILES, makeDevelopmentCertificates
 
+    existing = [name for name in DEVELOPMENT_FILES if (Path(options["directory"]) / name).exists()]
+    if existing and not options["force"]:
+        err(
+            f"sockproto cert: {options['directory']} already has {', '.join(existing)}; "
+            "nothing was changed (--force replaces them, and whatever they signed stops being trusted)"
+        )
+        return 1
     try:
         paths = makeDevelopmentCertificates(options["directory"], options["hosts"], options["client-name"],
                                             options["days"])

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet import defer, endpoints, error, interfaces, protocol, stdio
+from twisted.internet import defer, endpoints, error, interfaces, protocol, stdio, task
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -170,9 +170,22 @@ class _Probe(protocol.Protocol):
             self.handshake.callback(None)
 
     def connectionLost(self, reason: Any = None) -> None:
+        self.reason = reason
         if not self.handshake.called:
             self.handshake.errback(reason)
         self.lost.callback(None)
+
+
+#: Seconds to wait after a TLS handshake for a server that refuses it afterwards.
+CLIENT_CERTIFICATE_GRACE = 0.3
+_NEEDS_CERTIFICATE = "the server demands a client certificate (give one with --cert and --key)"
+
+
+def _demandsClientCertificate(value: Any) -> bool:
+    if not isinstance(value, SSL.Error):
+        return False
+    text = str(value).lower()
+    return "certificate required" in text or "handshake failure" in text or "peer did not return" in text
 
 
 async def probeOne(reactor: Any, description: str, options: Any) -> dict[str, Any]:
@@ -192,7 +205,23 @@ async def probeOne(reactor: Any, description: str, options: Any) -> dict[str, An
             probe.handshake.addTimeout(options["timeout"], reactor)
             await probe.handshake
             result["tls_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            if not options["cert"]:
+                # With TLS 1.3 a server that demands a client certificate says
+                # so only after the client's side of the handshake is done.
+                await defer.DeferredList(
+                    [probe.lost, task.deferLater(reactor, CLIENT_CERTIFICATE_GRACE, lambda: None)],
+                    fireOnOneCallback=True,
+                )
+                if probe.lost.called:
+                    value = getattr(getattr(probe, "reason", None), "value", None)
+                    result["error"] = _NEEDS_CERTIFICATE if _demandsClientCertificate(value) else (
+                        "the server closed the connection right after the TLS handshake"
+                    )
+                    return result
     except Exception as e:
+        if not options["cert"] and _demandsClientCertificate(e):
+            result["error"] = _NEEDS_CERTIFICATE
+            return result
         result["error"] = _why(e)
         if probe.transport is not None:
             probe.transport.abortConnection()

@@ -94,6 +94,10 @@ def _write(path: Path, data: bytes, private: bool) -> None:
     os.chmod(path, 0o600 if private else 0o644)
 
 
+#: What :func:`makeDevelopmentCertificates` writes into its directory.
+DEVELOPMENT_FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key")
+
+
 def makeDevelopmentCertificates(
     directory: str | Path, hosts: list[str], clientName: str = "client", days: int = 365
 ) -> dict[str, Path]:
