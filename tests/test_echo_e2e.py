@@ -162,3 +162,38 @@ class EchoEndToEndTests(unittest.TestCase):
             env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp,
         )
         self.assertIn("sockproto-echo", proc.stdout)
+
+
+class SlowlorisTests(unittest.TestCase):
+    def test_aLineSentByteByByteIsCutAtTheReadTimeout(self):
+        """A real client trickling one line a byte at a time is closed after --read-timeout; a normal one is not."""
+        from tests.support import startService
+
+        service = startService(self, "sockproto-echo", "--mode", "line", "--read-timeout", "1",
+                               "--listen", "tcp:0")
+        with socket.create_connection(("127.0.0.1", service.tcpPort()), timeout=10) as slow, \
+                socket.create_connection(("127.0.0.1", service.tcpPort()), timeout=10) as normal:
+            slow.recv(100), normal.recv(100)  # the greetings
+            started = time.monotonic()
+            closed = False
+            while time.monotonic() - started < 5:
+                try:
+                    slow.sendall(b"x")
+                except OSError:
+                    closed = True
+                    break
+                slow.settimeout(0.3)
+                try:
+                    if slow.recv(100) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    pass
+                except OSError:  # reset: the server aborted it
+                    closed = True
+                    break
+            self.assertTrue(closed, "the trickling client was not cut off")
+            self.assertLess(time.monotonic() - started, 3)
+            normal.sendall(b"still here\n")
+            self.assertEqual(normal.recv(100), b"Echo: still here\n")
+        service.waitForLog("did not finish a line or frame in 1.0 s")

@@ -160,12 +160,22 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         # Replies to all the requests of one chunk go out in one write.
         self._batch = batch = list[bytes]()
         self._batchBytes = 0
+        pending = len(self._unprocessed) + len(data)
         try:
             Int32StringReceiver.dataReceived(self, data)
         finally:
             self._batch = None
         if batch:
             self.send(batch[0] if len(batch) == 1 else b"".join(batch))
+        # A frame begun and not finished starts the --read-timeout clock; one
+        # finished stops it, and the next one begun starts it again.
+        if self._unprocessed and not self.paused:
+            if (len(self._unprocessed) < pending or self.partialSince is None) and self.factory.readTimeout:
+                if self.partialSince is None:
+                    self.factory.partialStarted(self)
+                self.partialSince = self.factory.clock.seconds()
+        elif self.partialSince is not None:
+            self.partialSince = None
 
     def holdInput(self) -> None:
         self.paused = True  # Int32StringReceiver keeps the rest of the chunk

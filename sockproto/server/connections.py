@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from typing import Any
 
@@ -58,6 +59,30 @@ def setHighWaterMark(transport: Any, size: int) -> None:
         if transport is None:
             return  # not a socket (a test's StringTransport)
     transport.bufferSize = size
+
+
+def addressKey(address: Any) -> str | None:
+    """
+    What ``--max-connections-per-ip`` counts by: the IPv4 address, or the
+    IPv6 /64 network (one host usually has a whole /64 to pick from).  None,
+    not counted, for UNIX sockets and loopback addresses: only this machine
+    reaches them, and a local proxy or load balancer brings every client
+    from one of them.
+    """
+    host = getattr(address, "host", None)
+    if not host:
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return str(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def transportKind(transport: Any) -> str:
@@ -121,10 +146,20 @@ class ServerFactory(protocol.ServerFactory):
         clock: IReactorTime,
         maxConnections: int = 10000,
         idleTimeout: float = 0.0,
+        readTimeout: float = 0.0,
+        maxPerAddress: int = 0,
     ) -> None:
         self.clock = clock
         self.maxConnections = maxConnections
         self.idleTimeout = idleTimeout
+        #: Seconds a started line or frame may take to complete (0: no limit).
+        self.readTimeout = readTimeout
+        #: Connections one address (an IPv6 /64) may hold at once (0: no limit).
+        self.maxPerAddress = maxPerAddress
+        self.perAddress: Counter[str] = Counter()
+        #: Connections with a line or frame started and not finished.
+        self.partial: set[ServerProtocol] = set()
+        self._readSweeper: Any = None
         self.connections: set[ServerProtocol] = set()
         #: transport kind -> Traffic, read by the metrics.
         self.traffic: dict[str, Traffic] = {}
@@ -151,12 +186,29 @@ class ServerFactory(protocol.ServerFactory):
                 service=self.serviceName,
                 limit=self.maxConnections,
             )
-            refusal = _Refusal(self.refusal)
-            refusal.factory = self
-            return refusal
+            return self._refuse()
+        if self.maxPerAddress:
+            key = addressKey(addr)
+            if key is not None and self.perAddress[key] >= self.maxPerAddress:
+                self.errors["refused_per_address"] += 1
+                log.warn(
+                    "{service} refused a connection from {address}: it has {limit} open already",
+                    service=self.serviceName,
+                    address=key,
+                    limit=self.maxPerAddress,
+                )
+                return self._refuse()
         return protocol.ServerFactory.buildProtocol(self, addr)
 
+    def _refuse(self) -> protocol.Protocol:
+        refusal = _Refusal(self.refusal)
+        refusal.factory = self
+        return refusal
+
     def connectionOpened(self, proto: ServerProtocol) -> None:
+        key = proto.addressKey = addressKey(proto.transport.getPeer())
+        if key is not None:
+            self.perAddress[key] += 1
         self.connections.add(proto)
         traffic = proto.traffic = self.trafficFor(transportKind(proto.transport))
         traffic.open += 1
@@ -165,9 +217,15 @@ class ServerFactory(protocol.ServerFactory):
             self._scheduleSweep()
 
     def connectionClosed(self, proto: ServerProtocol) -> None:
+        self.partial.discard(proto)
         if proto in self.connections:
             self.connections.discard(proto)
             proto.traffic.open -= 1
+            key = proto.addressKey
+            if key is not None:
+                self.perAddress[key] -= 1
+                if self.perAddress[key] <= 0:
+                    del self.perAddress[key]
         if not self.connections:
             if self._sweeper is not None:
                 if self._sweeper.active():
@@ -211,6 +269,29 @@ class ServerFactory(protocol.ServerFactory):
         for proto in list(self.connections):
             proto.transport.abortConnection()
 
+    def partialStarted(self, proto: ServerProtocol) -> None:
+        """``proto`` has the start of a line or frame: it has ``readTimeout`` seconds to finish it."""
+        self.partial.add(proto)
+        if self._readSweeper is None:
+            self._readSweeper = self.clock.callLater(self.readTimeout / 4, self._sweepPartial)
+
+    def _sweepPartial(self) -> None:
+        now = self.clock.seconds()
+        for proto in list(self.partial):
+            since = proto.partialSince
+            if since is None:
+                self.partial.discard(proto)
+            elif now - since >= self.readTimeout and not proto.outputBlocked:
+                self.partial.discard(proto)
+                proto.cutOff(
+                    "read_timeout",
+                    "{peer} did not finish a line or frame in {seconds} s",
+                    seconds=self.readTimeout,
+                )
+        self._readSweeper = None
+        if self.partial:
+            self._readSweeper = self.clock.callLater(self.readTimeout / 4, self._sweepPartial)
+
     def _scheduleSweep(self) -> None:
         self._sweeper = self.clock.callLater(
             self.idleTimeout / self.idleSweeps, self._sweep
@@ -246,6 +327,12 @@ class ServerProtocol(protocol.Protocol):
     """
 
     factory: ServerFactory
+    #: Where the peer's connections are counted (None for UNIX sockets).
+    addressKey: str | None = None
+    #: When the line or frame in progress was started (None: nothing started).
+    partialSince: float | None = None
+    #: True while the peer owes us a drain (RequestReplyProtocol): not read from.
+    outputBlocked = False
     #: A connected stream transport: ITCPTransport (or a UNIX one), IConsumer
     #: and IPushProducer at once, which no single Twisted interface names.
     transport: Any

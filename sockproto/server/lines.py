@@ -107,12 +107,20 @@ class LineServerProtocol(ServerProtocol):
                 return self.wrongProtocol("TLS")
             if _HTTP_REQUEST.match(data):
                 return self.wrongProtocol("HTTP")
-        lines = self.splitter.feed(data)
+        splitter = self.splitter
+        lines = splitter.feed(data)
+        # A line begun and not finished starts the --read-timeout clock; one
+        # finished stops it, and the next one begun starts it again.
+        if splitter._buffer or splitter._discarding:
+            if (lines or self.partialSince is None) and self.factory.readTimeout:
+                if self.partialSince is None:
+                    self.factory.partialStarted(self)
+                self.partialSince = self.factory.clock.seconds()
+        elif self.partialSince is not None:
+            self.partialSince = None
         if lines:
             self.linesReceived(lines)
 
-    #: Set while the peer is not taking its replies (see RequestReplyProtocol).
-    outputBlocked = False
     #: Lines read but not handled yet because the output was blocked.
     linesWhileBlocked: list[Any] | None = None
 

@@ -215,6 +215,19 @@ def positiveInt(value: str) -> int:
 positiveInt.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defined]
 
 
+def nonNegativeInt(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("expected a whole number, 0 or more") from None
+    if number < 0:
+        raise ValueError(f"{value} is not a whole number, 0 or more")
+    return number
+
+
+nonNegativeInt.coerceDoc = "A whole number, 0 or more."  # type: ignore[attr-defined]
+
+
 def nonNegativeFloat(value: str) -> float:
     try:
         number = float(value)
@@ -259,6 +272,21 @@ class ServerOptions(usage.Options):
             10000,
             "Connections served at once; past it, new ones get a one-line refusal.",
             positiveInt,
+        ],
+        [
+            "max-connections-per-ip",
+            None,
+            100,
+            "Connections one address (an IPv6 /64) may hold at once; past it, a one-line refusal (0: no limit). "
+            "UNIX sockets and loopback addresses (local clients, a local proxy) are not counted.",
+            nonNegativeInt,
+        ],
+        [
+            "read-timeout",
+            None,
+            30.0,
+            "Seconds a client has to finish a line or frame it has begun (slow senders are cut off; 0: no limit).",
+            nonNegativeFloat,
         ],
         [
             "shutdown-timeout",
@@ -311,7 +339,12 @@ class ServerOptions(usage.Options):
 
     def limits(self) -> dict[str, Any]:
         """The connection limits, as ServerFactory takes them."""
-        return {"maxConnections": self["max-connections"], "idleTimeout": self["idle-timeout"]}
+        return {
+            "maxConnections": self["max-connections"],
+            "idleTimeout": self["idle-timeout"],
+            "readTimeout": self["read-timeout"],
+            "maxPerAddress": self["max-connections-per-ip"],
+        }
 
     def listeningService(
         self, factory: Factory, reactor: Any, datagramProtocol: Callable[[], DatagramProtocol] | None = None
