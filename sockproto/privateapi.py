@@ -16,12 +16,22 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import endpoints, tcp
-from twisted.logger import Logger
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogFilterPredicate,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    PredicateResult,
+    globalLogBeginner,
+)
 from twisted.python import usage
+from zope.interface import implementer
 
 log = Logger()
 
@@ -62,6 +72,50 @@ class _NamedCoercion(usage.CoerceParameter):
             self.options.opts[parameterName] = self.coerce(value)
         except ValueError as e:
             raise usage.UsageError(f"bad --{parameterName} {value!r}: {e}") from None
+
+
+#: Twisted's own lines about ports and factories, said for every listener and
+#: datagram protocol; sockproto says "<service> listening on <address>" itself.
+_TWISTED_CHATTER = re.compile(
+    r"^(?:\S.* starting on \S+|\((?:\w+ )?Port \S+ Closed\)|Starting protocol <.*|Stopping protocol <.*"
+    r"|Starting factory <.*|Stopping factory <.*)$"
+)
+
+
+@implementer(ILogFilterPredicate)
+class _QuietAndLevel:
+    """Drops Twisted's routine lines, then filters by level."""
+
+    def __init__(self, level: LogLevel) -> None:
+        self.levels = LogLevelFilterPredicate(defaultLogLevel=level)
+
+    def __call__(self, event: dict[str, Any]) -> Any:
+        text = event.get("log_text") or event.get("log_format") or ""
+        if isinstance(text, str) and _TWISTED_CHATTER.match(text):
+            return PredicateResult.no
+        return self.levels(event)
+
+
+def filterLogs(level: LogLevel, beginner: Any = globalLogBeginner) -> None:
+    """
+    Log events below ``level`` and Twisted's routine port and factory lines
+    are dropped, whoever logs them (``--log-level``).
+
+    Public counterpart: ``twist --log-level`` does the level part for
+    ``python -m twisted`` only; twistd has none.  The observers twistd and
+    twist install are wrapped in a ``FilteringLogObserver`` by wrapping
+    ``globalLogBeginner.beginLoggingTo``, which both call once they have
+    built the service (after this runs).
+    """
+    predicate = _QuietAndLevel(level)
+    original = getattr(beginner, "_sockprotoOriginalBegin", None) or beginner.beginLoggingTo
+
+    def beginLoggingTo(observers: Any, *args: Any, **kwargs: Any) -> Any:
+        wrapped = [FilteringLogObserver(observer, [predicate]) for observer in observers]
+        return original(wrapped, *args, **kwargs)
+
+    setattr(beginner, "_sockprotoOriginalBegin", original)  # noqa: B010 - idempotent across calls
+    beginner.beginLoggingTo = beginLoggingTo  # type: ignore[method-assign]
 
 
 def optionHandler(options: usage.Options, name: str) -> Any:

@@ -35,8 +35,9 @@ class ServiceProcess:
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         passFds: tuple[int, ...] = (),
+        twist: tuple[str, ...] = (),
     ) -> None:
-        self.argv = [PYTHON, "-m", "twisted", "--log-format", "text", plugin, *args]
+        self.argv = [PYTHON, "-m", "twisted", "--log-format", "text", *twist, plugin, *args]
         self.passFds = passFds
         self.cwd = cwd
         self.env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
@@ -137,9 +138,11 @@ class ServiceProcess:
         return self.proc.returncode
 
 
-def startService(case: Any, plugin: str, *args: str, endpoints: int = 1) -> ServiceProcess:
-    """Start a service for a test case, stopped when the test ends."""
-    service = ServiceProcess(plugin, *args)
+def startService(
+    case: Any, plugin: str, *args: str, endpoints: int = 1, twist: tuple[str, ...] = ()
+) -> ServiceProcess:
+    """Start a service for a test case, stopped when the test ends (``twist``: options of twist itself)."""
+    service = ServiceProcess(plugin, *args, twist=twist)
     case.addCleanup(service.stop)
     return service.start(endpoints)
 

@@ -25,8 +25,8 @@ from tests.support import (
 
 
 class EchoEndToEndTests(unittest.TestCase):
-    def startEcho(self, *args, endpoints=1):
-        return startService(self, "sockproto-echo", *args, endpoints=endpoints)
+    def startEcho(self, *args, endpoints=1, twist=()):
+        return startService(self, "sockproto-echo", *args, endpoints=endpoints, twist=twist)
 
     def test_tcpUnixTlsAndUdpAtOnce(self):
         tmp = Path(self.mktemp())
@@ -39,7 +39,9 @@ class EchoEndToEndTests(unittest.TestCase):
             "--listen", f"unix:{path}",
             "--listen", f"ssl:0:privateKey={key}:certKey={cert}:interface=127.0.0.1",
             "--listen", "udp:0",
+            "--log-level", "debug",
             endpoints=4,
+            twist=("--log-level", "debug"),  # twist filters by level too
         )
         self.assertTrue(service.addresses[0].startswith("tcp:127.0.0.1:"))
         self.assertEqual(service.addresses[1], f"unix:{path}")
@@ -66,8 +68,9 @@ class EchoEndToEndTests(unittest.TestCase):
             udp.sendto(b"\x00datagram\xff", ("127.0.0.1", service.tcpPort(3)))
             data, _ = udp.recvfrom(100)
             self.assertEqual(data, b"\x00datagram\xff")
-        service.waitForLog("echo connection opened from tcp:127.0.0.1:")
+        service.waitForLog("echo connection opened from tcp:127.0.0.1:")  # --log-level debug
         service.waitForLog("echo connection opened from unix:")
+        self.assertNotIn("EchoFactory starting on", service.log, "Twisted's port chatter is hidden")
 
     def test_lineAndUpperModes(self):
         service = self.startEcho("--listen", "tcp:0:interface=127.0.0.1", "--mode", "line", "--max-line-length", "100")

@@ -88,3 +88,27 @@ class LeanDispatchTests(unittest.TestCase):
         self.assertTrue(privateapi.leanDispatch(fresh))
         self.assertFalse(privateapi.leanDispatch(fresh), "idempotent")
         fresh.doIteration(0)  # one pass of the lean loop runs
+
+
+class LogFilterTests(unittest.TestCase):
+    def test_levelsAndTwistedsChatter(self):
+        """Below the level and Twisted's routine port lines are dropped; the rest goes to the observers."""
+        import io
+        import sys
+        import warnings
+
+        from twisted.logger import LogBeginner, Logger, LogLevel, LogPublisher
+
+        publisher = LogPublisher()
+        beginner = LogBeginner(publisher, io.StringIO(), sys, warnings)
+        privateapi.filterLogs(LogLevel.info, beginner)
+        seen = []
+        beginner.beginLoggingTo([seen.append], redirectStandardIO=False, discardBuffer=True)
+        logger = Logger(observer=publisher)
+        logger.debug("each connection")
+        logger.info("echo listening on tcp:127.0.0.1:8124")
+        logger.info("{log_text}", log_text="EchoFactory starting on 8124")
+        logger.info("{log_text}", log_text="(TCP Port 8124 Closed)")
+        logger.error("cannot listen")
+        self.assertEqual([event["log_format"] for event in seen],
+                         ["echo listening on tcp:127.0.0.1:8124", "cannot listen"])

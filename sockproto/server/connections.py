@@ -354,7 +354,8 @@ class ServerProtocol(protocol.Protocol):
         if interfaces.ISSLTransport.providedBy(self.transport):
             # A client that never finishes its handshake is not left holding a connection.
             self._handshake = self.factory.clock.callLater(HANDSHAKE_TIMEOUT, self._handshakeTooSlow)
-        log.info(
+        # Debug, not info: on a busy server one line per connection drowns the rest.
+        log.debug(
             "{service} connection opened from {peer}",
             service=self.factory.serviceName,
             peer=self.peer,
@@ -391,7 +392,7 @@ class ServerProtocol(protocol.Protocol):
             self._handshake.cancel()
         self.closed = True
         self.factory.connectionClosed(self)
-        log.info(
+        log.debug(
             "{service} connection closed from {peer}: {why}",
             service=self.factory.serviceName,
             peer=self.peer,

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from sockproto.interfaces import IReloadable
+from sockproto.privateapi import filterLogs
 from sockproto.server.listen import StopInOrder, listeningServices
 
 log = Logger()
@@ -73,9 +74,13 @@ class ReloadOnHangup(service.Service):
 
 
 def operate(
-    root: service.IService, reactor: Any, metrics: str | None = None
+    root: service.IService, reactor: Any, metrics: str | None = None, logLevel: str = "info"
 ) -> service.MultiService:
-    """``root`` with SIGHUP reloading and, given an endpoint, a metrics endpoint."""
+    """
+    ``root`` with SIGHUP reloading and, given an endpoint, a metrics
+    endpoint; the process logs at ``logLevel`` and above.
+    """
+    filterLogs(LogLevel.levelWithName(logLevel))
     top = StopInOrder()
     if metrics:
         from sockproto.server.metrics import metricsService
@@ -91,7 +96,7 @@ def standalone(build: Callable[[Any, Any], service.IService]) -> Callable[..., s
 
     def makeService(options: Any, reactor: Any = None) -> service.IService:
         reactor = defaultReactor(reactor)
-        return operate(build(options, reactor), reactor, options["metrics"])
+        return operate(build(options, reactor), reactor, options["metrics"], options["log-level"])
 
     makeService.__doc__ = f"``{build.__module__}.buildService`` with metrics and SIGHUP reloading."
     return makeService

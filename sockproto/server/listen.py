@@ -241,6 +241,23 @@ def nonNegativeFloat(value: str) -> float:
 nonNegativeFloat.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
 
 
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+def logLevel(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
+logLevel.coerceDoc = "One of " + ", ".join(LOG_LEVELS) + "."  # type: ignore[attr-defined]
+
+LOG_LEVEL_HELP = (
+    "Least severe log events shown: debug (also each connection opened and closed), info, warn, error "
+    "or critical."
+)
+
+
 def showVersion(program: str) -> None:
     """``--version``: sockproto's and Twisted's versions on standard output, then exit 0."""
     import twisted
@@ -302,6 +319,7 @@ class ServerOptions(usage.Options):
             "Endpoint to serve Prometheus metrics on, over HTTP at /metrics (e.g. tcp:9100). [default: none]",
             lambda value: checkEndpoint(value, option="--metrics"),
         ],
+        ["log-level", None, "info", LOG_LEVEL_HELP, logLevel],
     ]
 
     def __init__(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from twisted.python import usage
 
 from sockproto.privateapi import optionHandler
-from sockproto.server.listen import _LOOPBACK, checkEndpoint, nonNegativeFloat, splitDescription
+from sockproto.server.listen import _LOOPBACK, checkEndpoint, logLevel, nonNegativeFloat, splitDescription
 
 #: table -> module with the service's Options and buildService.
 SERVICES: dict[str, str] = {
@@ -39,11 +39,11 @@ SERVICES: dict[str, str] = {
 }
 
 #: Keys before the first table: settings of the whole process.
-PROCESS_KEYS = ("metrics", "shutdown-timeout")
+PROCESS_KEYS = ("metrics", "shutdown-timeout", "log-level")
 
 # Command-line options that make no sense in a file.
 # (metrics is one per process: a key before the first table.)
-_NOT_KEYS = frozenset({"help", "version", "help-auth", "help-auth-type", "metrics"})
+_NOT_KEYS = frozenset({"help", "version", "help-auth", "help-auth-type", "metrics", "log-level"})
 
 
 class ConfigError(usage.UsageError):
@@ -65,6 +65,7 @@ class Config:
     services: list[ServiceConfig] = field(default_factory=list)
     metrics: str | None = None
     shutdownTimeout: float | None = None
+    logLevel: str = "info"
     #: Where the databases of the seed services go (no config file).
     var: Path | None = None
 
@@ -101,7 +102,7 @@ def applyTable(options: usage.Options, table: dict[str, Any], where: str) -> Non
     kinds = optionKinds(options)
     for key, value in table.items():
         at = f"{where} {key}"
-        if key == "metrics":  # one endpoint per process (a table may set its own shutdown-timeout)
+        if key in ("metrics", "log-level"):  # one per process (a table may set its own shutdown-timeout)
             raise ConfigError(f"{at}: {key} is for the whole process: set it before the first table")
         kind = kinds.get(key)
         if kind is None:
@@ -185,6 +186,11 @@ def loadConfig(path: str) -> Config:
                 config.metrics = checkEndpoint(value)
             except usage.UsageError as e:
                 raise ConfigError(f"{path}: metrics: {_withoutFlagPrefix(str(e))}") from None
+        elif key == "log-level":
+            try:
+                config.logLevel = logLevel(value if isinstance(value, str) else repr(value))
+            except ValueError as e:
+                raise ConfigError(f"{path}: log-level: {e}") from None
         elif key == "shutdown-timeout":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{path}: shutdown-timeout: expected a number of seconds, not {_typeName(value)}")

@@ -17,7 +17,14 @@ from twisted.python import usage
 
 from sockproto.binary.service import StoreRegistry
 from sockproto.server.lifecycle import defaultReactor, operate
-from sockproto.server.listen import StopInOrder, checkEndpoint, nonNegativeFloat, showVersion
+from sockproto.server.listen import (
+    LOG_LEVEL_HELP,
+    StopInOrder,
+    checkEndpoint,
+    logLevel,
+    nonNegativeFloat,
+    showVersion,
+)
 from sockproto.suite.config import Config, ServiceConfig, checkEndpointsAreDistinct, loadConfig
 
 #: (name, module, options) of the services started without a config file.
@@ -64,6 +71,7 @@ class Options(usage.Options):
             "them off; overrides the file's. [default: 10]",
             nonNegativeFloat,
         ],
+        ["log-level", None, None, LOG_LEVEL_HELP + " Overrides the file's. [default: info]", logLevel],
     ]
 
     def postOptions(self) -> None:
@@ -71,6 +79,8 @@ class Options(usage.Options):
             config = loadConfig(self["config"])
         else:
             config = seedConfig(Path(self["var"]))
+        if self["log-level"]:
+            config.logLevel = self["log-level"]
         if self["metrics"]:
             config.metrics = self["metrics"]
             checkEndpointsAreDistinct(config)
@@ -113,5 +123,5 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
     stores.setServiceParent(root)
     # Added last, stopped first: every connection is finished before the stores close.
     services.setServiceParent(root)
-    return operate(root, reactor, config.metrics)
+    return operate(root, reactor, config.metrics, config.logLevel)
 
