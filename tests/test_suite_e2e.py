@@ -31,7 +31,7 @@ from tests.support import (
     tlsClient,
 )
 
-DEFAULT_PORTS = (8124, 5000, 6789, 9000)
+DEFAULT_PORTS = (8124, 5000, 6789, 9000, 9001)
 
 
 def busy(port):
@@ -46,7 +46,7 @@ class SuiteTests(unittest.TestCase):
         var = Path(self.mktemp()).resolve()
         service = ServiceProcess("sockproto", "--var", str(var))
         self.addCleanup(service.stop)
-        service.start(endpoints=4)
+        service.start(endpoints=5)
         self.assertEqual([a.rsplit(":", 1)[1] for a in service.addresses], [str(p) for p in DEFAULT_PORTS])
         self.assertTrue(all(a.startswith("tcp:127.0.0.1:") for a in service.addresses))
         with socket.create_connection(("127.0.0.1", 8124), timeout=10) as sock:
@@ -60,6 +60,13 @@ class SuiteTests(unittest.TestCase):
         with socket.create_connection(("127.0.0.1", 9000), timeout=10) as sock:
             sock.sendall(struct.pack(">IBI", 5, 0x01, 7))
             self.assertEqual(recvExactly(sock, 9), struct.pack(">IBI", 5, 0x81, 7))
+            sock.sendall(spb(0x10, 8, key(b"seed") + b"from binary"))
+            self.assertEqual(recvExactly(sock, 9), struct.pack(">IBI", 5, 0x90, 8))
+        crud = LineClient.tcp(9001)  # the same store: binary's write is there at once
+        self.addCleanup(crud.close)
+        crud.line()
+        crud.send("read seed\n")
+        self.assertEqual(crud.line(), "OK from binary")
         self.assertTrue((var / "chat.sqlite3").exists())
         self.assertTrue((var / "kv.sqlite3").exists())
         self.assertEqual(var.stat().st_mode & 0o777, 0o700)

@@ -33,6 +33,8 @@ SEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("chat", "sockproto.chat.service", ("--history", "{var}/chat.sqlite3")),
     ("joke", "sockproto.joke.service", ()),
     ("binary", "sockproto.binary.service", ("--db", "{var}/kv.sqlite3")),
+    # The seeds' text twin, on the same store as binary: one process, one store object.
+    ("crud", "sockproto.binary.crud", ("--db", "{var}/kv.sqlite3")),
 )
 
 #: Services that take a store: given the process's StoreRegistry, so one database is one store.
@@ -49,7 +51,7 @@ class Options(usage.Options):
         "Runs several sockproto services in one process. With --config, the services of "
         "a TOML file (one table per service: [echo], [chat], [joke], [binary], [crud], [proxy]; "
         "see examples/sockproto.toml). Without it, the seed services on loopback: echo 8124, "
-        "chat 5000, joke 6789, binary 9000, with their databases in --var. "
+        "chat 5000, joke 6789, binary 9000, crud 9001 (on binary's store), with their databases in --var. "
         "SIGTERM or SIGINT shut down gracefully; SIGHUP reloads joke books and password files."
     )
     optParameters = [
