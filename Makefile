@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-oldest trial pytest lint docs clean
+.PHONY: install run local test test-unit test-oldest trial pytest lint docs clean
 
 install: $(STAMP)
 
@@ -21,6 +21,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 run: install
 	$(PY) -m twisted sockproto
+
+# Every service from examples/local.toml, on loopback, with development certificates.
+local: install
+	test -f certs/ca.crt || $(VENV)/bin/sockproto cert certs
+	mkdir -p -m 700 var
+	$(PY) -m twisted sockproto --config examples/local.toml
 
 test: trial pytest
 

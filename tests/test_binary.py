@@ -377,3 +377,18 @@ class CodecDocumentationTests(unittest.TestCase):
 
         failed, attempted = doctest.testmod(codec)
         self.assertEqual((failed, attempted > 0), (0, True))
+
+
+class SpecificationExampleTests(unittest.TestCase):
+    def test_theOversizedFrameExampleIsTheRealReply(self):
+        """docs/binary-protocol.rst shows, byte for byte, what the server answers to a frame over --max-frame."""
+        from pathlib import Path
+
+        text = (Path(__file__).resolve().parent.parent / "docs" / "binary-protocol.rst").read_text()
+        block = text.split("Error for a frame over --max-frame", 1)[1].split("::", 1)[1].split("\n\n")[1]
+        documented = bytes.fromhex(block.replace("\n", " "))
+        h = Harness()
+        proto, transport = h.connect()
+        proto.dataReceived(struct.pack(">I", 2_000_000) + b"\x11")
+        self.assertEqual(transport.value(), documented)
+        self.assertTrue(transport.disconnecting)

@@ -18,10 +18,12 @@ from twisted.trial import unittest
 
 from sockproto.chat import passwords
 from tests.support import (
+    ROOT,
     LineClient,
     ServiceProcess,
     connect,
     connectUNIX,
+    freePort,
     makeCerts,
     recvAll,
     recvExactly,
@@ -370,3 +372,52 @@ class SinglePluginOperationsTests(unittest.TestCase):
         self.assertEqual(client.until("going down")[-1], "*** the server is going down")
         self.assertEqual(client.closedAfter(), b"")
         self.assertIn(chat.proc.wait(15), (0, 1, -signal.SIGINT))
+
+
+class LocalExampleTests(unittest.TestCase):
+    def test_theLocalExampleRunsEveryService(self):
+        """examples/local.toml, as 'make local' runs it (on ports the test picks), serves every service."""
+        import re
+
+        tmp = Path(self.mktemp()).resolve()
+        tmp.mkdir()
+        makeCerts(tmp / "certs")
+        (tmp / "var").mkdir(mode=0o700)
+        text = (ROOT / "examples" / "local.toml").read_text()
+        echoPort = freePort()
+        # Port 0 for every listener (the fixed ports may be in use here); the proxy's target is the echo port.
+        text = re.sub(r'"(tcp|ssl|udp):\d+(?=[":])', r'"\1:0', text)
+        text = text.replace('listen = [\n    "tcp:0",', f'listen = [\n    "tcp:{echoPort}",', 1)
+        text = text.replace('connect = "tcp:127.0.0.1:8124"', f'connect = "tcp:127.0.0.1:{echoPort}"')
+        config = tmp / "local.toml"
+        config.write_text(text)
+        service = ServiceProcess("sockproto", "--config", str(config), cwd=str(tmp))
+        self.addCleanup(service.stop)
+        service.start(endpoints=12)
+        with socket.create_connection(("127.0.0.1", service.port("echo")), timeout=10) as sock:
+            sock.sendall(b"raw")
+            self.assertEqual(recvExactly(sock, 3), b"raw")
+        with tlsClient(service.port("echo", "ssl"), tmp / "certs") as sock:
+            sock.sendall(b"tls")
+            self.assertEqual(recvExactly(sock, 3), b"tls")
+        # The sockets' full paths are too long for AF_UNIX here; the server made them relative too.
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(tmp)
+        with connectUNIX("var/echo.sock") as sock:
+            sock.sendall(b"unix")
+            self.assertEqual(recvExactly(sock, 4), b"unix")
+        secure = LineClient(tlsClient(service.port("chat", "ssl"), tmp / "certs"))
+        self.addCleanup(secure.close)
+        self.assertIn("Welcome", secure.line())
+        with socket.create_connection(("127.0.0.1", service.port("proxy")), timeout=10) as sock:
+            sock.sendall(b"via the proxy")
+            self.assertEqual(recvExactly(sock, 13), b"via the proxy")
+        with connectUNIX("var/kv.sock") as sock:
+            sock.sendall(spb(0x10, 1, key(b"k") + b"v"))
+            self.assertEqual(recvExactly(sock, 9), struct.pack(">IBI", 5, 0x90, 1))
+        crud = LineClient.tcp(service.port("crud"))
+        self.addCleanup(crud.close)
+        crud.line()
+        crud.send("read k\n")
+        self.assertEqual(crud.line(), "OK v")
+        self.assertTrue((tmp / "var" / "kv.sqlite3").exists())
