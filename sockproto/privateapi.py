@@ -115,7 +115,7 @@ def filterLogs(level: LogLevel, beginner: Any = globalLogBeginner) -> None:
         return original(wrapped, *args, **kwargs)
 
     setattr(beginner, "_sockprotoOriginalBegin", original)  # noqa: B010 - idempotent across calls
-    beginner.beginLoggingTo = beginLoggingTo  # type: ignore[method-assign]
+    beginner.beginLoggingTo = beginLoggingTo
 
 
 def optionHandler(options: usage.Options, name: str) -> Any:
