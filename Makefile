@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run local test test-unit test-oldest trial pytest lint docs clean
+.PHONY: install run local fuzz soak test test-unit test-oldest trial pytest lint docs clean
 
 install: $(STAMP)
 
@@ -60,6 +60,16 @@ pytest: install
 lint: install
 	$(VENV)/bin/ruff check sockproto twisted tests
 	$(VENV)/bin/mypy sockproto twisted/plugins
+
+# Hostile input against every service in one process (loopback, bounded):
+# FUZZ_SECONDS (default 60) of garbage, SOAK_SECONDS (default 300) of mixed load.
+FUZZ_SECONDS ?= 60
+SOAK_SECONDS ?= 300
+fuzz: install
+	$(PY) -m tests.fuzz $(FUZZ_SECONDS)
+
+soak: install
+	$(PY) -m tests.soak $(SOAK_SECONDS)
 
 # API documentation with pydoctor (Twisted's own generator); a warning fails it.
 docs: install

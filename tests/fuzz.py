@@ -1,0 +1,149 @@
+"""``make fuzz``: random and structured garbage against every service in one process.
+
+    .venv/bin/python -m tests.fuzz [SECONDS]       (default 60; FUZZ_SECONDS too)
+
+Loopback only, bounded in time.  Fails (exit 1) if the server dies, logs a
+traceback, stops answering a well-behaved client during the run, or ends
+with its memory more than 20% above where it was after a warm-up, once the
+fuzzing connections are closed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.hostile import SERVICES, spb, spbKey, startSuite, wellBehaved
+
+TLS_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)) + b"\x00" * 400
+HTTP = b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\r\n"
+# Every op; CREATE and UPDATE with random payloads would store random keys,
+# memory the server rightly keeps, so writes come from a bounded key set.
+OPS = (0x01, 0x02, 0x11, 0x13, 0x14, 0x20, 0x7F, 0xFF, 0x00)
+WRITES = (0x10, 0x12)
+
+
+def garbage(rng: random.Random, service: str) -> bytes:
+    """One payload: random, or shaped to hit a parser's edges."""
+    kind = rng.randrange(12)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 4096))
+    if kind == 1:
+        return b"\x00" * rng.randrange(1, 2000)
+    if kind == 2:
+        return b"text\r" * rng.randrange(1, 500)  # CR without LF
+    if kind == 3:
+        return b"\xff\xfe\xc3\x28\xed\xa0\x80 not utf-8\n" * rng.randrange(1, 50)
+    if kind == 4:
+        return b"A" * rng.choice((70_000, 300_000, 1_100_000))  # over every line limit, no newline
+    if kind == 5:
+        return TLS_HELLO
+    if kind == 6:
+        return HTTP
+    if kind == 7:
+        return b"/nick \x1b[31mred\n/join #" + rng.randbytes(40) + b"\n/msg nobody hi\n/me \u202e\n".replace(
+            b"\\u202e", "\u202e".encode()
+        )
+    if kind == 8:  # SPB/1 frames with every op and random payloads
+        frames = [spb(rng.choice(OPS), rng.randrange(2**32), rng.randbytes(rng.randrange(0, 60)))
+                  for _ in range(rng.randrange(1, 200))]
+        frames.append(spb(rng.choice(WRITES), 3, spbKey(b"fuzz%d" % rng.randrange(100)) + rng.randbytes(50)))
+        return b"".join(frames)
+    if kind == 9:  # bad lengths: under 5, huge, and a short key
+        return rng.choice((struct.pack(">I", rng.randrange(5)) + b"\x11\x00\x00\x00\x01",
+                           struct.pack(">I", 0xFFFFFFF0) + b"\x11",
+                           spb(0x11, 1, b"\x00\x09ab"), spb(0x10, 2, b"\x04\x01")))
+    if kind == 10:  # a well-formed kv load, to mix real work in
+        key = b"fuzz%d" % rng.randrange(100)
+        return spb(0x10, 1, spbKey(key) + rng.randbytes(100)) + spb(0x11, 2, spbKey(key))
+    return b"create k v\nread k\nlist\n" + rng.randbytes(20) + b"\nupdate k " + b"x" * 70_000 + b"\n"
+
+
+def fuzzer(port: int, service: str, seed: int, stop: threading.Event, stats: Counter) -> None:
+    rng = random.Random(seed)
+    while not stop.is_set():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.settimeout(0.2)
+                for _ in range(rng.randrange(1, 6)):
+                    payload = garbage(rng, service)
+                    sock.sendall(payload)
+                    stats["bytes"] += len(payload)
+                    try:
+                        sock.recv(65536)
+                    except (TimeoutError, BlockingIOError):
+                        pass
+                if rng.random() < 0.3:  # an abrupt disconnect: RST instead of FIN
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                stats["connections"] += 1
+        except OSError:
+            stats["cut"] += 1  # the server closed on us: expected for most garbage
+
+
+def main(seconds: float) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="sockproto-fuzz-"))
+    service = startSuite(workdir)
+    failures: list[str] = []
+    stats: Counter = Counter()
+    try:
+        ports = {name: service.port(name) for name in SERVICES}
+        stop = threading.Event()
+        threads = [threading.Thread(target=fuzzer, args=(ports[name], name, seed, stop, stats), daemon=True)
+                   for seed, name in enumerate(SERVICES * 2)]
+        for thread in threads:
+            thread.start()
+        started = time.monotonic()
+        warmup = started + min(10.0, seconds * 0.15)
+        baseline = None
+        slowest = 0.0
+        while time.monotonic() - started < seconds:
+            for name in SERVICES:
+                try:
+                    slowest = max(slowest, wellBehaved(service, name))
+                except Exception as e:
+                    failures.append(f"{name} stopped answering a well-behaved client: {e!r}")
+            if baseline is None and time.monotonic() > warmup:
+                baseline = service.rss()
+            if service.proc.poll() is not None:
+                failures.append(f"the server died with status {service.proc.returncode}")
+                break
+            time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        time.sleep(2)  # the fuzzing connections close
+        if service.proc.poll() is None:
+            for name in SERVICES:
+                try:
+                    wellBehaved(service, name)
+                except Exception as e:
+                    failures.append(f"{name} does not answer after the run: {e!r}")
+            final = service.rss()
+            baseline = baseline or final
+            growth = final / baseline - 1
+            print(f"memory: {baseline >> 20} MiB after warm-up, {final >> 20} MiB at the end ({growth:+.0%})")
+            if growth > 0.20:
+                failures.append(f"memory grew {growth:.0%} (over 20%)")
+        for marker in ("Traceback", "Unhandled"):
+            if marker in service.log:
+                failures.append(f"the log has a {marker}:\n" + service.log[service.log.index(marker) - 200:][:3000])
+        print(f"fuzz: {seconds:g} s, {stats['connections']} connections, {stats['bytes'] >> 20} MiB of garbage, "
+              f"{stats['cut']} cut off by the server; slowest well-behaved exchange {slowest * 1000:.0f} ms")
+    finally:
+        service.stop()
+    for failure in failures[:20]:
+        print("FAIL:", failure)
+    print("fuzz: FAILED" if failures else "fuzz: passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(float(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("FUZZ_SECONDS", 60))))
