@@ -212,7 +212,7 @@ class ErrorMessageTests(unittest.TestCase):
              "bad --listen 'tcp:': the port must be a number from 0 to 65535 (e.g. tcp:8124), not ''"),
             (EchoOptions, ["--max-connections", "0"], "bad --max-connections '0': 0 is not a positive whole number"),
             (EchoOptions, ["--max-connections", "many"],
-             "bad --max-connections 'many': expected a whole number, at least 1"),
+             "bad --max-connections 'many': expected a positive whole number"),
             (EchoOptions, ["--metrics", "bogus"], "bad --metrics 'bogus': Unknown endpoint type: 'bogus'"),
             (EchoOptions, ["--listen", f"unix:{missing}/x.sock"],
              f"bad --listen 'unix:{missing}/x.sock': the folder {os.path.abspath(missing)} does not exist"),

@@ -202,30 +202,24 @@ def endpointErrorText(error: BaseException, description: str = "") -> str:
 
 
 
-def positiveInt(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError("expected a whole number, at least 1") from None
-    if number < 1:
-        raise ValueError(f"{value} is not a positive whole number")
-    return number
+def _wholeNumber(minimum: int, what: str) -> Callable[[str], int]:
+    """A usage.Options coercer for whole numbers of at least ``minimum``, described as ``what``."""
+
+    def coerce(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"expected {what}") from None
+        if number < minimum:
+            raise ValueError(f"{value} is not {what}")
+        return number
+
+    coerce.coerceDoc = what[0].upper() + what[1:] + "."  # type: ignore[attr-defined]
+    return coerce
 
 
-positiveInt.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defined]
-
-
-def nonNegativeInt(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError("expected a whole number, 0 or more") from None
-    if number < 0:
-        raise ValueError(f"{value} is not a whole number, 0 or more")
-    return number
-
-
-nonNegativeInt.coerceDoc = "A whole number, 0 or more."  # type: ignore[attr-defined]
+positiveInt = _wholeNumber(1, "a positive whole number")
+nonNegativeInt = _wholeNumber(0, "a whole number, 0 or more")
 
 
 def nonNegativeFloat(value: str) -> float:
