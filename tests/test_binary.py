@@ -392,3 +392,60 @@ class SpecificationExampleTests(unittest.TestCase):
         proto.dataReceived(struct.pack(">I", 2_000_000) + b"\x11")
         self.assertEqual(transport.value(), documented)
         self.assertTrue(transport.disconnecting)
+
+
+requests = st.lists(
+    st.one_of(
+        st.tuples(st.just(Op.READ), st.sampled_from([b"a", b"bb", b"missing", b"\xff\xfe"])),
+        st.tuples(st.sampled_from([Op.CREATE, Op.UPDATE, Op.DELETE]), st.sampled_from([b"a", b"bb", b"new"])),
+        st.tuples(st.sampled_from([Op.PING, Op.STATS, Op.LIST, 0x7F]), st.just(b"")),
+    ),
+    max_size=30,
+)
+
+
+class ChunkingTests(unittest.TestCase):
+    """Any mix of requests gets the same replies, in the same order, in one chunk or a byte at a time."""
+
+    def run_(self, ops, chunked):
+        h = Harness()
+        h.store._load([(b"a", b"value of a"), (b"bb", b"value of bb")])
+        proto, transport = h.connect()
+        wire = b""
+        for i, (op, key) in enumerate(ops):
+            if op == Op.READ:
+                wire += req(op, i, encodeKey(key))
+            elif op in (Op.CREATE, Op.UPDATE):
+                wire += req(op, i, kv(key, b"v%d" % i))
+            elif op == Op.DELETE:
+                wire += req(op, i, encodeKey(key))
+            elif op == Op.LIST:
+                wire += req(op, i, encodeKey(b""))
+            else:
+                wire += req(op, i)
+        if chunked:
+            proto.dataReceived(wire)
+        else:
+            for i in range(len(wire)):
+                proto.dataReceived(wire[i : i + 1])
+        h.commit()
+        frames = [(op, rid, payload) for op, rid, payload in parseFrames(transport.value()) if op != Op.STATS | 0x80]
+        return frames, h.factory.operations
+
+    @settings(max_examples=150, deadline=None)
+    @given(requests)
+    def test_sameRepliesWhateverTheChunking(self, ops):
+        whole, counted = self.run_(ops, chunked=True)
+        bytewise, countedBytewise = self.run_(ops, chunked=False)
+        self.assertEqual(whole, bytewise)
+        self.assertEqual(counted, countedBytewise)
+        self.assertEqual([rid for _, rid, _ in whole], [i for i, (op, _) in enumerate(ops) if op != Op.STATS])
+
+    def test_readsAreCountedAndTimed(self):
+        h = Harness()
+        h.store._load([(b"k", b"v")])
+        proto, transport = h.connect()
+        proto.dataReceived(b"".join(req(Op.READ, i, encodeKey(b"k")) for i in range(10)))
+        self.assertEqual(len(parseFrames(transport.value())), 10)
+        self.assertEqual(h.factory.operations[Op.READ], 10)
+        self.assertEqual(h.factory.latency[Op.READ].count, 10)
