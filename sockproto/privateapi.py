@@ -6,8 +6,9 @@ Twisted, so an upgrade that breaks one fails loudly there, not in production.
 
 - :func:`parseEndpointDescription`: ``twisted.internet.endpoints._parse``.
 - :func:`optionHandler`: ``usage.Options._dispatch``.
-- :func:`eagerWriter`: the write buffer of ``tcp.Connection``
-  (``_tempDataLen``, ``dataBuffer``, ``offset``, ``_writeDisconnected``).
+- :func:`eagerWriter` and :func:`unsentBytes`: the write buffer of
+  ``tcp.Connection`` (``_tempDataLen``, ``dataBuffer``, ``offset``,
+  ``_writeDisconnected``).
 - :func:`leanDispatch`: ``EPollReactor``'s ``_poller``, ``_selectables`` and
   ``_doReadOrWrite``.
 """
@@ -176,6 +177,23 @@ def eagerWriter(transport: Any, traffic: Any = None) -> Callable[[bytes], None]:
         fallback(data)
 
     return write
+
+
+def unsentBytes(transport: Any) -> int | None:
+    """
+    Bytes written to ``transport`` and not sent yet, or None when it cannot
+    be told (a transport that is not a Twisted socket).
+
+    Public counterpart: the streaming producer's ``pauseProducing``, which
+    only says that more than the buffer mark (64 KiB, also the size of every
+    read) is unsent; raising the mark would make every read allocate that
+    much.  Under TLS, the socket's buffer holds the encrypted bytes.
+    """
+    while not isinstance(transport, tcp.Connection):
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
 # -- the epoll reactor ------------------------------------------------------------

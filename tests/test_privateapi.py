@@ -112,3 +112,26 @@ class LogFilterTests(unittest.TestCase):
         logger.error("cannot listen")
         self.assertEqual([event["log_format"] for event in seen],
                          ["echo listening on tcp:127.0.0.1:8124", "cannot listen"])
+
+
+class UnsentBytesTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_whatAPeerHasNotTakenYet(self):
+        """tcp.Connection's buffer tells how much is owed; an unknown transport gives None."""
+        from twisted.internet.testing import StringTransport
+
+        self.assertIsNone(privateapi.unsentBytes(StringTransport()))
+        measured = defer.Deferred()
+
+        class Server(protocol.Protocol):
+            def connectionMade(self):
+                self.transport.write(b"x" * (8 << 20))  # more than any socket buffer takes at once
+                measured.callback(privateapi.unsentBytes(self.transport))
+                self.transport.abortConnection()
+
+        port = reactor.listenTCP(0, protocol.ServerFactory.forProtocol(Server), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        self.addCleanup(client.close)
+        unsent = yield measured
+        self.assertEqual(unsent, 8 << 20, "nothing is sent before the reactor's next turn")

@@ -6,12 +6,13 @@ import ipaddress
 from collections import Counter
 from typing import Any
 
-from twisted.internet import abstract, defer, interfaces, protocol
+from twisted.internet import defer, interfaces, protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from sockproto.interfaces import IDrainable, IMetricsSource
+from sockproto.privateapi import unsentBytes
 from sockproto.server.listen import describeAddress
 
 log = Logger()
@@ -44,21 +45,6 @@ def setSocketOptions(transport: Any, noDelay: bool = False, keepAlive: bool = Fa
                 getattr(transport, setter)(1)
             except (OSError, AttributeError):
                 pass  # a UNIX socket or a transport without the option
-
-
-def setHighWaterMark(transport: Any, size: int) -> None:
-    """
-    Make ``transport`` pause its producer once more than ``size`` bytes are
-    unsent, instead of Twisted's 64 KiB.
-
-    The mark is ``FileDescriptor.bufferSize`` of the socket underneath (below
-    TLS, which passes the socket's pause and resume through to its producer).
-    """
-    while not isinstance(transport, abstract.FileDescriptor):
-        transport = getattr(transport, "transport", None)
-        if transport is None:
-            return  # not a socket (a test's StringTransport)
-    transport.bufferSize = size
 
 
 def addressKey(address: Any) -> str | None:
@@ -472,18 +458,19 @@ class RequestReplyProtocol(ServerProtocol):
         Back-pressure for request/response protocols, whose small requests
         may ask for large replies (a READ of a big value, a LIST).
 
-        The protocol registers itself as its transport's streaming producer,
-        with the transport's high-water mark at ``maxOutputBuffer``: while
-        more than that is unsent, the protocol reads nothing and handles
-        nothing it has already read (:meth:`holdInput`); when the buffer has
-        drained it goes on (:meth:`releaseInput`).  What a connection is owed
+        The protocol registers itself as its transport's streaming producer.
+        Twisted says "pause" each time a write leaves more than its buffer
+        mark (64 KiB) unsent; once more than ``maxOutputBuffer`` is unsent
+        (:func:`sockproto.privateapi.unsentBytes`), the protocol reads
+        nothing and handles nothing it has already read (:meth:`holdInput`);
+        when the buffer has drained it goes on (:meth:`releaseInput`).  (The
+        mark itself stays Twisted's: it is also the size of every read.)  What a connection is owed
         is so bounded by ``maxOutputBuffer`` plus one reply, however many
         requests a chunk holds.  A connection that stays blocked for
         ``sendTimeout`` seconds (0: no limit) is cut off as a slow consumer.
         """
         self.maxOutputBuffer = maxOutputBuffer
         self.sendTimeout = sendTimeout
-        setHighWaterMark(self.transport, maxOutputBuffer)
         if self._handshake is not None:
             self._produceAfterHandshake = True  # see pauseReadingWhenBlocked
             return
@@ -496,6 +483,9 @@ class RequestReplyProtocol(ServerProtocol):
     def pauseProducing(self) -> None:
         if self.outputBlocked:
             return
+        unsent = unsentBytes(self.transport)
+        if unsent is not None and unsent <= self.maxOutputBuffer:
+            return  # over Twisted's mark, not ours: it asks again on the next write, and resumes on a drain
         self.outputBlocked = True
         self.transport.pauseProducing()
         self.holdInput()
