@@ -449,8 +449,6 @@ class RequestReplyProtocol(ServerProtocol):
 
     maxOutputBuffer = MAX_OUTPUT_BUFFER
     sendTimeout = SEND_TIMEOUT
-    #: True while the peer owes us a drain: nothing is read or handled.
-    outputBlocked = False
     _stalled: Any = None
 
     def produceReplies(self, maxOutputBuffer: int, sendTimeout: float) -> None:
