@@ -3,6 +3,7 @@
 import json
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -214,3 +215,34 @@ class BigRepliesOverTLSTests(unittest.TestCase):
             time.sleep(0.5)  # the server fills its buffer and waits for us
             for i in range(1, 101):
                 self.assertEqual(reply(sock), (0x91, i, value))
+
+
+class NeverReadingTLSClientTests(unittest.TestCase):
+    def test_memoryStaysBoundedOverTLS(self):
+        """Over TLS too (where Twisted asks its producer to pause only once), a client that never reads is bounded."""
+        from tests.support import makeCerts, tlsClient
+
+        certs = makeCerts(Path(self.mktemp()))
+        service = startService(
+            self, "sockproto-binary", "--db", ":memory:",
+            "--listen", f"ssl:0:interface=127.0.0.1:privateKey={certs}/server.key:certKey={certs}/server.crt",
+        )
+        value = b"x" * ((1 << 20) - 64)
+        with tlsClient(service.tcpPort(), certs) as sock:
+            sock.sendall(request(CREATE, 1, key(b"big") + value))
+            self.assertEqual(reply(sock)[:2], (0x90, 1))
+        before = service.rss()
+        with tlsClient(service.tcpPort(), certs) as hog:
+            hog.settimeout(0.2)
+            reads = b"".join(request(READ, i, key(b"big")) for i in range(1000))
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                try:
+                    hog.send(reads)
+                except (TimeoutError, ssl.SSLWantWriteError):
+                    continue
+            grown = service.rss() - before
+            self.assertLess(grown, 64 << 20, f"grew by {grown} bytes")
+            hog.settimeout(10)
+            for i in range(5):
+                self.assertEqual(reply(hog), (0x91, i, value))

@@ -15,7 +15,6 @@ from sockproto.binary.codec import MAX_KEY, Code, Op
 from sockproto.binary.protocol import OrderedReplies
 from sockproto.binary.service import StoreRegistry, StoreServerOptions, makeStoreService
 from sockproto.binary.store import KeyValueStore
-from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT, RequestReplyProtocol, ServerFactory
 from sockproto.server.lifecycle import standalone
 from sockproto.server.lines import LineServerProtocol
@@ -48,8 +47,8 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
     def connectionMade(self) -> None:
         self.maxLineLength = self.factory.maxLineLength
         LineServerProtocol.connectionMade(self)
-        self.replies = OrderedReplies(eagerWriter(self.transport, self.traffic))
         self.produceReplies(self.factory.maxOutputBuffer, self.factory.sendTimeout)
+        self.replies = OrderedReplies(self.transmit)
         self.replies.send(b"OK sockproto crud ready; type help\n")
 
     def holdInput(self) -> None:

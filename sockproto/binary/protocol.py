@@ -29,7 +29,6 @@ from sockproto.binary.codec import (
     parseKey,
 )
 from sockproto.binary.store import KeyValueStore
-from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT, RequestReplyProtocol, ServerFactory
 from sockproto.server.latency import LatencyHistogram
 
@@ -134,9 +133,8 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
     def connectionMade(self) -> None:
         RequestReplyProtocol.connectionMade(self)
         self.MAX_LENGTH = self.factory.maxFrame
-        self._transmit = eagerWriter(self.transport, self.traffic)
-        self.replies = OrderedReplies(self.send)
         self.produceReplies(self.factory.maxOutputBuffer, self.factory.sendTimeout)
+        self.replies = OrderedReplies(self.send)
 
     def send(self, data: bytes) -> None:
         batch = self._batch
@@ -149,9 +147,9 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
                 self._batchBytes = 0
                 joined = b"".join(batch)
                 batch.clear()
-                self._transmit(joined)
+                self.transmit(joined)
             return
-        self._transmit(data)
+        self.transmit(data)
 
     def dataReceived(self, data: bytes) -> None:
         self.heard = True

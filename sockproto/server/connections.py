@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sockproto.interfaces import IDrainable, IMetricsSource
-from sockproto.privateapi import unsentBytes
+from sockproto.privateapi import eagerWriter, unsentBytes
 from sockproto.server.listen import describeAddress
 
 log = Logger()
@@ -173,9 +173,9 @@ class ServerFactory(protocol.ServerFactory):
                 limit=self.maxConnections,
             )
             return self._refuse()
-        if self.maxPerAddress:
-            key = addressKey(addr)
-            if key is not None and self.perAddress[key] >= self.maxPerAddress:
+        key = addressKey(addr) if self.maxPerAddress else None
+        if key is not None:
+            if self.perAddress[key] >= self.maxPerAddress:
                 self.errors["refused_per_address"] += 1
                 log.warn(
                     "{service} refused a connection from {address}: it has {limit} open already",
@@ -184,7 +184,10 @@ class ServerFactory(protocol.ServerFactory):
                     limit=self.maxPerAddress,
                 )
                 return self._refuse()
-        return protocol.ServerFactory.buildProtocol(self, addr)
+        proto: Any = protocol.ServerFactory.buildProtocol(self, addr)
+        if proto is not None:
+            proto.addressKey = key  # counted from connectionOpened to connectionClosed
+        return proto
 
     def _refuse(self) -> protocol.Protocol:
         refusal = _Refusal(self.refusal)
@@ -192,9 +195,8 @@ class ServerFactory(protocol.ServerFactory):
         return refusal
 
     def connectionOpened(self, proto: ServerProtocol) -> None:
-        key = proto.addressKey = addressKey(proto.transport.getPeer())
-        if key is not None:
-            self.perAddress[key] += 1
+        if proto.addressKey is not None:
+            self.perAddress[proto.addressKey] += 1
         self.connections.add(proto)
         traffic = proto.traffic = self.trafficFor(transportKind(proto.transport))
         traffic.open += 1
@@ -213,10 +215,10 @@ class ServerFactory(protocol.ServerFactory):
                 if self.perAddress[key] <= 0:
                     del self.perAddress[key]
         if not self.connections:
-            if self._sweeper is not None:
-                if self._sweeper.active():
-                    self._sweeper.cancel()
-                self._sweeper = None
+            for sweeper in (self._sweeper, self._readSweeper):
+                if sweeper is not None and sweeper.active():
+                    sweeper.cancel()
+            self._sweeper = self._readSweeper = None
             if self._drained is not None:
                 drained, self._drained = self._drained, None
                 drained.callback(None)
@@ -449,6 +451,8 @@ class RequestReplyProtocol(ServerProtocol):
 
     maxOutputBuffer = MAX_OUTPUT_BUFFER
     sendTimeout = SEND_TIMEOUT
+    #: Twisted has said its buffer is past its mark, and has not drained since.
+    _overMark = False
     _stalled: Any = None
 
     def produceReplies(self, maxOutputBuffer: int, sendTimeout: float) -> None:
@@ -456,19 +460,22 @@ class RequestReplyProtocol(ServerProtocol):
         Back-pressure for request/response protocols, whose small requests
         may ask for large replies (a READ of a big value, a LIST).
 
-        The protocol registers itself as its transport's streaming producer.
-        Twisted says "pause" each time a write leaves more than its buffer
-        mark (64 KiB) unsent; once more than ``maxOutputBuffer`` is unsent
-        (:func:`sockproto.privateapi.unsentBytes`), the protocol reads
+        The protocol writes with :meth:`transmit` and registers itself as its
+        transport's streaming producer.  Twisted says "pause" once more than
+        its buffer mark (64 KiB, also the size of every read) is unsent; from
+        then until the buffer drains, each write checks what is unsent
+        (:func:`sockproto.privateapi.unsentBytes`; under TLS, Twisted says
+        "pause" only once).  Past ``maxOutputBuffer`` the protocol reads
         nothing and handles nothing it has already read (:meth:`holdInput`);
-        when the buffer has drained it goes on (:meth:`releaseInput`).  (The
-        mark itself stays Twisted's: it is also the size of every read.)  What a connection is owed
-        is so bounded by ``maxOutputBuffer`` plus one reply, however many
-        requests a chunk holds.  A connection that stays blocked for
-        ``sendTimeout`` seconds (0: no limit) is cut off as a slow consumer.
+        when the buffer has drained it goes on (:meth:`releaseInput`).  What
+        a connection is owed is so bounded by ``maxOutputBuffer`` plus one
+        reply, however many requests a chunk holds.  A connection that stays
+        blocked for ``sendTimeout`` seconds (0: no limit) is cut off as a
+        slow consumer.
         """
         self.maxOutputBuffer = maxOutputBuffer
         self.sendTimeout = sendTimeout
+        self._write = eagerWriter(self.transport, self.traffic)
         if self._handshake is not None:
             self._produceAfterHandshake = True  # see pauseReadingWhenBlocked
             return
@@ -478,12 +485,22 @@ class RequestReplyProtocol(ServerProtocol):
         self.transport.registerProducer(self, True)
         self._producing = True
 
+    def transmit(self, data: bytes) -> None:
+        """Write ``data`` now (or into the transport's buffer), then see whether the peer owes too much."""
+        self._write(data)
+        if self._overMark:
+            self._checkOwed()
+
     def pauseProducing(self) -> None:
+        self._overMark = True
+        self._checkOwed()
+
+    def _checkOwed(self) -> None:
         if self.outputBlocked:
             return
         unsent = unsentBytes(self.transport)
         if unsent is not None and unsent <= self.maxOutputBuffer:
-            return  # over Twisted's mark, not ours: it asks again on the next write, and resumes on a drain
+            return  # over Twisted's mark, not ours
         self.outputBlocked = True
         self.transport.pauseProducing()
         self.holdInput()
@@ -491,6 +508,7 @@ class RequestReplyProtocol(ServerProtocol):
             self._stalled = self.factory.clock.callLater(self.sendTimeout, self._sendTimedOut)
 
     def resumeProducing(self) -> None:
+        self._overMark = False
         if not self.outputBlocked:
             return
         self.outputBlocked = False
@@ -522,7 +540,6 @@ class RequestReplyProtocol(ServerProtocol):
             seconds=self.sendTimeout,
             limit=self.maxOutputBuffer,
         )
-
 
     def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
         self.stopProducing()
