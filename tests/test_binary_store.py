@@ -327,3 +327,26 @@ class OpenErrorTests(unittest.TestCase):
         self.assertIn("restore it from a backup", text)
         self.assertIsNone(store._connection, "nothing is left open")
         self.assertEqual(explainDatabaseError(AssertionError()), "AssertionError while opening it")
+
+
+class ClosedStoreTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_aWriteAfterCloseFailsWithoutLosingTheProcess(self):
+        """A write that reaches a closed store is answered SERVER_ERROR, with the reason logged."""
+        from sockproto.binary.store import StoreError
+
+        store = SQLiteStore(str(Path(self.mktemp())), reactor, pollInterval=0)
+        store.open()
+        yield store.close()
+        done = []
+        self.assertIsNone(store.write(Op.CREATE, b"k", b"v", done.append))
+        yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(done, [Code.SERVER_ERROR])
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
+
+    def test_explanationsForTheUsualCauses(self):
+        from sockproto.server.files import explainDatabaseError
+
+        self.assertIn("may read and write them", explainDatabaseError(PermissionError(13, "Permission denied")))
+        self.assertIn("another process holds it", explainDatabaseError(sqlite3.OperationalError("database is locked")))
+        self.assertEqual(explainDatabaseError(ValueError("odd")), "odd")

@@ -12,10 +12,10 @@ from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
 
 from sockproto.binary.codec import MAX_KEY, Code, Op
-from sockproto.binary.protocol import OrderedReplies
+from sockproto.binary.protocol import OrderedReplies, StoreFactory
 from sockproto.binary.service import StoreRegistry, StoreServerOptions, makeStoreService
 from sockproto.binary.store import KeyValueStore
-from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT, RequestReplyProtocol, ServerFactory
+from sockproto.server.connections import RequestReplyProtocol
 from sockproto.server.lifecycle import standalone
 from sockproto.server.lines import LineServerProtocol
 from sockproto.server.listen import positiveInt
@@ -149,28 +149,16 @@ def checkKey(key: str) -> str | None:
     return None
 
 
-class CrudFactory(ServerFactory):
+class CrudFactory(StoreFactory):
     serviceName = "crud"
     protocol = CrudProtocol
     refusal = b"ERR server busy: too many connections\n"
 
-    def metricsSnapshot(self) -> dict[str, Any]:
-        return {"store": dict(self.store.stats(), keys=len(self.store))}
-
     def __init__(
-        self,
-        clock: IReactorTime,
-        store: KeyValueStore,
-        maxLineLength: int = 65536,
-        maxOutputBuffer: int = MAX_OUTPUT_BUFFER,
-        sendTimeout: float = SEND_TIMEOUT,
-        **limits: Any,
+        self, clock: IReactorTime, store: KeyValueStore, maxLineLength: int = 65536, **settings: Any
     ) -> None:
-        ServerFactory.__init__(self, clock, **limits)
-        self.store = store
+        StoreFactory.__init__(self, clock, store, **settings)
         self.maxLineLength = maxLineLength
-        self.maxOutputBuffer = maxOutputBuffer
-        self.sendTimeout = sendTimeout
 
 
 class Options(StoreServerOptions):

@@ -165,15 +165,9 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
             self._batch = None
         if batch:
             self.send(batch[0] if len(batch) == 1 else b"".join(batch))
-        # A frame begun and not finished starts the --read-timeout clock; one
-        # finished stops it, and the next one begun starts it again.
-        if self._unprocessed and not self.paused:
-            if (len(self._unprocessed) < pending or self.partialSince is None) and self.factory.readTimeout:
-                if self.partialSince is None:
-                    self.factory.partialStarted(self)
-                self.partialSince = self.factory.clock.seconds()
-        elif self.partialSince is not None:
-            self.partialSince = None
+        # Frames held back while blocked are not the peer's slowness.
+        unprocessed = self._unprocessed
+        self.noteUnfinished(bool(unprocessed) and not self.paused, len(unprocessed) < pending)
 
     def holdInput(self) -> None:
         self.paused = True  # Int32StringReceiver keeps the rest of the chunk
@@ -262,24 +256,37 @@ _MESSAGES: dict[int, str] = {
 }
 
 
-class SPBFactory(ServerFactory):
-    serviceName = "binary"
-    protocol = SPBProtocol
+class StoreFactory(ServerFactory):
+    """What binary and crud share: the store, and how much a connection may owe (see produceReplies)."""
+
+    protocol: Any = None  # as on ServerFactory: mypy asks again on each level of subclass
 
     def __init__(
         self,
         clock: IReactorTime,
         store: KeyValueStore,
-        maxFrame: int = DEFAULT_MAX_FRAME,
         maxOutputBuffer: int = MAX_OUTPUT_BUFFER,
         sendTimeout: float = SEND_TIMEOUT,
         **limits: Any,
     ) -> None:
         ServerFactory.__init__(self, clock, **limits)
         self.store = store
-        self.maxFrame = maxFrame
         self.maxOutputBuffer = maxOutputBuffer
         self.sendTimeout = sendTimeout
+
+    def metricsSnapshot(self) -> dict[str, Any]:
+        return {"store": self.store.stats()}
+
+
+class SPBFactory(StoreFactory):
+    serviceName = "binary"
+    protocol = SPBProtocol
+
+    def __init__(
+        self, clock: IReactorTime, store: KeyValueStore, maxFrame: int = DEFAULT_MAX_FRAME, **settings: Any
+    ) -> None:
+        StoreFactory.__init__(self, clock, store, **settings)
+        self.maxFrame = maxFrame
         self.operations: Counter[int] = Counter()
         #: op -> latency from a request's arrival to its reply (known ops only).
         self.latency: dict[int, LatencyHistogram] = {}
@@ -294,11 +301,11 @@ class SPBFactory(ServerFactory):
         return histogram
 
     def metricsSnapshot(self) -> dict[str, Any]:
-        return {
-            "operations": {opName(op): count for op, count in self.operations.items()},
-            "latency": {OP_NAMES[op]: (list(h.cumulative()), h.sum) for op, h in self.latency.items()},
-            "store": dict(self.store.stats(), keys=len(self.store)),
-        }
+        return dict(
+            StoreFactory.metricsSnapshot(self),
+            operations={opName(op): count for op, count in self.operations.items()},
+            latency={OP_NAMES[op]: (list(h.cumulative()), h.sum) for op, h in self.latency.items()},
+        )
 
     def error(self, requestId: int, code: int, message: str) -> bytes:
         """An error reply, counted by kind."""

@@ -352,13 +352,18 @@ class SQLiteStore(GroupCommitStore):
         # fails before it runs (a port already in use) must be able to exit,
         # and a running thread would keep it alive.  Work queued before then waits.
         self._pool = ThreadPool(1, 1, name="sockproto-kv-worker")
-        self.reactor.callWhenRunning(self._pool.start)
+        self.reactor.callWhenRunning(self._startPool)
         if self.path != MEMORY and self.pollInterval:
             # Another process writing the same file (e.g. a separate crud
             # service) is noticed through SQLite's data_version.
             self._poller = task.LoopingCall(self._pollOthers)
             self._poller.clock = self.reactor
             self._poller.start(self.pollInterval, now=False)
+
+    def _startPool(self) -> None:
+        # Not if the store was closed before the reactor ran: the thread would never be stopped.
+        if self._pool is not None and not self._pool.started:
+            self._pool.start()
 
     def _closeConnections(self) -> None:
         for connection in (self._connection, self._worker):

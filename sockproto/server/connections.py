@@ -349,6 +349,20 @@ class ServerProtocol(protocol.Protocol):
             peer=self.peer,
         )
 
+    def noteUnfinished(self, unfinished: bool, progressed: bool) -> None:
+        """
+        After a chunk: whether a line or frame is begun and not finished, and
+        whether one was finished.  One begun starts the ``--read-timeout``
+        clock, one finished stops it, and the next one begun starts it again.
+        """
+        if unfinished:
+            if (progressed or self.partialSince is None) and self.factory.readTimeout:
+                if self.partialSince is None:
+                    self.factory.partialStarted(self)
+                self.partialSince = self.factory.clock.seconds()
+        elif self.partialSince is not None:
+            self.partialSince = None
+
     def handshakeCompleted(self) -> None:
         if self._handshake is not None and self._handshake.active():
             self._handshake.cancel()

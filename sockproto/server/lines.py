@@ -109,15 +109,7 @@ class LineServerProtocol(ServerProtocol):
                 return self.wrongProtocol("HTTP")
         splitter = self.splitter
         lines = splitter.feed(data)
-        # A line begun and not finished starts the --read-timeout clock; one
-        # finished stops it, and the next one begun starts it again.
-        if splitter._buffer or splitter._discarding:
-            if (lines or self.partialSince is None) and self.factory.readTimeout:
-                if self.partialSince is None:
-                    self.factory.partialStarted(self)
-                self.partialSince = self.factory.clock.seconds()
-        elif self.partialSince is not None:
-            self.partialSince = None
+        self.noteUnfinished(bool(splitter._buffer or splitter._discarding), bool(lines))
         if lines:
             self.linesReceived(lines)
 
