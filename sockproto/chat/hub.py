@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
+from sockproto.chat.bus import IChatBus, LocalBus
 from sockproto.chat.history import Entry, History
 from sockproto.chat.text import Stamper, validNick, validRoom
 
@@ -24,6 +27,20 @@ HISTORY_MAX = 500
 
 class ChatError(Exception):
     """A request the hub refuses; its message is shown to the member after ``"!!! "``."""
+
+
+def settled(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
+    """
+    ``d``, except that a refusal already known (a bus that answers at once,
+    like :class:`LocalBus`) is raised here: a server alone answers as it
+    always did, synchronously.
+    """
+    outcome: list[Any] = []
+    d.addBoth(lambda result: outcome.append(result) or result)
+    if outcome and isinstance(outcome[0], Failure) and outcome[0].check(ChatError):
+        d.addErrback(lambda failure: None)
+        raise outcome[0].value
+    return d
 
 
 class Member(Protocol):
@@ -57,6 +74,7 @@ class ChatHub:
         history: History,
         maxRooms: int = 1000,
         historyOnJoin: int = HISTORY_DEFAULT,
+        bus: IChatBus | None = None,
     ) -> None:
         self.clock = clock
         self.history = history
@@ -65,6 +83,7 @@ class ChatHub:
         self.stamp = Stamper()
         self.rooms: dict[str, Room] = {}
         self.nicks: dict[str, Member] = {}  # casefolded nick -> member
+        self.present: dict[Member, None] = {}  # members who entered and have not left
         self.identities: set[str] = set()  # casefolded names of verified users online
         self._guests = 0
         self._dirty: list[Room] = []
@@ -74,48 +93,73 @@ class ChatHub:
         #: Room lines (messages and notices) and private messages written to members.
         self.deliveries = 0
         self.closing = False
+        self.bus: IChatBus = bus if bus is not None else LocalBus()
+        self.bus.attach(self)
 
     # -- arriving and leaving -------------------------------------------------
 
-    def enter(self, member: Member, identity: str | None = None) -> None:
+    def enter(self, member: Member, identity: str | None = None) -> defer.Deferred[None]:
         """
         Let a member in: as ``identity`` (a logged-in user or a certificate's
-        name, which no one else may hold), or as a new ``guest<N>``.
+        name, which no one else may hold, on any server), or as a new
+        ``guest<N>``.  Fires once the member is in (at once on a server alone).
         """
-        if identity is not None:
-            if not validNick(identity):
-                raise ChatError(f"{identity!r} cannot be a nickname (1-24 of A-Z a-z 0-9 _ -)")
-            key = identity.casefold()
-            if key in self.identities:
+        if identity is None:
+            return settled(self.bus.claimGuest(self._guestNick()).addCallback(lambda nick: self._admit(member, nick)))
+        if not validNick(identity):
+            raise ChatError(f"{identity!r} cannot be a nickname (1-24 of A-Z a-z 0-9 _ -)")
+        key = identity.casefold()
+        if key in self.identities:
+            raise ChatError(f"{identity} is already connected")
+
+        def claimed(free: bool) -> None:
+            if not free or key in self.identities:
                 raise ChatError(f"{identity} is already connected")
             squatter = self.nicks.get(key)
             if squatter is not None:
-                # A guest holds a verified user's name: the user wins.
-                self._rename(squatter, self._guestNick(), "(name reserved)")
+                self.evict(squatter)
             self.identities.add(key)
-            nick = identity
-        else:
-            nick = self._guestNick()
+            self._admit(member, identity)
+
+        return settled(self.bus.claimIdentity(member, identity).addCallback(claimed))
+
+    def _admit(self, member: Member, nick: str) -> None:
         member.nick = nick
         member.room = None
         self.nicks[nick.casefold()] = member
+        self.present[member] = None
         self._join(member, self._room(LOBBY))
+
+    def evict(self, squatter: Member) -> None:
+        """A guest holds a verified user's name: the user wins, the guest gets a new name."""
+        key = squatter.nick.casefold()
+        if self.nicks.get(key) is squatter:
+            del self.nicks[key]
+
+        def renamed(nick: str) -> None:
+            if squatter in self.present:
+                self._rename(squatter, nick, "(name reserved)")
+
+        self.bus.claimGuest(self._guestNick()).addCallback(renamed)
 
     def leave(self, member: Member, reason: str) -> None:
         """A member is gone (quit, closed or dropped)."""
-        key = member.nick.casefold()
-        if self.nicks.get(key) is not member:
+        if member not in self.present:
             return  # never entered (e.g. did not log in)
-        del self.nicks[key]
-        self.identities.discard(key)
+        del self.present[member]
+        key = member.nick.casefold()
+        if self.nicks.get(key) is member:
+            del self.nicks[key]
+            self.identities.discard(key)
         room = member.room
         if room is not None:
             self._flushRoom(room)
             room.members.pop(member, None)
             member.room = None
             if not self.closing:  # when everyone is leaving, no notices
-                self._post(room, f"*** {member.nick} left {room.name} ({reason})\n".encode())
+                self._notice(room, f"*** {member.nick} left {room.name} ({reason})\n")
             self._forget(room)
+        self.bus.release(member, room.name if room is not None else None)
 
     def _guestNick(self) -> str:
         while True:
@@ -141,17 +185,29 @@ class ChatHub:
         entry = Entry(self.clock.seconds(), member.nick, kind, text)
         self._post(room, self.formatEntry(entry).encode(), member)
         self.history.record(room.name, *entry)
+        self.bus.said(room.name, entry, member)
         self.messages += 1
 
-    def privateMessage(self, member: Member, nick: str, text: str) -> None:
+    def privateMessage(self, member: Member, nick: str, text: str) -> defer.Deferred[None]:
+        """``/msg``: to a member here at once, else through the bus to whichever server has ``nick``."""
+        now = self.clock.seconds()
+        stamp = self.stamp(now)
         target = self.nicks.get(nick.casefold())
-        if target is None:
-            raise ChatError(f"no such nickname: {nick}")
-        stamp = self.stamp(self.clock.seconds())
-        self.tell(target, f"{stamp}*{member.nick}* {text}\n")
-        self.tell(member, f"{stamp}-> *{target.nick}* {text}\n")
-        self.messages += 1
-        self.deliveries += 1
+        if target is not None:
+            self.tell(target, f"{stamp}*{member.nick}* {text}\n")
+            self.tell(member, f"{stamp}-> *{target.nick}* {text}\n")
+            self.messages += 1
+            self.deliveries += 1
+            return defer.succeed(None)
+
+        def sent(holder: str | None) -> None:
+            if holder is None:
+                raise ChatError(f"no such nickname: {nick}")
+            if member in self.present:
+                self.tell(member, f"{stamp}-> *{holder}* {text}\n")
+            self.messages += 1
+
+        return settled(self.bus.privateTo(member, nick, now, text).addCallback(sent))
 
     def tell(self, member: Member, text: str) -> None:
         """Send one member something of its own, in order with what its room saw before."""
@@ -161,7 +217,7 @@ class ChatHub:
 
     # -- nicknames and rooms --------------------------------------------------
 
-    def changeNick(self, member: Member, nick: str) -> None:
+    def changeNick(self, member: Member, nick: str) -> defer.Deferred[None]:
         if not validNick(nick):
             raise ChatError(f"bad nickname {nick!r}: use 1 to 24 of A-Z a-z 0-9 _ -")
         if member.nick.casefold() in self.identities:
@@ -170,44 +226,59 @@ class ChatHub:
         holder = self.nicks.get(key)
         if holder is member:
             if nick == member.nick:
-                return
+                return defer.succeed(None)
         elif holder is not None or key in self.identities:
             raise ChatError(f"nickname {nick} is taken")
-        self._rename(member, nick, "")
+
+        def claimed(free: bool) -> None:
+            holder = self.nicks.get(key)
+            if not free or holder not in (None, member):
+                raise ChatError(f"nickname {nick} is taken")
+            if member in self.present:
+                self._rename(member, nick, "")
+
+        return settled(self.bus.claimNick(member, nick).addCallback(claimed))
 
     def _rename(self, member: Member, nick: str, note: str) -> None:
         old = member.nick
-        del self.nicks[old.casefold()]
+        if self.nicks.get(old.casefold()) is member:
+            del self.nicks[old.casefold()]
         self.nicks[nick.casefold()] = member
         member.nick = nick
-        notice = f"*** {old} is now known as {nick}{' ' + note if note else ''}\n".encode()
+        text = f"*** {old} is now known as {nick}{' ' + note if note else ''}\n"
         if member.room is not None:
             self._flushRoom(member.room)
-            self._post(member.room, notice)
+            self._notice(member.room, text)
         else:
-            member.send(notice)
+            member.send(text.encode())
 
-    def join(self, member: Member, name: str) -> None:
+    def join(self, member: Member, name: str) -> defer.Deferred[None]:
         if not validRoom(name):
             raise ChatError(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -")
         old = member.room
         if old is not None and old.name == name:
             raise ChatError(f"you are already in {name}")
-        if name not in self.rooms and len(self.rooms) >= self.maxRooms:
-            raise ChatError("too many rooms; join an existing one")
-        if old is not None:
-            self._flushRoom(old)
-            del old.members[member]
-            member.room = None
-            self._post(old, f"*** {member.nick} left {old.name}\n".encode())
-            self._forget(old)
-        self._join(member, self._room(name))
+
+        def moved(allowed: bool) -> None:
+            if not allowed:
+                raise ChatError("too many rooms; join an existing one")
+            if member not in self.present or member.room is not old:
+                return  # gone, or moved meanwhile
+            if old is not None:
+                self._flushRoom(old)
+                del old.members[member]
+                member.room = None
+                self._notice(old, f"*** {member.nick} left {old.name}\n")
+                self._forget(old)
+            self._join(member, self._room(name))
+
+        return settled(self.bus.moveTo(member, name, self.maxRooms).addCallback(moved))
 
     def _join(self, member: Member, room: Room) -> None:
         self._flushRoom(room)  # what was said before is not for the newcomer
         room.members[member] = None
         member.room = room
-        self._post(room, f"*** {member.nick} joined {room.name}\n".encode())
+        self._notice(room, f"*** {member.nick} joined {room.name}\n")
         self.replay(member, self.historyOnJoin, quiet=True)
 
     def _room(self, name: str) -> Room:
@@ -222,11 +293,24 @@ class ChatHub:
             self.rooms.pop(room.name, None)
 
     def roomList(self) -> list[tuple[str, int]]:
+        """This server's rooms and how many of its members are in each."""
         return sorted((room.name, len(room.members)) for room in self.rooms.values())
 
     def names(self, member: Member) -> list[str]:
+        """The nicks of this server's members in ``member``'s room."""
         room = member.room
         return sorted((m.nick for m in room.members), key=str.casefold) if room else []
+
+    def whenRooms(self) -> defer.Deferred[list[tuple[str, int]]]:
+        """Every room of the chat (of every server) and how many are in each."""
+        return self.bus.roomList(self.roomList())
+
+    def whenNames(self, member: Member) -> defer.Deferred[list[str]]:
+        """Everyone in ``member``'s room, on every server."""
+        local = self.names(member)
+        if member.room is None:
+            return defer.succeed(local)
+        return self.bus.names(member.room.name, local).addCallback(lambda names: sorted(names, key=str.casefold))
 
     def replay(self, member: Member, count: int, quiet: bool = False) -> None:
         """Send a member the last ``count`` messages of its room."""
@@ -253,7 +337,7 @@ class ChatHub:
         """A notice to everyone (e.g. the server going down), written at once."""
         data = f"*** {text}\n".encode()
         self.flush()
-        for member in list(self.nicks.values()):
+        for member in list(self.present):
             member.send(data)
 
     def shutdown(self, text: str) -> None:
@@ -261,7 +345,37 @@ class ChatHub:
         self.announce(text)
         self.closing = True
 
+    # -- from other servers ---------------------------------------------------
+
+    def remoteEntry(self, room: str, entry: Entry) -> None:
+        """A message said on another server, for this server's members of ``room``."""
+        local = self.rooms.get(room)
+        if local is not None and local.members:
+            self._post(local, self.formatEntry(entry).encode())
+
+    def remoteNotice(self, room: str, text: str) -> None:
+        local = self.rooms.get(room)
+        if local is not None and local.members:
+            self._post(local, text.encode())
+
+    def remotePrivate(self, key: str, when: float, sender: str, text: str) -> bool:
+        """A private message from another server's member; False if ``key`` is not here (any more)."""
+        target = self.nicks.get(key)
+        if target is None:
+            return False
+        self.tell(target, f"{self.stamp(when)}*{sender}* {text}\n")
+        self.deliveries += 1
+        return True
+
+    def members(self) -> list[Member]:
+        return list(self.present)
+
     # -- fan-out --------------------------------------------------------------
+
+    def _notice(self, room: Room, text: str) -> None:
+        """A notice to everyone in ``room``, here and on the other servers."""
+        self._post(room, text.encode())
+        self.bus.noticed(room.name, text)
 
     def _post(self, room: Room, data: bytes, sender: Member | None = None) -> None:
         room.batch.append(data)
@@ -310,7 +424,7 @@ class ChatHub:
 
     def stats(self) -> dict[str, int]:
         return {
-            "members": len(self.nicks),
+            "members": len(self.present),
             "rooms": len(self.rooms),
             "messages": self.messages,
             "deliveries": self.deliveries,

@@ -113,13 +113,52 @@ class ChatProtocol(LineServerProtocol):
             self._enter(None)
 
     def _enter(self, identity: str | None) -> None:
+        # In a cluster the name is decided by Redis: what the client sends
+        # meanwhile waits, as it does during a login.
+        self.loginPending = True
+
+        def entered(_: Any) -> None:
+            self.loginPending = False
+            self.entered = True
+            if self.closed:
+                self.leaveHub("connection closed")
+            else:
+                self.releaseHeldLines()
+
+        def refused(failure: Any) -> None:
+            self.loginPending = False
+            if not failure.check(ChatError):
+                log.failure("chat could not let {peer} in", failure, peer=self.peer)
+            if not self.closed:
+                self.error(str(failure.value) if failure.check(ChatError) else "the chat cannot take you now")
+                self.closeConnection()
+
         try:
-            self.factory.hub.enter(self, identity)
+            d = self.factory.hub.enter(self, identity)
         except ChatError as e:
+            self.loginPending = False
             self.error(str(e))
             self.closeConnection()
             return
-        self.entered = True
+        d.addCallbacks(entered, refused)
+
+    def answer(self, d: defer.Deferred[Any], then: Any = None) -> None:
+        """
+        The outcome of a request the hub may answer later (in a cluster):
+        ``then(result)`` when it is done, the reason when it is refused.
+        """
+
+        def refused(failure: Any) -> None:
+            if not failure.check(ChatError):
+                log.failure("chat request failed for {peer}", failure, peer=self.peer)
+            if not self.closed and not self.dropped:
+                self.error(str(failure.value) if failure.check(ChatError) else "the server could not do that now")
+
+        def done(result: Any) -> None:
+            if then is not None and not self.closed and not self.dropped:
+                then(result)
+
+        d.addCallbacks(done, refused)
 
     # -- output -----------------------------------------------------------------
 
@@ -215,21 +254,26 @@ class ChatProtocol(LineServerProtocol):
             raise ChatError("usage: /nick NAME")
         if self.factory.portal is not None:
             raise ChatError("your nickname is your user name here")
-        self.factory.hub.changeNick(self, rest)
+        self.answer(self.factory.hub.changeNick(self, rest))
 
     def do_join(self, rest: str) -> None:
         if not rest:
             raise ChatError("usage: /join #room")
-        self.factory.hub.join(self, rest)
+        self.answer(self.factory.hub.join(self, rest))
 
     def do_rooms(self, rest: str) -> None:
-        rooms = self.factory.hub.roomList()
-        self.reply("*** rooms:\n" + "".join(f"***   {name} ({count})\n" for name, count in rooms))
+        def show(rooms: list[tuple[str, int]]) -> None:
+            self.reply("*** rooms:\n" + "".join(f"***   {name} ({count})\n" for name, count in rooms))
+
+        self.answer(self.factory.hub.whenRooms(), show)
 
     def do_list(self, rest: str) -> None:
-        names = self.factory.hub.names(self)
         room = self.room.name if self.room else "?"
-        self.reply(f"*** {len(names)} in {room}: {' '.join(names)}\n")
+
+        def show(names: list[str]) -> None:
+            self.reply(f"*** {len(names)} in {room}: {' '.join(names)}\n")
+
+        self.answer(self.factory.hub.whenNames(self), show)
 
     do_who = do_list
 
@@ -238,7 +282,7 @@ class ChatProtocol(LineServerProtocol):
         text = clean(text)
         if not nick or not text.strip():
             raise ChatError("usage: /msg NICK text")
-        self.factory.hub.privateMessage(self, nick, text)
+        self.answer(self.factory.hub.privateMessage(self, nick, text))
 
     def do_me(self, rest: str) -> None:
         text = clean(rest)

@@ -1,0 +1,102 @@
+"""What the chat hub asks of the other chat servers, and the answer for a server alone.
+
+The hub decides everything about its own members.  What involves other
+servers (whether a name is free anywhere, who is in a room anywhere, lines
+that other servers' members should see) goes through an :class:`IChatBus`.
+Answers are Deferreds; :class:`LocalBus`, the bus of a server alone, answers
+at once, so a hub on it behaves exactly as one without a bus and its tests
+need no reactor.  The Redis bus is :mod:`sockproto.chat.cluster`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from zope.interface import Attribute, Interface, implementer
+
+if TYPE_CHECKING:
+    from sockproto.chat.history import Entry
+    from sockproto.chat.hub import ChatHub, Member
+
+
+class IChatBus(Interface):
+    """The hub's link to the other servers of its cluster."""
+
+    linked = Attribute("True while other servers hear this one (a server alone: False)")
+    clustered = Attribute("True when this server is meant to have others (a cluster), linked or not")
+
+    def attach(hub: ChatHub) -> None:
+        """The hub that remote events are given to."""
+
+    def claimGuest(candidate: str) -> defer.Deferred[str]:
+        """A guest name free everywhere (``candidate`` when it is)."""
+
+    def claimIdentity(member: Member, nick: str) -> defer.Deferred[bool]:
+        """Hold a verified name for ``member``; False when it is connected elsewhere already."""
+
+    def claimNick(member: Member, nick: str) -> defer.Deferred[bool]:
+        """Move ``member`` from its nick to ``nick``; False when another holds it anywhere."""
+
+    def moveTo(member: Member, room: str, maxRooms: int) -> defer.Deferred[bool]:
+        """``member`` is going into ``room``; False when that would open more than ``maxRooms`` rooms."""
+
+    def release(member: Member, room: str | None) -> None:
+        """``member`` is gone: free its name."""
+
+    def said(room: str, entry: Entry, sender: Member) -> None:
+        """A message the members of ``room`` elsewhere should see."""
+
+    def noticed(room: str, text: str) -> None:
+        """A notice (joins, leaves, nick changes) for the members of ``room`` elsewhere."""
+
+    def privateTo(member: Member, nick: str, when: float, text: str) -> defer.Deferred[str | None]:
+        """A private message to ``nick`` on another server: its holder's nick, or None if nobody has it."""
+
+    def names(room: str, local: list[str]) -> defer.Deferred[list[str]]:
+        """Everyone in ``room`` (``local``: this server's members there)."""
+
+    def roomList(local: list[tuple[str, int]]) -> defer.Deferred[list[tuple[str, int]]]:
+        """Every room and how many are in it."""
+
+
+@implementer(IChatBus)
+class LocalBus:
+    """A server alone: this hub is the whole chat."""
+
+    linked = False
+    clustered = False
+    hub: Any = None
+
+    def attach(self, hub: ChatHub) -> None:
+        self.hub = hub
+
+    def claimGuest(self, candidate: str) -> defer.Deferred[str]:
+        return defer.succeed(candidate)
+
+    def claimIdentity(self, member: Member, nick: str) -> defer.Deferred[bool]:
+        return defer.succeed(True)
+
+    def claimNick(self, member: Member, nick: str) -> defer.Deferred[bool]:
+        return defer.succeed(True)
+
+    def moveTo(self, member: Member, room: str, maxRooms: int) -> defer.Deferred[bool]:
+        return defer.succeed(room in self.hub.rooms or len(self.hub.rooms) < maxRooms)
+
+    def release(self, member: Member, room: str | None) -> None:
+        pass
+
+    def said(self, room: str, entry: Entry, sender: Member) -> None:
+        pass
+
+    def noticed(self, room: str, text: str) -> None:
+        pass
+
+    def privateTo(self, member: Member, nick: str, when: float, text: str) -> defer.Deferred[str | None]:
+        return defer.succeed(None)
+
+    def names(self, room: str, local: list[str]) -> defer.Deferred[list[str]]:
+        return defer.succeed(local)
+
+    def roomList(self, local: list[tuple[str, int]]) -> defer.Deferred[list[tuple[str, int]]]:
+        return defer.succeed(local)
