@@ -52,6 +52,8 @@ class IMetricsSource(Interface):
 
         The keys the metrics endpoint knows (each optional):
           - ``chat``: a dict with messages, deliveries, members, rooms and slowConsumers;
+          - ``cluster``: a dict with node, linked, reconnects, published, received,
+            dropped and delay (cumulative bucket counts, sum of seconds);
           - ``operations``: request name -> count;
           - ``latency``: request name -> (cumulative bucket counts, sum of seconds);
           - ``store``: a dict with keys and, for a durable store, commits.

@@ -29,11 +29,18 @@ class IChatBus(Interface):
     def attach(hub: ChatHub) -> None:
         """The hub that remote events are given to."""
 
-    def claimGuest(candidate: str) -> defer.Deferred[str]:
-        """A guest name free everywhere (``candidate`` when it is)."""
+    def claimGuest(candidate: str, member: Member | None = None) -> defer.Deferred[str]:
+        """
+        A guest name free everywhere (``candidate`` when it is), for a new
+        member, or for ``member`` which must give up its name.
+        """
 
-    def claimIdentity(member: Member, nick: str) -> defer.Deferred[bool]:
-        """Hold a verified name for ``member``; False when it is connected elsewhere already."""
+    def claimIdentity(member: Member, nick: str) -> defer.Deferred[tuple[bool, str | None]]:
+        """
+        Hold a verified name for ``member``: (False, None) when it is
+        connected elsewhere already; else (True, the new name of this
+        server's guest that held it, if the bus chose one).
+        """
 
     def claimNick(member: Member, nick: str) -> defer.Deferred[bool]:
         """Move ``member`` from its nick to ``nick``; False when another holds it anywhere."""
@@ -59,6 +66,9 @@ class IChatBus(Interface):
     def roomList(local: list[tuple[str, int]]) -> defer.Deferred[list[tuple[str, int]]]:
         """Every room and how many are in it."""
 
+    def stats() -> dict[str, Any]:
+        """Counters for the metrics (empty for a server alone)."""
+
 
 @implementer(IChatBus)
 class LocalBus:
@@ -71,11 +81,11 @@ class LocalBus:
     def attach(self, hub: ChatHub) -> None:
         self.hub = hub
 
-    def claimGuest(self, candidate: str) -> defer.Deferred[str]:
+    def claimGuest(self, candidate: str, member: Member | None = None) -> defer.Deferred[str]:
         return defer.succeed(candidate)
 
-    def claimIdentity(self, member: Member, nick: str) -> defer.Deferred[bool]:
-        return defer.succeed(True)
+    def claimIdentity(self, member: Member, nick: str) -> defer.Deferred[tuple[bool, str | None]]:
+        return defer.succeed((True, None))
 
     def claimNick(self, member: Member, nick: str) -> defer.Deferred[bool]:
         return defer.succeed(True)
@@ -100,3 +110,6 @@ class LocalBus:
 
     def roomList(self, local: list[tuple[str, int]]) -> defer.Deferred[list[tuple[str, int]]]:
         return defer.succeed(local)
+
+    def stats(self) -> dict[str, Any]:
+        return {}

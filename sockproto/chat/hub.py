@@ -36,7 +36,12 @@ def settled(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
     always did, synchronously.
     """
     outcome: list[Any] = []
-    d.addBoth(lambda result: outcome.append(result) or result)
+
+    def note(result: Any) -> Any:
+        outcome.append(result)
+        return result
+
+    d.addBoth(note)
     if outcome and isinstance(outcome[0], Failure) and outcome[0].check(ChatError):
         d.addErrback(lambda failure: None)
         raise outcome[0].value
@@ -112,12 +117,16 @@ class ChatHub:
         if key in self.identities:
             raise ChatError(f"{identity} is already connected")
 
-        def claimed(free: bool) -> None:
+        def claimed(outcome: tuple[bool, str | None]) -> None:
+            free, squatterNick = outcome
             if not free or key in self.identities:
                 raise ChatError(f"{identity} is already connected")
             squatter = self.nicks.get(key)
             if squatter is not None:
-                self.evict(squatter)
+                if squatterNick is not None:
+                    self._rename(squatter, squatterNick, "(name reserved)")
+                else:
+                    self.evict(squatter)
             self.identities.add(key)
             self._admit(member, identity)
 
@@ -140,7 +149,7 @@ class ChatHub:
             if squatter in self.present:
                 self._rename(squatter, nick, "(name reserved)")
 
-        self.bus.claimGuest(self._guestNick()).addCallback(renamed)
+        self.bus.claimGuest(self._guestNick(), squatter).addCallback(renamed)
 
     def leave(self, member: Member, reason: str) -> None:
         """A member is gone (quit, closed or dropped)."""

@@ -76,7 +76,8 @@ class ChatProtocol(LineServerProtocol):
     backlog = 0
     dropped = False
     floodWarned = False
-    loginPending = False
+    #: A login, or an answer from the cluster, is awaited: what the client sends meanwhile waits.
+    awaiting = False
     heldLines: tuple[Any, ...] = ()
 
     def connectionMade(self) -> None:
@@ -115,10 +116,10 @@ class ChatProtocol(LineServerProtocol):
     def _enter(self, identity: str | None) -> None:
         # In a cluster the name is decided by Redis: what the client sends
         # meanwhile waits, as it does during a login.
-        self.loginPending = True
+        self.awaiting = True
 
         def entered(_: Any) -> None:
-            self.loginPending = False
+            self.awaiting = False
             self.entered = True
             if self.closed:
                 self.leaveHub("connection closed")
@@ -126,7 +127,7 @@ class ChatProtocol(LineServerProtocol):
                 self.releaseHeldLines()
 
         def refused(failure: Any) -> None:
-            self.loginPending = False
+            self.awaiting = False
             if not failure.check(ChatError):
                 log.failure("chat could not let {peer} in", failure, peer=self.peer)
             if not self.closed:
@@ -136,7 +137,7 @@ class ChatProtocol(LineServerProtocol):
         try:
             d = self.factory.hub.enter(self, identity)
         except ChatError as e:
-            self.loginPending = False
+            self.awaiting = False
             self.error(str(e))
             self.closeConnection()
             return
@@ -158,7 +159,18 @@ class ChatProtocol(LineServerProtocol):
             if then is not None and not self.closed and not self.dropped:
                 then(result)
 
-        d.addCallbacks(done, refused)
+        if d.called:  # a server alone: answered already
+            d.addCallbacks(done, refused)
+            return
+        # What comes after this command is meant for after its answer
+        # (lines after /nick are said under the new name).
+        self.awaiting = True
+
+        def resume(_: Any) -> None:
+            self.awaiting = False
+            self.releaseHeldLines()
+
+        d.addCallbacks(done, refused).addBoth(resume)
 
     # -- output -----------------------------------------------------------------
 
@@ -197,8 +209,8 @@ class ChatProtocol(LineServerProtocol):
     # -- input ------------------------------------------------------------------
 
     def linesReceived(self, lines: list[Any]) -> None:
-        if self.loginPending:
-            self.holdUntilLoggedIn(lines)
+        if self.awaiting:
+            self.holdUntilAnswered(lines)
             return
         hub = self.factory.hub
         bucket = self.bucket
@@ -217,8 +229,8 @@ class ChatProtocol(LineServerProtocol):
                 continue
             if line[:1] == b"/" and line[:2] != b"//":
                 self.command(decode(line))
-                if self.loginPending:
-                    self.holdUntilLoggedIn(lines[index + 1 :])
+                if self.awaiting:
+                    self.holdUntilAnswered(lines[index + 1 :])
                     return
                 continue
             if not self.entered:
@@ -310,12 +322,12 @@ class ChatProtocol(LineServerProtocol):
             raise ChatError("this server has no logins")
         if self.entered:
             raise ChatError("you are already logged in")
-        if self.loginPending:
+        if self.awaiting:
             raise ChatError("a login is already under way")
         name, _, password = rest.partition(" ")
         if not name or not password:
             raise ChatError("usage: /login NAME PASSWORD")
-        self.loginPending = True
+        self.awaiting = True
         host = str(getattr(self.transport.getPeer(), "host", self.peer))
         throttle = self.factory.loginThrottle
         creds = credentials.UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))
@@ -323,7 +335,7 @@ class ChatProtocol(LineServerProtocol):
 
         def loggedIn(result: Any) -> None:
             _, avatar, _ = result
-            self.loginPending = False
+            self.awaiting = False
             throttle.succeeded(host)
             if self.transport.disconnecting or self.closed:
                 return
@@ -339,7 +351,7 @@ class ChatProtocol(LineServerProtocol):
             log.info("chat failed login for {user!r} from {peer}", user=name, peer=self.peer)
 
             def answer() -> None:
-                self.loginPending = False
+                self.awaiting = False
                 if not self.closed:
                     self.error("login failed: wrong name or password")
                     self.releaseHeldLines()
@@ -347,7 +359,7 @@ class ChatProtocol(LineServerProtocol):
             self.factory.clock.callLater(delay, answer)
 
         def broken(failure: Any) -> None:
-            self.loginPending = False
+            self.awaiting = False
             log.failure("chat login check failed", failure)
             if not self.closed:
                 self.error("login failed: the server could not check it")
@@ -361,17 +373,18 @@ class ChatProtocol(LineServerProtocol):
             self.send(b"*** the server is going down\n")
         self.closeConnection()
 
-    def holdUntilLoggedIn(self, lines: list[Any]) -> None:
+    def holdUntilAnswered(self, lines: list[Any]) -> None:
         """
-        What a client sends right after /login is meant for after it: hold
-        it, and stop reading, until the login is decided.
+        What a client sends right after /login (or, in a cluster, /nick,
+        /join...) is meant for after it: hold it, and stop reading, until the
+        answer is known.
         """
         if lines:
             self.heldLines = (*self.heldLines, *lines)
             self.transport.pauseProducing()
 
     def releaseHeldLines(self) -> None:
-        """Go on with what came after /login, and read again."""
+        """Go on with what came after the awaited command, and read again."""
         held, self.heldLines = self.heldLines, ()
         if held:
             self.transport.resumeProducing()
@@ -427,7 +440,11 @@ class ChatFactory(ServerFactory):
         return self.errors["slow_consumer"]
 
     def metricsSnapshot(self) -> dict[str, Any]:
-        return {"chat": dict(self.hub.stats(), slowConsumers=self.slowConsumers)}
+        snapshot: dict[str, Any] = {"chat": dict(self.hub.stats(), slowConsumers=self.slowConsumers)}
+        cluster = self.hub.bus.stats()
+        if cluster:
+            snapshot["cluster"] = cluster
+        return snapshot
 
     def stopServing(self, timeout: float) -> defer.Deferred[None]:
         self.hub.shutdown("the server is going down")

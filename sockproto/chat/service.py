@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from twisted.application import service
@@ -17,6 +18,28 @@ from sockproto.chat.protocol import ChatFactory
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
+from sockproto.server.redis import redisURL
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+_PREFIX = re.compile(r"[A-Za-z0-9_.:{}-]{1,64}")
+
+
+def nodeName(value: str) -> str:
+    if not _NODE_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a node name (1-64 of A-Z a-z 0-9 _ . : @ -)")
+    return value
+
+
+nodeName.coerceDoc = "1-64 of A-Z a-z 0-9 _ . : @ - (default HOSTNAME:PID)."  # type: ignore[attr-defined]
+
+
+def keyPrefix(value: str) -> str:
+    if not _PREFIX.fullmatch(value):
+        raise ValueError(f"{value!r} is not a key prefix (1-64 of A-Z a-z 0-9 _ . : {{ }} -)")
+    return value
+
+
+keyPrefix.coerceDoc = "1-64 of A-Z a-z 0-9 _ . : { } -."  # type: ignore[attr-defined]
 
 
 def linesPerSecond(value: str) -> float:
@@ -44,7 +67,16 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
         ["flood-rate", None, 5.0, "Lines per second a client may keep sending (0: no flood control).", linesPerSecond],
         ["max-output-buffer", None, 1 << 20, "Unsent bytes a client may owe before it is dropped as too slow.",
          positiveInt],
-        ["max-rooms", None, 1000, "Rooms that may exist at once.", positiveInt],
+        ["max-rooms", None, 1000, "Rooms that may exist at once (in a cluster: on all servers together).",
+         positiveInt],
+        ["cluster", None, None, "Join the chat servers that share this Redis: rooms, names and history span "
+         "them all (see docs/scaling.rst). The password may also come from $SOCKPROTO_REDIS_PASSWORD.", redisURL],
+        ["cluster-wait", None, 0.0, "Seconds to keep trying to reach the --cluster Redis at start "
+         "(0: exit at once if it cannot be reached).", nonNegativeFloat],
+        ["cluster-prefix", None, "sockproto:", "Prefix of this cluster's Redis keys and channel, "
+         "so several clusters can share one Redis.", keyPrefix],
+        ["node-name", None, None, "This server's name in the cluster, its logs and metrics "
+         "(default HOSTNAME:PID).", nodeName],
     ]
     optFlags = [
         ["no-keepalive", None, "Do not turn on TCP keep-alive (which drops dead peers)."],
@@ -83,15 +115,43 @@ def _bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
+class ClusterService(service.Service):
+    """Links the hub to the other servers while the process runs; signs off when it stops."""
+
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        self.bus.start()
+
+    def stopService(self) -> Any:
+        service.Service.stopService(self)
+        return self.bus.stop()
+
+
 def buildService(options: Options, reactor: Any = None) -> service.IService:
     reactor = defaultReactor(reactor)
-    history = History(options["history"], reactor)
-    try:
-        history.open()
-    except Exception as e:
-        why = explainDatabaseError(e)
-        raise SystemExit(f"sockproto-chat: cannot open history {options['history']!r}: {why}") from None
-    hub = ChatHub(reactor, history, maxRooms=options["max-rooms"])
+    top = StopInOrder()
+    if options["cluster"]:
+        from sockproto.chat.cluster import ClusterHistory, RedisChatBus
+        from sockproto.server.redis import parseRedisURL, waitForRedis
+
+        address = parseRedisURL(options["cluster"])
+        waitForRedis(address, options["cluster-wait"], "sockproto-chat")
+        history: Any = ClusterHistory()
+        bus: Any = RedisChatBus(reactor, address, history, options["node-name"], options["cluster-prefix"])
+        # Stopped after the clients are gone: the other servers hear they left.
+        ClusterService(bus).setServiceParent(top)
+    else:
+        bus = None
+        history = History(options["history"], reactor)
+        try:
+            history.open()
+        except Exception as e:
+            why = explainDatabaseError(e)
+            raise SystemExit(f"sockproto-chat: cannot open history {options['history']!r}: {why}") from None
+    hub = ChatHub(reactor, history, maxRooms=options["max-rooms"], bus=bus)
     portal = Portal(ChatRealm(), [AnyOfCheckers(options["credCheckers"])]) if options["credCheckers"] else None
     factory = ChatFactory(
         reactor,
@@ -104,7 +164,6 @@ def buildService(options: Options, reactor: Any = None) -> service.IService:
         keepAlive=not options["no-keepalive"],
         **options.limits(),
     )
-    top = StopInOrder()
     # Writes the last messages and closes the history, after the clients are gone.
     CloseOnStop(history).setServiceParent(top)
     # Added last, stopped first: clients are told goodbye and gone before the history closes.

@@ -87,6 +87,29 @@ class SockprotoCollector(Collector):
             "Time from a request's arrival to its reply being written (writes: until committed).",
             labels=["service", "op"],
         )
+        byNode = ["service", "node"]
+        clusterLinked = GaugeMetricFamily(
+            f"{PREFIX}_cluster_linked", "1 while linked to the cluster's Redis, else 0.", labels=byNode
+        )
+        clusterReconnects = CounterMetricFamily(
+            f"{PREFIX}_cluster_reconnects", "Times the link to Redis was made again after it was lost.", labels=byNode
+        )
+        clusterPublished = CounterMetricFamily(
+            f"{PREFIX}_cluster_published_events", "Events (lines, notices, private messages) sent to the cluster.",
+            labels=byNode,
+        )
+        clusterReceived = CounterMetricFamily(
+            f"{PREFIX}_cluster_received_events", "Events heard from the other servers.", labels=byNode
+        )
+        clusterDropped = CounterMetricFamily(
+            f"{PREFIX}_cluster_dropped_events", "Events not sent to the cluster (link down, Redis too slow).",
+            labels=byNode,
+        )
+        clusterDelay = HistogramMetricFamily(
+            f"{PREFIX}_cluster_delay_seconds",
+            "From publishing on one server to arriving on this one (meaningful when their clocks agree).",
+            labels=byNode,
+        )
         storeKeys = GaugeMetricFamily(f"{PREFIX}_store_keys", "Keys in the store.", labels=["service"])
         storeCommits = CounterMetricFamily(f"{PREFIX}_store_commits", "Store transactions.", labels=["service"])
         for entry in services:
@@ -105,6 +128,15 @@ class SockprotoCollector(Collector):
                 chatSlow.add_metric([name], chat["slowConsumers"])
                 chatMembers.add_metric([name], chat["members"])
                 chatRooms.add_metric([name], chat["rooms"])
+            if "cluster" in entry:
+                cluster = entry["cluster"]
+                labels = [name, cluster["node"]]
+                clusterLinked.add_metric(labels, cluster["linked"])
+                clusterReconnects.add_metric(labels, cluster["reconnects"])
+                clusterPublished.add_metric(labels, cluster["published"])
+                clusterReceived.add_metric(labels, cluster["received"])
+                clusterDropped.add_metric(labels, cluster["dropped"])
+                clusterDelay.add_metric(labels, *cluster["delay"])
             for op, count in sorted(entry.get("operations", {}).items()):
                 operations.add_metric([name, op], count)
             for op, (buckets, total) in sorted(entry.get("latency", {}).items()):
@@ -116,6 +148,7 @@ class SockprotoCollector(Collector):
         yield from (
             openConnections, connections, received, sent, errors,
             chatMessages, chatDeliveries, chatSlow, chatMembers, chatRooms,
+            clusterLinked, clusterReconnects, clusterPublished, clusterReceived, clusterDropped, clusterDelay,
             operations, latency, storeKeys, storeCommits,
         )
 

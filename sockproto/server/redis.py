@@ -76,7 +76,8 @@ def parseRedisURL(url: str) -> RedisAddress:
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     unknown = set(query) - {"db", "password", "ca", "cert", "key"}
     if unknown:
-        raise ValueError(f"{_masked(url)!r}: unknown option {sorted(unknown)[0]!r} (known: db, password, ca, cert, key)")
+        known = "db, password, ca, cert, key"
+        raise ValueError(f"{_masked(url)!r}: unknown option {sorted(unknown)[0]!r} (known: {known})")
     password = unquote(parts.password) if parts.password else query.get("password")
     username = unquote(parts.username) if parts.username else None
     password = password or os.environ.get(PASSWORD_VARIABLE) or None
@@ -213,7 +214,7 @@ class Script:
         return d.addErrback(unknown)
 
 
-class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
+class _CommandProtocol(txredisapi.RedisProtocol):
     link: RedisLink
 
     def connectionLost(self, why: Any) -> None:
@@ -221,7 +222,7 @@ class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
         self.link._lost(self)
 
 
-class _SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+class _SubscriberProtocol(txredisapi.SubscriberProtocol):
     link: RedisLink
 
     def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
