@@ -72,7 +72,10 @@ class _NamedCoercion(usage.CoerceParameter):
         try:
             self.options.opts[parameterName] = self.coerce(value)
         except ValueError as e:
-            raise usage.UsageError(f"bad --{parameterName} {value!r}: {e}") from None
+            # A coercer of values that may hold a secret (a Redis URL's
+            # password) says what is wrong without repeating the value.
+            shown = "" if getattr(self.coerce, "secretive", False) else f" {value!r}"
+            raise usage.UsageError(f"bad --{parameterName}{shown}: {e}") from None
 
 
 #: Twisted's own lines about ports and factories, said for every listener and

@@ -43,6 +43,8 @@ NODE_TTL = 10.0
 HEARTBEAT_INTERVAL = 3.0
 #: Messages kept per room in Redis (approximately: ``XADD MAXLEN ~``).
 STREAM_LENGTH = 10000
+#: Seconds a new server waits for its first link before deciding names alone.
+JOIN_WAIT = 5.0
 #: Events sent to Redis and not yet acknowledged, beyond which new ones are dropped (and counted).
 MAX_IN_FLIGHT = 100_000
 
@@ -354,6 +356,9 @@ class RedisChatBus:
         self.linked = False
         self.stopping = False
         self._wasLinked = False
+        #: Until the first link is made, decisions wait for it (at most JOIN_WAIT seconds).
+        self._joining: list[defer.Deferred[None]] | None = []
+        self._joinTimeout: Any = None
         self._batch: list[list[Any]] = []
         self._batchHistory: list[bytes | str] = []
         self._batchSenders: list[Member] = []
@@ -379,11 +384,32 @@ class RedisChatBus:
 
     def start(self) -> None:
         self.link.start()
+        self._joinTimeout = self.reactor.callLater(JOIN_WAIT, self._joined)
+
+    def _joined(self) -> None:
+        """The first link is made (or was not made in time): decisions waiting for it go on."""
+        waiting, self._joining = self._joining, None
+        if self._joinTimeout is not None and self._joinTimeout.active():
+            self._joinTimeout.cancel()
+        for d in waiting or ():
+            d.callback(None)
+
+    def _unlinked(self, retry: Any, *args: Any) -> defer.Deferred[Any] | None:
+        """
+        While the first link is being made, ``retry(*args)`` once it is;
+        None once this server has been linked (or gave up waiting): decide locally.
+        """
+        if self._joining is None:
+            return None
+        d: defer.Deferred[None] = defer.Deferred()
+        self._joining.append(d)
+        return d.addCallback(lambda _: retry(*args))
 
     @defer.inlineCallbacks
     def stop(self) -> Any:
         """This server is leaving: the others hear its members left, its names are freed."""
         self.stopping = True
+        self._joined()
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         self._flush()
@@ -423,6 +449,7 @@ class RedisChatBus:
             self._wasLinked = True
             for key in lost or []:
                 self._takenMeanwhile(key.decode() if isinstance(key, bytes) else key)
+            self._joined()
             yield self._loadHistory()
         except Exception as e:
             log.error("cluster: could not join through Redis: {reason}", reason=e)
@@ -476,7 +503,7 @@ class RedisChatBus:
 
     def claimGuest(self, candidate: str, member: Member | None = None) -> defer.Deferred[str]:
         if not self.linked:
-            return defer.succeed(candidate)
+            return self._unlinked(self.claimGuest, candidate, member) or defer.succeed(candidate)
         if member is None:
             return self._run(_ENTER, "", "", LOBBY).addCallback(lambda got: got[0].decode())
         room = member.room.name if member.room is not None else ""
@@ -484,7 +511,7 @@ class RedisChatBus:
 
     def claimIdentity(self, member: Member, nick: str) -> defer.Deferred[tuple[bool, str | None]]:
         if not self.linked:
-            return defer.succeed((True, None))
+            return self._unlinked(self.claimIdentity, member, nick) or defer.succeed((True, None))
 
         def claimed(got: Any) -> tuple[bool, str | None]:
             if got is None:
@@ -495,14 +522,15 @@ class RedisChatBus:
 
     def claimNick(self, member: Member, nick: str) -> defer.Deferred[bool]:
         if not self.linked:
-            return defer.succeed(True)
+            return self._unlinked(self.claimNick, member, nick) or defer.succeed(True)
         room = member.room.name if member.room is not None else ""
         d = self._run(_RENAME, member.nick.casefold(), nick.casefold(), nick, room)
         return d.addCallback(lambda got: got is not None)
 
     def moveTo(self, member: Member, room: str, maxRooms: int) -> defer.Deferred[bool]:
         if not self.linked:
-            return defer.succeed(room in self.hub.rooms or len(self.hub.rooms) < maxRooms)
+            allowed = room in self.hub.rooms or len(self.hub.rooms) < maxRooms
+            return self._unlinked(self.moveTo, member, room, maxRooms) or defer.succeed(allowed)
         old = member.room.name if member.room is not None else ""
         d = self._run(_MOVE, member.nick.casefold(), member.nick, old, room, maxRooms)
         return d.addCallback(lambda allowed: bool(int(allowed)))
@@ -612,7 +640,9 @@ class RedisChatBus:
         hub = self.hub
         for event in events if isinstance(events, list) else ():
             kind = event[0]
-            if kind == "m":
+            if kind == "g":  # from whichever server noticed, this one included
+                self._gone(event[1], event[2], event[3])
+            elif kind == "m":
                 entry = Entry(*event[2:])
                 self.history.arrived(event[1], next(streamIds, ""), entry)
                 if not mine:
@@ -627,8 +657,6 @@ class RedisChatBus:
                 squatter = hub.nicks.get(event[2])
                 if squatter is not None and event[2] not in hub.identities:
                     hub.evict(squatter)
-            elif kind == "g":
-                self._gone(event[1], event[2], event[3])
             else:
                 continue
             self.received += 1

@@ -115,6 +115,7 @@ def redisURL(value: str) -> str:
     return value
 
 
+redisURL.secretive = True  # type: ignore[attr-defined]  # errors show the URL masked, not as given
 redisURL.coerceDoc = (  # type: ignore[attr-defined]
     "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS, ?ca=FILE), or unix:PATH[?db=N]."
 )
@@ -248,6 +249,9 @@ class _Factory(protocol.Factory):
         proto = self.protocolClass(charset=None, convertNumbers=False, replyTimeout=timeout)
         proto.factory = self
         proto.link = link
+        # ClientService hands prepareConnection a proxy of this protocol; the
+        # link keeps the protocol itself, to know it when it is lost.
+        proto.itself = proto
         proto.callLater = link.reactor.callLater  # txredisapi's default is the global reactor
         return proto
 
@@ -325,14 +329,14 @@ class RedisLink:
     @defer.inlineCallbacks
     def _prepareCommand(self, proto: Any) -> Any:
         yield self._login(proto)
-        self.command = proto
+        self.command = proto.itself
         self._checkUp()
 
     @defer.inlineCallbacks
     def _prepareSubscriber(self, proto: Any) -> Any:
         yield self._login(proto)
         yield proto.subscribe(self.channels)
-        self.subscriber = proto
+        self.subscriber = proto.itself
         self._checkUp()
 
     def _checkUp(self) -> None:

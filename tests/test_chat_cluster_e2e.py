@@ -1,0 +1,274 @@
+"""Chat servers joined through a real Redis (``--cluster``): three real nodes, plain TCP clients."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import urllib.request
+
+from twisted.trial import unittest
+
+from tests.redisserver import RedisServer
+from tests.support import LineClient, ServiceProcess, freePort, runService
+
+STAMP = r"\[\d\d:\d\d:\d\d\] "
+
+
+class ClusterTestCase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.redis = RedisServer()
+        self.addCleanup(self.redis.cleanup)
+        self.redis.start()
+
+    def node(self, name: str, *args: str, endpoints: int = 1) -> ServiceProcess:
+        service = ServiceProcess(
+            "sockproto-chat", "--listen", "tcp:0", "--history", ":memory:", "--flood-rate", "0",
+            "--cluster", self.redis.url, "--node-name", name, *args,
+        )
+        self.addCleanup(service.stop)
+        service.start(endpoints)
+        service.waitForLog("linked to Redis")
+        return service
+
+    def client(self, node: ServiceProcess, nick: str | None = None) -> LineClient:
+        c = LineClient.tcp(node.port("chat"), timeout=20)
+        self.addCleanup(c.close)
+        c.until("Welcome")
+        c.until("joined #lobby")
+        if nick is not None:
+            c.send(f"/nick {nick}\n")
+            c.until(f"is now known as {nick}")
+        return c
+
+
+class ClusterChatTests(ClusterTestCase):
+    def test_threeNodesBehaveAsOne(self) -> None:
+        nodes = [self.node(name) for name in ("n1", "n2", "n3")]
+        a, b, c = (self.client(node, nick) for node, nick in zip(nodes, ("alice", "bob", "carol"), strict=True))
+        b.until("carol")  # everyone has seen every nick change by now
+        a.until("carol")
+
+        a.send("hello from n1\n")
+        for other in (b, c):
+            self.assertRegex(other.until("hello from n1")[-1], "^" + STAMP + "<alice> hello from n1$")
+        b.send("/me waves from n2\n")
+        self.assertRegex(a.until("waves")[-1], "^" + STAMP + r"\* bob waves from n2$")
+        c.until("waves")
+
+        # A sender never gets its own line back: its next answer comes first.
+        a.send("/who\n")
+        self.assertEqual(a.until("in #lobby")[-1], "*** 3 in #lobby: alice bob carol")
+
+        a.send("/msg CAROL psst across servers\n/msg nobody hello?\n")
+        self.assertRegex(c.until("psst")[-1], "^" + STAMP + r"\*alice\* psst across servers$")
+        self.assertRegex(a.until("-> *carol*")[-1], r"-> \*carol\* psst across servers$")
+        self.assertEqual(a.until("!!!")[-1], "!!! no such nickname: nobody")
+
+        # Nicknames are unique across the cluster, whatever the case.
+        b.send("/nick Alice\n")
+        self.assertEqual(b.until("!!!")[-1], "!!! nickname Alice is taken")
+
+        # Rooms, their members and history span the servers, in one order.
+        b.send("/join #dev\n")
+        a.until("bob left #lobby")
+        c.until("bob left #lobby")
+        b.send("first in dev\n")
+        a.send("/join #dev\n")
+        b.until("alice joined #dev")
+        for number in range(5):
+            a.send(f"a{number}\n")
+            b.send(f"b{number}\n")
+        b.until("a4")
+        a.until("b4")
+        c.send("/rooms\n")
+        rooms = c.until("#lobby (")
+        self.assertIn("***   #dev (2)", rooms)
+        self.assertIn("***   #lobby (1)", rooms)
+        c.send("/join #dev\n")
+        replay = c.until("end of history of #dev")
+        said = [line.split("> ", 1)[1] for line in replay if "> " in line]
+        self.assertEqual(said[0], "first in dev")
+        self.assertEqual(sorted(said[1:]), sorted([f"a{n}" for n in range(5)] + [f"b{n}" for n in range(5)]))
+        # Each sender's lines in its order, and every server replays the same order.
+        self.assertEqual([s for s in said if s.startswith("a")], [f"a{n}" for n in range(5)])
+        self.assertEqual([s for s in said if s.startswith("b")], [f"b{n}" for n in range(5)])
+        histories = []
+        for member in (a, b):
+            member.until("carol joined #dev")
+            member.send("/history 11\n")
+            histories.append([line for line in member.until("end of history") if "> " in line])
+        self.assertEqual(histories[0], histories[1])
+        self.assertEqual([line.split("> ", 1)[1] for line in histories[0]], said)
+
+    def test_nickRaceHasOneWinner(self) -> None:
+        one, two = self.node("r1"), self.node("r2")
+        clients = {"left": self.client(one, "left"), "right": self.client(two, "right")}
+        clients["left"].until("right")
+        for round in range(20):
+            nick = f"racer{round}"
+            threads = [threading.Thread(target=c.send, args=(f"/nick {nick}\n",)) for c in clients.values()]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            winners, seen = [], {}
+            for name, c in clients.items():
+                seen[name] = []
+                while True:
+                    seen[name].append(c.line())
+                    if seen[name][-1] == f"*** {name} is now known as {nick}":
+                        winners.append(name)
+                        break
+                    if seen[name][-1] == f"!!! nickname {nick} is taken":
+                        break
+            self.assertEqual(len(winners), 1, f"round {round}: {seen}")
+            # The loser sees the winner's new name (before or after its own refusal).
+            loser = next(name for name in clients if name not in winners)
+            if not any(line.endswith(f"is now known as {nick}") for line in seen[loser]):
+                clients[loser].until(f"is now known as {nick}")
+            clients[nick] = clients.pop(winners[0])
+
+    def test_verifiedNamesAreUniqueAcrossServers(self) -> None:
+        auth = ("--auth", "memory:alice:secret:bob:hunter2")
+        one, two = self.node("v1", *auth), self.node("v2", *auth)
+        a = LineClient.tcp(one.tcpPort())
+        self.addCleanup(a.close)
+        a.until("log in")
+        a.send("/login alice secret\n")
+        a.until("logged in as alice")
+        again = LineClient.tcp(two.tcpPort())
+        self.addCleanup(again.close)
+        again.until("log in")
+        again.send("/login alice secret\n")
+        self.assertIn(b"alice is already connected", again.closedAfter())
+        b = LineClient.tcp(two.tcpPort())
+        self.addCleanup(b.close)
+        b.until("log in")
+        b.send("/login bob hunter2\nhi alice\n")
+        self.assertRegex(a.until("hi alice")[-1], "^" + STAMP + "<bob> hi alice$")
+
+    def test_tooManyRoomsIsClusterWide(self) -> None:
+        one, two = self.node("m1", "--max-rooms", "2"), self.node("m2", "--max-rooms", "2")
+        a, b = self.client(one), self.client(two)
+        a.send("/join #one\n")
+        a.until("joined #one")
+        b.send("/join #two\n")
+        self.assertEqual(b.until("!!!")[-1], "!!! too many rooms; join an existing one")
+        b.send("/join #one\n")
+        b.until("joined #one")
+
+    def test_metricsReportTheLink(self) -> None:
+        node = self.node("metered", "--metrics", "tcp:0", endpoints=2)
+        a = self.client(node)
+        a.send("hello\n")
+        metricsPort = node.port("metrics")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metricsPort}/metrics", timeout=10).read().decode()
+        self.assertIn('sockproto_cluster_linked{node="metered",service="chat"} 1.0', text)
+        self.assertRegex(text, r'sockproto_cluster_published_events_total\{node="metered",service="chat"\} [1-9]')
+
+
+class ClusterFailureTests(ClusterTestCase):
+    def test_aKilledNodeIsForgottenWithin15Seconds(self) -> None:
+        one, two = self.node("k1"), self.node("k2")
+        a = self.client(one, "alice")
+        b = self.client(two, "bob")
+        a.until("bob")
+        killedAt = time.monotonic()
+        two.stop(9)
+        self.assertRegex(a.until("bob left")[-1], r"^\*\*\* bob left #lobby \(server lost\)$")
+        self.assertLess(time.monotonic() - killedAt, 15)
+        a.send("/who\n/nick bob\n")
+        self.assertEqual(a.until("in #lobby")[-1], "*** 1 in #lobby: alice")
+        a.until("alice is now known as bob")
+        b.close()
+
+    def test_aStoppedNodeSignsOff(self) -> None:
+        one, two = self.node("s1"), self.node("s2")
+        a = self.client(one, "alice")
+        self.client(two, "bob")
+        a.until("bob")
+        self.assertIn(two.stop(), (0, -15))  # twist ends by the signal it was stopped with
+        a.until("bob left #lobby (server stopped)")
+        a.send("/nick bob\n")
+        a.until("alice is now known as bob")
+
+    def test_redisLostAndBackMidConversation(self) -> None:
+        one, two = self.node("l1"), self.node("l2")
+        a, a2 = self.client(one, "alice"), self.client(one, "anna")
+        b = self.client(two, "bob")
+        a.until("bob")
+        self.redis.kill()
+        for member in (a, a2, b):
+            member.until("link to the other servers lost; messages reach this server only")
+        # Local chat goes on; the sender is told its line stayed here.
+        a.send("said while cut off\n")
+        a.until("not delivered to other servers")
+        a2.until("said while cut off")
+        # The same name taken on both sides while they cannot see each other.
+        a2.send("/nick twin\n")
+        a2.until("anna is now known as twin")
+        b.send("/nick twin\n")
+        b.until("bob is now known as twin")
+        self.redis.start()
+        for member in (a, a2, b):
+            member.until("*** link restored", limit=100)
+        # Exactly one keeps the name; the other is renamed to a guest and told.
+        one.waitForLog("linked to Redis at", timeout=10)
+        deadline = time.monotonic() + 10
+        b.send("/who\n")
+        while True:
+            names = b.until(" in #lobby: ")[-1].split(": ", 1)[1].split()
+            if names.count("twin") == 1 and len(names) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+            b.send("/who\n")
+        self.assertEqual(names.count("twin"), 1, names)
+        self.assertEqual(len(names), 3, names)
+        a.send("back together\n")
+        self.assertRegex(b.until("back together")[-1], "<alice> back together$")
+        b.send("/msg alice hello again\n")
+        a.until("hello again")
+        self.assertIn("linked to Redis at", two.log)
+
+    def test_startingWithoutRedis(self) -> None:
+        port = freePort()
+        result = runService(
+            "sockproto-chat", "--listen", "tcp:0", "--history", ":memory:", "--cluster", f"redis://127.0.0.1:{port}/0"
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"cannot reach Redis at redis://127.0.0.1:{port}/0", result.stdout + result.stderr)
+        self.assertIn("--cluster-wait", result.stdout + result.stderr)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+
+        # With --cluster-wait it waits for Redis, then serves.
+        late = RedisServer()
+        self.addCleanup(late.cleanup)
+        waiting = ServiceProcess(
+            "sockproto-chat", "--listen", "tcp:0", "--history", ":memory:", "--cluster", late.url,
+            "--cluster-wait", "30", "--node-name", "late",
+        )
+        self.addCleanup(waiting.stop)
+        waiting.proc = None
+        starter = threading.Timer(1.5, late.start)
+        starter.start()
+        self.addCleanup(starter.cancel)
+        waiting.start()
+        waiting.waitForLog("linked to Redis")
+        self.assertIn("waiting for Redis at", waiting.log)
+
+    def test_badClusterOptions(self) -> None:
+        for args, message in [
+            (("--cluster", "http://127.0.0.1:1"), "expected redis://, rediss:// or unix:"),
+            (("--cluster", "redis://:secret@127.0.0.1:1/x"), "the database must be a number"),
+            (("--node-name", "has space"), "is not a node name"),
+            (("--cluster-prefix", ""), "is not a key prefix"),
+            (("--cluster-wait", "-1"), "0 or more"),
+        ]:
+            result = runService("sockproto-chat", *args)
+            self.assertNotEqual(result.returncode, 0, args)
+            output = result.stdout + result.stderr
+            self.assertIn(message, output, args)
+            self.assertNotIn("secret", output)
+            self.assertNotIn("Traceback", output)
+        self.assertTrue(re.search("cluster", runService("sockproto-chat", "--help").stdout))
