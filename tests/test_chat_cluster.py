@@ -1,0 +1,139 @@
+"""The cluster's own logic without a reactor: Redis URLs, history merging, a hub whose bus answers later."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import defer
+from twisted.trial import unittest
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from sockproto.chat.bus import IChatBus, LocalBus
+from sockproto.chat.cluster import ClusterHistory, RedisChatBus
+from sockproto.chat.history import Entry
+from sockproto.chat.hub import ChatHub
+from sockproto.chat.protocol import ChatFactory
+from sockproto.server.redis import PASSWORD_VARIABLE, parseRedisURL
+from tests.test_chat import ChatProtocolCase
+
+
+class RedisURLTests(unittest.TestCase):
+    def test_forms(self) -> None:
+        plain = parseRedisURL("redis://10.0.0.5")
+        self.assertEqual(
+            (plain.host, plain.port, plain.db, plain.password, plain.tls), ("10.0.0.5", 6379, 0, None, None)
+        )
+        full = parseRedisURL("redis://user:p%40ss@redis.example:6380/3")
+        self.assertEqual((full.host, full.port, full.db, full.username, full.password),
+                         ("redis.example", 6380, 3, "user", "p@ss"))
+        self.assertEqual(full.display, "redis://redis.example:6380/3")
+        tls = parseRedisURL("rediss://:secret@redis.example?ca=/etc/ca.pem")
+        self.assertEqual(tls.tls.ca if tls.tls else None, "/etc/ca.pem")
+        self.assertNotIn("secret", tls.display)
+        unix = parseRedisURL("unix:/run/redis.sock?db=2&password=pw")
+        self.assertEqual(
+            (unix.path, unix.db, unix.password, unix.display), ("/run/redis.sock", 2, "pw", "unix:/run/redis.sock")
+        )
+        self.assertEqual(parseRedisURL("unix:///run/redis.sock").path, "/run/redis.sock")
+
+    def test_passwordFromTheEnvironment(self) -> None:
+        self.patch(os, "environ", {PASSWORD_VARIABLE: "from-env"})
+        self.assertEqual(parseRedisURL("redis://127.0.0.1").password, "from-env")
+        self.assertEqual(parseRedisURL("redis://:given@127.0.0.1").password, "given")
+
+    def test_errorsNameTheProblemButNotThePassword(self) -> None:
+        for url, why in [
+            ("http://h", "expected redis://"),
+            ("redis://:hunter2@h/x", "must be a number"),
+            ("redis://:hunter2@h:99999", "not a Redis URL"),
+            ("redis://:hunter2@h?frob=1", "unknown option 'frob'"),
+            ("unix:", "no socket path"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                parseRedisURL(url)
+            self.assertIn(why, str(caught.exception), url)
+            self.assertNotIn("hunter2", str(caught.exception), url)
+
+
+class ClusterHistoryTests(unittest.TestCase):
+    def entry(self, text: str) -> Entry:
+        return Entry(1.0, "n", "say", text)
+
+    def test_streamsThenWhatArrivedWhileReadingThem(self) -> None:
+        history = ClusterHistory(keep=3)
+        history.startLoading()
+        history.arrived("#a", "5-0", self.entry("five"))  # also in the stream
+        history.arrived("#a", "6-0", self.entry("six"))  # after it
+        history.arrived("#b", "7-0", self.entry("new room"))
+        history.loaded({"#a": [("3-0", self.entry("three")), ("4-0", self.entry("four")), ("5-0", self.entry("five"))]})
+        self.assertEqual([e.text for e in history.recent("#a", 10)], ["four", "five", "six"])
+        self.assertEqual([e.text for e in history.recent("#b", 10)], ["new room"])
+        self.assertEqual([e.text for e in history.recent("#a", 1)], ["six"])
+        self.assertEqual(history.recent("#none", 5), [])
+
+    def test_linesSaidWhileUnlinkedAreKeptHere(self) -> None:
+        history = ClusterHistory()
+        history.record("#a", 1.0, "n", "say", "alone")
+        self.assertEqual([e.text for e in history.recent("#a", 5)], ["alone"])
+
+    def test_theBusesProvideTheInterface(self) -> None:
+        verifyObject(IChatBus, LocalBus())
+        bus = RedisChatBus(None, parseRedisURL("redis://127.0.0.1"), ClusterHistory(), "n1")
+        verifyObject(IChatBus, bus)
+        self.assertEqual(bus.stats()["node"], "n1")
+
+
+@implementer(IChatBus)
+class LaterBus(LocalBus):
+    """A bus that answers name claims only when the test says so (as Redis would, later)."""
+
+    clustered = True
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[defer.Deferred[Any], Any]] = []
+
+    def claimNick(self, member: Any, nick: str) -> defer.Deferred[bool]:
+        d: defer.Deferred[bool] = defer.Deferred()
+        self.pending.append((d, True))
+        return d
+
+    def answer(self, result: Any = None) -> None:
+        d, default = self.pending.pop(0)
+        d.callback(default if result is None else result)
+
+
+class AnswersLaterTests(ChatProtocolCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.bus = LaterBus()
+        self.hub = ChatHub(self.clock, self.hub.history, bus=self.bus)
+        self.factory = ChatFactory(self.clock, self.hub, floodRate=0, maxLineLength=64)
+
+    def test_linesAfterACommandWaitForItsAnswer(self) -> None:
+        a, ta = self.connect()
+        b, tb = self.connect()
+        self.output(ta), self.output(tb)
+        for byte in b"/nick alice\nhello\n/who\n":
+            a.dataReceived(bytes([byte]))
+        self.assertEqual(self.output(tb), [])  # "hello" waits for the name
+        self.bus.answer()
+        self.assertEqual(self.output(tb), ["*** guest1 is now known as alice", "<alice> hello"])
+        self.assertEqual(self.output(ta), ["*** guest1 is now known as alice", "*** 2 in #lobby: alice guest2"])
+
+    def test_aRefusalIsShownAndTheLinesGoOn(self) -> None:
+        a, ta = self.connect()
+        b, tb = self.connect()
+        self.output(ta), self.output(tb)
+        a.dataReceived(b"/nick taken\nstill me\n")
+        self.bus.answer(False)
+        self.assertEqual(self.output(ta), ["!!! nickname taken is taken"])
+        self.assertEqual(self.output(tb), ["<guest1> still me"])
+
+    def test_aClientGoneBeforeTheAnswer(self) -> None:
+        a, ta = self.connect()
+        a.dataReceived(b"/nick alice\n")
+        a.connectionLost(None)
+        self.bus.answer()
+        self.assertEqual(self.hub.nicks, {})
