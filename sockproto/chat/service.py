@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.cred import checkers, credentials, strcred
@@ -17,7 +18,15 @@ from sockproto.chat.login import AnyOfCheckers, ChatRealm
 from sockproto.chat.protocol import ChatFactory
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
-from sockproto.server.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
+from sockproto.server.listen import (
+    CloseOnStop,
+    ListeningService,
+    ServerOptions,
+    StopInOrder,
+    checkEndpoint,
+    nonNegativeFloat,
+    positiveInt,
+)
 from sockproto.server.redis import redisURL
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
@@ -53,7 +62,7 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
     serviceName = "chat"
     defaultPort = 5000
     defaultIdleTimeout = 3600.0
-    repeatable = ("listen", "auth")
+    repeatable = ("listen", "auth", "web", "web-origin")
     supportedInterfaces = (credentials.IUsernamePassword,)
     longdesc = (
         "Multi-room line chat for nc, telnet or socat: nicknames, rooms, private "
@@ -93,6 +102,24 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
         except usage.UsageError as e:
             why = str(e).removeprefix("Unexpected error: ")
             raise usage.UsageError(f"bad --auth {description!r}: {why}") from None
+
+    def __init__(self) -> None:
+        ServerOptions.__init__(self)
+        self["web"] = []
+        self["web-origin"] = []
+
+    def opt_web(self, description: str) -> None:
+        """Serve the chat's web page (at /) and WebSocket (at /ws) on this endpoint, like --listen (loopback unless told otherwise). Repeatable. [default: none]"""  # noqa: E501
+        self["web"].append(checkEndpoint(description, option="--web"))
+
+    def opt_web_origin(self, origin: str) -> None:
+        """An origin (https://chat.example.org) whose pages may open the chat's WebSocket; repeatable. [default: the page's own origin]"""  # noqa: E501
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise usage.UsageError(
+                f"bad --web-origin {origin!r}: expected SCHEME://HOST[:PORT], e.g. https://chat.example.org"
+            )
+        self["web-origin"].append(origin)
 
     def opt_max_clients(self, value: str) -> None:
         """Clients served at once (the same as --max-connections)."""
@@ -168,6 +195,12 @@ def buildService(options: Options, reactor: Any = None) -> service.IService:
     CloseOnStop(history).setServiceParent(top)
     # Added last, stopped first: clients are told goodbye and gone before the history closes.
     options.listeningService(factory, reactor).setServiceParent(top)
+    if options["web"]:
+        from sockproto.chat.web import webSite
+
+        # Browser users are clients of the same factory: same hub, limits and drain on stop.
+        web = ListeningService("chat-web", options["web"], webSite(factory, options["web-origin"]), reactor)
+        web.setServiceParent(top)
     return top
 
 

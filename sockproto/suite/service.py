@@ -30,7 +30,7 @@ from sockproto.suite.config import Config, ServiceConfig, checkEndpointsAreDisti
 #: (name, module, options) of the services started without a config file.
 SEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("echo", "sockproto.echo", ()),
-    ("chat", "sockproto.chat.service", ("--history", "{var}/chat.sqlite3")),
+    ("chat", "sockproto.chat.service", ("--history", "{var}/chat.sqlite3", "--web", "tcp:8000")),
     ("joke", "sockproto.joke.service", ()),
     ("binary", "sockproto.binary.service", ("--db", "{var}/kv.sqlite3")),
     # The seeds' text twin, on the same store as binary: one process, one store object.

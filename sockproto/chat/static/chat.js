@@ -1,0 +1,175 @@
+// sockproto web chat: one WebSocket to /ws, JSON events (docs/web-chat.rst).
+// Text from the server is only ever put in the page with textContent.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const messages = $("messages"), say = $("say"), status = $("status");
+  let socket = null, me = "", room = "", lastLine = "", retry = 0, everConnected = false;
+
+  function nickColour(nick) {
+    let hash = 0;
+    for (const c of nick) hash = (hash * 31 + c.codePointAt(0)) >>> 0;
+    return `hsl(${hash % 360}, 60%, 35%)`;
+  }
+
+  function timeText(seconds) {
+    const when = seconds ? new Date(seconds * 1000) : new Date();
+    return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  function add(kind, parts, seconds) {
+    const item = document.createElement("li");
+    item.className = kind;
+    const stamp = document.createElement("span");
+    stamp.className = "time";
+    stamp.textContent = timeText(seconds);
+    item.append(stamp);
+    for (const [cls, text, colour] of parts) {
+      const span = document.createElement("span");
+      if (cls) span.className = cls;
+      if (colour) span.style.color = colour;
+      span.textContent = text;
+      item.append(span);
+    }
+    const atBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40;
+    messages.append(item);
+    while (messages.children.length > 2000) messages.firstChild.remove();
+    if (atBottom) item.scrollIntoView({ block: "end" });
+  }
+
+  function show(event) {
+    switch (event.type) {
+      case "message":
+        add("message", [["nick", `<${event.nick}>`, nickColour(event.nick)], ["text", event.text]], event.time);
+        break;
+      case "me":
+        add("me", [["nick", `* ${event.nick}`, nickColour(event.nick)], ["text", event.text]], event.time);
+        break;
+      case "private":
+        if (event.from) add("private", [["nick", `*${event.from}*`, nickColour(event.from)], ["text", event.text]], event.time);
+        else add("private mine", [["nick", `→ *${event.to}*`], ["text", event.text]], event.time);
+        break;
+      case "notice":
+        add("notice", [["text", event.text]]);
+        if (/Please log in/.test(event.text)) $("login-form").hidden = false;
+        break;
+      case "error":
+        add("error", [["text", event.text]]);
+        break;
+      case "history":
+        add("notice", [["text", `last ${event.entries.length} messages in ${event.room}:`]]);
+        for (const entry of event.entries) show(entry);
+        add("notice", [["text", `end of history of ${event.room}`]]);
+        break;
+      case "members":
+        if (event.room === room) {
+          const list = $("members");
+          list.replaceChildren();
+          for (const nick of event.nicks) {
+            const li = document.createElement("li");
+            const button = document.createElement("button");
+            button.textContent = nick;
+            button.style.color = nickColour(nick);
+            button.title = `Private message to ${nick}`;
+            button.addEventListener("click", () => { say.value = `/msg ${nick} `; say.focus(); });
+            li.append(button);
+            list.append(li);
+          }
+        }
+        break;
+      case "rooms": {
+        const list = $("rooms");
+        list.replaceChildren();
+        for (const r of event.rooms) {
+          const li = document.createElement("li");
+          const button = document.createElement("button");
+          button.textContent = `${r.name} (${r.count})`;
+          if (r.name === room) { button.className = "current"; button.setAttribute("aria-current", "true"); }
+          button.addEventListener("click", () => { if (r.name !== room) send({ type: "say", text: `/join ${r.name}` }); });
+          li.append(button);
+          list.append(li);
+        }
+        break;
+      }
+      case "state":
+        me = event.nick;
+        room = event.room;
+        $("who").textContent = me ? `you are ${me}` : "";
+        $("room-name").textContent = room || "(no room)";
+        if (me) $("login-form").hidden = true;
+        break;
+    }
+  }
+
+  function send(message) {
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify(message));
+      return true;
+    }
+    add("error", [["text", "not connected; the line was not sent"]]);
+    return false;
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    socket = new WebSocket(`${scheme}//${location.host}/ws`);
+    socket.addEventListener("open", () => {
+      retry = 0;
+      status.textContent = "connected";
+      status.className = "";
+      if (everConnected) add("notice", [["text", "reconnected"]]);
+      everConnected = true;
+    });
+    socket.addEventListener("message", (message) => {
+      let event;
+      try { event = JSON.parse(message.data); } catch (e) { return; }
+      show(event);
+    });
+    socket.addEventListener("close", () => {
+      const delay = Math.min(30, 2 ** retry);
+      retry += 1;
+      status.textContent = `disconnected; reconnecting in ${delay} s`;
+      status.className = "down";
+      add("error", [["text", `connection lost; reconnecting in ${delay} s`]]);
+      $("members").replaceChildren();
+      setTimeout(connect, delay * 1000);
+    });
+  }
+
+  $("say-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = say.value;
+    if (!text.trim()) return;
+    if (!send({ type: "say", text })) return;
+    lastLine = text;
+    // The server never sends a sender its own line back: show it here.
+    if (!text.startsWith("/") || text.startsWith("//")) {
+      const shown = text.startsWith("//") ? text.slice(1) : text;
+      add("message mine", [["nick", `<${me}>`, nickColour(me)], ["text", shown]]);
+    } else if (/^\/me /.test(text)) {
+      add("me mine", [["nick", `* ${me}`, nickColour(me)], ["text", text.slice(4)]]);
+    }
+    say.value = "";
+  });
+  say.addEventListener("keydown", (e) => {
+    if (e.key === "ArrowUp" && !say.value && lastLine) { say.value = lastLine; e.preventDefault(); }
+  });
+  $("join-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    let name = $("join-room").value.trim().toLowerCase();
+    if (!name) return;
+    if (!name.startsWith("#")) name = `#${name}`;
+    send({ type: "say", text: `/join ${name}` });
+    $("join-room").value = "";
+    say.focus();
+  });
+  $("login-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    send({ type: "login", name: $("login-name").value, password: $("login-password").value });
+    $("login-password").value = "";
+  });
+  setInterval(() => { if (me) send({ type: "rooms" }); }, 30000);
+  connect();
+  say.focus();
+})();

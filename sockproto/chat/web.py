@@ -1,0 +1,409 @@
+"""The chat in a web browser: a page at ``/`` and a WebSocket at ``/ws`` (``--web ENDPOINT``).
+
+A browser user is a chat client like any other: each WebSocket runs a
+:class:`sockproto.chat.protocol.ChatProtocol` of the chat's own factory
+(same hub, commands, flood control, limits, logins, clean-up, count of
+clients), whose transport turns the chat's output lines into small JSON
+events (docs/web-chat.rst) and whose input is what the page sends.
+
+WebSocket framing, the handshake, ping/pong and message size limits are
+autobahn's, on twisted.web, which also serves the page: one HTML file, its
+CSS and JS, package data, with a strict Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import error, interfaces
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import NoResource, Resource
+from twisted.web.server import Request, Site
+from zope.interface import directlyProvides, implementer
+
+from sockproto.chat.protocol import ChatFactory, ChatProtocol
+
+log = Logger()
+
+#: Seconds between pings, and how long a pong may take before the browser is taken for gone.
+PING_INTERVAL = 30.0
+PING_TIMEOUT = 15.0
+
+SECURITY_HEADERS = {
+    b"Content-Security-Policy": (
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        b"frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    b"X-Content-Type-Options": b"nosniff",
+    b"Referrer-Policy": b"no-referrer",
+    b"X-Frame-Options": b"DENY",
+    b"Cache-Control": b"no-store",
+}
+
+_NICK = r"([A-Za-z0-9_-]+)"
+_STAMP = r"\[(\d\d):(\d\d):(\d\d)\] "
+_LINE_KINDS = [
+    (re.compile(f"^{_STAMP}<{_NICK}> (.*)$"), "message"),
+    (re.compile(f"^{_STAMP}\\* {_NICK} (.*)$"), "me"),
+    (re.compile(f"^{_STAMP}-> \\*{_NICK}\\* (.*)$"), "private-to"),
+    (re.compile(f"^{_STAMP}\\*{_NICK}\\* (.*)$"), "private-from"),
+]
+_HISTORY_START = re.compile(r"^\*\*\* last \d+ messages in (#\S+):$")
+_HISTORY_END = re.compile(r"^\*\*\* end of history of (#\S+)$")
+_ROOM_LINE = re.compile(r"^\*\*\*   (#\S+) \((\d+)\)$")
+_MEMBERS = re.compile(r"^\*\*\* \d+ in (#\S+): ?(.*)$")
+_MEMBERSHIP_CHANGE = re.compile(r"^\*\*\* \S+ (joined|left|is now known as) ")
+
+
+def stampTime(hours: str, minutes: str, seconds: str, now: float) -> float:
+    """The moment a ``[HH:MM:SS]`` stamp (server's local time) stands for: the latest one not after now."""
+    local = time.localtime(now)
+    moment = time.mktime((local.tm_year, local.tm_mon, local.tm_mday, int(hours), int(minutes), int(seconds),
+                          0, 0, -1))
+    return moment - 86400 if moment > now + 60 else moment
+
+
+class ChatEvents:
+    """Turns the chat's output lines into JSON-ready events, one connection's worth of state."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self._history: dict[str, Any] | None = None
+        self._rooms: list[dict[str, Any]] | None = None
+
+    def feed(self, data: bytes) -> tuple[list[dict[str, Any]], bool]:
+        """Events for ``data`` (whole lines), and whether room membership may have changed."""
+        events: list[dict[str, Any]] = []
+        changed = False
+        now = self.clock.seconds()
+        for raw in data.decode("utf-8", "replace").split("\n"):
+            if not raw:
+                continue
+            if self._rooms is not None:
+                room = _ROOM_LINE.match(raw)
+                if room:
+                    self._rooms.append({"name": room[1], "count": int(room[2])})
+                    continue
+                events.append({"type": "rooms", "rooms": self._rooms})
+                self._rooms = None
+            entry = self._entry(raw, now)
+            if self._history is not None:
+                if entry is not None and entry["type"] in ("message", "me"):
+                    self._history["entries"].append(entry)
+                    continue
+                end = _HISTORY_END.match(raw)
+                if end:
+                    events.append(self._history)
+                    self._history = None
+                    continue
+            if entry is not None:
+                events.append(entry)
+            elif raw.startswith("!!! "):
+                events.append({"type": "error", "text": raw[4:]})
+            elif raw == "*** rooms:":
+                self._rooms = []
+            elif _HISTORY_START.match(raw):
+                self._history = {"type": "history", "room": _HISTORY_START.match(raw)[1], "entries": []}  # type: ignore[index]
+            elif _MEMBERS.match(raw):
+                match = _MEMBERS.match(raw)
+                assert match is not None
+                events.append({"type": "members", "room": match[1], "nicks": match[2].split()})
+            else:
+                text = raw[4:] if raw.startswith("*** ") else raw
+                events.append({"type": "notice", "text": text})
+                changed = changed or bool(_MEMBERSHIP_CHANGE.match(raw))
+        if self._rooms is not None:  # the list ends with the write it came in
+            events.append({"type": "rooms", "rooms": self._rooms})
+            self._rooms = None
+        return events, changed
+
+    def _entry(self, raw: str, now: float) -> dict[str, Any] | None:
+        for pattern, kind in _LINE_KINDS:
+            match = pattern.match(raw)
+            if match:
+                when = stampTime(match[1], match[2], match[3], now)
+                if kind == "private-to":
+                    return {"type": "private", "time": when, "to": match[4], "text": match[5]}
+                if kind == "private-from":
+                    return {"type": "private", "time": when, "from": match[4], "text": match[5]}
+                return {"type": kind, "time": when, "nick": match[4], "text": match[5]}
+        return None
+
+
+@implementer(interfaces.ITransport, interfaces.IConsumer, interfaces.IPushProducer)
+class WebTransport:
+    """The transport of a browser user's ChatProtocol: output becomes events on the WebSocket."""
+
+    disconnecting = False
+
+    def __init__(self, socket: WebChatProtocol) -> None:
+        self.socket = socket
+        self.real: Any = socket.transport
+        if interfaces.ISSLTransport.providedBy(self.real):
+            directlyProvides(self, interfaces.ISSLTransport)
+
+    def write(self, data: bytes) -> None:
+        if not self.disconnecting:
+            self.socket.fromChat(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting:
+            self.disconnecting = True
+            self.socket.sendClose(1000)
+
+    def abortConnection(self) -> None:
+        self.disconnecting = True
+        self.real.abortConnection()
+
+    def getPeer(self) -> Any:
+        return self.real.getPeer()
+
+    def getHost(self) -> Any:
+        return self.real.getHost()
+
+    def getPeerCertificate(self) -> Any:
+        return self.real.getPeerCertificate()
+
+    def setTcpNoDelay(self, enabled: int) -> None:
+        getattr(self.real, "setTcpNoDelay", lambda value: None)(enabled)
+
+    def setTcpKeepAlive(self, enabled: int) -> None:
+        getattr(self.real, "setTcpKeepAlive", lambda value: None)(enabled)
+
+    # The chat watches the real socket's send buffer to drop a browser that does not read.
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if getattr(self.real, "producer", None) is not None:
+            # twisted.web's channel, which handed this connection over to the WebSocket.
+            self.real.unregisterProducer()
+        self.real.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        if getattr(self.real, "producer", None) is not None:
+            self.real.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self.real.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.real.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.real.stopProducing()
+
+
+class WebChatProtocol(WebSocketServerProtocol):
+    """One browser: JSON in (``say``, ``login``, ``members``, ``rooms``), chat events out."""
+
+    factory: WebChatFactory
+    chat: ChatProtocol | None = None
+    _refresh: Any = None
+    _state: tuple[str, str] = ("", "")
+
+    def onConnect(self, request: Any) -> None:
+        host = request.headers.get("host", "")  # request.host has no port
+        if not self.factory.originAllowed(request.origin, host, self.isSecure()):
+            log.info("web chat refused a WebSocket from origin {origin}", origin=request.origin)
+            raise ConnectionDeny(403, "origin not allowed")
+
+    def isSecure(self) -> bool:
+        return interfaces.ISSLTransport.providedBy(self.transport)
+
+    def onOpen(self) -> None:
+        chatFactory = self.factory.chatFactory
+        self.events = ChatEvents(chatFactory.clock)
+        transport: Any = self.transport
+        chat = chatFactory.buildProtocol(transport.getPeer())
+        self.chat = chat
+        chat.makeConnection(WebTransport(self))
+        if interfaces.ISSLTransport.providedBy(self.transport):
+            chat.handshakeCompleted()  # the page came over this TLS connection: it is done
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        chat = self.chat
+        if chat is None or self.closedByUs():
+            return
+        if isBinary:
+            self.event({"type": "error", "text": "send text messages (JSON), not binary ones"})
+            return
+        try:
+            message = json.loads(payload.decode("utf-8"))
+            kind = message["type"]
+        except (ValueError, KeyError, TypeError):
+            self.event({"type": "error", "text": 'not a chat message: send JSON like {"type": "say", "text": "hi"}'})
+            return
+        if kind == "say" and isinstance(message.get("text"), str):
+            # One message is one line, whatever it holds.
+            line = message["text"].replace("\r", " ").replace("\n", " ")
+            chat.dataReceived(line.encode("utf-8") + b"\n")
+        elif kind == "login" and isinstance(message.get("name"), str) and isinstance(message.get("password"), str):
+            name = message["name"].replace(" ", "")
+            password = message["password"].replace("\r", "").replace("\n", "")
+            chat.dataReceived(f"/login {name} {password}\n".encode())
+        elif kind == "members":
+            self.refreshMembers()
+        elif kind == "rooms":
+            self.refreshRooms()
+        else:
+            self.event({"type": "error", "text": f"unknown message type {str(kind)[:32]!r}"})
+
+    def closedByUs(self) -> bool:
+        return self.chat is not None and self.chat.transport.disconnecting
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        chat, self.chat = self.chat, None
+        if self._refresh is not None and self._refresh.active():
+            self._refresh.cancel()
+        if chat is not None:
+            chat.connectionLost(Failure(error.ConnectionDone()))
+
+    # -- output -----------------------------------------------------------------
+
+    def event(self, event: dict[str, Any]) -> None:
+        self.sendMessage(json.dumps(event, ensure_ascii=False).encode("utf-8"))
+
+    def fromChat(self, data: bytes) -> None:
+        events, membershipChanged = self.events.feed(data)
+        for event in events:
+            self.event(event)
+        chat = self.chat
+        if chat is None:
+            return
+        state = (chat.nick, chat.room.name if chat.room is not None else "")
+        if state != self._state:
+            roomChanged = state[1] != self._state[1]
+            self._state = state
+            self.event({"type": "state", "nick": state[0], "room": state[1]})
+            membershipChanged = True
+            if roomChanged and state[1]:
+                self.refreshRooms()
+        if membershipChanged and self._refresh is None and chat.entered:
+            # Many joins at once are one member list.
+            self._refresh = chat.factory.clock.callLater(0.05, self.refreshMembers)
+
+    def refreshMembers(self) -> None:
+        self._refresh = None
+        chat = self.chat
+        if chat is None or chat.room is None:
+            return
+        room = chat.room.name
+
+        def show(nicks: list[str]) -> None:
+            if self.chat is not None:
+                self.event({"type": "members", "room": room, "nicks": nicks})
+
+        chat.factory.hub.whenNames(chat).addCallback(show).addErrback(
+            lambda failure: log.failure("web chat: member list failed", failure)
+        )
+
+    def refreshRooms(self) -> None:
+        chat = self.chat
+        if chat is None or not chat.entered:
+            return
+        def show(rooms: list[tuple[str, int]]) -> None:
+            if self.chat is not None:
+                self.event({"type": "rooms", "rooms": [{"name": name, "count": count} for name, count in rooms]})
+
+        chat.factory.hub.whenRooms().addCallback(show).addErrback(
+            lambda failure: log.failure("web chat: room list failed", failure)
+        )
+
+
+class WebChatFactory(WebSocketServerFactory):
+    protocol = WebChatProtocol  # type: ignore[assignment]
+
+    def __init__(self, chatFactory: ChatFactory, origins: list[str]) -> None:
+        WebSocketServerFactory.__init__(self, server="sockproto")
+        self.chatFactory = chatFactory
+        self.origins = {origin.rstrip("/").lower() for origin in origins}
+        # A message holds one line: the chat's longest line, with room for JSON escapes.
+        self.setProtocolOptions(
+            maxMessagePayloadSize=chatFactory.maxLineLength * 6 + 256,
+            maxFramePayloadSize=chatFactory.maxLineLength * 6 + 256,
+            autoPingInterval=PING_INTERVAL,
+            autoPingTimeout=PING_TIMEOUT,
+        )
+
+    def originAllowed(self, origin: str | None, host: str, secure: bool) -> bool:
+        """The page's own origin (or those of ``--web-origin``); a browser always sends one."""
+        if not origin or origin == "null":
+            return False
+        origin = origin.rstrip("/").lower()
+        if self.origins:
+            return origin in self.origins
+        parts = urlsplit(origin)
+        return parts.scheme == ("https" if secure else "http") and parts.netloc == host.lower()
+
+
+class SecureRequest(Request):
+    """Every response of the web chat carries the security headers."""
+
+    def process(self) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            self.setHeader(name, value)
+        Request.process(self)
+
+
+class StaticFile(Resource):
+    isLeaf = True
+
+    def __init__(self, body: bytes, contentType: bytes) -> None:
+        Resource.__init__(self)
+        self.body = body
+        self.contentType = contentType
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"Content-Type", self.contentType)
+        return self.body
+
+    def render_HEAD(self, request: Any) -> bytes:
+        return self.render_GET(request)
+
+
+class _WebSocketOnly(WebSocketResource):
+    """``/ws`` takes WebSocket handshakes only: nothing under it, no status page."""
+
+    def render(self, request: Any) -> bytes:
+        if request.postpath and request.postpath != [b""]:
+            return NoResource().render(request)  # type: ignore[no-any-return]
+        if (request.getHeader(b"upgrade") or b"").lower() != b"websocket":
+            request.setResponseCode(426, b"Upgrade Required")
+            request.setHeader(b"Upgrade", b"websocket")
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"This is the chat's WebSocket; open the page at / instead.\n"
+        return super().render(request)  # type: ignore[no-any-return]
+
+
+class _Root(Resource):
+    """``/``, ``/chat.js``, ``/chat.css`` and ``/ws``; nothing else exists."""
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        return NoResource()
+
+
+def pageFile(name: str) -> bytes:
+    return resources.files("sockproto.chat").joinpath("static", name).read_bytes()
+
+
+def webSite(chatFactory: ChatFactory, origins: list[str]) -> Site:
+    root = _Root()
+    root.putChild(b"", StaticFile(pageFile("index.html"), b"text/html; charset=utf-8"))
+    root.putChild(b"chat.js", StaticFile(pageFile("chat.js"), b"text/javascript; charset=utf-8"))
+    root.putChild(b"chat.css", StaticFile(pageFile("chat.css"), b"text/css; charset=utf-8"))
+    root.putChild(b"ws", _WebSocketOnly(WebChatFactory(chatFactory, origins)))
+    site = Site(root)
+    site.requestFactory = SecureRequest
+    site.noisy = False
+    site.displayTracebacks = False
+    return site

@@ -1,0 +1,151 @@
+"""The web chat end to end: the real plugin with --web, WebSocket clients and line clients in one room."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from twisted.trial import unittest
+
+from tests.support import LineClient, ServiceProcess, runService
+from tests.wsclient import WebSocketClient, WebSocketRefused
+
+
+def isType(kind: str, **fields: object):
+    return lambda event: event["type"] == kind and all(event.get(k) == v for k, v in fields.items())
+
+
+class WebChatTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.chat = ServiceProcess(
+            "sockproto-chat", "--listen", "tcp:0", "--web", "tcp:0", "--history", ":memory:", "--flood-rate", "0",
+            "--max-line-length", "100",
+        )
+        self.addCleanup(self.chat.stop)
+        self.chat.start(2)
+        self.webPort = self.chat.port("chat-web")
+
+    def web(self) -> WebSocketClient:
+        client = WebSocketClient(self.webPort)
+        self.addCleanup(client.close)
+        client.until(isType("state"))
+        return client
+
+    def line(self) -> LineClient:
+        client = LineClient.tcp(self.chat.port("chat"))
+        self.addCleanup(client.close)
+        client.until("joined #lobby")
+        return client
+
+    def test_pageHeadersAndNothingElse(self) -> None:
+        response = urllib.request.urlopen(f"http://127.0.0.1:{self.webPort}/", timeout=10)
+        page = response.read().decode()
+        self.assertIn('<script src="chat.js" defer></script>', page)
+        self.assertNotIn("<script>", page)  # no inline script: the CSP forbids it
+        csp = response.headers["Content-Security-Policy"]
+        self.assertIn("default-src 'self'", csp)
+        self.assertIn("frame-ancestors 'none'", csp)
+        self.assertEqual(response.headers["X-Content-Type-Options"], "nosniff")
+        self.assertEqual(response.headers["Referrer-Policy"], "no-referrer")
+        for path, kind in (("/chat.js", "text/javascript"), ("/chat.css", "text/css")):
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.webPort}{path}", timeout=10) as r:
+                self.assertTrue(r.headers["Content-Type"].startswith(kind))
+        with self.assertRaises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.webPort}/ws", timeout=10)
+        self.assertEqual(caught.exception.code, 426)
+        for path in ("/index.html", "/static/chat.js", "/../setup.cfg", "/ws/x", "/metrics"):
+            with self.assertRaises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.webPort}{path}", timeout=10)
+            self.assertEqual(caught.exception.code, 404, path)
+            self.assertIn("default-src 'self'", caught.exception.headers["Content-Security-Policy"])
+
+    def test_browserAndLineUsersMeet(self) -> None:
+        web = self.web()
+        line = self.line()
+        line.send("/nick liner\n")
+        web.until(lambda event: event.get("text", "").endswith("is now known as liner"))
+        web.send({"type": "say", "text": "/nick webby"})
+        web.until(isType("state", nick="webby", room="#lobby"))
+        line.until("is now known as webby")
+        self.assertEqual(sorted(web.until(isType("members"))[-1]["nicks"]), ["liner", "webby"])
+        web.send({"type": "say", "text": "hello from a browser"})
+        self.assertRegex(line.until("hello from a browser")[-1], r"<webby> hello from a browser$")
+        line.send("hello from nc\n/me waves\n/msg webby psst\n")
+        message = web.until(isType("message"))[-1]
+        self.assertEqual((message["nick"], message["text"]), ("liner", "hello from nc"))
+        self.assertIsInstance(message["time"], float)
+        self.assertEqual(web.until(isType("me"))[-1]["text"], "waves")
+        private = web.until(isType("private"))[-1]
+        self.assertEqual((private["from"], private["text"]), ("liner", "psst"))
+        web.send({"type": "say", "text": "/msg liner back at you"})
+        sent = web.until(isType("private"))[-1]
+        self.assertEqual((sent["to"], sent["text"]), ("liner", "back at you"))
+        self.assertRegex(line.until("back at you")[-1], r"\*webby\* back at you$")
+        web.send({"type": "say", "text": "/quit"})
+        line.until("webby left #lobby")
+
+    def test_historyRoomsErrorsAndHostileText(self) -> None:
+        line = self.line()
+        line.send("/join #dev\n<img src=x onerror=alert(1)>\njavascript:alert(2)\n")
+        line.until("joined #dev")
+        web = self.web()
+        web.send({"type": "say", "text": "/join #dev"})
+        seen = web.until(isType("history"))
+        history = seen[-1]
+        self.assertEqual(history["room"], "#dev")
+        hostile = ["<img src=x onerror=alert(1)>", "javascript:alert(2)"]
+        self.assertEqual([e["text"] for e in history["entries"]], hostile)
+        rooms = [e for e in seen if e["type"] == "rooms"] or web.until(isType("rooms"))
+        self.assertIn({"name": "#dev", "count": 2}, rooms[-1]["rooms"])
+        # Errors come as events, and the connection stays.
+        web.sendText("{not json")
+        self.assertIn("not a chat message", web.until(isType("error"))[-1]["text"])
+        web.send({"type": "frob"})
+        self.assertIn("unknown message type", web.until(isType("error"))[-1]["text"])
+        web.sendBinary(b"\x00\x01")
+        self.assertIn("not binary", web.until(isType("error"))[-1]["text"])
+        web.send({"type": "say", "text": "x" * 150})
+        self.assertIn("line too long", web.until(isType("error"))[-1]["text"])
+        web.send({"type": "say", "text": "two\nlines"})
+        self.assertRegex(line.until("two")[-1], r"<guest\d+> two lines$")
+        # Far over the limit: the WebSocket itself refuses it.
+        web.sendText(json.dumps({"type": "say", "text": "y" * 2000}))
+        try:
+            while web.event() is not None:
+                pass
+            self.assertEqual(web.closeCode, 1009)  # "message too big"
+        except ConnectionResetError:
+            pass  # closed before the rest of the message was read: the close frame may be lost
+        line.until("left #dev")
+
+    def test_crossSiteWebSocketsAreRefused(self) -> None:
+        for origin in ("http://evil.example", None, f"https://127.0.0.1:{self.webPort}", "http://127.0.0.1"):
+            with self.assertRaises(WebSocketRefused) as caught:
+                WebSocketClient(self.webPort, origin=origin)
+            self.assertEqual(caught.exception.status, 403, origin)
+        with self.assertRaises(WebSocketRefused):  # a sandboxed page or a file: autobahn refuses it itself
+            WebSocketClient(self.webPort, origin="null")
+
+    def test_allowedOriginsAndBadOptions(self) -> None:
+        chat = ServiceProcess(
+            "sockproto-chat", "--listen", "tcp:0", "--web", "tcp:0", "--history", ":memory:",
+            "--web-origin", "https://chat.example.org",
+        )
+        self.addCleanup(chat.stop)
+        chat.start(2)
+        port = chat.port("chat-web")
+        client = WebSocketClient(port, origin="https://chat.example.org")
+        self.addCleanup(client.close)
+        client.until(isType("state"))
+        with self.assertRaises(WebSocketRefused):
+            WebSocketClient(port)  # its own origin is no longer in the list
+        for args, message in [
+            (("--web", "frob:1"), "--web"),
+            (("--web-origin", "chat.example.org"), "expected SCHEME://HOST[:PORT]"),
+        ]:
+            result = runService("sockproto-chat", *args)
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn(message, result.stdout + result.stderr)
+            self.assertNotIn("Traceback", result.stdout + result.stderr)
+
