@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run local fuzz soak test test-unit test-oldest trial pytest lint docs clean
+.PHONY: install run local fuzz soak test test-unit test-oldest trial pytest lint docs screenshot clean
 
 install: $(STAMP)
 
@@ -54,8 +54,9 @@ test-unit: install
 trial: install
 	$(VENV)/bin/trial -j2 tests
 
+# -rs: say why a test was skipped (the browser test, without chromium).
 pytest: install
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+	$(VENV)/bin/pytest -q -rs -p no:cacheprovider tests
 
 lint: install
 	$(VENV)/bin/ruff check sockproto twisted tests
@@ -77,6 +78,11 @@ docs: install
 	    --project-version=$$($(PY) -c 'import sockproto; print(sockproto.__version__)') \
 	    --html-output=build/apidocs --warnings-as-errors -q sockproto
 	@echo "API documentation in build/apidocs/index.html"
+
+# The web chat's picture in the README, taken by the browser test (needs chromium and chromium-driver).
+screenshot: install
+	SOCKPROTO_SCREENSHOT=$(CURDIR)/docs/images/web-chat.png \
+	    $(VENV)/bin/trial tests.test_chat_browser_e2e.BrowserChatTests.test_browsersAndALineClientChat
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) build dist *.egg-info _trial_temp* .pytest_cache .hypothesis .ruff_cache

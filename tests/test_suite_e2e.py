@@ -33,7 +33,7 @@ from tests.support import (
     tlsClient,
 )
 
-DEFAULT_PORTS = (8124, 5000, 6789, 9000, 9001)
+DEFAULT_PORTS = (8124, 5000, 8000, 6789, 9000, 9001)  # 8000: the chat's web page
 
 
 def busy(port):
@@ -48,7 +48,7 @@ class SuiteTests(unittest.TestCase):
         var = Path(self.mktemp()).resolve()
         service = ServiceProcess("sockproto", "--var", str(var))
         self.addCleanup(service.stop)
-        service.start(endpoints=5)
+        service.start(endpoints=6)
         self.assertEqual([a.rsplit(":", 1)[1] for a in service.addresses], [str(p) for p in DEFAULT_PORTS])
         self.assertTrue(all(a.startswith("tcp:127.0.0.1:") for a in service.addresses))
         with socket.create_connection(("127.0.0.1", 8124), timeout=10) as sock:
@@ -57,6 +57,8 @@ class SuiteTests(unittest.TestCase):
         chat = LineClient.tcp(5000)
         self.addCleanup(chat.close)
         self.assertIn("Welcome", chat.line())
+        with urllib.request.urlopen("http://127.0.0.1:8000/", timeout=10) as page:
+            self.assertIn(b"sockproto chat", page.read())
         with socket.create_connection(("127.0.0.1", 6789), timeout=10) as sock:
             self.assertEqual(recvUntil(sock, b">> "), b"Knock knock!\r\n>> ")
         with socket.create_connection(("127.0.0.1", 9000), timeout=10) as sock:

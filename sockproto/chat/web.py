@@ -282,21 +282,20 @@ class WebChatProtocol(WebSocketServerProtocol):
             return
         state = (chat.nick, chat.room.name if chat.room is not None else "")
         if state != self._state:
-            roomChanged = state[1] != self._state[1]
             self._state = state
             self.event({"type": "state", "nick": state[0], "room": state[1]})
             membershipChanged = True
-            if roomChanged and state[1]:
-                self.refreshRooms()
         if membershipChanged and self._refresh is None and chat.entered:
             # Many joins at once are one member list.
             self._refresh = chat.factory.clock.callLater(0.05, self.refreshMembers)
 
     def refreshMembers(self) -> None:
+        """Send the member list of this user's room (and the room list, whose counts changed too)."""
         self._refresh = None
         chat = self.chat
         if chat is None or chat.room is None:
             return
+        self.refreshRooms()
         room = chat.room.name
 
         def show(nicks: list[str]) -> None:

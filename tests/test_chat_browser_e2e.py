@@ -1,0 +1,131 @@
+"""The web chat in a real headless Chromium (Debian's chromium and chromium-driver), driven by selenium.
+
+Skipped, saying why, where Chromium or its driver is missing (``.ci/run``
+installs them).  ``SOCKPROTO_SCREENSHOT=FILE`` saves the screenshot there
+(``make screenshot`` refreshes docs/images/web-chat.png); else it goes to the
+test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from tests.support import LineClient, ServiceProcess
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:  # pragma: no cover - a test extra
+    webdriver = None
+
+XSS = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+
+
+class BrowserChatTests(unittest.TestCase):
+    if webdriver is None or not CHROMIUM or not DRIVER:
+        skip = "the browser test needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"
+
+    def setUp(self) -> None:
+        self.chat = ServiceProcess(
+            "sockproto-chat", "--listen", "tcp:0", "--web", "tcp:0", "--history", ":memory:", "--flood-rate", "0"
+        )
+        self.addCleanup(self.chat.stop)
+        self.chat.start(2)
+        self.url = f"http://127.0.0.1:{self.chat.port('chat-web')}/"
+
+    def browser(self) -> webdriver.Chrome:
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        profile = tempfile.mkdtemp(prefix="sockproto-chromium-")
+        self.addCleanup(shutil.rmtree, profile, True)
+        for argument in (
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--window-size=1100,700", f"--user-data-dir={profile}",
+        ):
+            options.add_argument(argument)
+        driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
+        self.addCleanup(driver.quit)
+        driver.get(self.url)
+        self.waitFor(driver, lambda d: "you are" in d.find_element(By.ID, "who").text)
+        return driver
+
+    def waitFor(self, driver: webdriver.Chrome, condition, timeout: float = 15) -> None:
+        WebDriverWait(driver, timeout).until(condition)
+
+    def say(self, driver: webdriver.Chrome, text: str) -> None:
+        box = driver.find_element(By.ID, "say")
+        box.send_keys(text)
+        box.send_keys(Keys.ENTER)
+
+    def messages(self, driver: webdriver.Chrome) -> list[str]:
+        return [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#messages li")]
+
+    def members(self, driver: webdriver.Chrome) -> list[str]:
+        return [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#members li")]
+
+    def test_browsersAndALineClientChat(self) -> None:
+        alice, bob = self.browser(), self.browser()
+        line = LineClient.tcp(self.chat.port("chat"))
+        self.addCleanup(line.close)
+        line.until("joined #lobby")
+        self.say(alice, "/nick alice")
+        self.say(bob, "/nick bob")
+        line.send("/nick carol\n")
+        for driver in (alice, bob):
+            self.waitFor(driver, lambda d: sorted(self.members(d)) == ["alice", "bob", "carol"])
+
+        self.say(alice, "hello from the browser")
+        self.assertRegex(line.until("hello from the browser")[-1], r"<alice> hello from the browser$")
+        self.waitFor(bob, lambda d: any("<alice>" in m and "hello from the browser" in m for m in self.messages(d)))
+        line.send("hi browsers, from nc\n")
+        for driver in (alice, bob):
+            self.waitFor(driver, lambda d: any("hi browsers, from nc" in m for m in self.messages(d)))
+
+        # A nick change shows in the member list.
+        self.say(bob, "/nick robert")
+        self.waitFor(alice, lambda d: sorted(self.members(d)) == ["alice", "carol", "robert"])
+
+        # Hostile text is shown as text and runs nothing.
+        line.send(XSS + "\njavascript:alert(1)\n")
+        for driver in (alice, bob):
+            self.waitFor(driver, lambda d: any("javascript:alert(1)" in m for m in self.messages(d)))
+            self.assertTrue(any(XSS in m for m in self.messages(driver)), self.messages(driver))
+            self.assertEqual(driver.find_elements(By.CSS_SELECTOR, "#messages img, #messages script"), [])
+            self.assertEqual(driver.title, "sockproto chat")
+
+        # A private message, marked as one.
+        self.say(alice, "/msg robert just between us")
+        self.waitFor(bob, lambda d: d.find_elements(By.CSS_SELECTOR, "#messages li.private"))
+        self.assertIn("just between us", bob.find_elements(By.CSS_SELECTOR, "#messages li.private")[-1].text)
+
+        time.sleep(0.3)  # let the last line scroll into view
+        shot = os.environ.get("SOCKPROTO_SCREENSHOT") or str(Path(self.mktemp() + ".png").resolve())
+        Path(shot).parent.mkdir(parents=True, exist_ok=True)
+        self.assertTrue(alice.save_screenshot(shot))
+        self.assertGreater(Path(shot).stat().st_size, 10_000)
+
+    def test_thePageReconnectsByItself(self) -> None:
+        driver = self.browser()
+        port = self.chat.port("chat-web")
+        self.chat.stop()
+        self.waitFor(driver, lambda d: "reconnecting" in d.find_element(By.ID, "status").text)
+        self.chat = ServiceProcess(
+            "sockproto-chat", "--listen", "tcp:0", "--web", f"tcp:{port}", "--history", ":memory:"
+        )
+        self.addCleanup(self.chat.stop)
+        self.chat.start(2)
+        self.waitFor(driver, lambda d: d.find_element(By.ID, "status").text == "connected", timeout=30)
+        self.assertTrue(any("reconnected" in m for m in self.messages(driver)))
