@@ -375,13 +375,13 @@ class _WebSocketOnly(WebSocketResource):
 
     def render(self, request: Any) -> bytes:
         if request.postpath and request.postpath != [b""]:
-            return NoResource().render(request)  # type: ignore[no-any-return]
+            return NoResource().render(request)
         if (request.getHeader(b"upgrade") or b"").lower() != b"websocket":
             request.setResponseCode(426, b"Upgrade Required")
             request.setHeader(b"Upgrade", b"websocket")
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             return b"This is the chat's WebSocket; open the page at / instead.\n"
-        return super().render(request)  # type: ignore[no-any-return]
+        return super().render(request)
 
 
 class _Root(Resource):
