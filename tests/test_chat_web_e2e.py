@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.support import LineClient, ServiceProcess, runService
+from tests.support import LineClient, ServiceProcess, makeCerts, runService
 from tests.wsclient import WebSocketClient, WebSocketRefused
+
+
+class WebChatOverTLSTests(unittest.TestCase):
+    def test_mutualTLSNameIsTheNickname(self) -> None:
+        certs = makeCerts(Path(self.mktemp()), clientName="certuser")
+        web = f"mtls:0:privateKey={certs}/server.key:certKey={certs}/server.crt:caCerts={certs}/ca.crt"
+        chat = ServiceProcess("sockproto-chat", "--listen", "tcp:0", "--web", web, "--history", ":memory:")
+        self.addCleanup(chat.stop)
+        chat.start(2)
+        port = chat.port("chat-web", "mtls")
+        context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        context.load_cert_chain(str(certs / "client.crt"), str(certs / "client.key"))
+        client = WebSocketClient(port, tls=context)
+        self.addCleanup(client.close)
+        self.assertEqual(client.until(isType("state"))[-1]["nick"], "certuser")
+        with urllib.request.urlopen(f"https://localhost:{port}/", context=context, timeout=10) as page:
+            self.assertIn(b"sockproto chat", page.read())
 
 
 def isType(kind: str, **fields: object):
@@ -118,6 +137,23 @@ class WebChatTests(unittest.TestCase):
         except ConnectionResetError:
             pass  # closed before the rest of the message was read: the close frame may be lost
         line.until("left #dev")
+
+    def test_aBrowserThatStopsReadingIsDroppedOthersGoOn(self) -> None:
+        stuck = WebSocketClient(self.webPort, receiveBuffer=4096)
+        self.addCleanup(stuck.close)
+        stuck.until(isType("state"))
+        talker, listener = self.line(), self.line()
+        rssBefore = self.chat.rss()
+        line = "z" * 90
+        for batch in range(200):  # up to 18 MB of lines: more than the kernel buffers can hide
+            talker.send("".join(f"{line} {batch}-{i}\n" for i in range(1000)))
+            listener.until(f"{batch}-999")
+            if "dropping slow consumer" in self.chat.log:
+                break
+        self.chat.waitForLog("dropping slow consumer")
+        self.assertLess(self.chat.rss() - rssBefore, 64 << 20)
+        talker.send("still here\n")
+        listener.until("still here")
 
     def test_crossSiteWebSocketsAreRefused(self) -> None:
         for origin in ("http://evil.example", None, f"https://127.0.0.1:{self.webPort}", "http://127.0.0.1"):

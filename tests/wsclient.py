@@ -18,8 +18,26 @@ class WebSocketRefused(Exception):
 
 
 class WebSocketClient:
-    def __init__(self, port: int, origin: str | None = "default", path: str = "/ws", timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(
+        self,
+        port: int,
+        origin: str | None = "default",
+        path: str = "/ws",
+        timeout: float = 10.0,
+        tls: Any = None,
+        receiveBuffer: int | None = None,
+    ) -> None:
+        """
+        ``tls``: an ``ssl.SSLContext`` for a wss:// connection (checked
+        against the name localhost); ``receiveBuffer``: SO_RCVBUF, set before connecting.
+        """
+        self.sock = socket.socket()
+        if receiveBuffer is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         key = base64.b64encode(os.urandom(16)).decode()
         host = f"127.0.0.1:{port}"
         headers = [
@@ -27,7 +45,8 @@ class WebSocketClient:
             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
         ]
         if origin is not None:
-            headers.append(f"Origin: {'http://' + host if origin == 'default' else origin}")
+            scheme = "https://" if tls is not None else "http://"
+            headers.append(f"Origin: {scheme + host if origin == 'default' else origin}")
         self.sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
         response = b""
         while b"\r\n\r\n" not in response:
