@@ -75,10 +75,17 @@ def stampTime(hours: str, minutes: str, seconds: str, now: float) -> float:
 class ChatEvents:
     """Turns the chat's output lines into JSON-ready events, one connection's worth of state."""
 
+    __slots__ = ("clock", "_history", "_rooms")
+
     def __init__(self, clock: Any) -> None:
         self.clock = clock
         self._history: dict[str, Any] | None = None
         self._rooms: list[dict[str, Any]] | None = None
+
+    @property
+    def idle(self) -> bool:
+        """No block of lines (a room list, a history) is half read: the next lines mean the same to anyone."""
+        return self._history is None and self._rooms is None
 
     def feed(self, data: bytes) -> tuple[list[dict[str, Any]], bool]:
         """Events for ``data`` (whole lines), and whether room membership may have changed."""
@@ -221,6 +228,10 @@ class WebChatProtocol(WebSocketServerProtocol):
         return interfaces.ISSLTransport.providedBy(self.transport)
 
     def onOpen(self) -> None:
+        # The handshake's bytes are not needed again; an idle browser should cost little.
+        self.http_request_data = b""
+        self.http_response_data = ""
+        self.http_headers = {}
         chatFactory = self.factory.chatFactory
         self.events = ChatEvents(chatFactory.clock)
         transport: Any = self.transport
@@ -271,12 +282,30 @@ class WebChatProtocol(WebSocketServerProtocol):
     # -- output -----------------------------------------------------------------
 
     def event(self, event: dict[str, Any]) -> None:
-        self.sendMessage(json.dumps(event, ensure_ascii=False).encode("utf-8"))
+        if self.state == self.STATE_OPEN:  # not once closing: autobahn refuses to send then
+            self.sendMessage(json.dumps(event, ensure_ascii=False).encode("utf-8"))
 
     def fromChat(self, data: bytes) -> None:
-        events, membershipChanged = self.events.feed(data)
-        for event in events:
-            self.event(event)
+        factory = self.factory
+        events = self.events
+        if data is factory.lastBatch and events.idle:
+            # The hub writes one buffer to every member of a room: its events
+            # are parsed and framed once, then written to each browser whole.
+            frames, membershipChanged = factory.lastFrames, factory.lastChanged
+        else:
+            parsed, membershipChanged = events.feed(data)
+            frames = b"".join(
+                factory.prepareMessage(json.dumps(event, ensure_ascii=False).encode("utf-8")).payloadHybi
+                for event in parsed
+            )
+            if events.idle:
+                factory.lastBatch, factory.lastFrames, factory.lastChanged = data, frames, membershipChanged
+        if frames and self.state == self.STATE_OPEN:
+            if self._perMessageCompress is None:
+                self.sendData(frames)
+            else:  # pragma: no cover - compression is never offered
+                for event in events.feed(data)[0]:
+                    self.event(event)
         chat = self.chat
         if chat is None:
             return
@@ -325,6 +354,10 @@ class WebChatFactory(WebSocketServerFactory):
     def __init__(self, chatFactory: ChatFactory, origins: list[str]) -> None:
         WebSocketServerFactory.__init__(self, server="sockproto")
         self.chatFactory = chatFactory
+        #: The last buffer the hub wrote, with its events framed: see WebChatProtocol.fromChat.
+        self.lastBatch: bytes | None = None
+        self.lastFrames = b""
+        self.lastChanged = False
         self.origins = {origin.rstrip("/").lower() for origin in origins}
         # A message holds one line: the chat's longest line, with room for JSON escapes.
         self.setProtocolOptions(
@@ -381,7 +414,13 @@ class _WebSocketOnly(WebSocketResource):
             request.setHeader(b"Upgrade", b"websocket")
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             return b"This is the chat's WebSocket; open the page at / instead.\n"
-        return super().render(request)
+        channel = request.channel
+        result = super().render(request)
+        # The HTTP connection is the WebSocket's now: its HTTP idle timer would
+        # keep the channel and this request alive (and fire on nothing).
+        channel.setTimeout(None)
+        channel.requests = []
+        return result
 
 
 class _Root(Resource):
