@@ -59,7 +59,7 @@ class BrowserChatTests(unittest.TestCase):
         driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
         self.addCleanup(driver.quit)
         driver.get(self.url)
-        self.waitFor(driver, lambda d: "you are" in d.find_element(By.ID, "who").text)
+        self.waitFor(driver, lambda d: "you are" in self.texts(d, "#who")[0])
         return driver
 
     def waitFor(self, driver: webdriver.Chrome, condition, timeout: float = 15) -> None:
@@ -70,11 +70,17 @@ class BrowserChatTests(unittest.TestCase):
         box.send_keys(text)
         box.send_keys(Keys.ENTER)
 
+    def texts(self, driver: webdriver.Chrome, selector: str) -> list[str]:
+        # In one call: the page may replace the list between two element reads.
+        return driver.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0]), e => e.textContent)", selector
+        )
+
     def messages(self, driver: webdriver.Chrome) -> list[str]:
-        return [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#messages li")]
+        return self.texts(driver, "#messages li")
 
     def members(self, driver: webdriver.Chrome) -> list[str]:
-        return [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#members li")]
+        return self.texts(driver, "#members li")
 
     def test_browsersAndALineClientChat(self) -> None:
         alice, bob = self.browser(), self.browser()
@@ -109,7 +115,7 @@ class BrowserChatTests(unittest.TestCase):
         # A private message, marked as one.
         self.say(alice, "/msg robert just between us")
         self.waitFor(bob, lambda d: d.find_elements(By.CSS_SELECTOR, "#messages li.private"))
-        self.assertIn("just between us", bob.find_elements(By.CSS_SELECTOR, "#messages li.private")[-1].text)
+        self.assertIn("just between us", self.texts(bob, "#messages li.private")[-1])
 
         time.sleep(0.3)  # let the last line scroll into view
         shot = os.environ.get("SOCKPROTO_SCREENSHOT") or str(Path(self.mktemp() + ".png").resolve())
@@ -121,11 +127,11 @@ class BrowserChatTests(unittest.TestCase):
         driver = self.browser()
         port = self.chat.port("chat-web")
         self.chat.stop()
-        self.waitFor(driver, lambda d: "reconnecting" in d.find_element(By.ID, "status").text)
+        self.waitFor(driver, lambda d: "reconnecting" in self.texts(d, "#status")[0])
         self.chat = ServiceProcess(
             "sockproto-chat", "--listen", "tcp:0", "--web", f"tcp:{port}", "--history", ":memory:"
         )
         self.addCleanup(self.chat.stop)
         self.chat.start(2)
-        self.waitFor(driver, lambda d: d.find_element(By.ID, "status").text == "connected", timeout=30)
+        self.waitFor(driver, lambda d: self.texts(d, "#status")[0] == "connected", timeout=30)
         self.assertTrue(any("reconnected" in m for m in self.messages(driver)))
