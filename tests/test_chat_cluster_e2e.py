@@ -33,7 +33,7 @@ class ClusterTestCase(unittest.TestCase):
         )
         self.addCleanup(service.stop)
         service.start(endpoints)
-        service.waitForLog("linked to Redis")
+        service.waitForLog(f"cluster: {name} joined the chat servers")
         return service
 
     def client(self, node: ServiceProcess, nick: str | None = None) -> LineClient:
@@ -141,12 +141,16 @@ class ClusterChatTests(ClusterTestCase):
         self.addCleanup(a.close)
         a.until("log in")
         a.send("/login alice secret\n")
-        a.until("logged in as alice")
+        a.until("alice joined #lobby")
         again = LineClient.tcp(two.tcpPort())
         self.addCleanup(again.close)
         again.until("log in")
         again.send("/login alice secret\n")
-        self.assertIn(b"alice is already connected", again.closedAfter())
+        try:
+            rest = again.closedAfter()
+        except TimeoutError:
+            self.fail(f"not closed; got {again.buffer!r}; logs:\n{one.log}\n{two.log}")
+        self.assertIn(b"alice is already connected", rest)
         b = LineClient.tcp(two.tcpPort())
         self.addCleanup(b.close)
         b.until("log in")
@@ -190,7 +194,7 @@ class RedisAccessTests(unittest.TestCase):
             )
             self.addCleanup(service.stop)
             service.start()
-            service.waitForLog("linked to Redis at unix:")
+            service.waitForLog(f"cluster: {name} joined the chat servers of unix:")
             return service
 
         red1, red2, blue = node("red1", "red:"), node("red2", "red:"), node("blue1", "blue:")
@@ -255,7 +259,7 @@ class RedisOverTLSTests(unittest.TestCase):
             )
             self.addCleanup(service.stop)
             service.start()
-            service.waitForLog(f"linked to Redis at rediss://localhost:{tlsPort}/0")
+            service.waitForLog(f"cluster: {name} joined the chat servers of rediss://localhost:{tlsPort}/0")
             nodes.append(service)
         a = LineClient.tcp(nodes[0].port("chat"), timeout=20)
         b = LineClient.tcp(nodes[1].port("chat"), timeout=20)

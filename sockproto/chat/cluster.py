@@ -439,6 +439,9 @@ class RedisChatBus:
             lost = yield self._run(_REGISTER, *claims)
             self.history.startLoading()
             self.linked = True
+            log.info(
+                "cluster: {node} joined the chat servers of {address}", node=self.node, address=self.address.display
+            )
             if self._heartbeat is None or not self._heartbeat.running:
                 self._heartbeat = task.LoopingCall(self._beat)
                 self._heartbeat.clock = self.reactor
