@@ -93,7 +93,7 @@ class ClusterChatTests(ClusterTestCase):
         c.send("/join #dev\n")
         replay = c.until("end of history of #dev")
         said = [line.split("> ", 1)[1] for line in replay if "> " in line]
-        self.assertEqual(said[0], "first in dev")
+        self.assertEqual(said[0], "first in dev", f"{replay}\n" + "\n".join(n.log for n in nodes))
         self.assertEqual(sorted(said[1:]), sorted([f"a{n}" for n in range(5)] + [f"b{n}" for n in range(5)]))
         # Each sender's lines in its order, and every server replays the same order.
         self.assertEqual([s for s in said if s.startswith("a")], [f"a{n}" for n in range(5)])
