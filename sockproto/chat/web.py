@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request, Site
-from zope.interface import directlyProvides, implementer
+from zope.interface import directlyProvides, implementer, implementer_only
 
 from sockproto.chat.protocol import ChatFactory, ChatProtocol
 
@@ -430,6 +430,15 @@ class _Root(Resource):
         return NoResource()
 
 
+@implementer_only(interfaces.IProtocolFactory)
+class WebSite(Site):
+    """
+    twisted.web's Site without ALPN: the WebSocket needs HTTP/1.1 (autobahn
+    does not speak it over HTTP/2), and Twisted before 25 sets ALPN on a TLS
+    context already in use, which newer pyOpenSSL refuses.
+    """
+
+
 def pageFile(name: str) -> bytes:
     return resources.files("sockproto.chat").joinpath("static", name).read_bytes()
 
@@ -440,7 +449,7 @@ def webSite(chatFactory: ChatFactory, origins: list[str]) -> Site:
     root.putChild(b"chat.js", StaticFile(pageFile("chat.js"), b"text/javascript; charset=utf-8"))
     root.putChild(b"chat.css", StaticFile(pageFile("chat.css"), b"text/css; charset=utf-8"))
     root.putChild(b"ws", _WebSocketOnly(WebChatFactory(chatFactory, origins)))
-    site = Site(root)
+    site = WebSite(root)
     site.requestFactory = SecureRequest
     site.noisy = False
     site.displayTracebacks = False
