@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 
@@ -62,6 +63,20 @@ class IMetricsSource(Interface):
 
 class IKeyValueStore(Interface):
     """What the binary and crud protocols need of a store (see ``sockproto.binary.store``)."""
+
+    local = Attribute(
+        "True: get, keys and len answer at once from this process; False (a store shared through "
+        "Redis): reads are asked with fetch, listKeys and count, whose Deferreds fire later"
+    )
+
+    def fetch(key: bytes) -> Deferred[bytes | None]:
+        """The committed value, or None."""
+
+    def listKeys(prefix: bytes) -> Deferred[list[bytes]]:
+        """The committed keys starting with ``prefix``, in byte order."""
+
+    def count() -> Deferred[int]:
+        """How many keys are committed."""
 
     def get(key: bytes) -> bytes | None:
         """The committed value, without I/O."""

@@ -6,6 +6,7 @@ Lines ``create KEY VALUE``, ``read KEY``, ``update KEY VALUE``, ``delete KEY``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
@@ -90,11 +91,17 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
             error = checkKey(rest)
             if error:
                 return self.replies.ready(f"ERR {error}\n".encode())
-            self.replies.answer(lambda: self.readReply(store, rest.encode()))
+            if store.local:
+                self.replies.answer(lambda: self.readReply(store, rest.encode()))
+            else:
+                self.answerLater(store.fetch(rest.encode()), self.valueReply)
         elif command == "list":
             if " " in rest:
                 return self.replies.ready(b"ERR usage: list [PREFIX]\n")
-            self.replies.answer(lambda: self.listReply(store, rest.encode()))
+            if store.local:
+                self.replies.answer(lambda: self.listReply(store, rest.encode()))
+            else:
+                self.answerLater(store.listKeys(rest.encode()), self.keysReply)
         elif command == "help":
             self.replies.ready(HELP.encode())
         elif command == "quit":
@@ -126,16 +133,31 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
         if refused is not None:
             done(refused)
 
+    def answerLater(self, answer: Any, reply: Callable[[Any], bytes]) -> None:
+        """A read the store answers later (Redis): its reply keeps its place in the order."""
+        replies = self.replies
+        entry = replies.slot()
+        answer.addCallbacks(
+            reply, lambda failure: f"ERR the store cannot answer: {failure.getErrorMessage()}\n".encode()
+        )
+        answer.addCallback(lambda data: replies.fill(entry, data))
+
+    @classmethod
+    def readReply(cls, store: KeyValueStore, key: bytes) -> bytes:
+        return cls.valueReply(store.get(key))
+
     @staticmethod
-    def readReply(store: KeyValueStore, key: bytes) -> bytes:
-        value = store.get(key)
+    def valueReply(value: bytes | None) -> bytes:
         if value is None:
             return b"ERR not found\n"
         return f"OK {showValue(value)}\n".encode()
 
+    @classmethod
+    def listReply(cls, store: KeyValueStore, prefix: bytes) -> bytes:
+        return cls.keysReply(store.keys(prefix))
+
     @staticmethod
-    def listReply(store: KeyValueStore, prefix: bytes) -> bytes:
-        keys = store.keys(prefix)
+    def keysReply(keys: list[bytes]) -> bytes:
         lines = [f"OK {len(keys)}\n"]
         lines.extend(showValue(k) + "\n" for k in keys)
         return "".join(lines).encode()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -37,6 +38,8 @@ log = Logger()
 WRITES = frozenset({int(Op.CREATE), int(Op.UPDATE), int(Op.DELETE)})
 # Plain ints: an enum member lookup costs a tenth of a microsecond per request.
 _READ, _DELETE, _BAD_REQUEST = int(Op.READ), int(Op.DELETE), int(Code.BAD_REQUEST)
+#: What a store shared through Redis answers later (the others need no store).
+_STORE_READS = frozenset({_READ, int(Op.LIST), int(Op.STATS)})
 OP_NAMES = {op.value: op.name.lower() for op in Op}
 
 
@@ -195,6 +198,8 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         factory.operations[op] += 1
         if op in WRITES:
             self.handleWrite(op, requestId, payload)
+        elif op in _STORE_READS and not factory.storeIsLocal:
+            self.answerLater(op, requestId, payload)
         elif self.replies.queue:
             # Behind a write of this connection: answered when its turn comes.
             received = self._received
@@ -208,6 +213,19 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         else:
             self.send(factory.respond(op, requestId, payload))
             factory.latencyFor(op).observe(monotonic() - self._received)
+
+    def answerLater(self, op: int, requestId: int, payload: bytes) -> None:
+        """A read the store answers later (Redis): its reply keeps its place in the order."""
+        replies = self.replies
+        entry = replies.slot()
+        factory = self.factory
+        received = self._received
+
+        def answered(data: bytes) -> None:
+            replies.fill(entry, data)
+            factory.latencyFor(op).observe(monotonic() - received)
+
+        factory.respondLater(op, requestId, payload).addCallback(answered)
 
     def handleWrite(self, op: int, requestId: int, payload: bytes) -> None:
         try:
@@ -271,6 +289,7 @@ class StoreFactory(ServerFactory):
     ) -> None:
         ServerFactory.__init__(self, clock, **limits)
         self.store = store
+        self.storeIsLocal = store.local
         self.maxOutputBuffer = maxOutputBuffer
         self.sendTimeout = sendTimeout
 
@@ -341,6 +360,38 @@ class SPBFactory(StoreFactory):
         except BadRequest as e:
             return self.error(requestId, Code.BAD_REQUEST, str(e))
         return self.error(requestId, Code.UNKNOWN_OP, f"unknown op 0x{op:02x}")
+
+    def respondLater(self, op: int, requestId: int, payload: bytes) -> defer.Deferred[bytes]:
+        """The reply to a READ, LIST or STATS the store answers later; never fails (SERVER_ERROR instead)."""
+        store = self.store
+        try:
+            if op == _READ:
+                d = store.fetch(parseExactKey(payload)).addCallback(
+                    lambda value: self.error(requestId, Code.NOT_FOUND, "no such key")
+                    if value is None else frame(_READ | REPLY, requestId, value)
+                )
+            elif op == Op.LIST:
+
+                def listed(keys: list[bytes]) -> bytes:
+                    body = encodeKeyList(keys)
+                    if len(body) + MIN_LENGTH > self.maxFrame:
+                        return self.error(requestId, Code.TOO_LARGE, f"{len(keys)} keys do not fit in a frame")
+                    return frame(Op.LIST | REPLY, requestId, body)
+
+                d = store.listKeys(parseExactKey(payload, allowEmpty=True)).addCallback(listed)
+            else:
+                if payload:
+                    raise BadRequest("STATS takes no payload")
+                d = store.count().addCallback(
+                    lambda _: frame(Op.STATS | REPLY, requestId, json.dumps(self.stats()).encode())
+                )
+        except BadRequest as e:
+            return defer.succeed(self.error(requestId, Code.BAD_REQUEST, str(e)))
+
+        def failed(failure: Any) -> bytes:
+            return self.error(requestId, Code.SERVER_ERROR, f"the store cannot answer: {failure.getErrorMessage()}")
+
+        return d.addErrback(failed)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -10,20 +10,27 @@ from twisted.python import usage
 
 from sockproto.binary.codec import DEFAULT_MAX_FRAME, MIN_LENGTH
 from sockproto.binary.protocol import SPBFactory
-from sockproto.binary.store import FSYNC_MODES, MEMORY, GroupCommitStore, MemoryStore, SQLiteStore
+from sockproto.binary.store import FSYNC_MODES, MEMORY, MemoryStore, SQLiteStore
 from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
+from sockproto.server.redis import parseRedisURL, waitForRedis
 
 
 class StoreServerOptions(ServerOptions):
     """Options of a service over the store: ``--db`` and ``--fsync`` (binary and crud)."""
 
     optParameters = [
-        ["db", None, "sockproto-kv.sqlite3", "SQLite database file (:memory: keeps nothing)."],
+        ["db", None, "sockproto-kv.sqlite3", "SQLite database file (:memory: keeps nothing), or a Redis "
+         "shared by every process that names it: redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS, "
+         "?ca=FILE), redis+unix:PATH (docs/scaling.rst)."],
         ["fsync", None, "normal",
-         "normal: acknowledged writes survive a crash of the server; always: also a power loss (slower)."],
+         "normal: acknowledged writes survive a crash of the server; always: also a power loss (slower). "
+         "SQLite only: over Redis, Redis's appendfsync decides."],
+        ["db-prefix", None, "sockproto:kv:", "With --db redis://: the prefix of the store's Redis keys."],
+        ["db-wait", None, 0.0, "With --db redis://: seconds to keep trying to reach Redis at start "
+         "(0: exit at once).", nonNegativeFloat],
         ["max-output-buffer", None, MAX_OUTPUT_BUFFER,
          "Unsent reply bytes a connection may owe; past it nothing more is read from it until it drains.",
          positiveInt],
@@ -36,6 +43,24 @@ class StoreServerOptions(ServerOptions):
         ServerOptions.postOptions(self)
         if self["fsync"] not in FSYNC_MODES:
             raise usage.UsageError(f"bad --fsync {self['fsync']!r}: choose normal or always")
+        if isRedis(self["db"]):
+            try:
+                parseRedisURL(redisURLOf(self["db"]))
+            except ValueError as e:
+                raise usage.UsageError(f"bad --db: {e}") from None
+            if self["fsync"] != "normal":
+                raise usage.UsageError(
+                    "--fsync is for the SQLite store; over Redis, durability is Redis's appendfsync setting "
+                    "(docs/binary-protocol.rst)"
+                )
+
+
+def isRedis(db: str) -> bool:
+    return db.startswith(("redis://", "rediss://", "redis+unix:"))
+
+
+def redisURLOf(db: str) -> str:
+    return db.removeprefix("redis+") if db.startswith("redis+unix:") else db
 
 
 def databaseKey(db: str) -> str:
@@ -54,9 +79,11 @@ class StoreRegistry(service.MultiService):
     def __init__(self, reactor: Any) -> None:
         service.MultiService.__init__(self)
         self.reactor = reactor
-        self.stores: dict[str, tuple[GroupCommitStore, str]] = {}
+        self.stores: dict[str, tuple[Any, str]] = {}
 
-    def open(self, serviceName: str, db: str, fsync: str) -> GroupCommitStore:
+    def open(self, serviceName: str, db: str, fsync: str, prefix: str = "", wait: float = 0.0) -> Any:
+        if isRedis(db):
+            return self._openRedis(serviceName, db, prefix, wait)
         key = databaseKey(db)
         if key in self.stores:
             store, firstFsync = self.stores[key]
@@ -74,6 +101,20 @@ class StoreRegistry(service.MultiService):
             raise SystemExit(f"sockproto-{serviceName}: cannot open database {db!r}: {why}") from None
         self.stores[key] = (store, fsync)
         # On the way down the store commits what it accepted, then closes.
+        CloseOnStop(store).setServiceParent(self)
+        return store
+
+    def _openRedis(self, serviceName: str, db: str, prefix: str, wait: float) -> Any:
+        from sockproto.binary.redisstore import RedisStore
+
+        address = parseRedisURL(redisURLOf(db))
+        key = f"{address.display} {prefix}"
+        if key in self.stores:
+            return self.stores[key][0]
+        waitForRedis(address, wait, f"sockproto-{serviceName}")
+        store = RedisStore(self.reactor, address, prefix)
+        store.open()
+        self.stores[key] = (store, "redis")
         CloseOnStop(store).setServiceParent(self)
         return store
 
@@ -96,7 +137,9 @@ def makeStoreService(
     if stores is None:
         stores = StoreRegistry(reactor)
         stores.setServiceParent(top)
-    store = stores.open(options.serviceName, options["db"], options["fsync"])
+    store = stores.open(
+        options.serviceName, options["db"], options["fsync"], options["db-prefix"], options["db-wait"]
+    )
     factory = factoryClass(
         reactor,
         store,

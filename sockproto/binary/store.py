@@ -71,6 +71,9 @@ class GroupCommitStore:
     reactor thread) once a group is durable or has failed.
     """
 
+    #: Reads are answered at once from this process's copy.
+    local = True
+
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
         self._data: dict[bytes, bytes] = {}
@@ -113,6 +116,16 @@ class GroupCommitStore:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    # The same reads as Deferreds, as a store shared through Redis answers them.
+    def fetch(self, key: bytes) -> defer.Deferred[bytes | None]:
+        return defer.succeed(self._data.get(key))
+
+    def listKeys(self, prefix: bytes) -> defer.Deferred[list[bytes]]:
+        return defer.succeed(self.keys(prefix))
+
+    def count(self) -> defer.Deferred[int]:
+        return defer.succeed(len(self._data))
 
     # -- writes -------------------------------------------------------------------
 

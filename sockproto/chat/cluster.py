@@ -260,6 +260,9 @@ return out
 """)
 
 
+SCRIPTS = (_ENTER, _RENAME, _MOVE, _RELEASE, _PUBLISH, _PRIVATE, _HEARTBEAT, _REAP, _REGISTER, _ROOMS)
+
+
 def _streamOrder(streamId: str) -> tuple[int, int]:
     ms, _, seq = streamId.partition("-")
     return int(ms), int(seq or 0)
@@ -351,7 +354,8 @@ class RedisChatBus:
         self.channel = (prefix + "events").encode()
         self.token = os.urandom(8).hex()
         self.link = RedisLink(
-            reactor, address, [self.channel], onUp=self._linkUp, onDown=self._linkDown, onMessage=self._message
+            reactor, address, [self.channel], onUp=self._linkUp, onDown=self._linkDown, onMessage=self._message,
+            scripts=SCRIPTS,
         )
         self.linked = False
         self.stopping = False

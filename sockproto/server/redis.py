@@ -197,7 +197,11 @@ def waitForRedis(address: RedisAddress, wait: float, what: str) -> None:
 
 
 class Script:
-    """A Lua script run by its SHA1 (EVALSHA), sent whole only when Redis does not know it yet."""
+    """
+    A Lua script run by its SHA1 (EVALSHA).  Give it to the RedisLink, which
+    loads it on every connection; should Redis forget it (SCRIPT FLUSH), it
+    is sent whole again.
+    """
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -283,6 +287,7 @@ class RedisLink:
         onDown: Callable[[RedisLink], Any] = lambda link: None,
         onMessage: Callable[[bytes, bytes], Any] = lambda channel, data: None,
         replyTimeout: float = 5.0,
+        scripts: Sequence[Script] = (),
     ) -> None:
         self.reactor = reactor
         self.address = address
@@ -291,6 +296,7 @@ class RedisLink:
         self.onDown = onDown
         self.onMessage = onMessage
         self.replyTimeout = replyTimeout
+        self.scripts = list(scripts)
         self.command: Any = None
         self.subscriber: Any = None
         self.up = False
@@ -329,6 +335,10 @@ class RedisLink:
     @defer.inlineCallbacks
     def _prepareCommand(self, proto: Any) -> Any:
         yield self._login(proto)
+        # Loaded before use: a script Redis does not know would be sent again
+        # after the commands that followed it, out of order.
+        for script in self.scripts:
+            yield proto.execute_command("SCRIPT", "LOAD", script.source)
         self.command = proto.itself
         self._checkUp()
 

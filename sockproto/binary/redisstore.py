@@ -1,0 +1,185 @@
+"""The key-value store over a shared Redis (``--db redis://...``): front-ends hold no data.
+
+Every sockproto-binary or sockproto-crud process (and every worker) naming
+the same Redis and ``--db-prefix`` serves the same data: a write
+acknowledged by one is read by all at once.
+
+Layout under the prefix P (default ``sockproto:kv:``): ``P v:KEY`` holds
+KEY's value, and the sorted set ``P index`` holds every key (score 0), so
+LIST is ``ZRANGEBYLEX`` in byte order.  A write changes both in one Lua
+script, atomically: CREATE is ``SET NX`` (EXISTS when it fails), UPDATE
+``SET XX``, DELETE ``DEL`` (both NOT_FOUND when nothing was there).  For a
+Redis Cluster, give a prefix with a hash tag (``sockproto:{kv}:``) so that
+both live on one shard.
+
+Requests go to Redis in the order they arrive, on one connection, so a
+connection's pipelined requests are answered in order and a read sees
+every earlier write.  A request gets ``SERVER_ERROR`` at once while Redis
+is out of reach, and after ``REPLY_TIMEOUT`` seconds without an answer;
+what is in flight is bounded by ``MAX_IN_FLIGHT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from sockproto.binary.codec import Code, Op
+from sockproto.interfaces import IKeyValueStore
+from sockproto.server.redis import RedisAddress, RedisLink, Script
+
+log = Logger()
+
+#: Seconds a Redis command may go unanswered before the link is taken for lost.
+REPLY_TIMEOUT = 2.0
+#: Requests sent and not answered, beyond which new ones get SERVER_ERROR.
+MAX_IN_FLIGHT = 100_000
+
+_CREATE, _UPDATE, _DELETE = int(Op.CREATE), int(Op.UPDATE), int(Op.DELETE)
+
+# KEYS: value key, index; ARGV: the key, the value.  Returns 1, or 0 when the key exists / does not.
+_WRITES = {
+    _CREATE: Script("""
+if redis.call('SET', KEYS[1], ARGV[2], 'NX') then
+  redis.call('ZADD', KEYS[2], 0, ARGV[1])
+  return 1
+end
+return 0
+"""),
+    _UPDATE: Script("""
+if redis.call('SET', KEYS[1], ARGV[2], 'XX') then return 1 end
+return 0
+"""),
+    _DELETE: Script("""
+if redis.call('DEL', KEYS[1]) == 1 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""),
+}
+_REFUSALS = {_CREATE: Code.EXISTS, _UPDATE: Code.NOT_FOUND, _DELETE: Code.NOT_FOUND}
+
+
+class Unavailable(Exception):
+    """Redis cannot be asked now (the link is down, or too much is in flight)."""
+
+
+@implementer(IKeyValueStore)
+class RedisStore:
+    """An IKeyValueStore whose reads are answered by Redis too (``local`` is False)."""
+
+    local = False
+
+    def __init__(self, reactor: Any, address: RedisAddress, prefix: str = "sockproto:kv:") -> None:
+        self.reactor = reactor
+        self.address = address
+        self.prefix = prefix.encode()
+        self.index = self.prefix + b"index"
+        self.link = RedisLink(reactor, address, replyTimeout=REPLY_TIMEOUT, scripts=list(_WRITES.values()))
+        self.inFlight = 0
+        self.keyCount = 0
+        self.requests = 0
+        self.failures = 0
+        self.committedWrites = 0
+
+    def open(self) -> None:
+        """Connect once the reactor runs (the address was probed at start)."""
+        self.reactor.callWhenRunning(self.link.start)
+
+    def close(self) -> defer.Deferred[Any]:
+        return self.link.stop()
+
+    # -- asking Redis -----------------------------------------------------------
+
+    def _ask(self, send: Callable[[Any], defer.Deferred[Any]]) -> defer.Deferred[Any]:
+        connection = self.link.command
+        if connection is None:
+            self.failures += 1
+            return defer.fail(Unavailable(f"no link to Redis at {self.address.display}"))
+        if self.inFlight >= MAX_IN_FLIGHT:
+            self.failures += 1
+            return defer.fail(Unavailable("too many requests waiting for Redis"))
+        self.inFlight += 1
+        self.requests += 1
+
+        def answered(result: Any) -> Any:
+            self.inFlight -= 1
+            return result
+
+        return send(connection).addBoth(answered)
+
+    def _valueKey(self, key: bytes) -> bytes:
+        return self.prefix + b"v:" + key
+
+    def fetch(self, key: bytes) -> defer.Deferred[bytes | None]:
+        """The value of ``key``, or None."""
+        return self._ask(lambda c: c.execute_command("GET", self._valueKey(key)))
+
+    def listKeys(self, prefix: bytes) -> defer.Deferred[list[bytes]]:
+        """Keys starting with ``prefix``, in byte order."""
+        low = b"[" + prefix if prefix else b"-"
+        high = b"(" + _successor(prefix) if prefix and _successor(prefix) else b"+"
+        return self._ask(lambda c: c.execute_command("ZRANGEBYLEX", self.index, low, high))
+
+    def count(self) -> defer.Deferred[int]:
+        def counted(count: Any) -> int:
+            self.keyCount = int(count)
+            return self.keyCount
+
+        return self._ask(lambda c: c.execute_command("ZCARD", self.index)).addCallback(counted)
+
+    def write(self, op: int, key: bytes, value: bytes, done: Callable[[int | None], None]) -> int | None:
+        script = _WRITES[op]
+        d = self._ask(lambda c: script(c, (self._valueKey(key), self.index), (key, value)))
+
+        def written(result: Any) -> None:
+            if int(result):
+                self.committedWrites += 1
+                done(None)
+            else:
+                done(_REFUSALS[op])
+
+        def failed(failure: Any) -> None:
+            if not failure.check(Unavailable):
+                self.failures += 1
+                log.warn("kv store: Redis did not take a write: {reason}", reason=failure.value)
+            done(Code.SERVER_ERROR)
+
+        d.addCallbacks(written, failed)
+        return None
+
+    # -- what IKeyValueStore also asks, for a local store -------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        raise TypeError("a Redis store answers reads with fetch()")
+
+    def keys(self, prefix: bytes) -> list[bytes]:
+        raise TypeError("a Redis store answers lists with listKeys()")
+
+    def __len__(self) -> int:
+        """The key count last seen (STATS asks Redis afresh)."""
+        return self.keyCount
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "backend": "redis",
+            "keys": self.keyCount,
+            "linked": int(self.link.up),
+            "committed_writes": self.committedWrites,
+            "requests": self.requests,
+            "failures": self.failures,
+            "in_flight": self.inFlight,
+        }
+
+
+def _successor(prefix: bytes) -> bytes:
+    """The least byte string greater than every string starting with ``prefix`` (b"" if none is)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return b""
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
