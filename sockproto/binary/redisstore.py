@@ -36,6 +36,8 @@ log = Logger()
 
 #: Seconds a Redis command may go unanswered before the link is taken for lost.
 REPLY_TIMEOUT = 2.0
+#: Seconds requests made before the first link wait for it (then: SERVER_ERROR while it is down).
+FIRST_LINK_WAIT = 5.0
 #: Requests sent and not answered, beyond which new ones get SERVER_ERROR.
 MAX_IN_FLIGHT = 100_000
 
@@ -80,7 +82,12 @@ class RedisStore:
         self.address = address
         self.prefix = prefix.encode()
         self.index = self.prefix + b"index"
-        self.link = RedisLink(reactor, address, replyTimeout=REPLY_TIMEOUT, scripts=list(_WRITES.values()))
+        self.link = RedisLink(
+            reactor, address, replyTimeout=REPLY_TIMEOUT, scripts=list(_WRITES.values()), onUp=self._linked
+        )
+        #: Requests that came before the first link was made: sent, in order, once it is.
+        self._beforeLink: list[tuple[Callable[[Any], defer.Deferred[Any]], defer.Deferred[Any]]] | None = []
+        self._firstLinkTimeout: Any = None
         self.inFlight = 0
         self.keyCount = 0
         self.requests = 0
@@ -89,15 +96,32 @@ class RedisStore:
 
     def open(self) -> None:
         """Connect once the reactor runs (the address was probed at start)."""
-        self.reactor.callWhenRunning(self.link.start)
+        self.reactor.callWhenRunning(self._start)
+
+    def _start(self) -> None:
+        self.link.start()
+        self._firstLinkTimeout = self.reactor.callLater(FIRST_LINK_WAIT, self._linked, None)
+
+    def _linked(self, link: Any) -> None:
+        """The first link is made (or did not come in time): what waited for it goes."""
+        waiting, self._beforeLink = self._beforeLink, None
+        if self._firstLinkTimeout is not None and self._firstLinkTimeout.active():
+            self._firstLinkTimeout.cancel()
+        for send, d in waiting or ():
+            self._ask(send).chainDeferred(d)
 
     def close(self) -> defer.Deferred[Any]:
+        self._linked(None)
         return self.link.stop()
 
     # -- asking Redis -----------------------------------------------------------
 
     def _ask(self, send: Callable[[Any], defer.Deferred[Any]]) -> defer.Deferred[Any]:
         connection = self.link.command
+        if connection is None and self._beforeLink is not None and len(self._beforeLink) < MAX_IN_FLIGHT:
+            later: defer.Deferred[Any] = defer.Deferred()
+            self._beforeLink.append((send, later))
+            return later
         if connection is None:
             self.failures += 1
             return defer.fail(Unavailable(f"no link to Redis at {self.address.display}"))
