@@ -14,7 +14,8 @@ both live on one shard.
 
 Requests go to Redis in the order they arrive, on one connection, so a
 connection's pipelined requests are answered in order and a read sees
-every earlier write.  A request gets ``SERVER_ERROR`` at once while Redis
+every earlier write.  The requests of one reactor turn go together: a run
+of reads is one MGET, a run of writes one script call.  A request gets ``SERVER_ERROR`` at once while Redis
 is out of reach, and after ``REPLY_TIMEOUT`` seconds without an answer;
 what is in flight is bounded by ``MAX_IN_FLIGHT``.
 """
@@ -38,33 +39,39 @@ log = Logger()
 REPLY_TIMEOUT = 2.0
 #: Seconds requests made before the first link wait for it (then: SERVER_ERROR while it is down).
 FIRST_LINK_WAIT = 5.0
-#: Requests sent and not answered, beyond which new ones get SERVER_ERROR.
+#: Redis commands (each carrying a turn's run of reads or writes) sent and not
+#: answered, beyond which new ones get SERVER_ERROR.
 MAX_IN_FLIGHT = 100_000
 
 _CREATE, _UPDATE, _DELETE = int(Op.CREATE), int(Op.UPDATE), int(Op.DELETE)
 
-# KEYS: value key, index; ARGV: the key, the value.  Returns 1, or 0 when the key exists / does not.
-_WRITES = {
-    _CREATE: Script("""
-if redis.call('SET', KEYS[1], ARGV[2], 'NX') then
-  redis.call('ZADD', KEYS[2], 0, ARGV[1])
-  return 1
+# The writes of one reactor turn, in order, in one call.  KEYS: each write's
+# value key, then the index; ARGV: (op c/u/d, key, value) per write.
+# Returns 1 or 0 per write (0: the key exists / does not).
+_WRITE_BATCH = Script("""
+local index = KEYS[#KEYS]
+local out = {}
+for i = 1, #KEYS - 1 do
+  local op, key, value, valueKey = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i], KEYS[i]
+  local ok = 0
+  if op == 'c' then
+    if redis.call('SET', valueKey, value, 'NX') then
+      redis.call('ZADD', index, 0, key)
+      ok = 1
+    end
+  elseif op == 'u' then
+    if redis.call('SET', valueKey, value, 'XX') then ok = 1 end
+  elseif redis.call('DEL', valueKey) == 1 then
+    redis.call('ZREM', index, key)
+    ok = 1
+  end
+  out[i] = ok
 end
-return 0
-"""),
-    _UPDATE: Script("""
-if redis.call('SET', KEYS[1], ARGV[2], 'XX') then return 1 end
-return 0
-"""),
-    _DELETE: Script("""
-if redis.call('DEL', KEYS[1]) == 1 then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""),
-}
+return out
+""")
+_OP_LETTERS = {_CREATE: b"c", _UPDATE: b"u", _DELETE: b"d"}
 _REFUSALS = {_CREATE: Code.EXISTS, _UPDATE: Code.NOT_FOUND, _DELETE: Code.NOT_FOUND}
+_GET, _WRITE, _OTHER = 0, 1, 2
 
 
 class Unavailable(Exception):
@@ -83,11 +90,13 @@ class RedisStore:
         self.prefix = prefix.encode()
         self.index = self.prefix + b"index"
         self.link = RedisLink(
-            reactor, address, replyTimeout=REPLY_TIMEOUT, scripts=list(_WRITES.values()), onUp=self._linked
+            reactor, address, replyTimeout=REPLY_TIMEOUT, scripts=[_WRITE_BATCH], onUp=self._linked
         )
         #: Requests that came before the first link was made: sent, in order, once it is.
         self._beforeLink: list[tuple[Callable[[Any], defer.Deferred[Any]], defer.Deferred[Any]]] | None = []
         self._firstLinkTimeout: Any = None
+        #: This turn's requests, in order: (kind, argument, Deferred).
+        self._turn: list[tuple[int, Any, defer.Deferred[Any]]] = []
         self.inFlight = 0
         self.keyCount = 0
         self.requests = 0
@@ -129,7 +138,6 @@ class RedisStore:
             self.failures += 1
             return defer.fail(Unavailable("too many requests waiting for Redis"))
         self.inFlight += 1
-        self.requests += 1
 
         def answered(result: Any) -> Any:
             self.inFlight -= 1
@@ -140,27 +148,79 @@ class RedisStore:
     def _valueKey(self, key: bytes) -> bytes:
         return self.prefix + b"v:" + key
 
+    def _queue(self, kind: int, argument: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.requests += 1
+        if not self._turn:
+            self.reactor.callLater(0, self._sendTurn)
+        self._turn.append((kind, argument, d))
+        return d
+
+    def _sendTurn(self) -> None:
+        """
+        Send this turn's requests, in order: a run of reads is one MGET and a
+        run of writes one script call, so Redis does one command where the
+        clients sent dozens (and the order of each connection is kept).
+        """
+        turn, self._turn = self._turn, []
+        start = 0
+        while start < len(turn):
+            kind = turn[start][0]
+            end = start + 1
+            if kind != _OTHER:
+                while end < len(turn) and turn[end][0] == kind:
+                    end += 1
+            run = turn[start:end]
+            start = end
+            if kind == _GET:
+                self._spread(run, self._ask(self._mget([self._valueKey(key) for _, key, _ in run])))
+            elif kind == _WRITE:
+                keys = [self._valueKey(key) for _, (_, key, _), _ in run]
+                args: list[bytes] = []
+                for _, (op, key, value), _ in run:
+                    args += (_OP_LETTERS[op], key, value)
+                self._spread(run, self._ask(self._writeBatch([*keys, self.index], args)))
+            else:
+                self._ask(run[0][1]).chainDeferred(run[0][2])
+
+    @staticmethod
+    def _mget(keys: list[bytes]) -> Callable[[Any], defer.Deferred[Any]]:
+        return lambda connection: connection.execute_command("MGET", *keys)
+
+    @staticmethod
+    def _writeBatch(keys: list[bytes], args: list[bytes]) -> Callable[[Any], defer.Deferred[Any]]:
+        return lambda connection: _WRITE_BATCH(connection, keys, args)
+
+    @staticmethod
+    def _spread(run: list[tuple[int, Any, defer.Deferred[Any]]], answer: defer.Deferred[Any]) -> None:
+        def answered(results: list[Any]) -> None:
+            for (_, _, d), result in zip(run, results, strict=True):
+                d.callback(result)
+
+        def failed(failure: Any) -> None:
+            for _, _, d in run:
+                d.errback(failure)
+
+        answer.addCallbacks(answered, failed)
+
     def fetch(self, key: bytes) -> defer.Deferred[bytes | None]:
         """The value of ``key``, or None."""
-        return self._ask(lambda c: c.execute_command("GET", self._valueKey(key)))
+        return self._queue(_GET, key)
 
     def listKeys(self, prefix: bytes) -> defer.Deferred[list[bytes]]:
         """Keys starting with ``prefix``, in byte order."""
         low = b"[" + prefix if prefix else b"-"
         high = b"(" + _successor(prefix) if prefix and _successor(prefix) else b"+"
-        return self._ask(lambda c: c.execute_command("ZRANGEBYLEX", self.index, low, high))
+        return self._queue(_OTHER, lambda c: c.execute_command("ZRANGEBYLEX", self.index, low, high))
 
     def count(self) -> defer.Deferred[int]:
         def counted(count: Any) -> int:
             self.keyCount = int(count)
             return self.keyCount
 
-        return self._ask(lambda c: c.execute_command("ZCARD", self.index)).addCallback(counted)
+        return self._queue(_OTHER, lambda c: c.execute_command("ZCARD", self.index)).addCallback(counted)
 
     def write(self, op: int, key: bytes, value: bytes, done: Callable[[int | None], None]) -> int | None:
-        script = _WRITES[op]
-        d = self._ask(lambda c: script(c, (self._valueKey(key), self.index), (key, value)))
-
         def written(result: Any) -> None:
             if int(result):
                 self.committedWrites += 1
@@ -174,7 +234,7 @@ class RedisStore:
                 log.warn("kv store: Redis did not take a write: {reason}", reason=failure.value)
             done(Code.SERVER_ERROR)
 
-        d.addCallbacks(written, failed)
+        self._queue(_WRITE, (op, key, value)).addCallbacks(written, failed)
         return None
 
     # -- what IKeyValueStore also asks, for a local store -------------------------
