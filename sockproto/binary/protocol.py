@@ -217,9 +217,31 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
     def answerLater(self, op: int, requestId: int, payload: bytes) -> None:
         """A read the store answers later (Redis): its reply keeps its place in the order."""
         replies = self.replies
-        entry = replies.slot()
         factory = self.factory
         received = self._received
+        fetchThen = getattr(factory.store, "fetchThen", None)
+        if op == _READ and fetchThen is not None:
+            # The common case, without a Deferred: a read is most of the traffic.
+            try:
+                key = parseExactKey(payload)
+            except BadRequest as e:
+                replies.ready(factory.error(requestId, Code.BAD_REQUEST, str(e)))
+                return
+            entry = replies.slot()
+
+            def got(value: bytes | None, failure: Any) -> None:
+                if failure is not None:
+                    data = factory.error(requestId, Code.SERVER_ERROR, f"the store cannot answer: {failure.value}")
+                elif value is None:
+                    data = factory.error(requestId, Code.NOT_FOUND, "no such key")
+                else:
+                    data = frame(_READ | REPLY, requestId, value)
+                replies.fill(entry, data)
+                factory.latencyFor(op).observe(monotonic() - received)
+
+            fetchThen(key, got)
+            return
+        entry = replies.slot()
 
         def answered(data: bytes) -> None:
             replies.fill(entry, data)

@@ -96,7 +96,7 @@ class RedisStore:
         self._beforeLink: list[tuple[Callable[[Any], defer.Deferred[Any]], defer.Deferred[Any]]] | None = []
         self._firstLinkTimeout: Any = None
         #: This turn's requests, in order: (kind, argument, Deferred).
-        self._turn: list[tuple[int, Any, defer.Deferred[Any]]] = []
+        self._turn: list[tuple[int, Any, Any]] = []  # the answer: a Deferred or then(result, failure)
         self.inFlight = 0
         self.keyCount = 0
         self.requests = 0
@@ -148,13 +148,18 @@ class RedisStore:
     def _valueKey(self, key: bytes) -> bytes:
         return self.prefix + b"v:" + key
 
-    def _queue(self, kind: int, argument: Any) -> defer.Deferred[Any]:
-        d: defer.Deferred[Any] = defer.Deferred()
+    def _queue(self, kind: int, argument: Any, then: Any = None) -> Any:
+        """
+        Queue a request for this turn; its answer goes to ``then(result,
+        failure)`` (no Deferred on the hot path), else to the Deferred returned.
+        """
+        if then is None:
+            then = defer.Deferred()
         self.requests += 1
         if not self._turn:
             self.reactor.callLater(0, self._sendTurn)
-        self._turn.append((kind, argument, d))
-        return d
+        self._turn.append((kind, argument, then))
+        return then
 
     def _sendTurn(self) -> None:
         """
@@ -192,14 +197,20 @@ class RedisStore:
         return lambda connection: _WRITE_BATCH(connection, keys, args)
 
     @staticmethod
-    def _spread(run: list[tuple[int, Any, defer.Deferred[Any]]], answer: defer.Deferred[Any]) -> None:
+    def _spread(run: list[tuple[int, Any, Any]], answer: defer.Deferred[Any]) -> None:
         def answered(results: list[Any]) -> None:
-            for (_, _, d), result in zip(run, results, strict=True):
-                d.callback(result)
+            for (_, _, then), result in zip(run, results, strict=True):
+                if then.__class__ is defer.Deferred:
+                    then.callback(result)
+                else:
+                    then(result, None)
 
         def failed(failure: Any) -> None:
-            for _, _, d in run:
-                d.errback(failure)
+            for _, _, then in run:
+                if then.__class__ is defer.Deferred:
+                    then.errback(failure)
+                else:
+                    then(None, failure)
 
         answer.addCallbacks(answered, failed)
 
@@ -207,11 +218,17 @@ class RedisStore:
         """The value of ``key``, or None."""
         return self._queue(_GET, key)
 
+    def fetchThen(self, key: bytes, then: Callable[[bytes | None, Any], None]) -> None:
+        """``then(value or None, None)``, or ``then(None, failure)``: a read without a Deferred (the hot path)."""
+        self._queue(_GET, key, then)
+
     def listKeys(self, prefix: bytes) -> defer.Deferred[list[bytes]]:
         """Keys starting with ``prefix``, in byte order."""
         low = b"[" + prefix if prefix else b"-"
         high = b"(" + _successor(prefix) if prefix and _successor(prefix) else b"+"
-        return self._queue(_OTHER, lambda c: c.execute_command("ZRANGEBYLEX", self.index, low, high))
+        return self._queue(
+            _OTHER, lambda c: c.execute_command("ZRANGEBYLEX", self.index, low, high)
+        )
 
     def count(self) -> defer.Deferred[int]:
         def counted(count: Any) -> int:
@@ -221,20 +238,19 @@ class RedisStore:
         return self._queue(_OTHER, lambda c: c.execute_command("ZCARD", self.index)).addCallback(counted)
 
     def write(self, op: int, key: bytes, value: bytes, done: Callable[[int | None], None]) -> int | None:
-        def written(result: Any) -> None:
-            if int(result):
+        def written(result: Any, failure: Any) -> None:
+            if failure is not None:
+                if not failure.check(Unavailable):
+                    self.failures += 1
+                    log.warn("kv store: Redis did not take a write: {reason}", reason=failure.value)
+                done(Code.SERVER_ERROR)
+            elif int(result):
                 self.committedWrites += 1
                 done(None)
             else:
                 done(_REFUSALS[op])
 
-        def failed(failure: Any) -> None:
-            if not failure.check(Unavailable):
-                self.failures += 1
-                log.warn("kv store: Redis did not take a write: {reason}", reason=failure.value)
-            done(Code.SERVER_ERROR)
-
-        self._queue(_WRITE, (op, key, value)).addCallbacks(written, failed)
+        self._queue(_WRITE, (op, key, value), written)
         return None
 
     # -- what IKeyValueStore also asks, for a local store -------------------------
