@@ -255,3 +255,20 @@ def _leanPoll(reactor: Any) -> Any:
                     log.failure("error dispatching an event for {fd}", fd=fd)
 
     return doPoll
+
+
+def adoptUNIXPort(reactor: Any, fileDescriptor: int, factory: Any, mode: int) -> Any:
+    """
+    ``reactor.adoptStreamPort`` for a listening UNIX socket, keeping ``mode``
+    on its path.
+
+    Public counterpart: ``adoptStreamPort`` itself, which chmods the path of
+    an adopted UNIX socket to 0666 (``unix.Port``'s default mode); the port
+    is built the way it does, with the mode set before it starts listening.
+    """
+    from twisted.internet import unix
+
+    port = unix.Port._fromListeningDescriptor(reactor, fileDescriptor, factory)
+    port.mode = mode
+    port.startListening()
+    return port

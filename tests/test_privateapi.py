@@ -135,3 +135,28 @@ class UnsentBytesTests(unittest.TestCase):
         self.addCleanup(client.close)
         unsent = yield measured
         self.assertEqual(unsent, 8 << 20, "nothing is sent before the reactor's next turn")
+
+
+class AdoptUNIXPortTests(unittest.TestCase):
+    def test_anAdoptedUNIXSocketKeepsItsMode(self):
+        """Twisted's adoptStreamPort would make the path 0666; adoptUNIXPort keeps what the parent set."""
+        import os
+        import socket
+        import tempfile
+
+        from twisted.internet import protocol, reactor
+
+        from sockproto.privateapi import adoptUNIXPort
+
+        directory = tempfile.mkdtemp()
+        path = os.path.join(directory, "s")
+        listening = socket.socket(socket.AF_UNIX)
+        listening.bind(path)
+        os.chmod(path, 0o600)
+        listening.listen(5)
+        listening.setblocking(False)
+        port = adoptUNIXPort(reactor, listening.fileno(), protocol.Factory.forProtocol(protocol.Protocol), 0o600)
+        self.addCleanup(port.stopListening)
+        self.addCleanup(listening.close)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        self.assertEqual(port.getHost().name, path.encode() if isinstance(port.getHost().name, bytes) else path)

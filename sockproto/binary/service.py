@@ -39,6 +39,14 @@ class StoreServerOptions(ServerOptions):
          "closed (0: no limit).", nonNegativeFloat],
     ]
 
+    def workersProblem(self) -> str | None:
+        if isRedis(self["db"]):
+            return None
+        return (
+            "needs --db redis://...: the SQLite store answers reads from one process's memory, so workers "
+            "would not see each other's writes (docs/scaling.rst)"
+        )
+
     def postOptions(self) -> None:
         ServerOptions.postOptions(self)
         if self["fsync"] not in FSYNC_MODES:

@@ -128,6 +128,17 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
         except ValueError as e:
             raise usage.UsageError(f"bad --max-clients: {e}") from None
 
+    def listeners(self) -> list[tuple[str, list[str]]]:
+        return [*ServerOptions.listeners(self), ("chat-web", list(self["web"]))]
+
+    def workersProblem(self) -> str | None:
+        if self["cluster"]:
+            return None
+        return (
+            "needs --cluster redis://...: each worker is a chat server of its own, and only a cluster "
+            "makes them one chat (docs/scaling.rst)"
+        )
+
     def postOptions(self) -> None:
         ServerOptions.postOptions(self)
         self.setdefault("credCheckers", [])

@@ -8,6 +8,7 @@ the services drain first, the metrics endpoint goes last.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from twisted.logger import Logger, LogLevel
 from sockproto.interfaces import IReloadable
 from sockproto.privateapi import filterLogs
 from sockproto.server.listen import StopInOrder, listeningServices
+from sockproto.server.workers import workerSettings
 
 log = Logger()
 
@@ -81,6 +83,10 @@ def operate(
     endpoint; the process logs at ``logLevel`` and above.
     """
     filterLogs(LogLevel.levelWithName(logLevel))
+    worker = workerSettings()
+    if worker is not None:
+        # A worker of --workers: the parent serves the sum of what each serves on its private socket.
+        metrics = f"unix:{worker['metrics']}:mode=600"
     top = StopInOrder()
     if metrics:
         from sockproto.server.metrics import metricsService
@@ -88,6 +94,10 @@ def operate(
         metricsService(metrics, root, reactor).setServiceParent(top)
     root.setServiceParent(top)
     ReloadOnHangup(root, reactor).setServiceParent(top)
+    if worker is not None:
+        from sockproto.server.workers import SayReady
+
+        SayReady(worker["ready"]).setServiceParent(top)
     return top
 
 
@@ -96,10 +106,52 @@ def standalone(build: Callable[[Any, Any], service.IService]) -> Callable[..., s
 
     def makeService(options: Any, reactor: Any = None) -> service.IService:
         reactor = defaultReactor(reactor)
+        if workerSettings() is None and options["workers"] > 1:
+            return supervise(
+                reactor, f"sockproto-{options.serviceName}", options.argv, options.listeners(), options["workers"],
+                options["shutdown-timeout"], options["metrics"], options["log-level"],
+            )
         return operate(build(options, reactor), reactor, options["metrics"], options["log-level"])
 
     makeService.__doc__ = f"``{build.__module__}.buildService`` with metrics and SIGHUP reloading."
     return makeService
+
+
+def supervise(
+    reactor: Any,
+    plugin: str,
+    argv: list[str],
+    listeners: list[tuple[str, list[str]]],
+    workers: int,
+    shutdownTimeout: float,
+    metrics: str | None,
+    logLevel: str,
+) -> service.MultiService:
+    """
+    The parent of ``--workers N``: binds every socket of ``listeners``
+    ((service name, endpoint strings)), runs N workers of ``plugin`` with
+    the same ``argv`` over them, and, given ``metrics``, serves the sum of theirs.
+    """
+    from twisted.internet.protocol import DatagramProtocol, Factory
+
+    from sockproto.server.listen import ListeningService
+    from sockproto.server.workers import Supervisor
+
+    filterLogs(LogLevel.levelWithName(logLevel))
+    holders = [
+        ListeningService(name, descriptions, Factory(), reactor, datagramProtocol=DatagramProtocol)
+        for name, descriptions in listeners
+        if descriptions
+    ]
+    command = [sys.executable, "-m", "twisted", "--log-format", "text", plugin, *argv]
+    supervisor = Supervisor(reactor, command, holders, workers, shutdownTimeout)
+    top = StopInOrder()
+    if metrics:
+        from sockproto.server.metrics import workerMetricsService
+
+        workerMetricsService(metrics, supervisor, reactor).setServiceParent(top)
+    supervisor.setServiceParent(top)
+    return top
 
 
 def defaultReactor(reactor: Any = None) -> Any:

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from sockproto.interfaces import IDrainable
 from sockproto.privateapi import leanDispatch, nameOptionsInErrors, parseEndpointDescription
+from sockproto.server.workers import adopt, workerCount, workerSettings
 
 log = Logger()
 
@@ -314,11 +315,14 @@ class ServerOptions(usage.Options):
             lambda value: checkEndpoint(value, option="--metrics"),
         ],
         ["log-level", None, "info", LOG_LEVEL_HELP, logLevel],
+        ["workers", None, 1, "Worker processes serving the same sockets (auto: one per usable CPU); limits such "
+         "as --max-connections are per worker.", workerCount],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         nameOptionsInErrors(self)
+        self.argv: list[str] = []
         self["listen"] = []
         self["idle-timeout"] = self.defaultIdleTimeout
         self.docs["idle-timeout"] += f" [default: {self.defaultIdleTimeout:g}]"
@@ -329,6 +333,19 @@ class ServerOptions(usage.Options):
     def opt_version(self) -> None:
         """Print the version of sockproto and Twisted, and exit."""
         showVersion(f"sockproto-{self.serviceName}")
+
+    def parseOptions(self, options: Any = None) -> None:
+        # Kept to start workers with the very same options.
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
+
+    def listeners(self) -> list[tuple[str, list[str]]]:
+        """(service name, endpoint strings) of every listening service this service runs."""
+        return [(self.serviceName, list(self["listen"]))]
+
+    def workersProblem(self) -> str | None:
+        """Why these options cannot be served by several worker processes, or None."""
+        return None
 
     def opt_listen(self, description: str) -> None:
         """Endpoint to listen on: a Twisted server endpoint string (tcp:PORT, unix:PATH, ssl:PORT:privateKey=KEY:certKey=CERT, tls:..., systemd:...). Repeatable. [default: tcp:<the service's port>:interface=127.0.0.1]"""  # noqa: E501
@@ -348,6 +365,9 @@ class ServerOptions(usage.Options):
             self["listen"] = [
                 checkEndpoint(f"tcp:{self.defaultPort}:interface=127.0.0.1")
             ]
+        problem = self.workersProblem() if self["workers"] > 1 else None
+        if problem:
+            raise usage.UsageError(f"--workers above 1 {problem}")
 
     def limits(self) -> dict[str, Any]:
         """The connection limits, as ServerFactory takes them."""
@@ -425,8 +445,15 @@ class ListeningService(service.Service):
         service.Service.startService(self)
 
     def _listenAll(self) -> None:
-        for description in self.descriptions:
+        inherited = (workerSettings() or {}).get("sockets", {}).get(self.name)
+        for index, description in enumerate(self.descriptions):
             try:
+                if inherited:
+                    port = adopt(self.reactor, description, inherited[index], self.factory, self.datagramProtocol)
+                    self.ports.append((description, port))
+                    log.info("{service} serving {endpoint} in worker {number}", service=self.name,
+                             endpoint=description, number=(workerSettings() or {}).get("number"))
+                    continue
                 port = self._listen(description)
             except Exception as e:
                 for _, bound in self.ports:

@@ -17,12 +17,15 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 from twisted.application import service
-from twisted.internet import threads
+from twisted.internet import defer, endpoints, threads
+from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 
 from sockproto.interfaces import IMetricsSource
 from sockproto.server.listen import ListeningService, listeningServices
+
+log = Logger()
 
 PREFIX = "sockproto"
 
@@ -156,17 +159,36 @@ class SockprotoCollector(Collector):
 def metricsSite(root: service.IService, reactor: Any) -> Site:
     """An HTTP site with ``/metrics`` for every service under ``root`` and the process."""
     from prometheus_client import ProcessCollector
-    from prometheus_client.twisted import MetricsResource
 
     registry = CollectorRegistry()
     registry.register(SockprotoCollector(root, reactor))
     ProcessCollector(registry=registry)
     top = Resource()
-    top.putChild(b"metrics", MetricsResource(registry))
+    top.putChild(b"metrics", _Exposition(registry))
     top.putChild(b"", _Index())
     site = Site(top)
     site.noisy = False
     return site
+
+
+class _Exposition(Resource):
+    """
+    ``/metrics``, collected in the reactor thread (the counters are plain
+    attributes the reactor changes).  prometheus_client's own Twisted
+    resource goes through WSGI, which fails for a peer on a UNIX socket.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        Resource.__init__(self)
+        self.registry = registry
+
+    def render_GET(self, request: Any) -> bytes:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self.registry)
 
 
 class _Index(Resource):
@@ -180,3 +202,105 @@ class _Index(Resource):
 def metricsService(endpoint: str, root: service.IService, reactor: Any) -> ListeningService:
     """Serves the metrics of ``root`` on ``endpoint`` (checked like a ``--listen`` string)."""
     return ListeningService("metrics", [endpoint], metricsSite(root, reactor), reactor)
+
+
+# -- the metrics of --workers: every worker's, summed ----------------------------
+
+
+
+
+class SummedMetrics(Resource):
+    """``/metrics``: every worker's metrics, fetched over its UNIX socket, summed."""
+
+    isLeaf = True
+
+    def __init__(self, reactor: Any, supervisor: Any) -> None:
+        Resource.__init__(self)
+        self.reactor = reactor
+        self.supervisor = supervisor
+
+    def render_GET(self, request: Any) -> Any:
+        from twisted.web.client import Agent, readBody
+
+        supervisor, reactor = self.supervisor, self.reactor
+
+        class ToWorker:
+            """Agent's endpoint factory: the URI's host is the worker's number."""
+
+            def endpointForURI(self, uri: Any) -> Any:
+                socketPath = supervisor.metricsSocket(int(uri.host.decode().removeprefix("worker")))
+                return endpoints.UNIXClientEndpoint(reactor, socketPath, timeout=5)
+
+        agent = Agent.usingEndpointFactory(reactor, ToWorker())
+
+        def fetch(number: int) -> defer.Deferred[bytes]:
+            def body(response: Any) -> Any:
+                if response.code != 200:
+                    raise ValueError(f"worker {number} answered {response.code}")
+                return readBody(response)
+
+            return agent.request(b"GET", b"http://worker%d/metrics" % number).addCallback(body)
+
+        numbers = sorted(self.supervisor.workers)
+        d = defer.DeferredList([fetch(n) for n in numbers], consumeErrors=True)
+
+        def answer(results: list[tuple[bool, Any]]) -> None:
+            texts = [body.decode() for ok, body in results if ok]
+            request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
+            up = "".join(
+                f'sockproto_worker_up{{worker="{n}"}} {1 if ok else 0}\n'
+                for n, (ok, _) in zip(numbers, results, strict=True)
+            )
+            body = sumExpositions(texts) + (
+                "# HELP sockproto_worker_up 1 for each worker whose metrics could be read.\n"
+                "# TYPE sockproto_worker_up gauge\n" + up
+                + "# HELP sockproto_worker_restarts_total Workers started again after ending.\n"
+                "# TYPE sockproto_worker_restarts_total counter\n"
+                + f"sockproto_worker_restarts_total {self.supervisor.restarts}\n"
+            )
+            request.write(body.encode())
+            request.finish()
+
+        d.addCallback(answer)
+        return NOT_DONE_YET
+
+
+def sumExpositions(texts: list[str]) -> str:
+    """Prometheus text expositions added together, sample by sample (same name and labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
+    for text in texts:
+        try:
+            parsed = list(text_string_to_metric_families(text))
+        except ValueError as e:
+            log.warn("metrics: a worker's metrics did not parse: {reason}", reason=e)
+            continue
+        for family in parsed:
+            _, _, samples = families.setdefault(family.name, (family.type, family.documentation, {}))
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                samples[key] = samples.get(key, 0.0) + sample.value
+    out = []
+    for name, (kind, documentation, samples) in families.items():
+        # The parser names a counter's family without its "_total"; the text format wants it.
+        shownName = f"{name}_total" if kind == "counter" else name
+        out.append(f"# HELP {shownName} {documentation}\n# TYPE {shownName} {kind}\n")
+        for (sampleName, labels), value in samples.items():
+            shown = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            out.append(f"{sampleName}{{{shown}}} {value!r}\n" if shown else f"{sampleName} {value!r}\n")
+    return "".join(out)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def workerMetricsService(endpoint: str, supervisor: Any, reactor: Any) -> ListeningService:
+    """Serves, on ``endpoint``, the sum of the metrics of ``supervisor``'s workers (see server/workers.py)."""
+    top = Resource()
+    top.putChild(b"metrics", SummedMetrics(reactor, supervisor))
+    top.putChild(b"", _Index())
+    site = Site(top)
+    site.noisy = False
+    return ListeningService("metrics", [endpoint], site, reactor)

@@ -27,6 +27,7 @@ from twisted.python import usage
 
 from sockproto.privateapi import optionHandler
 from sockproto.server.listen import _LOOPBACK, checkEndpoint, logLevel, nonNegativeFloat, splitDescription
+from sockproto.server.workers import workerCount
 
 #: table -> module with the service's Options and buildService.
 SERVICES: dict[str, str] = {
@@ -39,11 +40,11 @@ SERVICES: dict[str, str] = {
 }
 
 #: Keys before the first table: settings of the whole process.
-PROCESS_KEYS = ("metrics", "shutdown-timeout", "log-level")
+PROCESS_KEYS = ("metrics", "shutdown-timeout", "log-level", "workers")
 
 # Command-line options that make no sense in a file.
 # (metrics is one per process: a key before the first table.)
-_NOT_KEYS = frozenset({"help", "version", "help-auth", "help-auth-type", "metrics", "log-level"})
+_NOT_KEYS = frozenset({"help", "version", "help-auth", "help-auth-type", "metrics", "log-level", "workers"})
 
 
 class ConfigError(usage.UsageError):
@@ -66,6 +67,8 @@ class Config:
     metrics: str | None = None
     shutdownTimeout: float | None = None
     logLevel: str = "info"
+    #: Worker processes of the whole process (--workers).
+    workers: int = 1
     #: Where the databases of the seed services go (no config file).
     var: Path | None = None
 
@@ -191,6 +194,11 @@ def loadConfig(path: str) -> Config:
                 config.logLevel = logLevel(value if isinstance(value, str) else repr(value))
             except ValueError as e:
                 raise ConfigError(f"{path}: log-level: {e}") from None
+        elif key == "workers":
+            try:
+                config.workers = workerCount(value if isinstance(value, str) else repr(value))
+            except ValueError as e:
+                raise ConfigError(f"{path}: workers: {e}") from None
         elif key == "shutdown-timeout":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{path}: shutdown-timeout: expected a number of seconds, not {_typeName(value)}")

@@ -9,6 +9,7 @@ their databases in ``--var`` (default ``var/``).
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from twisted.application import service
 from twisted.python import usage
 
 from sockproto.binary.service import StoreRegistry
-from sockproto.server.lifecycle import defaultReactor, operate
+from sockproto.server.lifecycle import defaultReactor, operate, supervise
 from sockproto.server.listen import (
     LOG_LEVEL_HELP,
     StopInOrder,
@@ -25,6 +26,7 @@ from sockproto.server.listen import (
     nonNegativeFloat,
     showVersion,
 )
+from sockproto.server.workers import workerCount, workerSettings
 from sockproto.suite.config import Config, ServiceConfig, checkEndpointsAreDistinct, loadConfig
 
 #: (name, module, options) of the services started without a config file.
@@ -74,7 +76,14 @@ class Options(usage.Options):
             nonNegativeFloat,
         ],
         ["log-level", None, None, LOG_LEVEL_HELP + " Overrides the file's. [default: info]", logLevel],
+        ["workers", None, None, "Worker processes serving every service's sockets (auto: one per usable CPU); "
+         "overrides the file's. [default: 1]", workerCount],
     ]
+
+    def parseOptions(self, options: Any = None) -> None:
+        # Kept to start workers with the very same options.
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def postOptions(self) -> None:
         if self["config"]:
@@ -86,6 +95,14 @@ class Options(usage.Options):
         if self["metrics"]:
             config.metrics = self["metrics"]
             checkEndpointsAreDistinct(config)
+        if self["workers"] is not None:
+            config.workers = self["workers"]
+        if config.workers > 1:
+            for entry in config.services:
+                serviceOptions: Any = entry.options  # every service's Options is a ServerOptions
+                problem = serviceOptions.workersProblem()
+                if problem:
+                    raise usage.UsageError(f"[{entry.name}]: --workers above 1 {problem}")
         timeout = self["shutdown-timeout"] if self["shutdown-timeout"] is not None else config.shutdownTimeout
         if timeout is not None:
             for entry in config.services:
@@ -109,6 +126,12 @@ def seedConfig(var: Path) -> Config:
 def makeService(options: Options, reactor: Any = None) -> service.IService:
     reactor = defaultReactor(reactor)
     config: Config = options["loaded"]
+    if config.workers > 1 and workerSettings() is None:
+        listeners = [listener for entry in config.services for listener in entry.options.listeners()]  # type: ignore[attr-defined]
+        timeout = max((entry.options["shutdown-timeout"] for entry in config.services), default=10.0)
+        return supervise(
+            reactor, "sockproto", options.argv, listeners, config.workers, timeout, config.metrics, config.logLevel
+        )
     if config.var is not None:
         try:
             config.var.mkdir(mode=0o700, parents=True, exist_ok=True)
