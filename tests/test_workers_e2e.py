@@ -15,7 +15,7 @@ import psutil
 from twisted.trial import unittest
 
 from tests.redisserver import RedisServer
-from tests.support import LineClient, ServiceProcess, connectUNIX, recvExactly, runService
+from tests.support import LineClient, ServiceProcess, connectUNIX, makeCerts, recvExactly, runService, tlsClient
 from tests.test_binary_e2e import CREATE, READ, key, reply, request
 
 _STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
@@ -126,6 +126,29 @@ class WorkerTests(unittest.TestCase):
             other = (i + 1) % len(socks)
             sock.sendall(request(READ, 100 + i, key(b"k%d" % other)))
             self.assertEqual(reply(sock), (0x91, 100 + i, b"v%d" % other))
+
+    def test_tlsAndTheSuiteWithAConfigFile(self) -> None:
+        """TLS endpoints are served by the workers; twistd -n sockproto --config takes workers = N."""
+        tmp = Path(tempfile.mkdtemp(prefix="sp-workers-"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        certs = makeCerts(tmp / "certs")
+        config = tmp / "sockproto.toml"
+        config.write_text(
+            "workers = 2\n\n[echo]\n"
+            f'listen = ["tcp:0", "ssl:0:privateKey={certs}/server.key:certKey={certs}/server.crt"]\n'
+            '\n[joke]\nlisten = ["tcp:0"]\n'
+        )
+        service = ServiceProcess("sockproto", "--config", str(config))
+        self.addCleanup(service.stop)
+        service.start(3)
+        service.waitFor(lambda: service.log.count(" ready") >= 2, 20, "the workers to be ready")
+        for _ in range(6):
+            with tlsClient(service.port("echo", "ssl"), certs) as sock:
+                sock.sendall(b"secret")
+                self.assertEqual(recvExactly(sock, 6), b"secret")
+        with socket.create_connection(("127.0.0.1", service.port("joke")), timeout=10) as sock:
+            self.assertEqual(recvExactly(sock, 14), b"Knock knock!\r\n")
+        self.assertIn(service.stop(), (0, -signal.SIGTERM))
 
     def test_optionsThatCannotWorkAcrossProcessesAreRefused(self) -> None:
         for plugin, args, message in [
