@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -137,3 +138,48 @@ class AnswersLaterTests(ChatProtocolCase):
         a.connectionLost(None)
         self.bus.answer()
         self.assertEqual(self.hub.nicks, {})
+
+
+class ChannelMessageTests(unittest.TestCase):
+    """What arrives on the cluster's channel, fed to the bus directly (no Redis, no reactor)."""
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        from tests.test_chat import FakeMember
+
+        self.clock = Clock()
+        self.history = ClusterHistory()
+        self.bus = RedisChatBus(self.clock, parseRedisURL("redis://127.0.0.1"), self.history, "here")
+        self.hub = ChatHub(self.clock, self.history, bus=self.bus)
+        self.bus._joined()  # no Redis here: names are decided locally
+        self.member = FakeMember()
+        self.hub.enter(self.member)
+        self.clock.advance(0)
+        self.member.lines()
+
+    def message(self, ids: bytes, batch: object) -> None:
+        self.bus._message(b"sockproto:events", ids + b"\n" + json.dumps(batch).encode())
+        self.clock.advance(0)
+
+    def test_linesFromOtherServersReachTheRoomAndTheHistory(self) -> None:
+        self.message(b"5-0", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", "hi"],
+                                                         ["n", "#lobby", "*** carol joined #lobby\n"]]})
+        self.assertRegex("\n".join(self.member.lines()), r"^\[\d\d:\d\d:\d\d\] <bob> hi\n\*\*\* carol joined #lobby$")
+        self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["hi"])
+        self.assertEqual(self.bus.received, 2)
+
+    def test_ownLinesOnlyGoToTheHistory(self) -> None:
+        self.message(b"6-0", {"n": "here", "t": 0, "e": [["m", "#lobby", 1.0, "me", "say", "mine"]]})
+        self.assertEqual(self.member.lines(), [])
+        self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["mine"])
+
+    def test_junkIsDroppedNotFatal(self) -> None:
+        for raw in [b"", b"\n", b"not json", b"\n[1, 2]", b"\xff\xfe\n{}", b'\n{"n": "x", "e": 5}',
+                    b'\n{"n": "x", "t": "soon", "e": []}']:
+            self.bus._message(b"sockproto:events", raw)
+        self.message(b"", {"n": "x", "e": [[], ["m"], ["m", "#lobby", "noon", "a", "say", "t"], ["p", "here"],
+                                           ["g", "y", 7, "gone"], "junk", ["zz", 1]]})
+        self.assertEqual(self.member.lines(), [])
+        self.message(b"", {"n": "x", "e": [["n", "#lobby", "*** still working\n"]]})
+        self.assertEqual(self.member.lines()[-1], "*** still working")

@@ -637,36 +637,44 @@ class RedisChatBus:
             batch = json.loads(body)
             origin = batch["n"]
             events = batch["e"]
-        except (ValueError, KeyError, TypeError):
+            sent = float(batch.get("t") or 0)
+            streamIds = iter(ids.decode().split(",")) if ids else iter(())
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warn("cluster: ignoring a message that is not sockproto's on {channel}", channel=channel)
             return
-        streamIds = iter(ids.decode().split(",")) if ids else iter(())
         mine = origin == self.node
-        if not mine and batch.get("t"):
-            self.delay.observe(max(0.0, self.reactor.seconds() - batch["t"]))
-        hub = self.hub
+        if not mine and sent:
+            self.delay.observe(max(0.0, self.reactor.seconds() - sent))
         for event in events if isinstance(events, list) else ():
-            kind = event[0]
-            if kind == "g":  # from whichever server noticed, this one included
-                self._gone(event[1], event[2], event[3])
-            elif kind == "m":
-                entry = Entry(*event[2:])
-                self.history.arrived(event[1], next(streamIds, ""), entry)
-                if not mine:
-                    hub.remoteEntry(event[1], entry)
-            elif mine:
-                continue
-            elif kind == "n":
-                hub.remoteNotice(event[1], event[2])
-            elif kind == "p" and event[1] == self.node:
-                hub.remotePrivate(event[2], event[3], event[4], event[5])
-            elif kind == "x" and event[1] == self.node:
-                squatter = hub.nicks.get(event[2])
-                if squatter is not None and event[2] not in hub.identities:
-                    hub.evict(squatter)
-            else:
-                continue
-            self.received += 1
+            try:
+                self._event(event, mine, streamIds)
+            except (IndexError, TypeError, ValueError, KeyError) as e:
+                # Anyone who can publish on the channel can send junk: it is dropped, not fatal.
+                log.warn("cluster: ignoring a malformed event from {origin}: {reason}", origin=origin, reason=e)
+
+    def _event(self, event: list[Any], mine: bool, streamIds: Any) -> None:
+        hub = self.hub
+        kind = event[0]
+        if kind == "g":  # from whichever server noticed, this one included
+            self._gone(str(event[1]), event[2], str(event[3]))
+        elif kind == "m":
+            entry = Entry(float(event[2]), str(event[3]), str(event[4]), str(event[5]))
+            self.history.arrived(str(event[1]), next(streamIds, ""), entry)
+            if not mine:
+                hub.remoteEntry(str(event[1]), entry)
+        elif mine:
+            return
+        elif kind == "n":
+            hub.remoteNotice(str(event[1]), str(event[2]))
+        elif kind == "p" and event[1] == self.node:
+            hub.remotePrivate(str(event[2]), float(event[3]), str(event[4]), str(event[5]))
+        elif kind == "x" and event[1] == self.node:
+            squatter = hub.nicks.get(event[2])
+            if squatter is not None and event[2] not in hub.identities:
+                hub.evict(squatter)
+        else:
+            return
+        self.received += 1
 
     def _gone(self, node: str, members: Any, reason: str) -> None:
         if node == self.node:
