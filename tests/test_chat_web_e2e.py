@@ -155,6 +155,23 @@ class WebChatTests(unittest.TestCase):
         talker.send("still here\n")
         listener.until("still here")
 
+    def test_aPingFloodThatNeverReadsIsDropped(self) -> None:
+        flooder = WebSocketClient(self.webPort, receiveBuffer=4096)
+        self.addCleanup(flooder.close)
+        flooder.until(isType("state"))
+        rssBefore = self.chat.rss()
+        ping = flooder._frame(0x9, b"p" * 125)
+        try:
+            for _ in range(200):  # up to 26 MB of pings, each answered with a pong nobody reads
+                flooder.sock.sendall(ping * 1000)
+                if "dropping slow consumer" in self.chat.log:
+                    break
+        except OSError:
+            pass  # dropped while sending
+        self.chat.waitForLog("dropping slow consumer")
+        self.assertLess(self.chat.rss() - rssBefore, 64 << 20)
+        self.line().send("still serving\n")
+
     def test_crossSiteWebSocketsAreRefused(self) -> None:
         for origin in ("http://evil.example", None, f"https://127.0.0.1:{self.webPort}", "http://127.0.0.1"):
             with self.assertRaises(WebSocketRefused) as caught:

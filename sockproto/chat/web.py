@@ -269,6 +269,16 @@ class WebChatProtocol(WebSocketServerProtocol):
         else:
             self.event({"type": "error", "text": f"unknown message type {str(kind)[:32]!r}"})
 
+    def onPing(self, payload: bytes) -> None:
+        # A pong is output too: a browser that pings and never reads is a slow consumer.
+        chat = self.chat
+        if chat is not None and chat.congested:
+            chat.backlog += len(payload) + 2
+            if chat.backlog > chat.factory.maxOutputBuffer:
+                chat.dropSlowConsumer()
+                return
+        WebSocketServerProtocol.onPing(self, payload)
+
     def closedByUs(self) -> bool:
         return self.chat is not None and self.chat.transport.disconnecting
 
