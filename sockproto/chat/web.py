@@ -459,7 +459,8 @@ def webSite(chatFactory: ChatFactory, origins: list[str]) -> Site:
     root.putChild(b"chat.js", StaticFile(pageFile("chat.js"), b"text/javascript; charset=utf-8"))
     root.putChild(b"chat.css", StaticFile(pageFile("chat.css"), b"text/css; charset=utf-8"))
     root.putChild(b"ws", _WebSocketOnly(WebChatFactory(chatFactory, origins)))
-    site = WebSite(root)
+    # An HTTP connection that sends no complete request in 30 s is closed (twisted.web waits 12 hours).
+    site = WebSite(root, timeout=30)
     site.requestFactory = SecureRequest
     site.noisy = False
     site.displayTracebacks = False
