@@ -69,8 +69,11 @@ class IKeyValueStore(Interface):
         "Redis): reads are asked with fetch, listKeys and count, whose Deferreds fire later"
     )
 
-    def fetch(key: bytes) -> Deferred[bytes | None]:
-        """The committed value, or None."""
+    def fetch(key: bytes, then: Callable[[bytes | None, object], None]) -> None:
+        """
+        ``then(value, None)`` with the committed value (or None), or
+        ``then(None, failure)``: a read without a Deferred, on every read's path.
+        """
 
     def listKeys(prefix: bytes) -> Deferred[list[bytes]]:
         """The committed keys starting with ``prefix``, in byte order."""

@@ -34,12 +34,12 @@ class AcceptanceMixin:
 
     def serve(self, plugin: str = "sockproto-binary", *extra: str) -> ServiceProcess:
         service = ServiceProcess(plugin, "--listen", "tcp:0", "--db", self.db(), *extra)
-        self.addCleanup(service.stop)  # type: ignore[attr-defined]
+        self.addCleanup(service.stop)
         return service.start()
 
     def connect(self, service: ServiceProcess) -> socket.socket:
         sock = socket.create_connection(("127.0.0.1", service.tcpPort()), timeout=10)
-        self.addCleanup(sock.close)  # type: ignore[attr-defined]
+        self.addCleanup(sock.close)
         return sock
 
     def test_everyOpPipelinedInOrder(self) -> None:
@@ -51,14 +51,14 @@ class AcceptanceMixin:
             + request(LIST, 10, key(b"k")) + request(STATS, 11)
         )
         replies = [reply(sock) for _ in range(11)]
-        self.assertEqual([rid for _, rid, _ in replies], list(range(1, 12)))  # type: ignore[attr-defined]
-        self.assertEqual(  # type: ignore[attr-defined]
+        self.assertEqual([rid for _, rid, _ in replies], list(range(1, 12)))
+        self.assertEqual(
             [(op, payload) for op, _, payload in replies[:10]],
             [(0x81, b""), (0x82, b"\x00\xffecho"), (0x90, b""), (0x91, b"v1"), (0x92, b""), (0x91, b""),
              (0x90, b""), (0x94, keyList([b"k1", b"k2"])), (0x93, b""), (0x94, keyList([b"k2"]))],
         )
         stats = json.loads(replies[10][2])
-        self.assertEqual((replies[10][0], stats["keys"]), (0xA0, 1))  # type: ignore[attr-defined]
+        self.assertEqual((replies[10][0], stats["keys"]), (0xA0, 1))
 
     def test_errorCodes(self) -> None:
         sock = self.connect(self.serve())
@@ -69,10 +69,10 @@ class AcceptanceMixin:
         )
         replies = [reply(sock) for _ in range(7)]
         errors = [(rid, code(payload)) for op, rid, payload in replies if op == ERROR]
-        self.assertEqual(  # type: ignore[attr-defined]
+        self.assertEqual(
             errors, [(1, NOT_FOUND), (2, NOT_FOUND), (3, NOT_FOUND), (5, EXISTS), (6, BAD_REQUEST)]
         )
-        self.assertEqual(replies[-1], (0x91, 7, b"1"))  # type: ignore[attr-defined]
+        self.assertEqual(replies[-1], (0x91, 7, b"1"))
 
     def test_listIsInByteOrderWithBinaryKeys(self) -> None:
         sock = self.connect(self.serve())
@@ -81,20 +81,20 @@ class AcceptanceMixin:
                                      "pé", "p😀")]
         sock.sendall(b"".join(request(CREATE, i, key(k) + b"v") for i, k in enumerate(keys)))
         for i in range(len(keys)):
-            self.assertEqual(reply(sock)[:2], (0x90, i))  # type: ignore[attr-defined]
+            self.assertEqual(reply(sock)[:2], (0x90, i))
         top = "p\U0010ffff".encode()
         sock.sendall(request(LIST, 100, key(b"p")) + request(LIST, 101, key(top)) + request(LIST, 102, key(b"")))
-        self.assertEqual(reply(sock)[2], keyList(sorted(k for k in keys if k.startswith(b"p"))))  # type: ignore
-        self.assertEqual(reply(sock)[2], keyList([top, top + b"z"]))  # type: ignore[attr-defined]
-        self.assertEqual(reply(sock)[2], keyList(sorted(keys)))  # type: ignore[attr-defined]
+        self.assertEqual(reply(sock)[2], keyList(sorted(k for k in keys if k.startswith(b"p"))))
+        self.assertEqual(reply(sock)[2], keyList([top, top + b"z"]))
+        self.assertEqual(reply(sock)[2], keyList(sorted(keys)))
 
     def test_crudSession(self) -> None:
         client = LineClient.tcp(self.serve("sockproto-crud").tcpPort())
-        self.addCleanup(client.close)  # type: ignore[attr-defined]
+        self.addCleanup(client.close)
         client.line()
         client.send("create a 1\ncreate a 2\nread a\nupdate a 3\nread a\ncreate b x\nlist\ndelete a\nread a\n")
         got = [client.line() for _ in range(11)]
-        self.assertEqual(  # type: ignore[attr-defined]
+        self.assertEqual(
             got, ["OK", "ERR exists", "OK 1", "OK", "OK 3", "OK", "OK 2", "a", "b", "OK", "ERR not found"]
         )
 

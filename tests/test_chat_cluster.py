@@ -152,7 +152,7 @@ class ChannelMessageTests(unittest.TestCase):
         self.history = ClusterHistory()
         self.bus = RedisChatBus(self.clock, parseRedisURL("redis://127.0.0.1"), self.history, "here")
         self.hub = ChatHub(self.clock, self.history, bus=self.bus)
-        self.bus._joined()  # no Redis here: names are decided locally
+        self.bus.firstLink.open()  # no Redis here: names are decided locally
         self.member = FakeMember()
         self.hub.enter(self.member)
         self.clock.advance(0)
@@ -183,3 +183,4 @@ class ChannelMessageTests(unittest.TestCase):
         self.assertEqual(self.member.lines(), [])
         self.message(b"", {"n": "x", "e": [["n", "#lobby", "*** still working\n"]]})
         self.assertEqual(self.member.lines()[-1], "*** still working")
+

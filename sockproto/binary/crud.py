@@ -94,7 +94,10 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
             if store.local:
                 self.replies.answer(lambda: self.readReply(store, rest.encode()))
             else:
-                self.answerLater(store.fetch(rest.encode()), self.valueReply)
+                entry = self.replies.slot()
+                store.fetch(rest.encode(), lambda value, failure: self.replies.fill(
+                    entry, self.valueReply(value) if failure is None else self.cannotAnswer(failure)
+                ))
         elif command == "list":
             if " " in rest:
                 return self.replies.ready(b"ERR usage: list [PREFIX]\n")
@@ -137,10 +140,11 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
         """A read the store answers later (Redis): its reply keeps its place in the order."""
         replies = self.replies
         entry = replies.slot()
-        answer.addCallbacks(
-            reply, lambda failure: f"ERR the store cannot answer: {failure.getErrorMessage()}\n".encode()
-        )
-        answer.addCallback(lambda data: replies.fill(entry, data))
+        answer.addCallbacks(reply, self.cannotAnswer).addCallback(lambda data: replies.fill(entry, data))
+
+    @staticmethod
+    def cannotAnswer(failure: Any) -> bytes:
+        return f"ERR the store cannot answer: {failure.getErrorMessage()}\n".encode()
 
     @classmethod
     def readReply(cls, store: KeyValueStore, key: bytes) -> bytes:

@@ -198,7 +198,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         factory.operations[op] += 1
         if op in WRITES:
             self.handleWrite(op, requestId, payload)
-        elif op in _STORE_READS and not factory.storeIsLocal:
+        elif not factory.storeIsLocal and op in _STORE_READS:
             self.answerLater(op, requestId, payload)
         elif self.replies.queue:
             # Behind a write of this connection: answered when its turn comes.
@@ -219,8 +219,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         replies = self.replies
         factory = self.factory
         received = self._received
-        fetchThen = getattr(factory.store, "fetchThen", None)
-        if op == _READ and fetchThen is not None:
+        if op == _READ:
             # The common case, without a Deferred: a read is most of the traffic.
             try:
                 key = parseExactKey(payload)
@@ -239,7 +238,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
                 replies.fill(entry, data)
                 factory.latencyFor(op).observe(monotonic() - received)
 
-            fetchThen(key, got)
+            factory.store.fetch(key, got)
             return
         entry = replies.slot()
 
@@ -384,15 +383,10 @@ class SPBFactory(StoreFactory):
         return self.error(requestId, Code.UNKNOWN_OP, f"unknown op 0x{op:02x}")
 
     def respondLater(self, op: int, requestId: int, payload: bytes) -> defer.Deferred[bytes]:
-        """The reply to a READ, LIST or STATS the store answers later; never fails (SERVER_ERROR instead)."""
+        """The reply to a LIST or STATS the store answers later; never fails (SERVER_ERROR instead)."""
         store = self.store
         try:
-            if op == _READ:
-                d = store.fetch(parseExactKey(payload)).addCallback(
-                    lambda value: self.error(requestId, Code.NOT_FOUND, "no such key")
-                    if value is None else frame(_READ | REPLY, requestId, value)
-                )
-            elif op == Op.LIST:
+            if op == Op.LIST:
 
                 def listed(keys: list[bytes]) -> bytes:
                     body = encodeKeyList(keys)

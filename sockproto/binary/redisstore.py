@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from sockproto.binary.codec import Code, Op
 from sockproto.interfaces import IKeyValueStore
-from sockproto.server.redis import RedisAddress, RedisLink, Script
+from sockproto.server.redis import FirstLink, RedisAddress, RedisLink, Script
 
 log = Logger()
 
@@ -89,12 +89,12 @@ class RedisStore:
         self.address = address
         self.prefix = prefix.encode()
         self.index = self.prefix + b"index"
+        #: Requests that came before the first link was made are sent, in order, once it is.
+        self.firstLink = FirstLink(reactor, FIRST_LINK_WAIT)
         self.link = RedisLink(
-            reactor, address, replyTimeout=REPLY_TIMEOUT, scripts=[_WRITE_BATCH], onUp=self._linked
+            reactor, address, replyTimeout=REPLY_TIMEOUT, scripts=[_WRITE_BATCH],
+            onUp=lambda link: self.firstLink.open(),
         )
-        #: Requests that came before the first link was made: sent, in order, once it is.
-        self._beforeLink: list[tuple[Callable[[Any], defer.Deferred[Any]], defer.Deferred[Any]]] | None = []
-        self._firstLinkTimeout: Any = None
         #: This turn's requests, in order: (kind, argument, Deferred).
         self._turn: list[tuple[int, Any, Any]] = []  # the answer: a Deferred or then(result, failure)
         self.inFlight = 0
@@ -109,28 +109,18 @@ class RedisStore:
 
     def _start(self) -> None:
         self.link.start()
-        self._firstLinkTimeout = self.reactor.callLater(FIRST_LINK_WAIT, self._linked, None)
-
-    def _linked(self, link: Any) -> None:
-        """The first link is made (or did not come in time): what waited for it goes."""
-        waiting, self._beforeLink = self._beforeLink, None
-        if self._firstLinkTimeout is not None and self._firstLinkTimeout.active():
-            self._firstLinkTimeout.cancel()
-        for send, d in waiting or ():
-            self._ask(send).chainDeferred(d)
+        self.firstLink.start()
 
     def close(self) -> defer.Deferred[Any]:
-        self._linked(None)
+        self.firstLink.open()
         return self.link.stop()
 
     # -- asking Redis -----------------------------------------------------------
 
     def _ask(self, send: Callable[[Any], defer.Deferred[Any]]) -> defer.Deferred[Any]:
         connection = self.link.command
-        if connection is None and self._beforeLink is not None and len(self._beforeLink) < MAX_IN_FLIGHT:
-            later: defer.Deferred[Any] = defer.Deferred()
-            self._beforeLink.append((send, later))
-            return later
+        if connection is None and self.firstLink.pending and len(self.firstLink) < MAX_IN_FLIGHT:
+            return self.firstLink.wait().addCallback(lambda _: self._ask(send))
         if connection is None:
             self.failures += 1
             return defer.fail(Unavailable(f"no link to Redis at {self.address.display}"))
@@ -214,11 +204,7 @@ class RedisStore:
 
         answer.addCallbacks(answered, failed)
 
-    def fetch(self, key: bytes) -> defer.Deferred[bytes | None]:
-        """The value of ``key``, or None."""
-        return self._queue(_GET, key)
-
-    def fetchThen(self, key: bytes, then: Callable[[bytes | None, Any], None]) -> None:
+    def fetch(self, key: bytes, then: Callable[[bytes | None, Any], None]) -> None:
         """``then(value or None, None)``, or ``then(None, failure)``: a read without a Deferred (the hot path)."""
         self._queue(_GET, key, then)
 

@@ -118,8 +118,8 @@ class GroupCommitStore:
         return len(self._data)
 
     # The same reads as Deferreds, as a store shared through Redis answers them.
-    def fetch(self, key: bytes) -> defer.Deferred[bytes | None]:
-        return defer.succeed(self._data.get(key))
+    def fetch(self, key: bytes, then: Callable[[bytes | None, Any], None]) -> None:
+        then(self._data.get(key), None)
 
     def listKeys(self, prefix: bytes) -> defer.Deferred[list[bytes]]:
         return defer.succeed(self.keys(prefix))

@@ -30,7 +30,7 @@ from sockproto.chat.bus import IChatBus
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import HISTORY_MAX, LOBBY, ChatError
 from sockproto.server.latency import LatencyHistogram
-from sockproto.server.redis import RedisAddress, RedisLink, Script
+from sockproto.server.redis import FirstLink, RedisAddress, RedisLink, Script
 
 if TYPE_CHECKING:
     from sockproto.chat.hub import ChatHub, Member
@@ -361,8 +361,7 @@ class RedisChatBus:
         self.stopping = False
         self._wasLinked = False
         #: Until the first link is made, decisions wait for it (at most JOIN_WAIT seconds).
-        self._joining: list[defer.Deferred[None]] | None = []
-        self._joinTimeout: Any = None
+        self.firstLink = FirstLink(reactor, JOIN_WAIT)
         self._batch: list[list[Any]] = []
         self._batchHistory: list[bytes | str] = []
         self._batchSenders: list[Member] = []
@@ -388,32 +387,22 @@ class RedisChatBus:
 
     def start(self) -> None:
         self.link.start()
-        self._joinTimeout = self.reactor.callLater(JOIN_WAIT, self._joined)
-
-    def _joined(self) -> None:
-        """The first link is made (or was not made in time): decisions waiting for it go on."""
-        waiting, self._joining = self._joining, None
-        if self._joinTimeout is not None and self._joinTimeout.active():
-            self._joinTimeout.cancel()
-        for d in waiting or ():
-            d.callback(None)
+        self.firstLink.start()
 
     def _unlinked(self, retry: Any, *args: Any) -> defer.Deferred[Any] | None:
         """
         While the first link is being made, ``retry(*args)`` once it is;
         None once this server has been linked (or gave up waiting): decide locally.
         """
-        if self._joining is None:
+        if not self.firstLink.pending:
             return None
-        d: defer.Deferred[None] = defer.Deferred()
-        self._joining.append(d)
-        return d.addCallback(lambda _: retry(*args))
+        return self.firstLink.wait().addCallback(lambda _: retry(*args))
 
     @defer.inlineCallbacks
     def stop(self) -> Any:
         """This server is leaving: the others hear its members left, its names are freed."""
         self.stopping = True
-        self._joined()
+        self.firstLink.open()
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         self._flush()
@@ -456,7 +445,7 @@ class RedisChatBus:
             self._wasLinked = True
             for key in lost or []:
                 self._takenMeanwhile(key.decode() if isinstance(key, bytes) else key)
-            self._joined()
+            self.firstLink.open()
             yield self._loadHistory()
         except Exception as e:
             log.error("cluster: could not join through Redis: {reason}", reason=e)

@@ -118,12 +118,10 @@ class ChatEvents:
                 events.append({"type": "error", "text": raw[4:]})
             elif raw == "*** rooms:":
                 self._rooms = []
-            elif _HISTORY_START.match(raw):
-                self._history = {"type": "history", "room": _HISTORY_START.match(raw)[1], "entries": []}  # type: ignore[index]
-            elif _MEMBERS.match(raw):
-                match = _MEMBERS.match(raw)
-                assert match is not None
-                events.append({"type": "members", "room": match[1], "nicks": match[2].split()})
+            elif start := _HISTORY_START.match(raw):
+                self._history = {"type": "history", "room": start[1], "entries": []}
+            elif members := _MEMBERS.match(raw):
+                events.append({"type": "members", "room": members[1], "nicks": members[2].split()})
             else:
                 text = raw[4:] if raw.startswith("*** ") else raw
                 events.append({"type": "notice", "text": text})
@@ -311,11 +309,8 @@ class WebChatProtocol(WebSocketServerProtocol):
             if events.idle:
                 factory.lastBatch, factory.lastFrames, factory.lastChanged = data, frames, membershipChanged
         if frames and self.state == self.STATE_OPEN:
-            if self._perMessageCompress is None:
-                self.sendData(frames)
-            else:  # pragma: no cover - compression is never offered
-                for event in events.feed(data)[0]:
-                    self.event(event)
+            # Written whole: the factory offers no compression, so a prepared frame is what goes on the wire.
+            self.sendData(frames)
         chat = self.chat
         if chat is None:
             return

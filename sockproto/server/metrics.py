@@ -215,23 +215,20 @@ class SummedMetrics(Resource):
     isLeaf = True
 
     def __init__(self, reactor: Any, supervisor: Any) -> None:
+        from twisted.web.client import Agent
+
         Resource.__init__(self)
         self.reactor = reactor
         self.supervisor = supervisor
+        # The URI's host names the worker: http://worker2/metrics is worker 2's socket.
+        self.agent = Agent.usingEndpointFactory(reactor, self)
+
+    def endpointForURI(self, uri: Any) -> Any:
+        number = int(uri.host.decode().removeprefix("worker"))
+        return endpoints.UNIXClientEndpoint(self.reactor, self.supervisor.metricsSocket(number), timeout=5)
 
     def render_GET(self, request: Any) -> Any:
-        from twisted.web.client import Agent, readBody
-
-        supervisor, reactor = self.supervisor, self.reactor
-
-        class ToWorker:
-            """Agent's endpoint factory: the URI's host is the worker's number."""
-
-            def endpointForURI(self, uri: Any) -> Any:
-                socketPath = supervisor.metricsSocket(int(uri.host.decode().removeprefix("worker")))
-                return endpoints.UNIXClientEndpoint(reactor, socketPath, timeout=5)
-
-        agent = Agent.usingEndpointFactory(reactor, ToWorker())
+        from twisted.web.client import readBody
 
         def fetch(number: int) -> defer.Deferred[bytes]:
             def body(response: Any) -> Any:
@@ -239,7 +236,7 @@ class SummedMetrics(Resource):
                     raise ValueError(f"worker {number} answered {response.code}")
                 return readBody(response)
 
-            return agent.request(b"GET", b"http://worker%d/metrics" % number).addCallback(body)
+            return self.agent.request(b"GET", b"http://worker%d/metrics" % number).addCallback(body)
 
         numbers = sorted(self.supervisor.workers)
         d = defer.DeferredList([fetch(n) for n in numbers], consumeErrors=True)

@@ -196,6 +196,45 @@ def waitForRedis(address: RedisAddress, wait: float, what: str) -> None:
 # -- while running -----------------------------------------------------------
 
 
+class FirstLink:
+    """
+    Work that comes before a service's first link to Redis waits for it, for
+    at most ``timeout`` seconds from :meth:`start`; after that (or once
+    :meth:`open`), nothing waits: the service decides with or without Redis.
+    """
+
+    def __init__(self, reactor: Any, timeout: float) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+        self._waiting: list[defer.Deferred[None]] | None = []
+        self._timer: Any = None
+
+    def start(self) -> None:
+        self._timer = self.reactor.callLater(self.timeout, self.open)
+
+    @property
+    def pending(self) -> bool:
+        """True until the first link is made or the wait is over."""
+        return self._waiting is not None
+
+    def wait(self) -> defer.Deferred[None]:
+        """Fires once the gate opens (call only while :attr:`pending`)."""
+        assert self._waiting is not None, "FirstLink.wait after the gate opened"
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+    def __len__(self) -> int:
+        return len(self._waiting or ())
+
+    def open(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        for d in waiting or ():
+            d.callback(None)
+
+
 class Script:
     """
     A Lua script run by its SHA1 (EVALSHA).  Give it to the RedisLink, which
