@@ -407,12 +407,14 @@ requests = st.lists(
 class ChunkingTests(unittest.TestCase):
     """Any mix of requests gets the same replies, in the same order, in one chunk or a byte at a time."""
 
-    def run_(self, ops, chunked):
+    def run_(self, ops, chunked, cuts=()):
         h = Harness()
         h.store._load([(b"a", b"value of a"), (b"bb", b"value of bb")])
         proto, transport = h.connect()
         wire = b""
+        ends = []
         for i, (op, key) in enumerate(ops):
+            ends.append(len(wire))
             if op == Op.READ:
                 wire += req(op, i, encodeKey(key))
             elif op in (Op.CREATE, Op.UPDATE):
@@ -423,7 +425,16 @@ class ChunkingTests(unittest.TestCase):
                 wire += req(op, i, encodeKey(b""))
             else:
                 wire += req(op, i)
-        if chunked:
+        if chunked == "frames":
+            # One frame per chunk: the single-READ path is taken where it can be.
+            ends.append(len(wire))
+            for start, end in zip(ends, ends[1:], strict=False):
+                proto.dataReceived(wire[start:end])
+        elif chunked == "cuts":
+            points = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
+            for start, end in zip(points, points[1:], strict=False):
+                proto.dataReceived(wire[start:end])
+        elif chunked:
             proto.dataReceived(wire)
         else:
             for i in range(len(wire)):
@@ -440,6 +451,31 @@ class ChunkingTests(unittest.TestCase):
         self.assertEqual(whole, bytewise)
         self.assertEqual(counted, countedBytewise)
         self.assertEqual([rid for _, rid, _ in whole], [i for i, (op, _) in enumerate(ops) if op != Op.STATS])
+        framewise, countedFramewise = self.run_(ops, chunked="frames")
+        self.assertEqual(framewise, bytewise)
+        self.assertEqual(countedFramewise, countedBytewise)
+
+    @settings(max_examples=100, deadline=None)
+    @given(requests, st.lists(st.integers(0, 600), max_size=8))
+    def test_sameRepliesWhereverTheChunksEnd(self, ops, cuts):
+        self.assertEqual(self.run_(ops, chunked="cuts", cuts=cuts), self.run_(ops, chunked=False))
+
+    def test_aStoredKeyReadInAnOversizedFrameIsStillRefused(self):
+        h = Harness(maxFrame=16)
+        h.store._load([(b"k" * 20, b"v")])
+        proto, transport = h.connect()
+        proto.dataReceived(req(Op.READ, 1, encodeKey(b"k" * 20)))
+        [(op, rid, payload)] = parseFrames(transport.value())
+        self.assertEqual((op, rid, payload[:2]), (Op.ERROR, 0, b"\x00\x05"))  # TOO_LARGE, and closed
+        self.assertTrue(transport.disconnecting)
+
+    def test_readsSeeAReloadedStore(self):
+        h = Harness()
+        h.store._load([(b"k", b"old")])
+        proto, transport = h.connect()
+        h.store._load([(b"k", b"new")])
+        proto.dataReceived(req(Op.READ, 1, encodeKey(b"k")))
+        self.assertEqual(parseFrames(transport.value()), [(Op.READ | 0x80, 1, b"new")])
 
     def test_readsAreCountedAndTimed(self):
         h = Harness()
@@ -449,3 +485,8 @@ class ChunkingTests(unittest.TestCase):
         self.assertEqual(len(parseFrames(transport.value())), 10)
         self.assertEqual(h.factory.operations[Op.READ], 10)
         self.assertEqual(h.factory.latency[Op.READ].count, 10)
+        for i in range(5):  # one READ per chunk
+            proto.dataReceived(req(Op.READ, i, encodeKey(b"k")))
+        self.assertEqual(len(parseFrames(transport.value())), 15)
+        self.assertEqual(h.factory.operations[Op.READ], 15)
+        self.assertEqual(h.factory.latency[Op.READ].count, 15)

@@ -77,6 +77,8 @@ class GroupCommitStore:
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
         self._data: dict[bytes, bytes] = {}
+        # Reads are the hot path: get is the dict's own method, no Python call.
+        self.get = self._data.get  # type: ignore[method-assign,assignment]
         self._sorted: list[bytes] = []
         # key -> [latest accepted state (value or _DELETED), writes not yet committed]
         self._pending: dict[bytes, list[Any]] = {}
@@ -88,7 +90,9 @@ class GroupCommitStore:
         self.committedWrites = 0
 
     def _load(self, rows: list[tuple[bytes, bytes]]) -> None:
-        self._data = {bytes(k): bytes(v) for k, v in rows}
+        # In place: the bound ``get`` (and protocols holding it) stay valid.
+        self._data.clear()
+        self._data.update((bytes(k), bytes(v)) for k, v in rows)
         self._sorted = sorted(self._data)
 
     def whenIdle(self) -> defer.Deferred[None]:
@@ -101,7 +105,7 @@ class GroupCommitStore:
 
     # -- reads --------------------------------------------------------------------
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes) -> bytes | None:  # replaced by the dict's get in __init__
         return self._data.get(key)
 
     def keys(self, prefix: bytes) -> list[bytes]:
