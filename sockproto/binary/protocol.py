@@ -19,9 +19,11 @@ from twisted.protocols.basic import Int32StringReceiver
 from sockproto.binary.codec import (
     DEFAULT_MAX_FRAME,
     HEADER,
+    MAX_KEY,
     MIN_LENGTH,
     OP_ID,
     REPLY,
+    U16,
     U32,
     BadRequest,
     Code,
@@ -47,8 +49,10 @@ _STORE_READS = frozenset({_READ, int(Op.LIST), int(Op.STATS)})
 _READ_REPLY = _READ | REPLY
 _LENGTH = U32.unpack_from
 _ID_KEY_SIZE = struct.Struct(">IH").unpack_from  # a READ's request id and key length
-_READ_HEAD = struct.Struct(">IBIH").unpack_from  # a READ's whole header, up to the key
+_HEADER_FROM = HEADER.unpack_from
 _HEADER_PACK = HEADER.pack
+_U16_FROM = U16.unpack_from
+_ID = struct.Struct(">I")
 OP_NAMES = {op.value: op.name.lower() for op in Op}
 
 
@@ -114,6 +118,16 @@ class OrderedReplies:
     def flush(self) -> None:
         """Write the replies at the front that are ready, in pieces, until one is not or the peer is blocked."""
         queue = self.queue
+        if len(queue) == 1 and not self.blocked:
+            # One reply owed, the usual case: without the loop and the join.
+            value = queue[0][0]
+            if value is None:
+                return
+            queue.popleft()
+            self.send(value if value.__class__ is bytes else value())
+            if self.onEmpty is not None:
+                self.onEmpty()
+            return
         out: list[bytes] = []
         size = 0
         while queue and not self.blocked:
@@ -134,6 +148,32 @@ class OrderedReplies:
             self.onEmpty()
 
 
+class _WriteSlot(list):
+    """
+    A write's place in its connection's :class:`OrderedReplies` queue, and
+    the ``done`` the store calls when the write is committed:
+    ``[reply or None, protocol, success reply, when the request arrived]``.
+    A list, as every queue entry is; a class for its method, which costs
+    half a closure made per write.
+    """
+
+    __slots__ = ()
+
+    def done(self, code: int | None) -> None:
+        proto: SPBProtocol = self[1]
+        factory = proto.factory
+        success: bytes = self[2]
+        op = success[4] & ~REPLY
+        if code is None:
+            self[0] = success
+        else:
+            self[0] = factory.error(_ID.unpack_from(success, 5)[0], code, _MESSAGES[code])
+        factory.latency[op].observe(monotonic() - self[3])
+        owed = proto._owed
+        if owed and owed[0] is self:
+            proto.replies.flush()
+
+
 class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
     """One SPB/1 client."""
 
@@ -149,6 +189,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         self.replies = OrderedReplies(self.send)
         self._owed = self.replies.queue  # replies waiting for their turn
         self._localGet = self.factory.store.get if self.factory.storeIsLocal else None
+        self._storeWrite = self.factory.store.write
         # Instance attributes, not the classes' defaults: the read path finds them faster.
         self._unprocessed = b""
         self.paused = False
@@ -174,31 +215,40 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         self.heard = True
         size = len(data)
         self.traffic.bytesIn += size
-        if size > 11 and self._localGet is not None:
-            length, op, requestId, keySize = _READ_HEAD(data)
-            if (
-                op == _READ
-                and length + 4 == size == keySize + 11
-                and length <= self.MAX_LENGTH
-                and not self._unprocessed
-                and not self._owed
-                and not self.paused
-            ):
-                # The commonest chunk alone: one READ of a stored key, with
-                # nothing before it and nothing owed.  No batch, no loop.
-                received = monotonic()
-                value = self._localGet(data[11:])
-                if value is not None:
-                    self._write(_HEADER_PACK(len(value) + MIN_LENGTH, _READ_REPLY, requestId) + value)
-                    if self._overMark:
-                        self._checkOwed()
-                    factory = self.factory
-                    factory.operations[_READ] += 1
-                    latency = factory.readLatency  # its observe(), inline
-                    elapsed = monotonic() - received
-                    latency.counts[_bisect(_BOUNDS, elapsed)] += 1
-                    latency.sum += elapsed
-                    return
+        if size >= 9 and not self._unprocessed and not self.paused:
+            length, op, requestId = _HEADER_FROM(data)
+            if length + 4 == size and length <= self.MAX_LENGTH:
+                # The commonest chunk: exactly one frame, so at most one
+                # reply now.  No batch, no loop.
+                self._received = received = monotonic()
+                if (
+                    op == _READ
+                    and size > 11
+                    and _U16_FROM(data, 9)[0] + 11 == size
+                    and self._localGet is not None
+                    and not self._owed
+                ):
+                    # A stored key is valid (UTF-8, not too long): no checks when found.
+                    value = self._localGet(data[11:])
+                    if value is not None:
+                        self._write(_HEADER_PACK(len(value) + MIN_LENGTH, _READ_REPLY, requestId) + value)
+                        if self._overMark:
+                            self._checkOwed()
+                        factory = self.factory
+                        factory.operations[_READ] += 1
+                        latency = factory.readLatency  # its observe(), inline
+                        elapsed = monotonic() - received
+                        latency.counts[_bisect(_BOUNDS, elapsed)] += 1
+                        latency.sum += elapsed
+                        return
+                if op in WRITES:
+                    self.factory.operations[op] += 1
+                    self.handleWrite(op, requestId, data[9:])
+                else:
+                    self.stringReceived(data[4:])
+                if self.partialSince is not None:
+                    self.noteUnfinished(False, True)
+                return
         self._received = received = monotonic()
         if self._unprocessed:
             data = self._unprocessed + data
@@ -333,27 +383,28 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         factory.respondLater(op, requestId, payload).addCallback(answered)
 
     def handleWrite(self, op: int, requestId: int, payload: bytes) -> None:
-        try:
-            if op == _DELETE:
-                key, value = parseExactKey(payload), b""
-            else:
-                key, value = parseKey(payload)
-        except BadRequest as e:
-            self.replies.ready(self.factory.error(requestId, _BAD_REQUEST, str(e)))
-            return
-        replies = self.replies
-        entry = replies.slot()
-        success = HEADER.pack(MIN_LENGTH, op | REPLY, requestId)
-        factory = self.factory
-        received = self._received
-
-        def done(code: int | None) -> None:
-            replies.fill(entry, success if code is None else factory.error(requestId, code, _MESSAGES[code]))
-            factory.latencyFor(op).observe(monotonic() - received)
-
-        refused = self.factory.store.write(op, key, value, done)
+        # parseKey's checks, inline for the common case (an ASCII key is
+        # UTF-8); anything unusual goes to parseKey for its error message.
+        size = len(payload)
+        keySize = _U16_FROM(payload)[0] if size >= 2 else 0
+        end = 2 + keySize
+        key = payload[2:end]
+        if 0 < keySize <= MAX_KEY and end <= size and (op != _DELETE or end == size) and key.isascii():
+            value = payload[end:]
+        else:
+            try:
+                if op == _DELETE:
+                    key, value = parseExactKey(payload), b""
+                else:
+                    key, value = parseKey(payload)
+            except BadRequest as e:
+                self.replies.ready(self.factory.error(requestId, _BAD_REQUEST, str(e)))
+                return
+        slot = _WriteSlot((None, self, _HEADER_PACK(MIN_LENGTH, op | REPLY, requestId), self._received))
+        self._owed.append(slot)
+        refused = self._storeWrite(op, key, value, slot.done)
         if refused is not None:
-            done(refused)
+            slot.done(refused)
 
     def fatal(self, code: int, message: str) -> None:
         """The stream cannot be trusted any more: answer (request id 0) and close."""
@@ -416,6 +467,8 @@ class SPBFactory(StoreFactory):
         #: op -> latency from a request's arrival to its reply (known ops only).
         self.latency: dict[int, LatencyHistogram] = {}
         self.readLatency = self.latencyFor(_READ)
+        for op in WRITES:
+            self.latencyFor(op)  # made now: a write's slot looks its op up directly
         self.started = time.monotonic()
 
     def operationCounts(self) -> list[tuple[int, int]]:

@@ -140,14 +140,15 @@ class GroupCommitStore:
         return key in self._data
 
     def write(self, op: int, key: bytes, value: bytes, done: Done) -> int | None:
-        exists = self._exists(key)
+        pending = self._pending.get(key)
+        # _exists, inline: this is every write's path.
+        exists = key in self._data if pending is None else pending[0] is not _DELETED
         if op == _CREATE:
             if exists:
                 return Code.EXISTS
         elif not exists:
             return Code.NOT_FOUND
         state = _DELETED if op == _DELETE_OP else value
-        pending = self._pending.get(key)
         if pending is None:
             self._pending[key] = [state, 1]
         else:
@@ -190,7 +191,10 @@ class GroupCommitStore:
         # connection asks after each write sees exactly the writes before it.
         for op, key, value, done in batch:
             if ok:
-                self._apply(data, keys, key, None if op == _DELETE_OP else value)
+                if op != _DELETE_OP and key in data:
+                    data[key] = value  # an update: _apply's common case, inline
+                else:
+                    self._apply(data, keys, key, None if op == _DELETE_OP else value)
             entry = pending.get(key)
             if entry is not None:
                 entry[1] -= 1
