@@ -46,6 +46,58 @@ class SQLiteStoreTests(unittest.TestCase):
         self.assertEqual(sqlite3.connect(path).execute("SELECT COUNT(*) FROM log").fetchone()[0], 0)
 
     @defer.inlineCallbacks
+    def test_inlineSyncAcknowledgesAfterTheSyncInTheReactorThread(self):
+        """syncInline (a process serving only stores): one fsync of the WAL per group, before any acknowledgement."""
+        import threading
+
+        import sockproto.binary.store as storeModule
+
+        store, path = self.openStore(fsync="always", syncInline=True)
+        events = []
+        realFsync = os.fsync
+
+        def fsync(fd):  # the real sync, noted with the thread it ran in
+            realFsync(fd)
+            events.append(("sync", threading.current_thread() is threading.main_thread()))
+
+        self.patch(storeModule.os, "fsync", fsync)
+        for i in range(50):
+            self.assertIsNone(store.write(Op.CREATE, b"k%d" % i, b"v", lambda code: events.append(("ack", code))))
+        yield store.whenIdle()
+        self.assertEqual(events[0], ("sync", True))
+        self.assertEqual(events[1:], [("ack", None)] * 50)
+        self.assertEqual((store.commits, store.syncs), (1, 1))
+        self.assertEqual(store.get(b"k49"), b"v")
+
+    def test_whoSyncsInline(self):
+        """Standalone binary or crud, or a suite of only them: inline; a suite with others: the worker thread."""
+        from sockproto.binary import service as binaryService
+        from sockproto.suite import service as suiteService
+
+        db = str(Path(self.mktemp()).resolve())
+        options = binaryService.Options()
+        options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--db", db, "--fsync", "always"])
+        top = binaryService.buildService(options, reactor)
+        [registry] = [s for s in top if isinstance(s, binaryService.StoreRegistry)]
+        [(store, _)] = registry.stores.values()
+        self.addCleanup(store.close)
+        self.assertTrue(store.syncInline)
+
+        def onlyStores(text):
+            path = Path(self.mktemp())
+            path.write_text(text)
+            options = suiteService.Options()
+            options.parseOptions(["--config", str(path)])
+            return suiteService.servesOnlyStores(options["loaded"])
+
+        kv = '[binary]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+        crud = '[crud]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+        echo = '[echo]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+        self.assertTrue(onlyStores(kv + crud))
+        self.assertTrue(onlyStores(kv))
+        self.assertFalse(onlyStores(kv + echo))
+
+    @defer.inlineCallbacks
     def test_checkpointKeepsData(self):
         store, path = self.openStore()
         store.checkpointPages = 50

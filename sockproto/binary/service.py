@@ -84,9 +84,12 @@ class StoreRegistry(service.MultiService):
     closed, its accepted writes committed, when this service stops.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, storesOnly: bool = False) -> None:
         service.MultiService.__init__(self)
         self.reactor = reactor
+        #: The process serves these stores and nothing else (no chat, no
+        #: echo): ``--fsync always`` may then sync in the reactor thread.
+        self.storesOnly = storesOnly
         self.stores: dict[str, tuple[Any, str]] = {}
 
     def open(self, serviceName: str, db: str, fsync: str, prefix: str = "", wait: float = 0.0) -> Any:
@@ -101,7 +104,11 @@ class StoreRegistry(service.MultiService):
                     f"given for the same database {db!r}"
                 )
             return store
-        store = MemoryStore(self.reactor) if db == MEMORY else SQLiteStore(db, self.reactor, fsync=fsync)
+        store = (
+            MemoryStore(self.reactor)
+            if db == MEMORY
+            else SQLiteStore(db, self.reactor, fsync=fsync, syncInline=self.storesOnly)
+        )
         try:
             store.open()
         except Exception as e:
@@ -143,7 +150,7 @@ def makeStoreService(
     reactor = defaultReactor(reactor)
     top = StopInOrder()
     if stores is None:
-        stores = StoreRegistry(reactor)
+        stores = StoreRegistry(reactor, storesOnly=True)
         stores.setServiceParent(top)
     store = stores.open(
         options.serviceName, options["db"], options["fsync"], options["db-prefix"], options["db-wait"]

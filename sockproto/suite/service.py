@@ -123,6 +123,11 @@ def seedConfig(var: Path) -> Config:
     return config
 
 
+def servesOnlyStores(config: Config) -> bool:
+    """Only binary and crud in this process: ``--fsync always`` may sync in the reactor thread."""
+    return all(entry.name in _STORE_SERVICES for entry in config.services)
+
+
 def makeService(options: Options, reactor: Any = None) -> service.IService:
     reactor = defaultReactor(reactor)
     config: Config = options["loaded"]
@@ -137,7 +142,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
             config.var.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise SystemExit(f"sockproto: cannot create {config.var}: {e.strerror}") from None
-    stores = StoreRegistry(reactor)
+    stores = StoreRegistry(reactor, storesOnly=servesOnlyStores(config))
     services = service.MultiService()  # stopped all at once: they drain side by side
     for entry in config.services:
         shared = {"stores": stores} if entry.name in _STORE_SERVICES else {}
