@@ -200,14 +200,51 @@ class SQLiteStoreTests(unittest.TestCase):
         self.assertEqual(existing.stat().st_mode & 0o777, 0o640, "an existing file keeps its mode")
 
 
+class PendingStateTests(unittest.TestCase):
+    """What writes are checked against while earlier ones are not committed (MemoryStore: the same bookkeeping)."""
+
+    def test_writesAcceptedWhileAcknowledgingAreCheckedAgainstTheGroupBefore(self):
+        from sockproto.binary.store import MemoryStore
+
+        clock = task.Clock()
+        store = MemoryStore(clock)
+        codes = []
+
+        def first(code):
+            codes.append(("create a", code))
+            # Inside an acknowledgement (a connection's next request, read at once):
+            codes.append(("update a", store.write(Op.UPDATE, b"a", b"2", lambda c: codes.append(("updated a", c)))))
+            codes.append(("create b again", store.write(Op.CREATE, b"b", b"x", codes.append)))
+
+        self.assertIsNone(store.write(Op.CREATE, b"a", b"1", first))
+        self.assertIsNone(store.write(Op.CREATE, b"b", b"1", lambda c: codes.append(("create b", c))))
+        self.assertIsNone(store.write(Op.DELETE, b"b", b"", lambda c: codes.append(("delete b", c))))
+        for _ in range(4):
+            clock.advance(0)
+        self.assertEqual(
+            codes,
+            [
+                ("create a", None),
+                ("update a", None),
+                # b's create and delete were accepted before it, not yet applied: b does not exist.
+                ("create b again", None),
+                ("create b", None),
+                ("delete b", None),
+                ("updated a", None),
+                None,  # b created again
+            ],
+        )
+        self.assertEqual((store.get(b"a"), store.get(b"b")), (b"2", b"x"))
+        self.assertEqual(store._pending, {})
+        self.assertEqual(store.write(Op.CREATE, b"b", b"3", codes.append), Code.EXISTS)
+
+
 class BatchCodecTests(unittest.TestCase):
     @settings(max_examples=200, deadline=None)
     @given(st.dictionaries(st.binary(min_size=1, max_size=50), st.one_of(st.none(), st.binary(max_size=200))))
     def test_roundTrip(self, final):
         """Any batch of puts and deletes decodes to what was encoded."""
-        upserts = [(k, v) for k, v in final.items() if v is not None]
-        deletes = [(k,) for k, v in final.items() if v is None]
-        decoded = dict(decodeBatch(encodeBatch(upserts, deletes)))
+        decoded = dict(decodeBatch(encodeBatch(final)))
         self.assertEqual(decoded, final)
 
 

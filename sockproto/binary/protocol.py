@@ -168,10 +168,23 @@ class _WriteSlot(list):
             self[0] = success
         else:
             self[0] = factory.error(_ID.unpack_from(success, 5)[0], code, _MESSAGES[code])
-        factory.latency[op].observe(monotonic() - self[3])
+        latency = factory.latency[op]  # its observe(), inline
+        elapsed = monotonic() - self[3]
+        latency.counts[_bisect(_BOUNDS, elapsed)] += 1
+        latency.sum += elapsed
         owed = proto._owed
         if owed and owed[0] is self:
-            proto.replies.flush()
+            if len(owed) == 1 and proto._batch is None and not proto.replies.blocked:
+                # The only reply owed, outside a chunk's batch: flush, send
+                # and transmit in one (four calls fewer on every write).
+                owed.popleft()
+                proto._write(self[0])
+                if proto._overMark:
+                    proto._checkOwed()
+                if proto.replies.onEmpty is not None:
+                    proto.replies.onEmpty()
+            else:
+                proto.replies.flush()
 
 
 class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):

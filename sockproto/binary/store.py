@@ -170,12 +170,11 @@ class GroupCommitStore:
         final: dict[bytes, Any] = {}
         for op, key, value, _ in batch:
             final[key] = None if op == _DELETE_OP else value
-        upserts = [(k, v) for k, v in final.items() if v is not None]
-        deletes = [(k,) for k, v in final.items() if v is None]
         self._inflight += 1
-        self._persist(batch, upserts, deletes)
+        self._persist(batch, final)
 
-    def _persist(self, batch: list[Any], upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> None:
+    def _persist(self, batch: list[Any], final: dict[bytes, bytes | None]) -> None:
+        """Make ``final`` (each key's last state in the group, None: deleted) durable, then call _committed."""
         raise NotImplementedError
 
     def _committed(self, batch: list[tuple[int, bytes, bytes, Done]], ok: bool, failure: Any = None) -> None:
@@ -187,6 +186,7 @@ class GroupCommitStore:
         else:
             log.failure("kv store: a commit of {count} writes failed", failure, count=len(batch))
         data, keys = self._data, self._sorted
+        code = None if ok else Code.SERVER_ERROR
         # Apply and acknowledge one write at a time, in order, so what a
         # connection asks after each write sees exactly the writes before it.
         for op, key, value, done in batch:
@@ -195,15 +195,21 @@ class GroupCommitStore:
                     data[key] = value  # an update: _apply's common case, inline
                 else:
                     self._apply(data, keys, key, None if op == _DELETE_OP else value)
-            entry = pending.get(key)
-            if entry is not None:
-                entry[1] -= 1
-                if entry[1] <= 0:
-                    del pending[key]
             try:
-                done(None if ok else Code.SERVER_ERROR)
+                done(code)
             except Exception:
                 log.failure("kv store: a write's completion failed")
+        if not self._inflight and not self._queue:
+            # Nothing else accepted and not committed: nothing is pending
+            # (one clear instead of a count down per write).
+            pending.clear()
+        else:
+            for _, key, _, _ in batch:
+                entry = pending.get(key)
+                if entry is not None:
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        del pending[key]
         if ok:
             self._afterCommit(batch)
         if self._idle and not (self._scheduled or self._queue or self._inflight):
@@ -234,14 +240,15 @@ _RECORD = struct.Struct(">BHI")  # op (0 put, 1 delete), key length, value lengt
 _PUT, _DELETE = 0, 1
 
 
-def encodeBatch(upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> bytes:
-    """One log row: the final state of each key written in a group."""
+def encodeBatch(final: dict[bytes, bytes | None]) -> bytes:
+    """One log row: the final state of each key written in a group (None: deleted)."""
     pack = _RECORD.pack
     parts: list[bytes] = []
-    for key, value in upserts:
-        parts += (pack(_PUT, len(key), len(value)), key, value)
-    for (key,) in deletes:
-        parts += (pack(_DELETE, len(key), 0), key)
+    for key, value in final.items():
+        if value is None:
+            parts += (pack(_DELETE, len(key), 0), key)
+        else:
+            parts += (pack(_PUT, len(key), len(value)), key, value)
     return b"".join(parts)
 
 
@@ -435,12 +442,12 @@ class SQLiteStore(GroupCommitStore):
             return defer.fail(StoreError("the store's worker thread is not running"))
         return threads.deferToThreadPool(self.reactor, self._pool, function, *args)
 
-    def _persist(self, batch: list[Any], upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> None:
+    def _persist(self, batch: list[Any], final: dict[bytes, bytes | None]) -> None:
         connection = self._connection
         if connection is None:
             self._committed(batch, False, Failure(StoreError("the store is closed")))
             return
-        blob = encodeBatch(upserts, deletes)
+        blob = encodeBatch(final)
         try:
             # One statement, its own transaction: a row at the end of the log.
             connection.execute("INSERT INTO log (batch) VALUES (?)", (blob,))
@@ -448,9 +455,7 @@ class SQLiteStore(GroupCommitStore):
             self._committed(batch, False, Failure())
             return
         unfolded = self._unfolded
-        unfolded.update(upserts)
-        if deletes:
-            unfolded.update(dict.fromkeys([key for (key,) in deletes]))
+        unfolded.update(final)
         self._walPages += len(blob) // 4000 + 2
         if len(unfolded) >= self.foldKeys:
             self._scheduleFold(0)
@@ -628,5 +633,5 @@ class MemoryStore(GroupCommitStore):
     def close(self) -> defer.Deferred[None]:
         return self.whenIdle()
 
-    def _persist(self, batch: list[Any], upserts: list[tuple[bytes, bytes]], deletes: list[tuple[bytes]]) -> None:
+    def _persist(self, batch: list[Any], final: dict[bytes, bytes | None]) -> None:
         self.reactor.callLater(0, self._committed, batch, True)
