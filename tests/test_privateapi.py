@@ -74,6 +74,34 @@ class EagerWriterTests(unittest.TestCase):
         self.assertIsNot(writers[0][0], writers[0][1].transport.write, "the fast path was taken")
 
 
+    @defer.inlineCallbacks
+    def test_aLibrarysWritesGoOutAtOnce(self):
+        """sendAtOnce: a protocol's own transport.write sends before it returns, and still in order."""
+        received = defer.Deferred()
+
+        class Server(protocol.Protocol):
+            def connectionMade(self):
+                privateapi.sendAtOnce(self.transport)
+                self.transport.write(b"first ")
+                self.transport.write(b"second third")
+                received.callback(self.transport._tempDataLen + len(self.transport.dataBuffer))
+                self.transport.loseConnection()
+
+        factory = protocol.ServerFactory.forProtocol(Server)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        self.addCleanup(client.close)
+        self.assertEqual((yield received), 0, "nothing waited in Twisted's buffer")
+        data = b""
+        while len(data) < 18:  # sent already: readable without the reactor
+            chunk = yield defer.maybeDeferred(client.recv, 100)
+            if not chunk:
+                break
+            data += chunk
+        self.assertEqual(data, b"first second third")
+
+
 class LeanDispatchTests(unittest.TestCase):
     def test_epollReactorInternals(self):
         """leanDispatch uses EPollReactor's _poller, _selectables and _doReadOrWrite."""

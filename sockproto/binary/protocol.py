@@ -148,43 +148,67 @@ class OrderedReplies:
             self.onEmpty()
 
 
-class _WriteSlot(list):
+class _Slot(list):
     """
-    A write's place in its connection's :class:`OrderedReplies` queue, and
-    the ``done`` the store calls when the write is committed:
-    ``[reply or None, protocol, success reply, when the request arrived]``.
-    A list, as every queue entry is; a class for its method, which costs
-    half a closure made per write.
+    A reply's place in its connection's :class:`OrderedReplies` queue, for a
+    request the store answers later: ``[reply or None, protocol, ...]``.  A
+    list, as every queue entry is; a class for its methods, which cost half
+    of a closure made per request.
     """
 
     __slots__ = ()
 
-    def done(self, code: int | None) -> None:
+    def _filled(self, reply: bytes, op: int, received: float) -> None:
+        self[0] = reply
         proto: SPBProtocol = self[1]
-        factory = proto.factory
-        success: bytes = self[2]
-        op = success[4] & ~REPLY
-        if code is None:
-            self[0] = success
-        else:
-            self[0] = factory.error(_ID.unpack_from(success, 5)[0], code, _MESSAGES[code])
-        latency = factory.latency[op]  # its observe(), inline
-        elapsed = monotonic() - self[3]
+        latency = proto.factory.latency[op]  # its observe(), inline
+        elapsed = monotonic() - received
         latency.counts[_bisect(_BOUNDS, elapsed)] += 1
         latency.sum += elapsed
         owed = proto._owed
         if owed and owed[0] is self:
             if len(owed) == 1 and proto._batch is None and not proto.replies.blocked:
                 # The only reply owed, outside a chunk's batch: flush, send
-                # and transmit in one (four calls fewer on every write).
+                # and transmit in one (four calls fewer on every request).
                 owed.popleft()
-                proto._write(self[0])
+                proto._write(reply)
                 if proto._overMark:
                     proto._checkOwed()
                 if proto.replies.onEmpty is not None:
                     proto.replies.onEmpty()
             else:
                 proto.replies.flush()
+
+
+class _WriteSlot(_Slot):
+    """A write's slot, and the ``done`` the store calls: ``[reply, protocol, success reply, arrival]``."""
+
+    __slots__ = ()
+
+    def done(self, code: int | None) -> None:
+        success: bytes = self[2]
+        if code is not None:
+            reply = self[1].factory.error(_ID.unpack_from(success, 5)[0], code, _MESSAGES[code])
+        else:
+            reply = success
+        self._filled(reply, success[4] & ~REPLY, self[3])
+
+
+class _ReadSlot(_Slot):
+    """A READ's slot when the store answers later (Redis): ``[reply, protocol, request id, arrival]``."""
+
+    __slots__ = ()
+
+    def got(self, value: bytes | None, failure: Any) -> None:
+        requestId = self[2]
+        if failure is not None:
+            factory = self[1].factory
+            reply = factory.error(requestId, Code.SERVER_ERROR, f"the store cannot answer: {failure.value}")
+        elif value is None:
+            reply = self[1].factory.error(requestId, Code.NOT_FOUND, "no such key")
+        else:
+            reply = _HEADER_PACK(len(value) + MIN_LENGTH, _READ_REPLY, requestId) + value
+        self._filled(reply, _READ, self[3])
 
 
 class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
@@ -234,15 +258,20 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
                 # The commonest chunk: exactly one frame, so at most one
                 # reply now.  No batch, no loop.
                 self._received = received = monotonic()
-                if (
-                    op == _READ
-                    and size > 11
-                    and _U16_FROM(data, 9)[0] + 11 == size
-                    and self._localGet is not None
-                    and not self._owed
-                ):
-                    # A stored key is valid (UTF-8, not too long): no checks when found.
-                    value = self._localGet(data[11:])
+                if op == _READ and size > 11 and _U16_FROM(data, 9)[0] + 11 == size:
+                    value = None
+                    if self._localGet is None:
+                        # The store answers later (Redis): the READ takes its place in the order.
+                        key = data[11:]
+                        if len(key) <= MAX_KEY and key.isascii():
+                            self.factory.operations[_READ] += 1
+                            slot = _ReadSlot((None, self, requestId, received))
+                            self._owed.append(slot)
+                            self.factory.store.fetch(key, slot.got)
+                            return
+                    elif not self._owed:
+                        # A stored key is valid (UTF-8, not too long): no checks when found.
+                        value = self._localGet(data[11:])
                     if value is not None:
                         self._write(_HEADER_PACK(len(value) + MIN_LENGTH, _READ_REPLY, requestId) + value)
                         if self._overMark:
@@ -373,19 +402,9 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
             except BadRequest as e:
                 replies.ready(factory.error(requestId, Code.BAD_REQUEST, str(e)))
                 return
-            entry = replies.slot()
-
-            def got(value: bytes | None, failure: Any) -> None:
-                if failure is not None:
-                    data = factory.error(requestId, Code.SERVER_ERROR, f"the store cannot answer: {failure.value}")
-                elif value is None:
-                    data = factory.error(requestId, Code.NOT_FOUND, "no such key")
-                else:
-                    data = frame(_READ | REPLY, requestId, value)
-                replies.fill(entry, data)
-                factory.latencyFor(op).observe(monotonic() - received)
-
-            factory.store.fetch(key, got)
+            slot = _ReadSlot((None, self, requestId, received))
+            self._owed.append(slot)
+            factory.store.fetch(key, slot.got)
             return
         entry = replies.slot()
 

@@ -174,7 +174,7 @@ class RedisStore:
                 args: list[bytes] = []
                 for _, (op, key, value), _ in run:
                     args += (_OP_LETTERS[op], key, value)
-                self._spread(run, self._ask(self._writeBatch([*keys, self.index], args)))
+                self._spreadWrites(run, self._ask(self._writeBatch([*keys, self.index], args)))
             else:
                 self._ask(run[0][1]).chainDeferred(run[0][2])
 
@@ -204,6 +204,30 @@ class RedisStore:
 
         answer.addCallbacks(answered, failed)
 
+    def _spreadWrites(self, run: list[tuple[int, Any, Any]], answer: defer.Deferred[Any]) -> None:
+        """Each write's ``done``: None, or the refusal when Redis said 0; SERVER_ERROR for them all on a failure."""
+
+        def answered(results: list[Any]) -> None:
+            committed = 0
+            for (_, (op, _, _), done), result in zip(run, results, strict=True):
+                if int(result):
+                    committed += 1
+                    done(None)
+                else:
+                    done(_REFUSALS[op])
+            self.committedWrites += committed
+
+        def failed(failure: Any) -> None:
+            if not failure.check(Unavailable):
+                self.failures += len(run)
+                log.warn(
+                    "kv store: Redis did not take {count} writes: {reason}", count=len(run), reason=failure.value
+                )
+            for _, _, done in run:
+                done(Code.SERVER_ERROR)
+
+        answer.addCallbacks(answered, failed)
+
     def fetch(self, key: bytes, then: Callable[[bytes | None, Any], None]) -> None:
         """``then(value or None, None)``, or ``then(None, failure)``: a read without a Deferred (the hot path)."""
         self._queue(_GET, key, then)
@@ -224,19 +248,8 @@ class RedisStore:
         return self._queue(_OTHER, lambda c: c.execute_command("ZCARD", self.index)).addCallback(counted)
 
     def write(self, op: int, key: bytes, value: bytes, done: Callable[[int | None], None]) -> int | None:
-        def written(result: Any, failure: Any) -> None:
-            if failure is not None:
-                if not failure.check(Unavailable):
-                    self.failures += 1
-                    log.warn("kv store: Redis did not take a write: {reason}", reason=failure.value)
-                done(Code.SERVER_ERROR)
-            elif int(result):
-                self.committedWrites += 1
-                done(None)
-            else:
-                done(_REFUSALS[op])
-
-        self._queue(_WRITE, (op, key, value), written)
+        """Queued for this turn's write script; ``done`` is called when Redis answers (see _spreadWrites)."""
+        self._queue(_WRITE, (op, key, value), done)
         return None
 
     # -- what IKeyValueStore also asks, for a local store -------------------------

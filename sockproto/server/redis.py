@@ -32,6 +32,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 
+from sockproto.privateapi import sendAtOnce
 from sockproto.server.targets import TLSSettings, tlsOptions
 
 log = Logger()
@@ -260,6 +261,11 @@ class Script:
 
 class _CommandProtocol(txredisapi.RedisProtocol):
     link: RedisLink
+
+    def connectionMade(self) -> Any:
+        # A turn's commands go to Redis in that turn, not at the next poll.
+        sendAtOnce(self.transport)
+        return txredisapi.RedisProtocol.connectionMade(self)
 
     def connectionLost(self, why: Any) -> None:
         txredisapi.RedisProtocol.connectionLost(self, why)
