@@ -267,6 +267,19 @@ class _CommandProtocol(txredisapi.RedisProtocol):
         sendAtOnce(self.transport)
         return txredisapi.RedisProtocol.connectionMade(self)
 
+    def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
+        # txredisapi's RESP encoder, the same bytes (tests compare them), in
+        # one pass: its own converts every length through str.format and
+        # cost a sixth of a turn's CPU with a few hundred arguments (a
+        # turn's writes in one script call).
+        parts = [b"*%d\r\n" % len(args)]
+        encode = self._encode_value
+        for arg in args:
+            if arg.__class__ is not bytes:
+                arg = encode(arg)
+            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        return b"".join(parts)
+
     def connectionLost(self, why: Any) -> None:
         txredisapi.RedisProtocol.connectionLost(self, why)
         self.link._lost(self)
