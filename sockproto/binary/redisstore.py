@@ -89,6 +89,7 @@ class RedisStore:
         self.address = address
         self.prefix = prefix.encode()
         self.index = self.prefix + b"index"
+        self.valuePrefix = self.prefix + b"v:"
         #: Requests that came before the first link was made are sent, in order, once it is.
         self.firstLink = FirstLink(reactor, FIRST_LINK_WAIT)
         self.link = RedisLink(
@@ -136,7 +137,7 @@ class RedisStore:
         return send(connection).addBoth(answered)
 
     def _valueKey(self, key: bytes) -> bytes:
-        return self.prefix + b"v:" + key
+        return self.valuePrefix + key
 
     def _queue(self, kind: int, argument: Any, then: Any = None) -> Any:
         """
@@ -168,9 +169,11 @@ class RedisStore:
             run = turn[start:end]
             start = end
             if kind == _GET:
-                self._spread(run, self._ask(self._mget([self._valueKey(key) for _, key, _ in run])))
+                valuePrefix = self.valuePrefix
+                self._spread(run, self._ask(self._mget([valuePrefix + key for _, key, _ in run])))
             elif kind == _WRITE:
-                keys = [self._valueKey(key) for _, (_, key, _), _ in run]
+                valuePrefix = self.valuePrefix
+                keys = [valuePrefix + key for _, (_, key, _), _ in run]
                 args: list[bytes] = []
                 for _, (op, key, value), _ in run:
                     args += (_OP_LETTERS[op], key, value)
@@ -230,7 +233,12 @@ class RedisStore:
 
     def fetch(self, key: bytes, then: Callable[[bytes | None, Any], None]) -> None:
         """``then(value or None, None)``, or ``then(None, failure)``: a read without a Deferred (the hot path)."""
-        self._queue(_GET, key, then)
+        # _queue, inline: every read's path.
+        self.requests += 1
+        turn = self._turn
+        if not turn:
+            self.reactor.callLater(0, self._sendTurn)
+        turn.append((_GET, key, then))
 
     def listKeys(self, prefix: bytes) -> defer.Deferred[list[bytes]]:
         """Keys starting with ``prefix``, in byte order."""
@@ -249,7 +257,12 @@ class RedisStore:
 
     def write(self, op: int, key: bytes, value: bytes, done: Callable[[int | None], None]) -> int | None:
         """Queued for this turn's write script; ``done`` is called when Redis answers (see _spreadWrites)."""
-        self._queue(_WRITE, (op, key, value), done)
+        # _queue, inline: every write's path.
+        self.requests += 1
+        turn = self._turn
+        if not turn:
+            self.reactor.callLater(0, self._sendTurn)
+        turn.append((_WRITE, (op, key, value), done))
         return None
 
     # -- what IKeyValueStore also asks, for a local store -------------------------

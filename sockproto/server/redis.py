@@ -259,6 +259,11 @@ class Script:
         return d.addErrback(unknown)
 
 
+#: RESP bulk-string headers (``$LENGTH\r\n``) of the usual sizes, made once.
+_CACHED_HEADERS = 4096
+_BULK_HEADERS = [b"$%d\r\n" % size for size in range(_CACHED_HEADERS)]
+
+
 class _CommandProtocol(txredisapi.RedisProtocol):
     link: RedisLink
 
@@ -277,7 +282,8 @@ class _CommandProtocol(txredisapi.RedisProtocol):
         for arg in args:
             if arg.__class__ is not bytes:
                 arg = encode(arg)
-            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+            size = len(arg)
+            parts += (_BULK_HEADERS[size] if size < _CACHED_HEADERS else b"$%d\r\n" % size, arg, b"\r\n")
         return b"".join(parts)
 
     def connectionLost(self, why: Any) -> None:
