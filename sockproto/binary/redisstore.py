@@ -49,23 +49,24 @@ _CREATE, _UPDATE, _DELETE = int(Op.CREATE), int(Op.UPDATE), int(Op.DELETE)
 # value key, then the index; ARGV: (op c/u/d, key, value) per write.
 # Returns 1 or 0 per write (0: the key exists / does not).
 _WRITE_BATCH = Script("""
-local index = KEYS[#KEYS]
-local out = {}
+local call, index, out = redis.call, KEYS[#KEYS], {}
+local j = 1
 for i = 1, #KEYS - 1 do
-  local op, key, value, valueKey = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i], KEYS[i]
+  local op, valueKey = ARGV[j], KEYS[i]
   local ok = 0
-  if op == 'c' then
-    if redis.call('SET', valueKey, value, 'NX') then
-      redis.call('ZADD', index, 0, key)
+  if op == 'u' then
+    if call('SET', valueKey, ARGV[j + 2], 'XX') then ok = 1 end
+  elseif op == 'c' then
+    if call('SET', valueKey, ARGV[j + 2], 'NX') then
+      call('ZADD', index, 0, ARGV[j + 1])
       ok = 1
     end
-  elseif op == 'u' then
-    if redis.call('SET', valueKey, value, 'XX') then ok = 1 end
-  elseif redis.call('DEL', valueKey) == 1 then
-    redis.call('ZREM', index, key)
+  elseif call('DEL', valueKey) == 1 then
+    call('ZREM', index, ARGV[j + 1])
     ok = 1
   end
   out[i] = ok
+  j = j + 3
 end
 return out
 """)
