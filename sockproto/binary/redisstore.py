@@ -46,27 +46,30 @@ MAX_IN_FLIGHT = 100_000
 _CREATE, _UPDATE, _DELETE = int(Op.CREATE), int(Op.UPDATE), int(Op.DELETE)
 
 # The writes of one reactor turn, in order, in one call.  KEYS: each write's
-# value key, then the index; ARGV: (op c/u/d, key, value) per write.
+# value key (the prefix, "v:", the key), then the index; ARGV: the length of
+# the value keys' common start, then (op c/u/d, value) per write; the key
+# itself, for the index, is the rest of its value key.
 # Returns 1 or 0 per write (0: the key exists / does not).
 _WRITE_BATCH = Script("""
 local call, index, out = redis.call, KEYS[#KEYS], {}
-local j = 1
+local skip = tonumber(ARGV[1]) + 1
+local j = 2
 for i = 1, #KEYS - 1 do
   local op, valueKey = ARGV[j], KEYS[i]
   local ok = 0
   if op == 'u' then
-    if call('SET', valueKey, ARGV[j + 2], 'XX') then ok = 1 end
+    if call('SET', valueKey, ARGV[j + 1], 'XX') then ok = 1 end
   elseif op == 'c' then
-    if call('SET', valueKey, ARGV[j + 2], 'NX') then
-      call('ZADD', index, 0, ARGV[j + 1])
+    if call('SET', valueKey, ARGV[j + 1], 'NX') then
+      call('ZADD', index, 0, string.sub(valueKey, skip))
       ok = 1
     end
   elseif call('DEL', valueKey) == 1 then
-    call('ZREM', index, ARGV[j + 1])
+    call('ZREM', index, string.sub(valueKey, skip))
     ok = 1
   end
   out[i] = ok
-  j = j + 3
+  j = j + 2
 end
 return out
 """)
@@ -175,9 +178,9 @@ class RedisStore:
             elif kind == _WRITE:
                 valuePrefix = self.valuePrefix
                 keys = [valuePrefix + key for _, (_, key, _), _ in run]
-                args: list[bytes] = []
-                for _, (op, key, value), _ in run:
-                    args += (_OP_LETTERS[op], key, value)
+                args: list[bytes] = [b"%d" % len(valuePrefix)]
+                for _, (op, _, value), _ in run:
+                    args += (_OP_LETTERS[op], value)
                 self._spreadWrites(run, self._ask(self._writeBatch([*keys, self.index], args)))
             else:
                 self._ask(run[0][1]).chainDeferred(run[0][2])
