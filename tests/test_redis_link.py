@@ -29,3 +29,23 @@ class CommandEncodingTests(unittest.TestCase):
             b"*8\r\n$7\r\nEVALSHA\r\n$40\r\n" + b"ab" * 20 + b"\r\n$1\r\n2\r\n$6\r\np:v:k1\r\n$7\r\np:index\r\n"
             b"$1\r\nc\r\n$2\r\nk1\r\n$8\r\n\x00value\r\n\r\n",
         )
+
+
+values = st.recursive(
+    st.one_of(st.binary(max_size=50), st.integers(), st.none()),
+    lambda inner: st.lists(inner, max_size=5),
+    max_leaves=20,
+)
+
+
+class ReplyConversionTests(unittest.TestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(values)
+    def test_theSameValuesAsTxredisapi(self, reply):
+        """As the link makes them (no charset, no number conversion): what txredisapi's conversion returns."""
+        ours = _CommandProtocol(charset=None, convertNumbers=False)
+        theirs = txredisapi.RedisProtocol(charset=None, convertNumbers=False)
+        self.assertEqual(ours.tryConvertData(reply), theirs.tryConvertData(reply))
+
+    def test_otherSettingsStillConvert(self):
+        self.assertEqual(_CommandProtocol(charset="utf-8").tryConvertData([b"\xc3\xa9", b"12"]), ["é", 12])

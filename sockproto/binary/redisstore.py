@@ -150,7 +150,6 @@ class RedisStore:
         """
         if then is None:
             then = defer.Deferred()
-        self.requests += 1
         if not self._turn:
             self.reactor.callLater(0, self._sendTurn)
         self._turn.append((kind, argument, then))
@@ -163,6 +162,7 @@ class RedisStore:
         clients sent dozens (and the order of each connection is kept).
         """
         turn, self._turn = self._turn, []
+        self.requests += len(turn)
         start = 0
         while start < len(turn):
             kind = turn[start][0]
@@ -217,7 +217,7 @@ class RedisStore:
         def answered(results: list[Any]) -> None:
             committed = 0
             for (_, (op, _, _), done), result in zip(run, results, strict=True):
-                if int(result):
+                if result:  # the script's 1 or 0
                     committed += 1
                     done(None)
                 else:
@@ -237,8 +237,7 @@ class RedisStore:
 
     def fetch(self, key: bytes, then: Callable[[bytes | None, Any], None]) -> None:
         """``then(value or None, None)``, or ``then(None, failure)``: a read without a Deferred (the hot path)."""
-        # _queue, inline: every read's path.
-        self.requests += 1
+        # _queue, inline: every read's path (counted in requests by _sendTurn).
         turn = self._turn
         if not turn:
             self.reactor.callLater(0, self._sendTurn)
@@ -261,8 +260,7 @@ class RedisStore:
 
     def write(self, op: int, key: bytes, value: bytes, done: Callable[[int | None], None]) -> int | None:
         """Queued for this turn's write script; ``done`` is called when Redis answers (see _spreadWrites)."""
-        # _queue, inline: every write's path.
-        self.requests += 1
+        # _queue, inline: every write's path (counted in requests by _sendTurn).
         turn = self._turn
         if not turn:
             self.reactor.callLater(0, self._sendTurn)

@@ -286,6 +286,14 @@ class _CommandProtocol(txredisapi.RedisProtocol):
             parts += (_BULK_HEADERS[size] if size < _CACHED_HEADERS else b"$%d\r\n" % size, arg, b"\r\n")
         return b"".join(parts)
 
+    def tryConvertData(self, data: Any) -> Any:
+        # The link's protocols convert nothing (no charset, no numbers), so
+        # txredisapi's conversion is the identity; it walks every element of
+        # every reply all the same (a method call per value of an MGET).
+        if self.charset is None and not self.convertNumbers:
+            return data
+        return txredisapi.RedisProtocol.tryConvertData(self, data)
+
     def connectionLost(self, why: Any) -> None:
         txredisapi.RedisProtocol.connectionLost(self, why)
         self.link._lost(self)
