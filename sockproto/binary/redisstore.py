@@ -23,6 +23,8 @@ what is in flight is bounded by ``MAX_IN_FLIGHT``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from twisted.internet import defer
@@ -74,8 +76,11 @@ end
 return out
 """)
 _OP_LETTERS = {_CREATE: b"c", _UPDATE: b"u", _DELETE: b"d"}
-_REFUSALS = {_CREATE: Code.EXISTS, _UPDATE: Code.NOT_FOUND, _DELETE: Code.NOT_FOUND}
+#: What a write the script said 0 to gets, by its op letter.
+_REFUSALS = {b"c": Code.EXISTS, b"u": Code.NOT_FOUND, b"d": Code.NOT_FOUND}
+# A turn's entries: (_GET, value key, then), (_WRITE, value key, done, op letter, value), (_OTHER, send, Deferred).
 _GET, _WRITE, _OTHER = 0, 1, 2
+_KIND = itemgetter(0)
 
 
 class Unavailable(Exception):
@@ -94,6 +99,7 @@ class RedisStore:
         self.prefix = prefix.encode()
         self.index = self.prefix + b"index"
         self.valuePrefix = self.prefix + b"v:"
+        self.valuePrefixLength = b"%d" % len(self.valuePrefix)
         #: Requests that came before the first link was made are sent, in order, once it is.
         self.firstLink = FirstLink(reactor, FIRST_LINK_WAIT)
         self.link = RedisLink(
@@ -101,7 +107,7 @@ class RedisStore:
             onUp=lambda link: self.firstLink.open(),
         )
         #: This turn's requests, in order: (kind, argument, Deferred).
-        self._turn: list[tuple[int, Any, Any]] = []  # the answer: a Deferred or then(result, failure)
+        self._turn: list[tuple[Any, ...]] = []  # see _GET, _WRITE, _OTHER
         self.inFlight = 0
         self.keyCount = 0
         self.requests = 0
@@ -140,9 +146,6 @@ class RedisStore:
 
         return send(connection).addBoth(answered)
 
-    def _valueKey(self, key: bytes) -> bytes:
-        return self.valuePrefix + key
-
     def _queue(self, kind: int, argument: Any, then: Any = None) -> Any:
         """
         Queue a request for this turn; its answer goes to ``then(result,
@@ -163,27 +166,21 @@ class RedisStore:
         """
         turn, self._turn = self._turn, []
         self.requests += len(turn)
-        start = 0
-        while start < len(turn):
-            kind = turn[start][0]
-            end = start + 1
-            if kind != _OTHER:
-                while end < len(turn) and turn[end][0] == kind:
-                    end += 1
-            run = turn[start:end]
-            start = end
+        for kind, group in groupby(turn, _KIND):
             if kind == _GET:
-                valuePrefix = self.valuePrefix
-                self._spread(run, self._ask(self._mget([valuePrefix + key for _, key, _ in run])))
+                run = list(group)
+                self._spread(run, self._ask(self._mget([valueKey for _, valueKey, _ in run])))
             elif kind == _WRITE:
-                valuePrefix = self.valuePrefix
-                keys = [valuePrefix + key for _, (_, key, _), _ in run]
-                args: list[bytes] = [b"%d" % len(valuePrefix)]
-                for _, (op, _, value), _ in run:
-                    args += (_OP_LETTERS[op], value)
-                self._spreadWrites(run, self._ask(self._writeBatch([*keys, self.index], args)))
+                run = list(group)
+                keys = [entry[1] for entry in run]
+                keys.append(self.index)
+                args: list[bytes] = [self.valuePrefixLength]
+                for entry in run:
+                    args += (entry[3], entry[4])  # op letter, value
+                self._spreadWrites(run, self._ask(self._writeBatch(keys, args)))
             else:
-                self._ask(run[0][1]).chainDeferred(run[0][2])
+                for _, send, then in group:  # one by one
+                    self._ask(send).chainDeferred(then)
 
     @staticmethod
     def _mget(keys: list[bytes]) -> Callable[[Any], defer.Deferred[Any]]:
@@ -194,7 +191,7 @@ class RedisStore:
         return lambda connection: _WRITE_BATCH(connection, keys, args)
 
     @staticmethod
-    def _spread(run: list[tuple[int, Any, Any]], answer: defer.Deferred[Any]) -> None:
+    def _spread(run: list[tuple[Any, ...]], answer: defer.Deferred[Any]) -> None:
         def answered(results: list[Any]) -> None:
             for (_, _, then), result in zip(run, results, strict=True):
                 if then.__class__ is defer.Deferred:
@@ -211,17 +208,17 @@ class RedisStore:
 
         answer.addCallbacks(answered, failed)
 
-    def _spreadWrites(self, run: list[tuple[int, Any, Any]], answer: defer.Deferred[Any]) -> None:
+    def _spreadWrites(self, run: list[tuple[Any, ...]], answer: defer.Deferred[Any]) -> None:
         """Each write's ``done``: None, or the refusal when Redis said 0; SERVER_ERROR for them all on a failure."""
 
         def answered(results: list[Any]) -> None:
             committed = 0
-            for (_, (op, _, _), done), result in zip(run, results, strict=True):
+            for (_, _, done, letter, _), result in zip(run, results, strict=True):
                 if result:  # the script's 1 or 0
                     committed += 1
                     done(None)
                 else:
-                    done(_REFUSALS[op])
+                    done(_REFUSALS[letter])
             self.committedWrites += committed
 
         def failed(failure: Any) -> None:
@@ -230,8 +227,8 @@ class RedisStore:
                 log.warn(
                     "kv store: Redis did not take {count} writes: {reason}", count=len(run), reason=failure.value
                 )
-            for _, _, done in run:
-                done(Code.SERVER_ERROR)
+            for entry in run:
+                entry[2](Code.SERVER_ERROR)
 
         answer.addCallbacks(answered, failed)
 
@@ -241,7 +238,7 @@ class RedisStore:
         turn = self._turn
         if not turn:
             self.reactor.callLater(0, self._sendTurn)
-        turn.append((_GET, key, then))
+        turn.append((_GET, self.valuePrefix + key, then))
 
     def listKeys(self, prefix: bytes) -> defer.Deferred[list[bytes]]:
         """Keys starting with ``prefix``, in byte order."""
@@ -264,7 +261,7 @@ class RedisStore:
         turn = self._turn
         if not turn:
             self.reactor.callLater(0, self._sendTurn)
-        turn.append((_WRITE, (op, key, value), done))
+        turn.append((_WRITE, self.valuePrefix + key, done, _OP_LETTERS[op], value))
         return None
 
     # -- what IKeyValueStore also asks, for a local store -------------------------
