@@ -469,6 +469,46 @@ class ChunkingTests(unittest.TestCase):
         self.assertEqual((op, rid, payload[:2]), (Op.ERROR, 0, b"\x00\x05"))  # TOO_LARGE, and closed
         self.assertTrue(transport.disconnecting)
 
+    @settings(max_examples=300, deadline=None)
+    @given(
+        requests,
+        # Junk, or junk that starts like a frame (a small length: short frames are the edge cases).
+        st.one_of(
+            st.binary(max_size=40),
+            st.builds(lambda n, rest: struct.pack(">I", n) + rest, st.integers(0, 12), st.binary(max_size=20)),
+        ),
+        st.lists(st.integers(0, 400), max_size=6),
+    )
+    def test_junkAfterRequestsNeverRaisesAndGetsTheSameAnswer(self, ops, junk, cuts):
+        """Requests then arbitrary bytes, in random chunks or a byte at a time: the same replies, no exception."""
+
+        def run(pieces):
+            h = Harness()
+            h.store._load([(b"a", b"value of a")])
+            proto, transport = h.connect()
+            for piece in pieces:
+                proto.dataReceived(piece)
+            h.commit()
+            return transport.value(), transport.disconnecting
+
+        wire = b"".join(req(Op.READ, i, encodeKey(key)) for i, (_, key) in enumerate(ops)) + junk
+        points = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
+        chunked = [wire[a:b] for a, b in zip(points, points[1:], strict=False)]
+        bytewise = [wire[i : i + 1] for i in range(len(wire))]
+        self.assertEqual(run(chunked), run(bytewise))
+
+    def test_framesTooShortForAnOpAreRefusedWhereverTheyAre(self):
+        """A frame of length 0 to 4 (no op, no request id), alone, after a request, or ending a chunk: BAD_FRAME."""
+        for length in range(5):
+            for before in (b"", req(Op.PING, 1)):
+                h = Harness()
+                proto, transport = h.connect()
+                proto.dataReceived(before + struct.pack(">I", length) + b"x" * length)
+                frames = parseFrames(transport.value())
+                self.assertEqual(frames[-1][:2], (Op.ERROR, 0), (length, before))
+                self.assertEqual(frames[-1][2][:2], b"\x00\x06")  # BAD_FRAME
+                self.assertTrue(transport.disconnecting)
+
     def test_readsSeeAReloadedStore(self):
         h = Harness()
         h.store._load([(b"k", b"old")])

@@ -312,7 +312,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
                 if offset > end:
                     offset = start - 4
                     break
-                if data[start] == _READ and length > 7 and get is not None and not queue:
+                if length > 7 and data[start] == _READ and get is not None and not queue:
                     # A stored key is valid (UTF-8, not too long): no checks when found.
                     requestId, size = _ID_KEY_SIZE(data, start + 1)
                     if size + 7 == length:
