@@ -42,63 +42,60 @@ class OptionHandlerTests(unittest.TestCase):
 
 class EagerWriterTests(unittest.TestCase):
     @defer.inlineCallbacks
-    def test_writesGoStraightToTheSocket(self):
-        """Over a real TCP connection the eager writer sends at once, in order, and counts the bytes."""
+    def serveOnce(self, onConnection, size):
+        """
+        A real TCP server whose connections run ``onConnection(transport)``
+        (which fires ``received``); then ``size`` bytes read without the
+        reactor, which proves they were sent before the call returned.
+        """
         received = defer.Deferred()
-        writers = []
 
         class Server(protocol.Protocol):
             def connectionMade(self):
-                self.traffic = type("Traffic", (), {"bytesOut": 0})()
-                write = privateapi.eagerWriter(self.transport, self.traffic)
-                writers.append((write, self))
-                for chunk in (b"one ", b"two ", b"three"):
-                    write(chunk)
-                # Nothing went through Twisted's buffer: it was sent before this returns.
-                received.callback((self.transport._tempDataLen, len(self.transport.dataBuffer), self.traffic.bytesOut))
+                received.callback(onConnection(self.transport))
                 self.transport.loseConnection()
 
-        factory = protocol.ServerFactory.forProtocol(Server)
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        port = reactor.listenTCP(0, protocol.ServerFactory.forProtocol(Server), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
         self.addCleanup(client.close)
-        self.assertEqual((yield received), (0, 0, 13))
+        result = yield received
         data = b""
-        while len(data) < 13:
+        while len(data) < size:
             chunk = yield defer.maybeDeferred(client.recv, 100)
             if not chunk:
                 break
             data += chunk
-        self.assertEqual(data, b"one two three")
-        self.assertIsNot(writers[0][0], writers[0][1].transport.write, "the fast path was taken")
+        return result, data
 
+    @defer.inlineCallbacks
+    def test_writesGoStraightToTheSocket(self):
+        """Over a real TCP connection the eager writer sends at once, in order, and counts the bytes."""
+        traffic = type("Traffic", (), {"bytesOut": 0})()
+
+        def connected(transport):
+            write = privateapi.eagerWriter(transport, traffic)
+            for chunk in (b"one ", b"two ", b"three"):
+                write(chunk)
+            # Nothing went through Twisted's buffer: it was sent before this returns.
+            return (transport._tempDataLen, len(transport.dataBuffer), traffic.bytesOut, write is transport.write)
+
+        result, data = yield self.serveOnce(connected, 13)
+        self.assertEqual(result, (0, 0, 13, False))  # the fast path was taken
+        self.assertEqual(data, b"one two three")
 
     @defer.inlineCallbacks
     def test_aLibrarysWritesGoOutAtOnce(self):
         """sendAtOnce: a protocol's own transport.write sends before it returns, and still in order."""
-        received = defer.Deferred()
 
-        class Server(protocol.Protocol):
-            def connectionMade(self):
-                privateapi.sendAtOnce(self.transport)
-                self.transport.write(b"first ")
-                self.transport.write(b"second third")
-                received.callback(self.transport._tempDataLen + len(self.transport.dataBuffer))
-                self.transport.loseConnection()
+        def connected(transport):
+            privateapi.sendAtOnce(transport)
+            transport.write(b"first ")
+            transport.write(b"second third")
+            return transport._tempDataLen + len(transport.dataBuffer)
 
-        factory = protocol.ServerFactory.forProtocol(Server)
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
-        self.addCleanup(client.close)
-        self.assertEqual((yield received), 0, "nothing waited in Twisted's buffer")
-        data = b""
-        while len(data) < 18:  # sent already: readable without the reactor
-            chunk = yield defer.maybeDeferred(client.recv, 100)
-            if not chunk:
-                break
-            data += chunk
+        result, data = yield self.serveOnce(connected, 18)
+        self.assertEqual(result, 0, "nothing waited in Twisted's buffer")
         self.assertEqual(data, b"first second third")
 
 
