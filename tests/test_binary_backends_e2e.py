@@ -88,6 +88,31 @@ class AcceptanceMixin:
         self.assertEqual(reply(sock)[2], keyList([top, top + b"z"]))
         self.assertEqual(reply(sock)[2], keyList(sorted(keys)))
 
+    def test_interleavedConnectionsEachSeeTheirOwnWritesInOrder(self) -> None:
+        """Connections pipelining writes and reads of a key each: every read sees its connection's last write."""
+        service = self.serve()
+        socks = [self.connect(service) for _ in range(4)]
+        for n, sock in enumerate(socks):
+            sock.sendall(request(CREATE, 0, key(b"own%d" % n) + b"0"))
+        for sock in socks:
+            self.assertEqual(reply(sock)[0], 0x90)
+        rounds = 60
+        for n, sock in enumerate(socks):  # each chunk mixes updates, reads and a create refused
+            sock.sendall(
+                b"".join(
+                    request(UPDATE, 2 * i + 1, key(b"own%d" % n) + b"%d" % i)
+                    + request(READ, 2 * i + 2, key(b"own%d" % n))
+                    for i in range(rounds)
+                )
+                + request(CREATE, 999, key(b"own%d" % n) + b"again")
+            )
+        for sock in socks:
+            replies = [reply(sock) for _ in range(2 * rounds + 1)]
+            self.assertEqual([rid for _, rid, _ in replies], [*range(1, 2 * rounds + 1), 999])
+            reads = [payload for op, _, payload in replies[:-1] if op == 0x91]
+            self.assertEqual(reads, [b"%d" % i for i in range(rounds)])
+            self.assertEqual((replies[-1][0], code(replies[-1][2])), (ERROR, EXISTS))
+
     def test_crudSession(self) -> None:
         client = LineClient.tcp(self.serve("sockproto-crud").tcpPort())
         self.addCleanup(client.close)

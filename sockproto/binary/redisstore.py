@@ -14,8 +14,8 @@ both live on one shard.
 
 Requests go to Redis in the order they arrive, on one connection, so a
 connection's pipelined requests are answered in order and a read sees
-every earlier write.  The requests of one reactor turn go together: a run
-of reads is one MGET, a run of writes one script call.  A request gets ``SERVER_ERROR`` at once while Redis
+every earlier write.  The requests of one reactor turn go together: reads
+alone as one MGET, reads and writes together as one script call.  A request gets ``SERVER_ERROR`` at once while Redis
 is out of reach, and after ``REPLY_TIMEOUT`` seconds without an answer;
 what is in flight is bounded by ``MAX_IN_FLIGHT``.
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import groupby
-from operator import itemgetter
 from typing import Any
 
 from twisted.internet import defer
@@ -47,40 +46,50 @@ MAX_IN_FLIGHT = 100_000
 
 _CREATE, _UPDATE, _DELETE = int(Op.CREATE), int(Op.UPDATE), int(Op.DELETE)
 
-# The writes of one reactor turn, in order, in one call.  KEYS: each write's
-# value key (the prefix, "v:", the key), then the index; ARGV: the length of
-# the value keys' common start, then (op c/u/d, value) per write; the key
-# itself, for the index, is the rest of its value key.
-# Returns 1 or 0 per write (0: the key exists / does not).
-_WRITE_BATCH = Script("""
+# The requests of one reactor turn, in order, in one call: its writes, and
+# its reads when writes come between them (a run of reads alone is an MGET).
+# KEYS: each request's value key (the prefix, "v:", the key), then the
+# index; ARGV: the length of the value keys' common start, then (op r/c/u/d,
+# value) per request; the key itself, for the index, is the rest of its value
+# key.  Returns per request: a read's value (nil when there is none), a
+# write's 1 or 0 (0: the key exists / does not).
+_BATCH = Script("""
 local call, index, out = redis.call, KEYS[#KEYS], {}
 local skip = tonumber(ARGV[1]) + 1
 local j = 2
 for i = 1, #KEYS - 1 do
   local op, valueKey = ARGV[j], KEYS[i]
-  local ok = 0
-  if op == 'u' then
-    if call('SET', valueKey, ARGV[j + 1], 'XX') then ok = 1 end
-  elseif op == 'c' then
-    if call('SET', valueKey, ARGV[j + 1], 'NX') then
-      call('ZADD', index, 0, string.sub(valueKey, skip))
+  if op == 'r' then
+    out[i] = call('GET', valueKey)
+  else
+    local ok = 0
+    if op == 'u' then
+      if call('SET', valueKey, ARGV[j + 1], 'XX') then ok = 1 end
+    elseif op == 'c' then
+      if call('SET', valueKey, ARGV[j + 1], 'NX') then
+        call('ZADD', index, 0, string.sub(valueKey, skip))
+        ok = 1
+      end
+    elseif call('DEL', valueKey) == 1 then
+      call('ZREM', index, string.sub(valueKey, skip))
       ok = 1
     end
-  elseif call('DEL', valueKey) == 1 then
-    call('ZREM', index, string.sub(valueKey, skip))
-    ok = 1
+    out[i] = ok
   end
-  out[i] = ok
   j = j + 2
 end
 return out
 """)
 _OP_LETTERS = {_CREATE: b"c", _UPDATE: b"u", _DELETE: b"d"}
+_READ_ARGS = (b"r", b"")
 #: What a write the script said 0 to gets, by its op letter.
 _REFUSALS = {b"c": Code.EXISTS, b"u": Code.NOT_FOUND, b"d": Code.NOT_FOUND}
 # A turn's entries: (_GET, value key, then), (_WRITE, value key, done, op letter, value), (_OTHER, send, Deferred).
 _GET, _WRITE, _OTHER = 0, 1, 2
-_KIND = itemgetter(0)
+
+
+def _isOther(entry: tuple[Any, ...]) -> bool:
+    return entry[0] == _OTHER
 
 
 class Unavailable(Exception):
@@ -103,7 +112,7 @@ class RedisStore:
         #: Requests that came before the first link was made are sent, in order, once it is.
         self.firstLink = FirstLink(reactor, FIRST_LINK_WAIT)
         self.link = RedisLink(
-            reactor, address, replyTimeout=REPLY_TIMEOUT, scripts=[_WRITE_BATCH],
+            reactor, address, replyTimeout=REPLY_TIMEOUT, scripts=[_BATCH],
             onUp=lambda link: self.firstLink.open(),
         )
         #: This turn's requests, in order: (kind, argument, Deferred).
@@ -111,7 +120,7 @@ class RedisStore:
         self.inFlight = 0
         self.keyCount = 0
         self.requests = 0
-        self.failures = 0
+        self.failures = 0  # requests Redis did not answer (refused while unlinked, or failed)
         self.committedWrites = 0
 
     def open(self) -> None:
@@ -133,10 +142,8 @@ class RedisStore:
         if connection is None and self.firstLink.pending and len(self.firstLink) < MAX_IN_FLIGHT:
             return self.firstLink.wait().addCallback(lambda _: self._ask(send))
         if connection is None:
-            self.failures += 1
             return defer.fail(Unavailable(f"no link to Redis at {self.address.display}"))
         if self.inFlight >= MAX_IN_FLIGHT:
-            self.failures += 1
             return defer.fail(Unavailable("too many requests waiting for Redis"))
         self.inFlight += 1
 
@@ -160,75 +167,83 @@ class RedisStore:
 
     def _sendTurn(self) -> None:
         """
-        Send this turn's requests, in order: a run of reads is one MGET and a
-        run of writes one script call, so Redis does one command where the
-        clients sent dozens (and the order of each connection is kept).
+        Send this turn's requests, in order, in as few commands as that
+        allows: reads alone are one MGET, and reads and writes together one
+        script call, so Redis does one command where the clients sent
+        dozens, whatever the mix.  Each LIST or STATS is a command of its own.
         """
         turn, self._turn = self._turn, []
         self.requests += len(turn)
-        for kind, group in groupby(turn, _KIND):
-            if kind == _GET:
-                run = list(group)
-                self._spread(run, self._ask(self._mget([valueKey for _, valueKey, _ in run])))
-            elif kind == _WRITE:
-                run = list(group)
-                keys = [entry[1] for entry in run]
-                keys.append(self.index)
-                args: list[bytes] = [self.valuePrefixLength]
-                for entry in run:
-                    args += (entry[3], entry[4])  # op letter, value
-                self._spreadWrites(run, self._ask(self._writeBatch(keys, args)))
-            else:
-                for _, send, then in group:  # one by one
-                    self._ask(send).chainDeferred(then)
+        for other, group in groupby(turn, _isOther):
+            if other:
+                for _, send, then in group:
+                    self._ask(send).addErrback(self._failedOne).chainDeferred(then)
+                continue
+            run = list(group)
+            keys = [entry[1] for entry in run]
+            if all(entry[0] == _GET for entry in run):
+                self._spread(run, self._ask(self._mget(keys)))
+                continue
+            keys.append(self.index)
+            args: list[bytes] = [self.valuePrefixLength]
+            for entry in run:
+                args += _READ_ARGS if entry[0] == _GET else (entry[3], entry[4])  # op letter, value
+            self._spreadBatch(run, self._ask(self._batch(keys, args)))
 
     @staticmethod
     def _mget(keys: list[bytes]) -> Callable[[Any], defer.Deferred[Any]]:
         return lambda connection: connection.execute_command("MGET", *keys)
 
     @staticmethod
-    def _writeBatch(keys: list[bytes], args: list[bytes]) -> Callable[[Any], defer.Deferred[Any]]:
-        return lambda connection: _WRITE_BATCH(connection, keys, args)
+    def _batch(keys: list[bytes], args: list[bytes]) -> Callable[[Any], defer.Deferred[Any]]:
+        return lambda connection: _BATCH(connection, keys, args)
 
-    @staticmethod
-    def _spread(run: list[tuple[Any, ...]], answer: defer.Deferred[Any]) -> None:
+    def _failedOne(self, failure: Any) -> Any:
+        self.failures += 1
+        return failure
+
+    def _spread(self, run: list[tuple[Any, ...]], answer: defer.Deferred[Any]) -> None:
+        """Each read's ``then``: its value or None, or the failure."""
+
         def answered(results: list[Any]) -> None:
             for (_, _, then), result in zip(run, results, strict=True):
-                if then.__class__ is defer.Deferred:
-                    then.callback(result)
-                else:
-                    then(result, None)
+                then(result, None)
 
         def failed(failure: Any) -> None:
+            self.failures += len(run)
             for _, _, then in run:
-                if then.__class__ is defer.Deferred:
-                    then.errback(failure)
-                else:
-                    then(None, failure)
+                then(None, failure)
 
         answer.addCallbacks(answered, failed)
 
-    def _spreadWrites(self, run: list[tuple[Any, ...]], answer: defer.Deferred[Any]) -> None:
-        """Each write's ``done``: None, or the refusal when Redis said 0; SERVER_ERROR for them all on a failure."""
+    def _spreadBatch(self, run: list[tuple[Any, ...]], answer: defer.Deferred[Any]) -> None:
+        """
+        Each read's ``then`` as in _spread; each write's ``done``: None, or
+        the refusal when Redis said 0; SERVER_ERROR for them all on a failure.
+        """
 
         def answered(results: list[Any]) -> None:
             committed = 0
-            for (_, _, done, letter, _), result in zip(run, results, strict=True):
-                if result:  # the script's 1 or 0
+            for entry, result in zip(run, results, strict=True):
+                if entry[0] == _GET:
+                    entry[2](result, None)
+                elif result:  # the script's 1 or 0
                     committed += 1
-                    done(None)
+                    entry[2](None)
                 else:
-                    done(_REFUSALS[letter])
+                    entry[2](_REFUSALS[entry[3]])
             self.committedWrites += committed
 
         def failed(failure: Any) -> None:
-            if not failure.check(Unavailable):
-                self.failures += len(run)
-                log.warn(
-                    "kv store: Redis did not take {count} writes: {reason}", count=len(run), reason=failure.value
-                )
+            self.failures += len(run)
+            writes = sum(1 for entry in run if entry[0] == _WRITE)
+            if writes and not failure.check(Unavailable):
+                log.warn("kv store: Redis did not take {count} writes: {reason}", count=writes, reason=failure.value)
             for entry in run:
-                entry[2](Code.SERVER_ERROR)
+                if entry[0] == _GET:
+                    entry[2](None, failure)
+                else:
+                    entry[2](Code.SERVER_ERROR)
 
         answer.addCallbacks(answered, failed)
 
@@ -256,7 +271,7 @@ class RedisStore:
         return self._queue(_OTHER, lambda c: c.execute_command("ZCARD", self.index)).addCallback(counted)
 
     def write(self, op: int, key: bytes, value: bytes, done: Callable[[int | None], None]) -> int | None:
-        """Queued for this turn's write script; ``done`` is called when Redis answers (see _spreadWrites)."""
+        """Queued for this turn's script call; ``done`` is called when Redis answers (see _spreadBatch)."""
         # _queue, inline: every write's path (counted in requests by _sendTurn).
         turn = self._turn
         if not turn:
