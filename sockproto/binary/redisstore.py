@@ -15,9 +15,10 @@ both live on one shard.
 Requests go to Redis in the order they arrive, on one connection, so a
 connection's pipelined requests are answered in order and a read sees
 every earlier write.  The requests of one reactor turn go together: reads
-alone as one MGET, reads and writes together as one script call.  A request gets ``SERVER_ERROR`` at once while Redis
-is out of reach, and after ``REPLY_TIMEOUT`` seconds without an answer;
-what is in flight is bounded by ``MAX_IN_FLIGHT``.
+alone as one MGET, reads and writes together as one script call.  A
+request gets ``SERVER_ERROR`` at once while Redis is out of reach, and
+after ``REPLY_TIMEOUT`` seconds without an answer; what is in flight is
+bounded by ``MAX_IN_FLIGHT``.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ class RedisStore:
             reactor, address, replyTimeout=REPLY_TIMEOUT, scripts=[_BATCH],
             onUp=lambda link: self.firstLink.open(),
         )
-        #: This turn's requests, in order: (kind, argument, Deferred).
-        self._turn: list[tuple[Any, ...]] = []  # see _GET, _WRITE, _OTHER
+        #: This turn's requests, in order (see _GET, _WRITE, _OTHER).
+        self._turn: list[tuple[Any, ...]] = []
         self.inFlight = 0
         self.keyCount = 0
         self.requests = 0
@@ -182,13 +183,13 @@ class RedisStore:
             run = list(group)
             keys = [entry[1] for entry in run]
             if all(entry[0] == _GET for entry in run):
-                self._spread(run, self._ask(self._mget(keys)))
+                self._spread(run, self._ask(self._mget(keys)))  # MGET: cheaper for Redis than GETs in a script
                 continue
             keys.append(self.index)
             args: list[bytes] = [self.valuePrefixLength]
             for entry in run:
                 args += _READ_ARGS if entry[0] == _GET else (entry[3], entry[4])  # op letter, value
-            self._spreadBatch(run, self._ask(self._batch(keys, args)))
+            self._spread(run, self._ask(self._batch(keys, args)))
 
     @staticmethod
     def _mget(keys: list[bytes]) -> Callable[[Any], defer.Deferred[Any]]:
@@ -203,23 +204,10 @@ class RedisStore:
         return failure
 
     def _spread(self, run: list[tuple[Any, ...]], answer: defer.Deferred[Any]) -> None:
-        """Each read's ``then``: its value or None, or the failure."""
-
-        def answered(results: list[Any]) -> None:
-            for (_, _, then), result in zip(run, results, strict=True):
-                then(result, None)
-
-        def failed(failure: Any) -> None:
-            self.failures += len(run)
-            for _, _, then in run:
-                then(None, failure)
-
-        answer.addCallbacks(answered, failed)
-
-    def _spreadBatch(self, run: list[tuple[Any, ...]], answer: defer.Deferred[Any]) -> None:
         """
-        Each read's ``then`` as in _spread; each write's ``done``: None, or
-        the refusal when Redis said 0; SERVER_ERROR for them all on a failure.
+        The answers of an MGET or a script call: each read's ``then`` gets
+        its value (or None), each write's ``done`` None, or the refusal when
+        Redis said 0; on a failure, reads get it and writes SERVER_ERROR.
         """
 
         def answered(results: list[Any]) -> None:
@@ -271,7 +259,7 @@ class RedisStore:
         return self._queue(_OTHER, lambda c: c.execute_command("ZCARD", self.index)).addCallback(counted)
 
     def write(self, op: int, key: bytes, value: bytes, done: Callable[[int | None], None]) -> int | None:
-        """Queued for this turn's script call; ``done`` is called when Redis answers (see _spreadBatch)."""
+        """Queued for this turn's script call; ``done`` is called when Redis answers (see _spread)."""
         # _queue, inline: every write's path (counted in requests by _sendTurn).
         turn = self._turn
         if not turn:
