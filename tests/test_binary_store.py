@@ -69,6 +69,52 @@ class SQLiteStoreTests(unittest.TestCase):
         self.assertEqual((store.commits, store.syncs), (1, 1))
         self.assertEqual(store.get(b"k49"), b"v")
 
+    @defer.inlineCallbacks
+    def test_aFailedInlineSyncFailsItsGroupAndTheStoreGoesOn(self):
+        """A failed fsync (a disk error): its group gets SERVER_ERROR, and writes are refused until a restart."""
+        import sockproto.binary.store as storeModule
+
+        store, path = self.openStore(fsync="always", syncInline=True)
+        realFsync = os.fsync
+
+        def failingFsync(fd):
+            raise OSError(5, "Input/output error")
+
+        self.patch(storeModule.os, "fsync", failingFsync)
+        codes = []
+        store.write(Op.CREATE, b"lost", b"v", codes.append)
+        yield store.whenIdle()
+        self.assertEqual(codes, [Code.SERVER_ERROR])
+        self.assertIsNone(store.get(b"lost"))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        # What reached the disk is uncertain now: writes are refused until a restart.
+        self.patch(storeModule.os, "fsync", realFsync)
+        self.assertEqual(store.write(Op.CREATE, b"later", b"v", codes.append), Code.SERVER_ERROR)
+        self.assertTrue(store.refusingWrites)
+        yield store.close()
+        again, _ = self.openStore(path, fsync="always", syncInline=True)
+        self.assertIsNone(again.write(Op.CREATE, b"later", b"v", codes.append))
+        yield again.whenIdle()
+        self.assertEqual(again.get(b"later"), b"v")
+
+    @defer.inlineCallbacks
+    def test_aFailedSyncInTheWorkerThreadRefusesWritesToo(self):
+        import sockproto.binary.store as storeModule
+
+        store, path = self.openStore(fsync="always")
+
+        def failingFsync(fd):
+            raise OSError(5, "Input/output error")
+
+        self.patch(storeModule.os, "fsync", failingFsync)
+        codes = []
+        store.write(Op.CREATE, b"lost", b"v", codes.append)
+        yield store.whenIdle()
+        self.assertEqual(codes, [Code.SERVER_ERROR])
+        self.assertTrue(store.refusingWrites)
+        self.assertEqual(store.write(Op.CREATE, b"later", b"v", codes.append), Code.SERVER_ERROR)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
     def test_whoSyncsInline(self):
         """Standalone binary or crud, or a suite of only them: inline; a suite with others: the worker thread."""
         from sockproto.binary import service as binaryService

@@ -88,6 +88,10 @@ class GroupCommitStore:
         self._idle: list[defer.Deferred[None]] = []
         self.commits = 0
         self.committedWrites = 0
+        #: Set when the disk failed a sync: what reached it is uncertain, so
+        #: writes are refused (SERVER_ERROR) until a restart recovers from
+        #: the files, as Redis stops on a failed ``appendfsync always``.
+        self.refusingWrites = False
 
     def _load(self, rows: list[tuple[bytes, bytes]]) -> None:
         # In place: the bound ``get`` (and protocols holding it) stay valid.
@@ -133,15 +137,11 @@ class GroupCommitStore:
 
     # -- writes -------------------------------------------------------------------
 
-    def _exists(self, key: bytes) -> bool:
-        pending = self._pending.get(key)
-        if pending is not None:
-            return pending[0] is not _DELETED
-        return key in self._data
-
     def write(self, op: int, key: bytes, value: bytes, done: Done) -> int | None:
+        if self.refusingWrites:
+            return Code.SERVER_ERROR
         pending = self._pending.get(key)
-        # _exists, inline: this is every write's path.
+        # The latest accepted state: a pending write's, else the committed data's.
         exists = key in self._data if pending is None else pending[0] is not _DELETED
         if op == _CREATE:
             if exists:
@@ -466,7 +466,9 @@ class SQLiteStore(GroupCommitStore):
                 try:
                     os.fsync(self._walFD)
                 except OSError:
-                    self._committed(batch, False, Failure())
+                    failure = Failure()
+                    self._syncFailed(failure)
+                    self._committed(batch, False, failure)
                 else:
                     self.syncs += 1
                     self._committed(batch, True)
@@ -561,12 +563,21 @@ class SQLiteStore(GroupCommitStore):
 
         def failed(failure: Any) -> None:
             self._syncing = False
-            for batch in batches:
+            self._syncFailed(failure)
+            for batch in batches + self._unsynced:  # those waiting for the next sync too
                 self._committed(batch, False, failure)
-            if self._unsynced:
-                self._sync()
+            self._unsynced = []
 
         self._inWorker(os.fsync, self._walFD).addCallbacks(synced, failed)
+
+    def _syncFailed(self, failure: Any) -> None:
+        if not self.refusingWrites:
+            self.refusingWrites = True
+            log.critical(
+                "kv store: syncing {path} failed ({error}); refusing writes until the server is restarted",
+                path=self.path,
+                error=failure.getErrorMessage(),
+            )
 
     def _checkpoint(self) -> None:
         if self._worker is None:
