@@ -246,6 +246,7 @@ class CollectorTests(unittest.TestCase):
             'sockproto_binary_request_duration_seconds_count{op="read",service="binary"} 1.0',
             'sockproto_errors_total{kind="not_found",service="binary"} 1.0',
             'sockproto_store_keys{service="binary"} 1.0',
+            'sockproto_store_refusing_writes{service="binary"} 0.0',
         ]
         for line in expected:
             self.assertIn(line, text)

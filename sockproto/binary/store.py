@@ -233,7 +233,12 @@ class GroupCommitStore:
         pass
 
     def stats(self) -> dict[str, int]:
-        return {"keys": len(self._data), "commits": self.commits, "committed_writes": self.committedWrites}
+        return {
+            "keys": len(self._data),
+            "commits": self.commits,
+            "committed_writes": self.committedWrites,
+            "refusing_writes": int(self.refusingWrites),
+        }
 
 
 _RECORD = struct.Struct(">BHI")  # op (0 put, 1 delete), key length, value length

@@ -115,6 +115,10 @@ class SockprotoCollector(Collector):
         )
         storeKeys = GaugeMetricFamily(f"{PREFIX}_store_keys", "Keys in the store.", labels=["service"])
         storeCommits = CounterMetricFamily(f"{PREFIX}_store_commits", "Store transactions.", labels=["service"])
+        storeRefusing = GaugeMetricFamily(
+            f"{PREFIX}_store_refusing_writes", "1 when the disk failed a sync: writes refused until a restart.",
+            labels=["service"],
+        )
         for entry in services:
             name = entry["service"]
             for kind, (isOpen, total, bytesIn, bytesOut) in sorted(entry["traffic"].items()):
@@ -148,11 +152,13 @@ class SockprotoCollector(Collector):
                 storeKeys.add_metric([name], entry["store"]["keys"])
                 if "commits" in entry["store"]:
                     storeCommits.add_metric([name], entry["store"]["commits"])
+                if "refusing_writes" in entry["store"]:
+                    storeRefusing.add_metric([name], entry["store"]["refusing_writes"])
         yield from (
             openConnections, connections, received, sent, errors,
             chatMessages, chatDeliveries, chatSlow, chatMembers, chatRooms,
             clusterLinked, clusterReconnects, clusterPublished, clusterReceived, clusterDropped, clusterDelay,
-            operations, latency, storeKeys, storeCommits,
+            operations, latency, storeKeys, storeCommits, storeRefusing,
         )
 
 
