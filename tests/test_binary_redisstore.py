@@ -49,3 +49,14 @@ class RedisStoreRefusalTests(unittest.TestCase):
         self.store.write(int(Op.DELETE), b"k", b"", self.codes.append)
         self.clock.advance(0)
         self.assertEqual(self.codes, [Code.SERVER_ERROR])
+
+    def test_aListOrCountWithoutALinkFailsAndIsCounted(self) -> None:
+        from sockproto.binary.redisstore import Unavailable
+
+        self.store.firstLink.open()  # no longer waiting for a first link; none is up
+        failures: list[Any] = []
+        self.store.listKeys(b"").addErrback(failures.append)
+        self.store.count().addErrback(failures.append)
+        self.clock.advance(0)
+        self.assertEqual([f.check(Unavailable) for f in failures], [Unavailable, Unavailable])
+        self.assertEqual(self.store.stats()["failures"], 2)
