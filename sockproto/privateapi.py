@@ -11,6 +11,8 @@ Twisted, so an upgrade that breaks one fails loudly there, not in production.
   ``_writeDisconnected``).
 - :func:`leanDispatch`: ``EPollReactor``'s ``_poller``, ``_selectables`` and
   ``_doReadOrWrite``.
+- :func:`serveClientsOfferingALPN`: ``twisted.internet._sslverify``'s
+  ``setupForALPN`` and ``protosFromProtocol``.
 """
 
 from __future__ import annotations
@@ -288,3 +290,53 @@ def adoptUNIXPort(reactor: Any, fileDescriptor: int, factory: Any, mode: int) ->
     port.mode = mode
     port.startListening()
     return port
+
+
+# -- ALPN on TLS servers ------------------------------------------------------------
+
+
+def serveClientsOfferingALPN() -> bool:
+    """
+    Make Twisted's TLS servers accept clients that offer ALPN protocols the
+    server does not speak (every browser and curl offer ``h2`` and
+    ``http/1.1``), instead of failing the handshake with an internal-error
+    alert.
+
+    From Twisted 25, every context ``CertificateOptions`` makes gets an ALPN
+    selection callback (``_sslverify.setupForALPN``) that answers "no
+    overlap" with an empty protocol name; pyOpenSSL passes it on as a
+    selection, and OpenSSL 3 aborts the handshake on an empty one.  The
+    marker pyOpenSSL defines for "none of these, go on without ALPN" is
+    ``SSL.NO_OVERLAPPING_PROTOCOLS`` (Twisted's own code says so in a TODO).
+    The replacement chooses exactly as Twisted does otherwise: the first of
+    the server's protocols (its factory's ``IProtocolNegotiationFactory``
+    ones, then the options' own) that the client offered.
+
+    Twisted before 25 sets no callback where the server has no protocols of
+    its own, so there is nothing to mend.  Returns whether it changed
+    anything.  Idempotent.
+
+    Public counterpart: none; the callback is installed inside
+    ``CertificateOptions.getContext``.
+    """
+    from OpenSSL import SSL
+    from twisted.internet import _sslverify
+
+    original = getattr(_sslverify, "setupForALPN", None)
+    protocolsOf = getattr(_sslverify, "protosFromProtocol", None)
+    if original is None or protocolsOf is None or getattr(original, "_sockprotoMended", False):
+        return False
+
+    def setupForALPN(context: SSL.Context, acceptableProtocols: Any) -> None:
+        def select(connection: SSL.Connection, offered: list[bytes]) -> Any:
+            ours = protocolsOf(connection.get_app_data(), acceptableProtocols)
+            for candidate in ours:
+                if candidate in offered:
+                    return candidate
+            return SSL.NO_OVERLAPPING_PROTOCOLS
+
+        context.set_alpn_select_callback(select)
+
+    setattr(setupForALPN, "_sockprotoMended", True)  # noqa: B010 - a mark of our own
+    _sslverify.setupForALPN = setupForALPN
+    return True

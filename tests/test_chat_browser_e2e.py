@@ -1,5 +1,9 @@
 """The web chat in a real headless Chromium (Debian's chromium and chromium-driver), driven by selenium.
 
+Over HTTPS, as people reach it: Chromium offers ALPN (h2, http/1.1), which
+is what once made every TLS port refuse browsers.  It trusts the test's
+server key by its SPKI hash, as a pinned certificate.
+
 Skipped, saying why, where Chromium or its driver is missing (``.ci/run``
 installs them).  ``SOCKPROTO_SCREENSHOT=FILE`` saves the screenshot there
 (``make screenshot`` refreshes docs/images/web-chat.png); else it goes to the
@@ -16,7 +20,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.support import LineClient, ServiceProcess
+from tests.support import LineClient, ServiceProcess, makeCerts
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -38,12 +42,31 @@ class BrowserChatTests(unittest.TestCase):
         skip = "the browser test needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"
 
     def setUp(self) -> None:
+        self.certs = makeCerts(Path(self.mktemp()))
         self.chat = ServiceProcess(
-            "sockproto-chat", "--listen", "tcp:0", "--web", "tcp:0", "--history", ":memory:", "--flood-rate", "0"
+            "sockproto-chat", "--listen", "tcp:0", "--web", self.https("0"), "--history", ":memory:",
+            "--flood-rate", "0",
         )
         self.addCleanup(self.chat.stop)
         self.chat.start(2)
-        self.url = f"http://127.0.0.1:{self.chat.port('chat-web')}/"
+        self.url = f"https://localhost:{self.chat.port('chat-web', 'ssl')}/"
+
+    def https(self, port: str) -> str:
+        return f"ssl:{port}:privateKey={self.certs}/server.key:certKey={self.certs}/server.crt"
+
+    def serverKeyPin(self) -> str:
+        """The server key's SPKI hash, as Chromium's --ignore-certificate-errors-spki-list takes it."""
+        import base64
+        import hashlib
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        certificate = x509.load_pem_x509_certificate((self.certs / "server.crt").read_bytes())
+        spki = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
     def browser(self) -> webdriver.Chrome:
         options = webdriver.ChromeOptions()
@@ -54,6 +77,7 @@ class BrowserChatTests(unittest.TestCase):
             "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
             "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--window-size=1100,700", f"--user-data-dir={profile}",
+            f"--ignore-certificate-errors-spki-list={self.serverKeyPin()}",
         ):
             options.add_argument(argument)
         driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
@@ -125,11 +149,11 @@ class BrowserChatTests(unittest.TestCase):
 
     def test_thePageReconnectsByItself(self) -> None:
         driver = self.browser()
-        port = self.chat.port("chat-web")
+        port = self.chat.port("chat-web", "ssl")
         self.chat.stop()
         self.waitFor(driver, lambda d: "reconnecting" in self.texts(d, "#status")[0])
         self.chat = ServiceProcess(
-            "sockproto-chat", "--listen", "tcp:0", "--web", f"tcp:{port}", "--history", ":memory:"
+            "sockproto-chat", "--listen", "tcp:0", "--web", self.https(str(port)), "--history", ":memory:"
         )
         self.addCleanup(self.chat.stop)
         self.chat.start(2)

@@ -103,3 +103,33 @@ class ReadTimeoutTests(unittest.TestCase):
         proto.dataReceived(b"never finished")
         clock.advance(10000)
         self.assertFalse(transport.disconnecting)
+
+
+class EpisodesTests(unittest.TestCase):
+    def test_oncePerQuietSpellWithTheCountUnsaid(self):
+        from sockproto.server.ratelimit import Episodes
+
+        episodes = Episodes(quiet=60, kinds=2)
+        self.assertEqual(episodes.due("a", 0), 0)
+        self.assertIsNone(episodes.due("a", 10))
+        self.assertIsNone(episodes.due("a", 59))
+        self.assertEqual(episodes.due("b", 59), 0)
+        self.assertEqual(episodes.due("a", 61), 2)
+        # Bounded: a third kind forgets the oldest.
+        self.assertEqual(episodes.due("c", 62), 0)
+        self.assertEqual(len(episodes._last), 2)
+
+
+class HandshakeFailureTests(unittest.TestCase):
+    def test_whoAbortedIt(self):
+        from OpenSSL import SSL
+        from twisted.python.failure import Failure
+
+        from sockproto.server.tls import handshakeFailure
+
+        ours = Failure(SSL.Error([("SSL routines", "", "peer did not return a certificate")]))
+        theirs = Failure(SSL.Error([("SSL routines", "", "tlsv1 alert unknown ca")]))
+        self.assertEqual(handshakeFailure(ours), ("peer did not return a certificate", False))
+        self.assertEqual(handshakeFailure(theirs), ("tlsv1 alert unknown ca", True))
+        self.assertIsNone(handshakeFailure(Failure(ConnectionResetError())))
+        self.assertIsNone(handshakeFailure(None))

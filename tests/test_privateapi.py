@@ -185,3 +185,75 @@ class AdoptUNIXPortTests(unittest.TestCase):
         self.addCleanup(listening.close)
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         self.assertEqual(port.getHost().name, path.encode() if isinstance(port.getHost().name, bytes) else path)
+
+
+class ALPNTests(unittest.TestCase):
+    """serveClientsOfferingALPN: a TLS server of the installed Twisted serves clients that offer ALPN."""
+
+    @defer.inlineCallbacks
+    def handshake(self, serverFactory, offered):
+        """A real loopback TLS connection: (what the server chose, the echo of b'ping')."""
+        import ssl as stdlibSSL
+        from pathlib import Path
+
+        from twisted.internet import endpoints, threads
+
+        from tests.support import makeCerts
+
+        privateapi.serveClientsOfferingALPN()
+        certs = makeCerts(Path(self.mktemp()))
+        endpoint = endpoints.serverFromString(
+            reactor, f"ssl:0:interface=127.0.0.1:privateKey={certs}/server.key:certKey={certs}/server.crt"
+        )
+        port = yield endpoint.listen(serverFactory)
+        self.addCleanup(port.stopListening)
+
+        def client():
+            context = stdlibSSL.create_default_context(cafile=str(certs / "ca.crt"))
+            context.set_alpn_protocols(offered)
+            raw = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10)
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(b"ping")
+                return sock.selected_alpn_protocol(), sock.recv(4)
+
+        result = yield threads.deferToThread(client)
+        return result
+
+    def echoFactory(self, *protocols):
+        from twisted.internet.interfaces import IProtocolNegotiationFactory
+        from zope.interface import implementer
+
+        class Echo(protocol.Protocol):
+            def dataReceived(self, data):
+                self.transport.write(data)
+
+        @implementer(IProtocolNegotiationFactory)
+        class Negotiating(protocol.ServerFactory):
+            def acceptableProtocols(self):
+                return list(protocols)
+
+        factory = Negotiating() if protocols else protocol.ServerFactory()
+        factory.protocol = Echo
+        return factory
+
+    @defer.inlineCallbacks
+    def test_noProtocolOfOurs(self):
+        """A server with no ALPN protocols serves a browser's offer (h2, http/1.1) and chooses none."""
+        chosen, echoed = yield self.handshake(self.echoFactory(), ["h2", "http/1.1"])
+        self.assertEqual((chosen, echoed), (None, b"ping"))
+
+    @defer.inlineCallbacks
+    def test_theServersChoiceStands(self):
+        """Where the factory speaks protocols, the first of them the client offered is chosen; none in common: none."""
+        from twisted.internet import _sslverify
+
+        if not hasattr(_sslverify, "setupForALPN"):
+            raise unittest.SkipTest("this Twisted sets ALPN per connection (before 25); sockproto does not use that")
+        chosen, echoed = yield self.handshake(self.echoFactory(b"h2", b"http/1.1"), ["http/1.1", "spdy/3"])
+        self.assertEqual((chosen, echoed), ("http/1.1", b"ping"))
+        chosen, echoed = yield self.handshake(self.echoFactory(b"h2"), ["http/1.1"])
+        self.assertEqual((chosen, echoed), (None, b"ping"))
+
+    def test_idempotent(self):
+        privateapi.serveClientsOfferingALPN()
+        self.assertFalse(privateapi.serveClientsOfferingALPN())

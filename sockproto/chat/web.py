@@ -24,13 +24,18 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import error, interfaces
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request, Site
 from zope.interface import directlyProvides, implementer, implementer_only
 
 from sockproto.chat.protocol import ChatFactory, ChatProtocol
+from sockproto.server.connections import peerName
+from sockproto.server.ratelimit import Episodes
+from sockproto.server.tls import logHandshakeFailure
 
 log = Logger()
 
@@ -435,13 +440,47 @@ class _Root(Resource):
         return NoResource()
 
 
+@implementer(interfaces.IHandshakeListener)
+class WebChannel(HTTPChannel):
+    """twisted.web's HTTP connection, which also says when a TLS handshake fails."""
+
+    site: WebSite  # set by Site.buildProtocol
+    _handshaking = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._handshaking = interfaces.ISSLTransport.providedBy(self.transport)
+
+    def handshakeCompleted(self) -> None:
+        self._handshaking = False
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._handshaking:
+            self._handshaking = False
+            site = self.site
+            logHandshakeFailure(site.handshakeFailures, site.reactor.seconds(), "chat-web",
+                                peerName(self.transport), reason)
+        super().connectionLost(reason)
+
+
 @implementer_only(interfaces.IProtocolFactory)
 class WebSite(Site):
     """
     twisted.web's Site without ALPN: the WebSocket needs HTTP/1.1 (autobahn
     does not speak it over HTTP/2), and Twisted before 25 sets ALPN on a TLS
-    context already in use, which newer pyOpenSSL refuses.
+    context already in use, which newer pyOpenSSL refuses.  Browsers offer
+    ``h2`` and ``http/1.1``; without a protocol of ours the handshake goes on
+    without ALPN (:func:`sockproto.privateapi.serveClientsOfferingALPN`),
+    which every browser takes as HTTP/1.1.
     """
+
+    # HTTP/1.1 only: twisted.web's default wraps the channel in one that can switch to HTTP/2.
+    protocol = WebChannel  # type: ignore[assignment]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: When failed TLS handshakes were last logged, by cause.
+        self.handshakeFailures = Episodes()
 
 
 def pageFile(name: str) -> bytes:

@@ -14,6 +14,8 @@ from zope.interface import implementer
 from sockproto.interfaces import IDrainable, IMetricsSource
 from sockproto.privateapi import eagerWriter, unsentBytes
 from sockproto.server.listen import describeAddress
+from sockproto.server.ratelimit import Episodes
+from sockproto.server.tls import logHandshakeFailure
 
 log = Logger()
 
@@ -151,6 +153,8 @@ class ServerFactory(protocol.ServerFactory):
         self.traffic: dict[str, Traffic] = {}
         #: error kind -> how often (e.g. ``line_too_long``), read by the metrics.
         self.errors: Counter[str] = Counter()
+        #: When failed TLS handshakes were last logged, by cause.
+        self.handshakeFailures = Episodes()
         self._drained: defer.Deferred[None] | None = None
         self._sweeper: Any = None
 
@@ -392,6 +396,10 @@ class ServerProtocol(protocol.Protocol):
     def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
         if self._handshake is not None and self._handshake.active():
             self._handshake.cancel()
+            factory = self.factory
+            if logHandshakeFailure(factory.handshakeFailures, factory.clock.seconds(), factory.serviceName,
+                                   self.peer, reason):
+                factory.errors["tls_handshake_failed"] += 1
         self.closed = True
         self.factory.connectionClosed(self)
         log.debug(

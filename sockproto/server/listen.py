@@ -23,7 +23,12 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from sockproto.interfaces import IDrainable
-from sockproto.privateapi import leanDispatch, nameOptionsInErrors, parseEndpointDescription
+from sockproto.privateapi import (
+    leanDispatch,
+    nameOptionsInErrors,
+    parseEndpointDescription,
+    serveClientsOfferingALPN,
+)
 from sockproto.server.workers import adopt, workerCount, workerSettings
 
 log = Logger()
@@ -445,6 +450,8 @@ class ListeningService(service.Service):
         service.Service.startService(self)
 
     def _listenAll(self) -> None:
+        # Before any TLS context is made: browsers and curl offer ALPN.
+        serveClientsOfferingALPN()
         inherited = (workerSettings() or {}).get("sockets", {}).get(self.name)
         for index, description in enumerate(self.descriptions):
             try:

@@ -11,11 +11,18 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import endpoints, interfaces, ssl
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
+
+from sockproto.server.ratelimit import Episodes
+
+log = Logger()
 
 
 def _certificates(path: str) -> list[ssl.Certificate]:
@@ -60,6 +67,9 @@ class MutualTLSServerParser:
     ) -> Any:
         if not caCerts:
             raise ValueError("mtls: needs caCerts=FILE, the CA that signs client certificates")
+        from sockproto.privateapi import serveClientsOfferingALPN
+
+        serveClientsOfferingALPN()  # any program may use this parser: its clients may offer ALPN
         options = mutualTLSOptions(privateKey, certKey, caCerts)
         return endpoints.SSL4ServerEndpoint(reactor, int(port), options, backlog=int(backlog), interface=interface)
 
@@ -81,6 +91,57 @@ def peerIdentity(transport: Any) -> str | None:
         return None
     name = certificate.get_subject().commonName
     return name or None
+
+
+# -- failed handshakes -------------------------------------------------------------
+
+# OpenSSL's words for an alert that the peer sent ("tlsv1 alert unknown ca").
+_PEER_ALERT = re.compile(r"\b(?:sslv3|tlsv1|tlsv13) alert\b")
+
+
+def handshakeFailure(reason: Failure | None) -> tuple[str, bool] | None:
+    """
+    What ended a TLS connection, if OpenSSL did: (its words, whether the
+    peer sent the alert that ended it).  None for anything else (a plain
+    close, a reset).
+    """
+    from OpenSSL import SSL
+
+    if reason is None or not reason.check(SSL.Error):
+        return None
+    details = reason.value.args[0] if reason.value.args else None
+    if isinstance(details, list) and details and all(isinstance(d, tuple) and d for d in details):
+        words = "; ".join(str(d[-1]) for d in details if d[-1]) or str(reason.value)
+    else:
+        words = str(reason.value) or type(reason.value).__name__
+    return words, bool(_PEER_ALERT.search(words))
+
+
+def logHandshakeFailure(
+    episodes: Episodes, now: float, service: str, peer: str, reason: Failure | None
+) -> bool:
+    """
+    Log a TLS handshake that failed, at most once a minute for each cause
+    (with how many were not logged meanwhile): a warning where this server
+    aborted it (a client certificate missing or not trusted, no common
+    protocol version or cipher), info where the client did (it does not
+    trust this server's certificate).  Returns whether ``reason`` was one.
+    """
+    failure = handshakeFailure(reason)
+    if failure is None:
+        return False
+    words, byPeer = failure
+    unsaid = episodes.due((service, words), now)
+    if unsaid is None:
+        return True
+    more = f" ({unsaid} more since the last report)" if unsaid else ""
+    if byPeer:
+        log.info("{service} TLS handshake from {peer} refused by the client: {why}" + more,
+                 service=service, peer=peer, why=words)
+    else:
+        log.warn("{service} TLS handshake from {peer} aborted by this server: {why}" + more,
+                 service=service, peer=peer, why=words)
+    return True
 
 
 # -- development certificates -------------------------------------------------------
