@@ -164,6 +164,34 @@ class ErrorTests(ConfigCase):
             '[chat]\nlisten = ["tcp:7000:interface=127.0.0.2", "tcp:0"]\n'
         ))
 
+    def test_everyEndpointKeyIsComparedWithEveryOther(self):
+        """The chat's web endpoints against other services' listen, each other and metrics."""
+        self.assertConfigError(
+            '[echo]\nlisten = ["tcp:7000"]\n[chat]\nlisten = ["tcp:0"]\nweb = ["tcp:7000"]\n',
+            "[chat] web: 'tcp:7000' is the same endpoint as 'tcp:7000' of [echo] listen",
+        )
+        self.assertConfigError(
+            '[chat]\nlisten = ["tcp:7001"]\nweb = ["tcp:7001:interface=0.0.0.0"]\n',
+            "[chat] web: 'tcp:7001:interface=0.0.0.0' is the same endpoint as 'tcp:7001' of [chat] listen",
+        )
+        self.assertConfigError('metrics = "tcp:7002"\n[chat]\nlisten = ["tcp:0"]\nweb = ["tcp:7002"]\n',
+                               "same endpoint")
+
+    def test_theLocalExampleLoadsAsWritten(self):
+        """examples/local.toml on its own ports (make local): no two services on one endpoint."""
+        import os
+
+        tmp = Path(self.mktemp()).resolve()
+        tmp.mkdir()
+        makeCerts(tmp / "certs")
+        (tmp / "var").mkdir(mode=0o700)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(tmp)  # its paths are relative to where make local runs
+        config = loadConfig(str(EXAMPLE.parent / "local.toml"))
+        self.assertEqual(
+            sorted(s.name for s in config.services), ["binary", "chat", "crud", "echo", "joke", "proxy"]
+        )
+
     def test_sharedDatabaseMustAgreeOnFsync(self):
         db = self.mktemp()
         self.assertConfigError(

@@ -376,7 +376,46 @@ class SinglePluginOperationsTests(unittest.TestCase):
         self.assertIn(chat.proc.wait(15), (0, 1, -signal.SIGINT))
 
 
+LOCAL_PORTS = {"tcp": (9100, 8124, 8443, 5000, 5001, 8000, 8444, 6789, 9000, 9001, 8125), "udp": (8124,)}
+
+
+def takenLocalPort() -> str | None:
+    """The first of examples/local.toml's ports that something here holds, or None."""
+    for kind, ports in LOCAL_PORTS.items():
+        for port in ports:
+            with socket.socket(type=socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    return f"{kind} port {port}"
+    return None
+
+
 class LocalExampleTests(unittest.TestCase):
+    def test_theLocalExampleOnItsOwnPorts(self):
+        """examples/local.toml exactly as 'make local' runs it, on its real ports: every service starts."""
+        taken = takenLocalPort()
+        if taken:
+            raise unittest.SkipTest(f"{taken} of examples/local.toml is in use on this machine")
+        tmp = Path(self.mktemp()).resolve()
+        tmp.mkdir()
+        makeCerts(tmp / "certs")
+        (tmp / "var").mkdir(mode=0o700)
+        service = ServiceProcess("sockproto", "--config", str(ROOT / "examples" / "local.toml"), cwd=str(tmp))
+        self.addCleanup(service.stop)
+        try:
+            service.start(endpoints=14)
+        except AssertionError:
+            if "Address already in use" in service.log:  # taken between the check and the start
+                raise unittest.SkipTest("a port of examples/local.toml was taken while the test started") from None
+            raise
+        with tlsClient(8443, tmp / "certs") as sock:
+            sock.sendall(b"tls")
+            self.assertEqual(recvExactly(sock, 3), b"tls")
+        with tlsClient(8444, tmp / "certs") as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost:8444\r\nConnection: close\r\n\r\n")
+            self.assertIn(b"<!doctype html>", recvAll(sock))
+
     def test_theLocalExampleRunsEveryService(self):
         """examples/local.toml, as 'make local' runs it (on ports the test picks), serves every service."""
         import re

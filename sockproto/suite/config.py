@@ -259,7 +259,12 @@ def _clash(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
 def checkEndpointsAreDistinct(config: Config) -> None:
     """Two services (or one twice) on one endpoint: an error naming both."""
     seen: list[tuple[tuple[Any, ...], str, str]] = []
-    uses = [(f"[{s.name}] listen", d) for s in config.services for d in s.options["listen"]]
+    uses = []
+    for entry in config.services:
+        # Every endpoint the service listens on: --listen, and the others (the chat's --web).
+        for listener, descriptions in entry.options.listeners():  # type: ignore[attr-defined]
+            key = "listen" if listener == entry.options.serviceName else listener.split("-", 1)[-1]  # type: ignore[attr-defined]
+            uses += [(f"[{entry.name}] {key}", d) for d in descriptions]
     if config.metrics:
         uses.append(("metrics", config.metrics))
     for where, description in uses:
