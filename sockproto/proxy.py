@@ -146,7 +146,7 @@ class ProxyFactory(ServerFactory):
 
 class Options(ServerOptions):
     serviceName = "proxy"
-    defaultPort = 8000
+    defaultPort = 8125  # not 8000, the web chat's (make run serves it)
     longdesc = (
         "Relays each accepted connection to --connect, both ways, with back-pressure and half-close. "
         "Bridges UNIX and TCP, and plain and TLS (tls:HOST:PORT verifies the target's certificate)."

@@ -140,6 +140,12 @@ class ProxyTests(unittest.TestCase):
         with socket.create_connection(("127.0.0.1", originate.tcpPort()), timeout=10) as sock:
             sock.sendall(b"originated")
             self.assertEqual(recvExactly(sock, 10), b"originated")
+        # As 'printf x | nc -N' does: a half-close right after the data ends the TLS side too,
+        # at once (it once waited for the proxy's producer, 40 s and more).
+        with socket.create_connection(("127.0.0.1", originate.tcpPort()), timeout=10) as sock:
+            sock.sendall(b"x\n")
+            sock.shutdown(socket.SHUT_WR)
+            self.assertEqual(recvAll(sock), b"x\n")
 
     def test_badConnectIsAUsageError(self):
         cases = ([], ["--connect", "bogus:1"], ["--connect", "tls:localhost"],

@@ -67,6 +67,18 @@ class OptionsTests(unittest.TestCase):
     def test_defaultIsLoopbackOnTheServicePort(self):
         self.assertEqual(parse()["listen"], ["tcp:8124:interface=127.0.0.1"])
 
+    def test_everyServiceHasAPortOfItsOwn(self):
+        """No two services default to one port: the proxy's README example runs beside make run."""
+        from sockproto import proxy
+        from sockproto.binary import crud
+        from sockproto.binary import service as binary
+        from sockproto.chat import service as chat
+        from sockproto.joke import service as joke
+
+        ports = [module.Options.defaultPort for module in (echo, chat, joke, binary, crud, proxy)]
+        ports.append(8000)  # the web chat of make run (sockproto/suite/service.py)
+        self.assertEqual(len(ports), len(set(ports)), ports)
+
     def test_listenRepeatable(self):
         options = parse("--listen", "tcp:0", "-l", "unix:/tmp/x.sock")
         self.assertEqual(options["listen"], ["tcp:0", "unix:/tmp/x.sock"])

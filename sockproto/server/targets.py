@@ -99,10 +99,17 @@ def canHalfClose(transport: Any) -> bool:
 
 
 def halfClose(transport: Any) -> None:
-    """Stop writing but keep reading where the transport can (TCP, UNIX); else close once flushed."""
+    """
+    Stop writing but keep reading where the transport can (TCP, UNIX); else
+    (TLS) close once flushed.  A producer registered to feed the transport
+    is let go first: TLS's ``loseConnection`` waits for it to be
+    unregistered before it sends its close, and nothing more will come
+    from it.
+    """
     if canHalfClose(transport):
         transport.loseWriteConnection()
     else:
+        transport.unregisterProducer()
         transport.loseConnection()
 
 
