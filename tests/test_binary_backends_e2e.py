@@ -189,6 +189,8 @@ class RedisAcceptanceTests(AcceptanceMixin, unittest.TestCase):
         result = runService("sockproto-binary", "--listen", "tcp:0", "--db", url)
         self.assertNotEqual(result.returncode, 0)
         self.assertIn(f"cannot reach Redis at {url}", result.stdout + result.stderr)
+        self.assertIn("(--db-wait SECONDS keeps trying)", result.stdout + result.stderr)
+        self.assertNotIn("--cluster-wait", result.stdout + result.stderr)
         result = runService("sockproto-crud", "--db", url, "--fsync", "always")
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("--fsync is for the SQLite store", result.stdout + result.stderr)

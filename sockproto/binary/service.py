@@ -126,7 +126,7 @@ class StoreRegistry(service.MultiService):
         key = f"{address.display} {prefix}"
         if key in self.stores:
             return self.stores[key][0]
-        waitForRedis(address, wait, f"sockproto-{serviceName}")
+        waitForRedis(address, wait, f"sockproto-{serviceName}", "--db-wait")
         store = RedisStore(self.reactor, address, prefix)
         store.open()
         self.stores[key] = (store, "redis")

@@ -176,7 +176,7 @@ def buildService(options: Options, reactor: Any = None) -> service.IService:
         from sockproto.server.redis import parseRedisURL, waitForRedis
 
         address = parseRedisURL(options["cluster"])
-        waitForRedis(address, options["cluster-wait"], "sockproto-chat")
+        waitForRedis(address, options["cluster-wait"], "sockproto-chat", "--cluster-wait")
         history: Any = ClusterHistory()
         bus: Any = RedisChatBus(reactor, address, history, options["node-name"], options["cluster-prefix"])
         # Stopped after the clients are gone: the other servers hear they left.

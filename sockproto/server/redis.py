@@ -173,10 +173,11 @@ def probe(address: RedisAddress, timeout: float = 3.0) -> None:
         sock.close()
 
 
-def waitForRedis(address: RedisAddress, wait: float, what: str) -> None:
+def waitForRedis(address: RedisAddress, wait: float, what: str, waitOption: str) -> None:
     """
     :func:`probe` until it answers, for at most ``wait`` seconds (0: once);
-    SystemExit naming the address if it never does.
+    SystemExit naming the address if it never does, and the option
+    (``waitOption``) that would have kept trying.
     """
     deadline = time.monotonic() + wait
     delay = 0.1
@@ -187,7 +188,7 @@ def waitForRedis(address: RedisAddress, wait: float, what: str) -> None:
         except (OSError, ValueError) as e:
             reason = str(e) or type(e).__name__
         if time.monotonic() + delay > deadline:
-            hint = "" if wait else " (--cluster-wait SECONDS keeps trying)"
+            hint = "" if wait else f" ({waitOption} SECONDS keeps trying)"
             raise SystemExit(f"{what}: cannot reach Redis at {address.display}: {reason}{hint}")
         log.warn("waiting for Redis at {address}: {reason}", address=address.display, reason=reason)
         time.sleep(delay)
