@@ -20,13 +20,13 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(PY) -m twisted sockproto
+	$(PY) -m twisted --log-format text sockproto
 
 # Every service from examples/local.toml, on loopback, with development certificates.
 local: install
 	test -f certs/ca.crt || $(VENV)/bin/sockproto cert certs
 	mkdir -p -m 700 var
-	$(PY) -m twisted sockproto --config examples/local.toml
+	$(PY) -m twisted --log-format text sockproto --config examples/local.toml
 
 test: trial pytest
 

@@ -42,6 +42,17 @@ def busy(port):
 
 
 class SuiteTests(unittest.TestCase):
+    def test_makeRunLogsTextEvenIntoAFile(self):
+        """make run and make local log lines for people, not twist's JSON records, when not on a terminal."""
+        import subprocess
+
+        for target in ("run", "local"):
+            recipe = subprocess.run(["make", "-s", "-n", target], cwd=ROOT, capture_output=True, text=True,
+                                    timeout=60, env=dict(os.environ, MAKEFLAGS="")).stdout
+            command = [line for line in recipe.splitlines() if "-m twisted" in line]
+            self.assertEqual(len(command), 1, recipe)
+            self.assertIn("-m twisted --log-format text sockproto", command[0])
+
     def test_seedServicesOnTheirDefaultPorts(self):
         if any(busy(port) for port in DEFAULT_PORTS):
             raise unittest.SkipTest("a default port is in use on this machine")
