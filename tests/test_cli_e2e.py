@@ -67,6 +67,68 @@ class ToolTests(unittest.TestCase):
         self.assertIn(b"connection refused", refused.stderr)
         self.assertEqual(tool("connect", "nosuch:thing").returncode, 2)
 
+    def test_endpointsAsPeopleWriteThem(self):
+        """tcp:[::1]:PORT as probe prints it; HOST:PORT without a type gets the string to write instead."""
+        with socket.socket(socket.AF_INET6) as server:
+            server.bind(("::1", 0))
+            server.listen()
+            port = server.getsockname()[1]
+            probed = tool("probe", f"tcp:[::1]:{port}")
+            self.assertEqual(probed.returncode, 0, probed.stderr)
+            self.assertIn(f"tcp:[::1]:{port}: reachable".encode(), probed.stdout)
+        untyped = tool("connect", f"localhost:{self.echo.tcpPort(0)}")
+        self.assertEqual(untyped.returncode, 2)
+        self.assertIn(f"write tcp:localhost:{self.echo.tcpPort(0)}".encode(), untyped.stderr)
+        kv = tool("kv", f"127.0.0.1:{self.echo.tcpPort(0)}", "ping")
+        self.assertIn(f"write tcp:127.0.0.1:{self.echo.tcpPort(0)}".encode(), kv.stderr)
+
+    def test_usageErrorsAreShortAndLast(self):
+        """The error and where to find help, not the whole usage; a forgotten kv ENDPOINT is named."""
+        forgot = tool("kv", "read", "greeting")
+        self.assertEqual(forgot.returncode, 2)
+        self.assertEqual(forgot.stderr.decode().splitlines(), [
+            "sockproto kv: the ENDPOINT comes first: sockproto kv tcp:localhost:9000 read greeting",
+            "(sockproto kv --help lists the options)",
+        ])
+        helpText = tool("kv", "--help").stdout.decode()
+        self.assertTrue(helpText.startswith("sockproto kv ENDPOINT "), helpText[:80])
+
+    def test_kvReadEndsTheLineOnATerminal(self):
+        """On a terminal the value is followed by a newline, so the prompt starts on its own line."""
+        import pty
+
+        store = startService(self, "sockproto-binary", "--listen", "tcp:0", "--db", ":memory:")
+        endpoint = f"tcp:127.0.0.1:{store.tcpPort()}"
+        self.assertEqual(tool("kv", endpoint, "create", "greeting", "hello").returncode, 0)
+        piped = tool("kv", endpoint, "read", "greeting")
+        self.assertEqual(piped.stdout, b"hello")  # into a pipe: the value exactly
+        controller, terminal = pty.openpty()
+        self.addCleanup(os.close, controller)
+        with subprocess.Popen([PYTHON, "-m", "sockproto.cli", "kv", endpoint, "read", "greeting"], cwd=ROOT,
+                              stdout=terminal, stderr=subprocess.PIPE) as reader:
+            os.close(terminal)
+            self.assertEqual(reader.wait(60), 0)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 1024)
+            except OSError:  # the terminal's other side is closed: all is read
+                break
+            if not chunk:
+                break
+            shown += chunk
+        self.assertEqual(shown, b"hello\r\n")
+
+    def test_connectWithoutTheCertificateAnMtlsServerDemands(self):
+        """Exit 3 and words (TLS 1.3 refuses after the client's handshake is done), not 4 and OpenSSL's tuple."""
+        c = self.certs
+        mtls = startService(self, "sockproto-echo", "--listen",
+                            f"mtls:0:privateKey={c}/server.key:certKey={c}/server.crt:caCerts={c}/ca.crt")
+        result = tool("connect", f"tls:localhost:{mtls.tcpPort()}", "--ca", str(c / "ca.crt"), stdin=b"hi\n")
+        self.assertEqual(result.returncode, 3, result.stderr)
+        self.assertIn(b"the server demands a client certificate", result.stderr)
+        self.assertNotIn(b"SSL routines", result.stderr)
+
     def test_probe(self):
         """probe reports reachability, the TLS version and the certificate's names and issuer, as JSON too."""
         result = tool("probe", "--json", self.tls, self.plain, "--ca", str(self.certs / "ca.crt"))
@@ -288,13 +350,18 @@ def waitUntilReadingStandardInput(pid, timeout=30.0):
 class InterruptTests(unittest.TestCase):
     """Ctrl-C (SIGINT) ends every command at once: status 130, no traceback, the line finished."""
 
-    def interrupt(self, *args, after=0.5, readingInput=False):
+    def interrupt(self, *args, after=0.5, readingInput=False, until=None):
         proc = subprocess.Popen([PYTHON, "-m", "sockproto.cli", *args], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
         self.addCleanup(proc.kill)
         if readingInput:
             # Not a delay, which a busy machine can outlast: the moment it waits for its input.
             waitUntilReadingStandardInput(proc.pid)
+        elif until is not None:
+            deadline = time.monotonic() + 30
+            while not until() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)  # past the moment: the reactor has the connection in hand
         else:
             time.sleep(after)
         proc.send_signal(signal.SIGINT)
@@ -309,7 +376,8 @@ class InterruptTests(unittest.TestCase):
     def test_scan(self):
         """In its first second too, while thousands of attempts are in flight."""
         for after in (0.4, 0.8):  # not sooner: a Ctrl-C during Python's own start-up prints its traceback
-            self.interrupt("scan", "127.0.0.1", "--ports", "1-65535", "--timeout", "5", after=after)
+            _, err = self.interrupt("scan", "127.0.0.1", "--ports", "1-65535", "--timeout", "5", after=after)
+            self.assertNotIn(b"never awaited", err)
 
     def test_kvReadingTheValueFromStandardInput(self):
         self.interrupt("kv", "tcp:127.0.0.1:1", "create", "key", readingInput=True)
@@ -318,10 +386,18 @@ class InterruptTests(unittest.TestCase):
         self.interrupt("passwd", str(Path(self.mktemp())), "alice", readingInput=True)
 
     def test_connect(self):
+        """Connected, then Ctrl-C: status 130, and the user's own Ctrl-C is not reported as a lost connection."""
         with socket.socket() as server:
             server.bind(("127.0.0.1", 0))
             server.listen()
-            self.interrupt("connect", f"tcp:127.0.0.1:{server.getsockname()[1]}", after=1.0)
+            server.settimeout(30)
+            accepted = []
+            threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+            _, err = self.interrupt("connect", f"tcp:127.0.0.1:{server.getsockname()[1]}",
+                                    until=lambda: bool(accepted))
+            self.assertNotIn(b"connection lost", err)
+            for sock in accepted:
+                sock.close()
 
     def test_scanSaysWhatItFoundEvenWhenNothingIsOpen(self):
         closed = socket.socket()
@@ -329,4 +405,4 @@ class InterruptTests(unittest.TestCase):
         port = closed.getsockname()[1]
         closed.close()
         result = tool("scan", "127.0.0.1", "--ports", str(port))
-        self.assertEqual(result.stdout, b"127.0.0.1: 1 ports scanned, 0 open\n")
+        self.assertEqual(result.stdout, b"127.0.0.1: 1 port scanned, 0 open\n")

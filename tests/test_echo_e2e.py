@@ -139,6 +139,19 @@ class EchoEndToEndTests(unittest.TestCase):
         self.assertIn("tcp:99999:interfase=x", result.stderr + result.stdout)
         self.assertNotIn("Traceback", result.stderr + result.stdout)
 
+    def test_aUsageErrorIsTheLastThingSaid(self):
+        """Not above 30 to 90 lines of usage, where it scrolls away: the error, then how to get help."""
+        result = runService("sockproto-echo", "--max-connections", "0")
+        self.assertEqual(result.returncode, 64)
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        self.assertEqual(lines, [
+            "sockproto-echo: bad --max-connections '0': 0 is not a positive whole number",
+            "(python -m twisted sockproto-echo --help lists the options)",
+        ])
+        suite = runService("sockproto", "--config", "/no/such/file.toml")
+        self.assertEqual(suite.returncode, 64)
+        self.assertIn("/no/such/file.toml", (suite.stdout + suite.stderr).strip().splitlines()[-2])
+
     def test_portInUseExitsNonZeroNamingTheEndpoint(self):
         with socket.socket() as busy:
             busy.bind(("127.0.0.1", 0))

@@ -12,6 +12,7 @@ from twisted.internet import defer, endpoints
 from sockproto.binary.client import Exists, NotFound, SPBClientProtocol, SPBError
 from sockproto.cli.run import FAILED, NO, OK, UNREACHABLE, USAGE, runReactor
 from sockproto.server.listen import endpointErrorText
+from sockproto.server.targets import clientDescription
 
 
 def run(options: Any) -> int:
@@ -25,7 +26,7 @@ def run(options: Any) -> int:
 
 async def talk(reactor: Any, options: Any) -> int:
     try:
-        endpoint = endpoints.clientFromString(reactor, options["endpoint"])
+        endpoint = endpoints.clientFromString(reactor, clientDescription(options["endpoint"]))
     except Exception as e:
         why = endpointErrorText(e, options["endpoint"])
         sys.stderr.write(f"sockproto kv: bad endpoint {options['endpoint']!r}: {why}\n")

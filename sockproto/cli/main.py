@@ -250,9 +250,13 @@ class KvOptions(GnuOptions):
     optParameters = [["timeout", "t", 10.0, "Seconds to wait for the connection and the reply.", float]]
 
     def parseArgs(self, endpoint: str, command: str, *args: str) -> None:  # type: ignore[override]  # usage.Options reads the argument count from the signature
+        if endpoint in KV_COMMANDS and command not in KV_COMMANDS:
+            raise usage.UsageError(
+                f"the ENDPOINT comes first: sockproto kv tcp:localhost:9000 {' '.join((endpoint, command, *args))}"
+            )
         wanted = KV_COMMANDS.get(command)
         if wanted is None:
-            raise usage.UsageError(f"unknown kv command {command!r}")
+            raise usage.UsageError(f"unknown kv command {command!r} (commands: {', '.join(KV_COMMANDS)})")
         counts = wanted if isinstance(wanted, tuple) else (wanted,)
         if command in ("create", "update"):
             counts = (1, 2)
@@ -269,6 +273,10 @@ def runKv(options: KvOptions) -> int:
 
 class Options(usage.Options):
     synopsis = "sockproto COMMAND [options]"
+
+    def getSynopsis(self) -> str:
+        # A command's usage begins with this: "sockproto kv ENDPOINT ...", not "sockproto COMMAND [options] kv ...".
+        return "sockproto" if self.subCommand else super().getSynopsis()
 
     def opt_version(self) -> None:
         """Print the version of sockproto and Twisted, and exit."""
@@ -303,8 +311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))
     except usage.UsageError as e:
-        err(f"{options}\nsockproto: {e}")
+        # The error alone, last: above the usage it would scroll away.
+        command = f"sockproto {options.subCommand}" if options.subCommand else "sockproto"
+        err(f"{command}: {e}\n({command} --help lists the options)")
         return 2
+    except BrokenPipeError:  # --help into a pager or head that stopped reading
+        return 0
     try:
         return RUNNERS[str(options.subCommand)](options.subOptions)
     except KeyboardInterrupt:

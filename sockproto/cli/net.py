@@ -12,7 +12,7 @@ from twisted.internet import defer, endpoints, error, interfaces, protocol, stdi
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from sockproto.cli.run import FAILED, OK, UNREACHABLE, USAGE, runReactor
+from sockproto.cli.run import FAILED, OK, UNREACHABLE, USAGE, runReactor, wasInterrupted
 from sockproto.server.connections import setSocketOptions
 from sockproto.server.listen import describeAddress, endpointErrorText
 from sockproto.server.targets import Target, TLSSettings, canHalfClose, clientTarget, describeCertificate, halfClose
@@ -145,8 +145,15 @@ def runConnect(options: Any) -> int:
             )
             _err(f"sockproto connect: {options['endpoint']}: {why}")
             return UNREACHABLE
-        if remote.closingByUs:
-            return OK
+        if remote.closingByUs or wasInterrupted():
+            return OK  # (runReactor answers 130 for a Ctrl-C, which is no lost connection)
+        if _demandsClientCertificate(value):
+            # TLS 1.3: the client's side of the handshake is done before the server checks for a certificate.
+            _err(f"sockproto connect: {options['endpoint']}: {_NEEDS_CERTIFICATE}")
+            return UNREACHABLE
+        if isinstance(value, SSL.Error):
+            _err(f"sockproto connect: connection lost: {_why(value)}")
+            return FAILED
         if value is not None and not isinstance(value, error.ConnectionDone):
             _err(f"sockproto connect: connection lost: {reason.getErrorMessage()}")
             return FAILED
@@ -328,7 +335,9 @@ def runScan(options: Any) -> int:
                 sys.stderr.write(f"\rscanned {done[0]}/{len(ports)}, {len(openPorts)} open")
                 sys.stderr.flush()
 
-        await defer.gatherResults([gate.run(defer.ensureDeferred, check(p)) for p in ports])
+        # Each port's coroutine is made when its turn comes: made up front, those still
+        # waiting at a Ctrl-C would be reported as never awaited.
+        await defer.gatherResults([gate.run(lambda port=port: defer.ensureDeferred(check(port))) for port in ports])
         if showProgress:
             sys.stderr.write("\n")
         openPorts.sort()
@@ -336,7 +345,8 @@ def runScan(options: Any) -> int:
             sys.stdout.write(json.dumps({"host": host, "scanned": len(ports), "open": openPorts}) + "\n")
         else:
             sys.stdout.write("".join(f"{port} open\n" for port in openPorts))
-            sys.stdout.write(f"{host}: {len(ports)} ports scanned, {len(openPorts)} open\n")
+            scanned = f"{len(ports)} port" + ("" if len(ports) == 1 else "s")
+            sys.stdout.write(f"{host}: {scanned} scanned, {len(openPorts)} open\n")
         return OK
 
     return runReactor(main)

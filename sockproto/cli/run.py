@@ -37,6 +37,14 @@ def interrupted() -> int:
     return INTERRUPTED
 
 
+_interrupts: list[bool] = []
+
+
+def wasInterrupted() -> bool:
+    """Whether Ctrl-C is stopping the reactor: what is lost meanwhile is the user's doing, not an error."""
+    return bool(_interrupts)
+
+
 def runReactor(main: Callable[[Any], Awaitable[int]]) -> int:
     """
     Run ``main(reactor)`` (a coroutine function returning an exit status)
@@ -50,6 +58,7 @@ def runReactor(main: Callable[[Any], Awaitable[int]]) -> int:
         def onInterrupt(signum: int, frame: Any) -> None:
             # Twisted's own handler would log and stop too; this one just stops.
             stopped.append(True)
+            _interrupts.append(True)
             reactor.callFromThread(reactor.stop)
 
         signal.signal(signal.SIGINT, onInterrupt)

@@ -267,6 +267,24 @@ def showVersion(program: str) -> None:
     raise SystemExit(0)
 
 
+def withUsageErrorLast(program: str, parse: Callable[[], None]) -> None:
+    """
+    Run ``parse`` (a plugin's ``parseOptions``); a usage error under
+    ``python -m twisted`` ends the process with the error alone, as the last
+    line, and status 64 (EX_USAGE, twist's own).  twist would print it
+    first, above the whole usage (30 to 90 lines), where it scrolls away;
+    twistd prints it last already, and so is left to do so.
+    """
+    try:
+        parse()
+    except usage.UsageError as e:
+        if "twisted.application.twist._twist" not in sys.modules or "twisted.scripts.twistd" in sys.modules:
+            raise
+        sys.stderr.write(f"{program}: {e}\n(python -m twisted {program} --help lists the options)\n")
+        sys.stderr.flush()
+        raise SystemExit(64) from None
+
+
 class ServerOptions(usage.Options):
     """
     The options every sockproto service takes.
@@ -342,7 +360,7 @@ class ServerOptions(usage.Options):
     def parseOptions(self, options: Any = None) -> None:
         # Kept to start workers with the very same options.
         self.argv = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)
+        withUsageErrorLast(f"sockproto-{self.serviceName}", lambda: super(ServerOptions, self).parseOptions(options))
 
     def listeners(self) -> list[tuple[str, list[str]]]:
         """(service name, endpoint strings) of every listening service this service runs."""

@@ -10,6 +10,7 @@ trust store) and name HOST (service-identity), TLS 1.2 at least; ``cert`` and
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +35,34 @@ class Target:
     kind: str
 
 
+# tcp:[::1]:9000, as addresses are written in URLs and as probe prints them.
+_BRACKETED = re.compile(r"^(tcp|tcp6|tls|ssl):\[([^\]]+)\]:(.*)$", re.IGNORECASE)
+# localhost:8124, 127.0.0.1:80, [::1]:9000: a host and port without a type.
+_UNTYPED = re.compile(r"^(?:\[[^\]]+\]|[A-Za-z0-9._-]+):\d+$")
+
+
+def clientDescription(description: str) -> str:
+    """
+    A client endpoint string as Twisted's parser takes it: a bracketed IPv6
+    host (``tcp:[::1]:9000``) gets Twisted's escaped colons (``tcp:\\:\\:1:9000``).
+    Raises ValueError, with the string to write instead, for a host and port
+    without an endpoint type (``localhost:8124``).
+    """
+    bracketed = _BRACKETED.match(description)
+    if bracketed:
+        kind, host, rest = bracketed.groups()
+        return f"{kind}:{host.replace(':', chr(92) + ':')}:{rest}"
+    if _UNTYPED.match(description):
+        raise ValueError(f"no endpoint type; write tcp:{description} (or tls:{description} for TLS)")
+    return description
+
+
 def clientTarget(reactor: Any, description: str, tls: TLSSettings = TLSSettings(), timeout: float = 10.0) -> Target:
     """
     An endpoint for ``description``.  Raises ValueError (or OSError for a
     certificate file) with a readable message.
     """
+    description = clientDescription(description)
     kind, args, kwargs = splitDescription(description)
     if kind in ("tls", "ssl"):
         host = args[0] if args else kwargs.pop("host", None)

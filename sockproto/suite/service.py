@@ -25,6 +25,7 @@ from sockproto.server.listen import (
     logLevel,
     nonNegativeFloat,
     showVersion,
+    withUsageErrorLast,
 )
 from sockproto.server.workers import workerCount, workerSettings
 from sockproto.suite.config import Config, ServiceConfig, checkEndpointsAreDistinct, loadConfig
@@ -83,7 +84,7 @@ class Options(usage.Options):
     def parseOptions(self, options: Any = None) -> None:
         # Kept to start workers with the very same options.
         self.argv = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)
+        withUsageErrorLast("sockproto", lambda: super(Options, self).parseOptions(options))
 
     def postOptions(self) -> None:
         if self["config"]:
