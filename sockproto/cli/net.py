@@ -337,7 +337,10 @@ def runScan(options: Any) -> int:
 
         # Each port's coroutine is made when its turn comes: made up front, those still
         # waiting at a Ctrl-C would be reported as never awaited.
-        await defer.gatherResults([gate.run(lambda port=port: defer.ensureDeferred(check(port))) for port in ports])
+        def checkInTurn(port: int) -> defer.Deferred[None]:
+            return defer.ensureDeferred(check(port))
+
+        await defer.gatherResults([gate.run(checkInTurn, port) for port in ports])
         if showProgress:
             sys.stderr.write("\n")
         openPorts.sort()
