@@ -84,7 +84,7 @@ class _NamedCoercion(usage.CoerceParameter):
 #: datagram protocol; sockproto says "<service> listening on <address>" itself.
 _TWISTED_CHATTER = re.compile(
     r"^(?:\S.* starting on \S+|\((?:\w+ )?Port \S+ Closed\)|Starting protocol <.*|Stopping protocol <.*"
-    r"|Starting factory <.*|Stopping factory <.*)$"
+    r"|(?:Starting|Stopping) factory (?:<.*|\{factory!r\}))$"
 )
 
 

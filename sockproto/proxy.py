@@ -98,7 +98,7 @@ class ProxySide(_Side, ServerProtocol):
         ServerProtocol.connectionMade(self)
         # Nothing is read from the client until there is somewhere to send it.
         self.transport.pauseProducing()
-        d = self.factory.target.endpoint.connect(protocol.Factory.forProtocol(_TargetSide))
+        d = self.factory.target.endpoint.connect(self.factory.targetFactory)
         d.addCallbacks(self.targetConnected, self.targetFailed)
 
     def targetConnected(self, target: _TargetSide) -> None:
@@ -142,6 +142,9 @@ class ProxyFactory(ServerFactory):
         ServerFactory.__init__(self, clock, **limits)
         self.target = target
         self.targetDescription = targetDescription
+        #: Builds the target side of every connection; quiet (not a line per connection).
+        self.targetFactory = protocol.Factory.forProtocol(_TargetSide)
+        self.targetFactory.noisy = False
 
 
 class Options(ServerOptions):

@@ -224,7 +224,13 @@ class ReloadTests(unittest.TestCase):
         self.assertEqual(factory.picker.pick("x").setup, "Lettuce")
         self.assertFalse(proto.transport.disconnecting)
         book.write_text("[[jokes]]\nsetup = 5\n")
-        self.assertEqual(reloader.reloadAll(), [])
+        from twisted.logger import capturedLogs
+
+        with capturedLogs() as events:
+            self.assertEqual(reloader.reloadAll(), [])
+        said = [event["log_format"] for event in events]
+        self.assertIn("{service} could not reload, keeping what it had: {reason}", said)
+        self.assertNotIn("SIGHUP: nothing to reload", said, "a failed reload is not 'nothing to reload'")
         self.assertEqual(factory.picker.pick("y").setup, "Lettuce", "the bad book is not taken")
         self.flushLoggedErrors()
 

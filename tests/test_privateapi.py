@@ -134,6 +134,9 @@ class LogFilterTests(unittest.TestCase):
         logger.info("echo listening on tcp:127.0.0.1:8124")
         logger.info("{log_text}", log_text="EchoFactory starting on 8124")
         logger.info("{log_text}", log_text="(TCP Port 8124 Closed)")
+        # As Twisted's Factory.doStart and doStop say it: a format, not text.
+        logger.info("Starting factory {factory!r}", factory=protocol.Factory())
+        logger.info("Stopping factory {factory!r}", factory=protocol.Factory())
         logger.error("cannot listen")
         self.assertEqual([event["log_format"] for event in seen],
                          ["echo listening on tcp:127.0.0.1:8124", "cannot listen"])

@@ -57,9 +57,11 @@ class ReloadOnHangup(service.Service):
     def reloadAll(self) -> list[str]:
         """Reload what can be; returns and logs what was reloaded."""
         reloaded = []
+        reloadable = False
         for listening in listeningServices(self.root):
             if not IReloadable.providedBy(listening.factory):
                 continue
+            reloadable = True
             try:
                 done = listening.factory.reload()
             except Exception as e:
@@ -70,7 +72,7 @@ class ReloadOnHangup(service.Service):
             for what in done:
                 log.info("{service} reloaded {what}", service=listening.name, what=what)
                 reloaded.append(f"{listening.name}: {what}")
-        if not reloaded:
+        if not reloadable:  # (a reload that failed has said so)
             log.info("SIGHUP: nothing to reload")
         return reloaded
 
