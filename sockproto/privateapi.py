@@ -13,6 +13,8 @@ Twisted, so an upgrade that breaks one fails loudly there, not in production.
   ``_doReadOrWrite``.
 - :func:`serveClientsOfferingALPN`: ``twisted.internet._sslverify``'s
   ``setupForALPN`` and ``protosFromProtocol``.
+- :func:`flushBeforeTLSClose`: ``BufferingTLSTransport``'s ``_shutdownTLS``
+  and ``_aggregator``.
 """
 
 from __future__ import annotations
@@ -339,4 +341,39 @@ def serveClientsOfferingALPN() -> bool:
 
     setattr(setupForALPN, "_sockprotoMended", True)  # noqa: B010 - a mark of our own
     _sslverify.setupForALPN = setupForALPN
+    return True
+
+
+def flushBeforeTLSClose() -> bool:
+    """
+    Make a TLS connection send what its protocol wrote before the close it
+    sends in answer to the peer's (close_notify).
+
+    Twisted's TLS transport gathers small writes and sends them at the next
+    reactor turn; when the peer's close arrives in the same read as its last
+    request (``socat`` and ``nc``-like TLS clients at the end of their
+    input, a proxy passing a half-close on), the reply written in
+    ``dataReceived`` is still gathered when the transport answers the close
+    and shuts down, and it is lost.  Its ``loseConnection`` flushes first;
+    its answer to the peer's close (``_shutdownTLS``) did not.  Returns
+    whether it changed anything.  Idempotent.
+
+    Public counterpart: none; ``BufferingTLSTransport`` is what
+    ``TLSMemoryBIOFactory`` builds.
+    """
+    from twisted.protocols import tls
+
+    buffering = getattr(tls, "BufferingTLSTransport", None)
+    if buffering is None or getattr(buffering, "_sockprotoFlushes", False):
+        return False
+    shutdown = buffering._shutdownTLS
+
+    def _shutdownTLS(self: Any) -> None:
+        aggregator = getattr(self, "_aggregator", None)
+        if aggregator is not None:
+            aggregator.flush()
+        shutdown(self)
+
+    buffering._shutdownTLS = _shutdownTLS
+    setattr(buffering, "_sockprotoFlushes", True)  # noqa: B010 - a mark of our own
     return True

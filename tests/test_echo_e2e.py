@@ -145,7 +145,7 @@ class EchoEndToEndTests(unittest.TestCase):
         self.assertEqual(result.returncode, 64)
         lines = (result.stdout + result.stderr).strip().splitlines()
         self.assertEqual(lines, [
-            "sockproto-echo: bad --max-connections '0': 0 is not a positive whole number",
+            "sockproto-echo: error: bad --max-connections '0': 0 is not a positive whole number",
             "(python -m twisted sockproto-echo --help lists the options)",
         ])
         suite = runService("sockproto", "--config", "/no/such/file.toml")

@@ -260,3 +260,56 @@ class ALPNTests(unittest.TestCase):
     def test_idempotent(self):
         privateapi.serveClientsOfferingALPN()
         self.assertFalse(privateapi.serveClientsOfferingALPN())
+
+
+class TLSCloseTests(unittest.TestCase):
+    """flushBeforeTLSClose: a reply written as the peer's close_notify arrives is sent before ours."""
+
+    @defer.inlineCallbacks
+    def test_aRequestAndItsPeersCloseInOneFlight(self):
+        from pathlib import Path
+
+        from twisted.internet import endpoints, ssl
+
+        from tests.support import makeCerts
+
+        privateapi.flushBeforeTLSClose()
+        certs = makeCerts(Path(self.mktemp()))
+
+        class Echo(protocol.Protocol):
+            def dataReceived(self, data):
+                self.transport.write(data)
+
+        server = endpoints.serverFromString(
+            reactor, f"ssl:0:interface=127.0.0.1:privateKey={certs}/server.key:certKey={certs}/server.crt"
+        )
+        port = yield server.listen(protocol.ServerFactory.forProtocol(Echo))
+        self.addCleanup(port.stopListening)
+        trust = ssl.Certificate.loadPEM((certs / "ca.crt").read_bytes())
+
+        class AskThenClose(protocol.Protocol):
+            """Like socat at the end of its input: the request, then close_notify, in one flight."""
+
+            def __init__(self):
+                self.received = b""
+                self.done = defer.Deferred()
+
+            def connectionMade(self):
+                self.transport.write(b"ping")
+                self.transport.loseConnection()
+
+            def dataReceived(self, data):
+                self.received += data
+
+            def connectionLost(self, reason):
+                self.done.callback(self.received)
+
+        for _ in range(5):
+            client = endpoints.wrapClientTLS(
+                ssl.optionsForClientTLS("localhost", trust),
+                endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+            )
+            asker = AskThenClose()
+            yield client.connect(protocol.Factory.forProtocol(lambda: asker))
+            received = yield asker.done
+            self.assertEqual(received, b"ping")

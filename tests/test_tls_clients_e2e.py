@@ -20,6 +20,7 @@ from tests.support import ServiceProcess, makeCerts, recvExactly
 
 OPENSSL = shutil.which("openssl")
 CURL = shutil.which("curl")
+SOCAT = shutil.which("socat")
 BROWSER_PROTOCOLS = ["h2", "http/1.1"]
 
 
@@ -94,6 +95,18 @@ class EchoOverEveryTLSEndpointTests(unittest.TestCase):
         process.kill()  # -quiet implies -ign_eof: s_client would wait for the server to close
         process.wait(30)
         return line
+
+    def test_socatAtTheEndOfItsInput(self) -> None:
+        """socat closes TLS as soon as its input ends, often with the request: the reply still comes back."""
+        if SOCAT is None:
+            raise unittest.SkipTest("socat is not installed")
+        port = self.echo.tcpPort(self.kinds.index("ssl"))
+        for _ in range(5):
+            result = subprocess.run(
+                [SOCAT, "-", f"OPENSSL:localhost:{port},cafile={self.certs / 'ca.crt'}"],
+                input=b"hello over tls\n", capture_output=True, timeout=30,
+            )
+            self.assertEqual(result.stdout, b"hello over tls\n", result.stderr)
 
     def test_aHandshakeTheServerAbortsIsLogged(self) -> None:
         """mtls: without a client certificate: refused, and the server's log says why, once."""

@@ -26,6 +26,7 @@ from sockproto.interfaces import IDrainable
 from sockproto.privateapi import (
     leanDispatch,
     nameOptionsInErrors,
+    flushBeforeTLSClose,
     parseEndpointDescription,
     serveClientsOfferingALPN,
 )
@@ -280,7 +281,7 @@ def withUsageErrorLast(program: str, parse: Callable[[], None]) -> None:
     except usage.UsageError as e:
         if "twisted.application.twist._twist" not in sys.modules or "twisted.scripts.twistd" in sys.modules:
             raise
-        sys.stderr.write(f"{program}: {e}\n(python -m twisted {program} --help lists the options)\n")
+        sys.stderr.write(f"{program}: error: {e}\n(python -m twisted {program} --help lists the options)\n")
         sys.stderr.flush()
         raise SystemExit(64) from None
 
@@ -470,6 +471,8 @@ class ListeningService(service.Service):
     def _listenAll(self) -> None:
         # Before any TLS context is made: browsers and curl offer ALPN.
         serveClientsOfferingALPN()
+        # A reply to a request that came with the client's close is sent before ours.
+        flushBeforeTLSClose()
         inherited = (workerSettings() or {}).get("sockets", {}).get(self.name)
         for index, description in enumerate(self.descriptions):
             try:
