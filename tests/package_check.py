@@ -332,8 +332,11 @@ def check(temporary: Path) -> None:
     work.mkdir()
     say(f"building the sdist and the wheel into {dist}")
     run([sys.executable, "-m", "build", "--outdir", dist, sourceTree(temporary)], cwd=work, timeout=300)
-    (sdist,) = dist.glob("*.tar.gz")
-    (wheel,) = dist.glob("*.whl")
+    built = sorted(dist.iterdir())
+    sdists, wheels = [p for p in built if p.name.endswith(".tar.gz")], [p for p in built if p.suffix == ".whl"]
+    if len(sdists) != 1 or len(wheels) != 1:
+        raise CheckFailed(f"python -m build made {[p.name for p in built]}, not one sdist and one wheel")
+    sdist, wheel = sdists[0], wheels[0]
     checkSdist(sdist)
     checkWheel(wheel)
     say(f"installing {wheel.name} into a fresh venv")
