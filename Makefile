@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run local fuzz soak test test-unit test-oldest trial pytest lint docs screenshot clean
+.PHONY: install run local fuzz soak test test-unit test-oldest trial pytest lint package-check docs screenshot clean
 
 install: $(STAMP)
 
@@ -61,6 +61,13 @@ pytest: install
 lint: install
 	$(VENV)/bin/ruff check sockproto twisted tests
 	$(VENV)/bin/mypy sockproto twisted/plugins
+
+# The sdist and the wheel as pip users get them: built with python -m build,
+# the wheel installed in a fresh venv in a temporary folder and tried from
+# there (plugins, a service, example-config); the sdist must hold the whole
+# project.  Fast with pip's cache.
+package-check: install
+	$(PY) tests/package_check.py
 
 # Hostile input against every service in one process (loopback, bounded):
 # FUZZ_SECONDS (default 60) of garbage, SOAK_SECONDS (default 300) of mixed load.

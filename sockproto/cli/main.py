@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.python import usage
 
+from sockproto.cli.examples import ExampleConfigOptions, runExampleConfig
 from sockproto.cli.run import EXIT_STATUSES, interrupted
 from sockproto.privateapi import nameOptionsInErrors
 from sockproto.server.listen import showVersion
@@ -289,6 +290,7 @@ class Options(usage.Options):
         ["connect", None, ConnectOptions, "Interactive client, like nc, with TLS verified."],
         ["probe", None, ProbeOptions, "Reachability, timings, addresses and certificates of endpoints."],
         ["scan", None, ScanOptions, "Concurrent TCP port scanner."],
+        ["example-config", None, ExampleConfigOptions, "Print an example config file (sockproto.toml)."],
     ]
 
     def postOptions(self) -> None:
@@ -303,6 +305,7 @@ RUNNERS = {
     "connect": _runTool("runConnect"),
     "probe": _runTool("runProbe"),
     "scan": _runTool("runScan"),
+    "example-config": runExampleConfig,
 }
 
 

@@ -1,9 +1,10 @@
 """``twistd -n sockproto``: several services in one process.
 
 With ``--config FILE``, the services of the file's tables (see
-:mod:`sockproto.suite.config`).  Without it, the seed services (what ``make run``
-starts): echo 8124, chat 5000, joke 6789 and binary 9000 on loopback, with
-their databases in ``--var`` (default ``var/``).
+:mod:`sockproto.suite.config`; ``sockproto example-config`` prints an
+example).  Without it, the seed services (what ``make run`` starts in a
+checkout): echo 8124, chat 5000 (web 8000), joke 6789, binary 9000 and crud
+9001 on loopback, with their databases in ``--var`` (default ``var/``).
 """
 
 from __future__ import annotations
@@ -53,12 +54,14 @@ class Options(usage.Options):
     longdesc = (
         "Runs several sockproto services in one process. With --config, the services of "
         "a TOML file (one table per service: [echo], [chat], [joke], [binary], [crud], [proxy]; "
-        "see examples/sockproto.toml). Without it, the seed services on loopback: echo 8124, "
-        "chat 5000, joke 6789, binary 9000, crud 9001 (on binary's store), with their databases in --var. "
+        "'sockproto example-config' prints an example that explains every key). Without it, the seed services "
+        "on loopback: echo 8124, chat 5000 (its web page on 8000), joke 6789, binary 9000, crud 9001 (on binary's "
+        "store), with their databases in --var. "
         "SIGTERM or SIGINT shut down gracefully; SIGHUP reloads joke books and password files."
     )
     optParameters = [
-        ["config", "c", None, "TOML config file naming the services to run and their options."],
+        ["config", "c", None, "TOML config file naming the services to run and their options "
+         "('sockproto example-config' prints an example)."],
         ["var", None, "var", "Without --config: folder for the databases (created owner-only)."],
         [
             "metrics",

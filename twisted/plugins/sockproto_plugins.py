@@ -13,7 +13,8 @@ from sockproto.chat import HASHED_AUTH_ARGUMENT, HASHED_AUTH_HELP
 sockprotoSuite = ServiceMaker(
     "sockproto",
     "sockproto.suite.service",
-    "The seed services in one process: echo 8124, chat 5000, joke 6789, binary 9000 (what 'make run' starts).",
+    "The seed services in one process (echo 8124, chat 5000 with its web page on 8000, joke 6789, binary 9000, "
+    "crud 9001), or those of a --config file ('sockproto example-config' prints one).",
     "sockproto",
 )
 
