@@ -42,6 +42,8 @@ log = Logger()
 #: Seconds between pings, and how long a pong may take before the browser is taken for gone.
 PING_INTERVAL = 30.0
 PING_TIMEOUT = 15.0
+#: Nicks (or rooms) in one ``members`` (or ``rooms``) event: a longer list comes in pieces (docs/web-chat.rst).
+LIST_PIECE = 200
 
 SECURITY_HEADERS = {
     b"Content-Security-Policy": (
@@ -62,11 +64,28 @@ _LINE_KINDS = [
     (re.compile(f"^{_STAMP}-> \\*{_NICK}\\* (.*)$"), "private-to"),
     (re.compile(f"^{_STAMP}\\*{_NICK}\\* (.*)$"), "private-from"),
 ]
-_HISTORY_START = re.compile(r"^\*\*\* last \d+ messages in (#\S+):$")
+_HISTORY_START = re.compile(r"^\*\*\* last \d+ messages? in (#\S+):$")
 _HISTORY_END = re.compile(r"^\*\*\* end of history of (#\S+)$")
 _ROOM_LINE = re.compile(r"^\*\*\*   (#\S+) \((\d+)\)$")
 _MEMBERS = re.compile(r"^\*\*\* \d+ in (#\S+): ?(.*)$")
 _MEMBERSHIP_CHANGE = re.compile(r"^\*\*\* \S+ (joined|left|is now known as) ")
+
+
+def inPieces(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """
+    A ``members`` or ``rooms`` event whose list is longer than LIST_PIECE as
+    several events, numbered by ``part`` (from 1) of ``parts``: a big room's
+    members make messages of bounded size, which any client can take.
+    """
+    key = "nicks" if event["type"] == "members" else "rooms"
+    items = event[key]
+    if len(items) <= LIST_PIECE:
+        return [event]
+    parts = -(-len(items) // LIST_PIECE)
+    return [
+        {**event, key: items[start : start + LIST_PIECE], "part": number, "parts": parts}
+        for number, start in enumerate(range(0, len(items), LIST_PIECE), 1)
+    ]
 
 
 def stampTime(hours: str, minutes: str, seconds: str, now: float) -> float:
@@ -105,7 +124,7 @@ class ChatEvents:
                 if room:
                     self._rooms.append({"name": room[1], "count": int(room[2])})
                     continue
-                events.append({"type": "rooms", "rooms": self._rooms})
+                events.extend(inPieces({"type": "rooms", "rooms": self._rooms}))
                 self._rooms = None
             entry = self._entry(raw, now)
             if self._history is not None:
@@ -126,13 +145,13 @@ class ChatEvents:
             elif start := _HISTORY_START.match(raw):
                 self._history = {"type": "history", "room": start[1], "entries": []}
             elif members := _MEMBERS.match(raw):
-                events.append({"type": "members", "room": members[1], "nicks": members[2].split()})
+                events.extend(inPieces({"type": "members", "room": members[1], "nicks": members[2].split()}))
             else:
                 text = raw[4:] if raw.startswith("*** ") else raw
                 events.append({"type": "notice", "text": text})
                 changed = changed or bool(_MEMBERSHIP_CHANGE.match(raw))
         if self._rooms is not None:  # the list ends with the write it came in
-            events.append({"type": "rooms", "rooms": self._rooms})
+            events.extend(inPieces({"type": "rooms", "rooms": self._rooms}))
             self._rooms = None
         return events, changed
 
@@ -296,7 +315,9 @@ class WebChatProtocol(WebSocketServerProtocol):
 
     def event(self, event: dict[str, Any]) -> None:
         if self.state == self.STATE_OPEN:  # not once closing: autobahn refuses to send then
-            self.sendMessage(json.dumps(event, ensure_ascii=False).encode("utf-8"))
+            # Framed here, as fromChat does: autobahn's sendMessage would hold
+            # it to maxMessagePayloadSize, a limit meant for what browsers send.
+            self.sendData(self.factory.frame(event))
 
     def fromChat(self, data: bytes) -> None:
         factory = self.factory
@@ -307,10 +328,7 @@ class WebChatProtocol(WebSocketServerProtocol):
             frames, membershipChanged = factory.lastFrames, factory.lastChanged
         else:
             parsed, membershipChanged = events.feed(data)
-            frames = b"".join(
-                factory.prepareMessage(json.dumps(event, ensure_ascii=False).encode("utf-8")).payloadHybi
-                for event in parsed
-            )
+            frames = b"".join(factory.frame(event) for event in parsed)
             if events.idle:
                 factory.lastBatch, factory.lastFrames, factory.lastChanged = data, frames, membershipChanged
         if frames and self.state == self.STATE_OPEN:
@@ -324,8 +342,9 @@ class WebChatProtocol(WebSocketServerProtocol):
             self._state = state
             self.event({"type": "state", "nick": state[0], "room": state[1]})
             membershipChanged = True
-        if membershipChanged and self._refresh is None and chat.entered:
-            # Many joins at once are one member list.
+        if membershipChanged and self._refresh is None and chat.room is not None:
+            # Many joins at once are one member list.  (Not "entered": the
+            # history replayed on entering comes before the hub says so.)
             self._refresh = chat.factory.clock.callLater(0.05, self.refreshMembers)
 
     def refreshMembers(self) -> None:
@@ -339,7 +358,8 @@ class WebChatProtocol(WebSocketServerProtocol):
 
         def show(nicks: list[str]) -> None:
             if self.chat is not None:
-                self.event({"type": "members", "room": room, "nicks": nicks})
+                for piece in inPieces({"type": "members", "room": room, "nicks": nicks}):
+                    self.event(piece)
 
         chat.factory.hub.whenNames(chat).addCallback(show).addErrback(
             lambda failure: log.failure("web chat: member list failed", failure)
@@ -351,7 +371,9 @@ class WebChatProtocol(WebSocketServerProtocol):
             return
         def show(rooms: list[tuple[str, int]]) -> None:
             if self.chat is not None:
-                self.event({"type": "rooms", "rooms": [{"name": name, "count": count} for name, count in rooms]})
+                listed = [{"name": name, "count": count} for name, count in rooms]
+                for piece in inPieces({"type": "rooms", "rooms": listed}):
+                    self.event(piece)
 
         chat.factory.hub.whenRooms().addCallback(show).addErrback(
             lambda failure: log.failure("web chat: room list failed", failure)
@@ -376,6 +398,10 @@ class WebChatFactory(WebSocketServerFactory):
             autoPingInterval=PING_INTERVAL,
             autoPingTimeout=PING_TIMEOUT,
         )
+
+    def frame(self, event: dict[str, Any]) -> bytes:
+        """``event`` as a WebSocket text frame, ready to write (no compression is offered)."""
+        return self.prepareMessage(json.dumps(event, ensure_ascii=False).encode("utf-8")).payloadHybi
 
     def originAllowed(self, origin: str | None, host: str, secure: bool) -> bool:
         """The page's own origin (or those of ``--web-origin``); a browser always sends one."""
@@ -434,7 +460,7 @@ class _WebSocketOnly(WebSocketResource):
 
 
 class _Root(Resource):
-    """``/``, ``/chat.js``, ``/chat.css`` and ``/ws``; nothing else exists."""
+    """``/``, ``/chat.js``, ``/chat.css``, ``/favicon.svg`` and ``/ws``; nothing else exists."""
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         return NoResource()
@@ -492,6 +518,7 @@ def webSite(chatFactory: ChatFactory, origins: list[str]) -> Site:
     root.putChild(b"", StaticFile(pageFile("index.html"), b"text/html; charset=utf-8"))
     root.putChild(b"chat.js", StaticFile(pageFile("chat.js"), b"text/javascript; charset=utf-8"))
     root.putChild(b"chat.css", StaticFile(pageFile("chat.css"), b"text/css; charset=utf-8"))
+    root.putChild(b"favicon.svg", StaticFile(pageFile("favicon.svg"), b"image/svg+xml"))
     root.putChild(b"ws", _WebSocketOnly(WebChatFactory(chatFactory, origins)))
     # An HTTP connection that sends no complete request in 30 s is closed (twisted.web waits 12 hours).
     site = WebSite(root, timeout=30)
