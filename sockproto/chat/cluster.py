@@ -29,6 +29,7 @@ from zope.interface import implementer
 from sockproto.chat.bus import IChatBus
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import HISTORY_MAX, LOBBY, ChatError
+from sockproto.chat.text import counted
 from sockproto.server.latency import LatencyHistogram
 from sockproto.server.redis import FirstLink, RedisAddress, RedisLink, Script
 
@@ -305,6 +306,10 @@ class ClusterHistory:
         if entries is None:
             entries = self._rooms[room] = deque(maxlen=self.keep)
         entries.append((streamId, entry))
+
+    def highestGuest(self) -> int:
+        """0: in a cluster, guest numbers come from a counter in Redis."""
+        return 0
 
     def recent(self, room: str, count: int) -> list[Entry]:
         entries = self._rooms.get(room)
@@ -613,7 +618,7 @@ class RedisChatBus:
 
     def _notShared(self, batch: list[list[Any]], senders: list[Member], why: str) -> None:
         self.dropped += len(batch)
-        log.warn("cluster: {count} events not sent to other servers ({why})", count=len(batch), why=why)
+        log.warn("cluster: {events} not sent to other servers ({why})", events=counted(len(batch), "event"), why=why)
         for sender in dict.fromkeys(senders):
             if sender in self.hub.present:
                 self.hub.tell(sender, NOT_SHARED)
