@@ -75,6 +75,8 @@ class ChatEndToEndTests(unittest.TestCase):
         said = [line for line in replay if "remember" in line]
         self.assertEqual(len(said), 20)
         self.assertTrue(said[-1].endswith("<guest1> remember 29"), said[-1])
+        # The newcomer is not taken for the guest1 of the replay.
+        self.assertIn("*** guest2 joined #keep", replay)
 
     def test_loginWithMemoryAndHashedFiles(self):
         passwd = Path(self.mktemp())
