@@ -118,6 +118,8 @@ class ChatEndToEndTests(unittest.TestCase):
         b.sock.settimeout(1.5)
         with self.assertRaises(socket.timeout):
             b.until("spam 9")  # 5 lines of burst, 1 a second after it: never 10 at once
+        # A second after the paste, the sender hears how many of its lines were dropped.
+        self.assertRegex(a.until("not sent")[-1], r"^!!! rate limited: 1[0-7] lines not sent$")
 
     def test_clientThatStopsReadingIsDroppedOthersKeepChatting(self):
         service = self.startChat("--listen", "tcp:0", "--flood-rate", "0", "--max-output-buffer", "200000",
