@@ -220,3 +220,20 @@ class WebChatProtocolTests(unittest.TestCase):
         self.clock.advance(0)
         self.clock.advance(0.05)
         self.assertEqual(sum(len(e["nicks"]) for e in browser.events() if e["type"] == "members"), 702)
+
+    def test_aBrowserThatDoesNotReadABigRoomsListsIsDropped(self) -> None:
+        """The member lists count against --max-output-buffer like the rest: a browser that does not read goes."""
+        self.web.chatFactory.maxOutputBuffer = 100_000
+        for _ in range(1000):
+            self.hub.enter(FakeMember())
+        self.clock.advance(0)
+        browser, found = self.load()
+        self.assertEqual(sum(len(e["nicks"]) for e in found if e["type"] == "members"), 1001)
+        browser.transport.producer.pauseProducing()  # what a full socket buffer does
+        for _ in range(100):  # each arrival: a new member list of about 10 KB
+            self.hub.enter(FakeMember())
+            self.clock.advance(0)
+            self.clock.advance(0.05)
+        self.assertTrue(browser.protocol.chat.dropped)
+        self.assertEqual(self.web.chatFactory.slowConsumers, 1)
+        self.assertLess(len(browser.transport.value()), 100_000 + 20_000)

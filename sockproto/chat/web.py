@@ -293,13 +293,22 @@ class WebChatProtocol(WebSocketServerProtocol):
 
     def onPing(self, payload: bytes) -> None:
         # A pong is output too: a browser that pings and never reads is a slow consumer.
+        if self.owe(len(payload) + 2):
+            WebSocketServerProtocol.onPing(self, payload)
+
+    def owe(self, size: int) -> bool:
+        """
+        ``size`` more bytes for this browser, written beside the chat's own
+        output: counted as it counts its own.  False once the browser is
+        dropped as a slow consumer.
+        """
         chat = self.chat
         if chat is not None and chat.congested:
-            chat.backlog += len(payload) + 2
+            chat.backlog += size
             if chat.backlog > chat.factory.maxOutputBuffer:
                 chat.dropSlowConsumer()
-                return
-        WebSocketServerProtocol.onPing(self, payload)
+                return False
+        return chat is None or not chat.dropped
 
     def closedByUs(self) -> bool:
         return self.chat is not None and self.chat.transport.disconnecting
@@ -317,7 +326,9 @@ class WebChatProtocol(WebSocketServerProtocol):
         if self.state == self.STATE_OPEN:  # not once closing: autobahn refuses to send then
             # Framed here, as fromChat does: autobahn's sendMessage would hold
             # it to maxMessagePayloadSize, a limit meant for what browsers send.
-            self.sendData(self.factory.frame(event))
+            frame = self.factory.frame(event)
+            if self.owe(len(frame)):  # a big room's member lists are output too
+                self.sendData(frame)
 
     def fromChat(self, data: bytes) -> None:
         factory = self.factory
