@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from sockproto.chat.history import MEMORY, History
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.protocol import ChatFactory
-from sockproto.chat.web import LIST_PIECE, ChatEvents, WebChatFactory, inPieces, stampTime
+from sockproto.chat.web import LIST_PIECE, REFRESH_DELAY, ChatEvents, WebChatFactory, inPieces, refreshDelay, stampTime
 
 
 def events(*lines: str) -> list[dict]:
@@ -216,10 +216,22 @@ class WebChatProtocolTests(unittest.TestCase):
         # Asked again, by the page, and after someone joins: the same, and nothing logged.
         browser.protocol.onMessage(b'{"type": "members"}', False)
         self.assertEqual(len([e for e in browser.events() if e["type"] == "members"]), 4)
+        # A big list waits longer for more arrivals: 1 s in a room of a thousand, 50 ms in a small one.
+        self.assertEqual((refreshDelay(10), refreshDelay(1000), refreshDelay(10**6)), (REFRESH_DELAY, 1.05, 3.0))
         self.hub.enter(FakeMember())
         self.clock.advance(0)
-        self.clock.advance(0.05)
+        self.clock.advance(refreshDelay(701) - 0.01)
+        self.assertEqual([e for e in browser.events() if e["type"] == "members"], [])
+        self.clock.advance(0.01)
         self.assertEqual(sum(len(e["nicks"]) for e in browser.events() if e["type"] == "members"), 702)
+        # Its own move to another room is not kept waiting by that.
+        self.hub.enter(FakeMember())
+        self.clock.advance(0)
+        browser.protocol.onMessage(b'{"type": "say", "text": "/join #elsewhere"}', False)
+        self.clock.advance(0)
+        self.clock.advance(REFRESH_DELAY)
+        members = [e for e in browser.events() if e["type"] == "members"]
+        self.assertEqual(members, [{"type": "members", "room": "#elsewhere", "nicks": [browser.protocol.chat.nick]}])
 
     def test_aBrowserThatDoesNotReadABigRoomsListsIsDropped(self) -> None:
         """The member lists count against --max-output-buffer like the rest: a browser that does not read goes."""
@@ -233,7 +245,7 @@ class WebChatProtocolTests(unittest.TestCase):
         for _ in range(100):  # each arrival: a new member list of about 10 KB
             self.hub.enter(FakeMember())
             self.clock.advance(0)
-            self.clock.advance(0.05)
+            self.clock.advance(refreshDelay(1100))
         self.assertTrue(browser.protocol.chat.dropped)
         self.assertEqual(self.web.chatFactory.slowConsumers, 1)
         self.assertLess(len(browser.transport.value()), 100_000 + 20_000)

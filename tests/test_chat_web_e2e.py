@@ -137,14 +137,14 @@ class WebChatTests(unittest.TestCase):
                 break
             time.sleep(0.05)
         while True:  # the last refresh after the joins has everyone
-            pieces = web.until(isType("members", part=1))
-            while pieces[-1].get("part") != pieces[-1].get("parts"):
-                pieces += web.until(isType("members"))
-            nicks = [nick for event in pieces if event["type"] == "members" for nick in event["nicks"]]
+            pieces = [web.until(isType("members", part=1))[-1]]
+            while pieces[-1]["part"] != pieces[-1]["parts"]:
+                pieces.append(web.until(isType("members"))[-1])
+            nicks = [nick for event in pieces for nick in event["nicks"]]
             if len(nicks) == 302:
                 break
         self.assertEqual(len(set(nicks)), 302)
-        self.assertEqual([event["parts"] for event in pieces if event["type"] == "members"], [2, 2])
+        self.assertEqual([(event["part"], event["parts"]) for event in pieces], [(1, 2), (2, 2)])
         web.send({"type": "say", "text": "/who"})  # the answer to /who comes in pieces too
         self.assertEqual(web.until(isType("members", part=2))[-1]["parts"], 2)
         self.assertNotIn("Traceback", self.chat.log)

@@ -44,6 +44,15 @@ PING_INTERVAL = 30.0
 PING_TIMEOUT = 15.0
 #: Nicks (or rooms) in one ``members`` (or ``rooms``) event: a longer list comes in pieces (docs/web-chat.rst).
 LIST_PIECE = 200
+#: Seconds a member list waits for more joins and leaves (one's own arrival: no longer than this) ...
+REFRESH_DELAY = 0.05
+#: ... and at most, in a big room: its list, as big as the room, goes out less often, to every browser there.
+REFRESH_MAX_DELAY = 3.0
+
+
+def refreshDelay(members: int) -> float:
+    """How long a member list waits after a join or leave in a room of ``members``: 1 s for a thousand."""
+    return min(REFRESH_DELAY * (1 + members // 50), REFRESH_MAX_DELAY)
 
 SECURITY_HEADERS = {
     b"Content-Security-Policy": (
@@ -349,14 +358,18 @@ class WebChatProtocol(WebSocketServerProtocol):
         if chat is None:
             return
         state = (chat.nick, chat.room.name if chat.room is not None else "")
-        if state != self._state:
+        moved = state != self._state
+        if moved:
             self._state = state
             self.event({"type": "state", "nick": state[0], "room": state[1]})
-            membershipChanged = True
-        if membershipChanged and self._refresh is None and chat.room is not None:
+        if (moved or membershipChanged) and chat.room is not None:
             # Many joins at once are one member list.  (Not "entered": the
             # history replayed on entering comes before the hub says so.)
-            self._refresh = chat.factory.clock.callLater(0.05, self.refreshMembers)
+            delay = REFRESH_DELAY if moved else refreshDelay(len(chat.room.members))
+            if self._refresh is None:
+                self._refresh = chat.factory.clock.callLater(delay, self.refreshMembers)
+            elif moved:  # one's own room's list does not wait for a big room's
+                self._refresh.reset(delay)
 
     def refreshMembers(self) -> None:
         """Send the member list of this user's room (and the room list, whose counts changed too)."""
