@@ -337,6 +337,12 @@ class ProtocolTests(ChatProtocolCase):
         self.assertEqual(self.output(ta), ["!!! line too long (at most 64 bytes): not sent"])
         self.assertEqual(self.output(tb), ["<guest1> ok \ufffd\ufffd", "<guest1> clear"])
 
+    def test_aLimitOfOneByteIsSingular(self):
+        a, ta = self.connect(ChatFactory(self.clock, self.hub, maxLineLength=1))
+        self.output(ta)
+        a.dataReceived(b"too long\n")
+        self.assertEqual(self.output(ta), ["!!! line too long (at most 1 byte): not sent"])
+
     def test_floodControl(self):
         a, ta = self.connect()
         b, tb = self.connect()

@@ -229,7 +229,7 @@ class ChatProtocol(LineServerProtocol):
                 continue
             self.floodWarned = False
             if line is TOO_LONG:
-                self.error(f"line too long (at most {self.maxLineLength} bytes): not sent")
+                self.error(f"line too long (at most {counted(self.maxLineLength, 'byte')}): not sent")
                 continue
             if line[:1] == b"/" and line[:2] != b"//":
                 self.command(decode(line))
