@@ -129,7 +129,7 @@ class HubTests(unittest.TestCase):
         self.assertEqual(self.c.lines(), ["*** guest2 left #lobby"])
         bLines = self.b.lines()
         self.assertEqual(bLines[0], "*** guest2 joined #dev")
-        self.assertIn("*** last 1 messages in #dev:", bLines)
+        self.assertIn("*** last 1 message in #dev:", bLines)
         self.assertEqual(self.hub.roomList(), [("#dev", 2), ("#lobby", 1)])
         self.assertRaises(ChatError, self.hub.join, self.a, "dev")
         self.assertRaises(ChatError, self.hub.join, self.a, "#dev")
@@ -172,6 +172,18 @@ class HubTests(unittest.TestCase):
         lines = [re.sub(STAMP, "", x) for x in self.c.lines()]
         self.assertEqual(lines, ["*** last 3 messages in #lobby:", "<guest1> m28", "<guest1> m29", "* guest2 waves",
                                  "*** end of history of #lobby"])
+
+    def test_aReplayOfOneMessageSaysMessage(self):
+        self.hub.say(self.a, "only one")
+        self.clock.advance(0)
+        self.c.lines()
+        self.hub.replay(self.c, 5)
+        self.assertEqual(self.c.lines()[0], "*** last 1 message in #lobby:")
+        self.hub.say(self.a, "and two")
+        self.clock.advance(0)
+        self.c.lines()
+        self.hub.replay(self.c, 5)
+        self.assertEqual(self.c.lines()[0], "*** last 2 messages in #lobby:")
 
     def test_leave(self):
         """Leaving tells the room with the reason, frees the nick, and is harmless twice."""
@@ -218,6 +230,35 @@ class HistoryTests(unittest.TestCase):
             self.assertEqual(count, 1001)
 
         return d.addCallback(check)
+
+    def test_guestNumbersGoOnAfterARestart(self):
+        """
+        After a restart, new guests are numbered after the guests in the
+        history that can be replayed: a replayed <guest7> is not the new guest7.
+        """
+        path = str(Path(self.mktemp()))
+        clock = Clock()
+        history = History(path, clock)
+        history.open()
+        history.record("#lobby", 1.0, "guest7", "say", "before the restart")
+        history.record("#dev", 2.0, "Guest12", "me", "chose this name")
+        history.record("#dev", 3.0, "guest1234567890", "say", "no server gives out ten digits")
+        history.record("#dev", 4.0, "guestly", "say", "not a guest")
+        d = history.close()
+
+        def restarted(_):
+            again = History(path, clock)
+            again.open()
+            self.addCleanup(again.close)
+            self.assertEqual(again.highestGuest(), 12)
+            hub = ChatHub(clock, again)
+            newcomer = FakeMember()
+            hub.enter(newcomer)
+            self.assertEqual(newcomer.nick, "guest13")
+            replay = newcomer.lines()
+            self.assertIn("<guest7> before the restart", replay[-2])
+
+        return d.addCallback(restarted)
 
     def test_memoryKeepsNothingOnDisk(self):
         history = History(MEMORY, Clock(), keep=3)
@@ -266,7 +307,7 @@ class ProtocolTests(ChatProtocolCase):
         a, ta = self.connect()
         b, tb = self.connect()
         self.output(ta), self.output(tb)
-        a.dataReceived(b"/frobnicate\n/nick bad nick\n/msg nobody hi\n/join nope\n/history 9999\n/nick\n")
+        a.dataReceived(b"/frobnicate\n/nick bad nick\n/msg nobody hi\n/join no#pe\n/history 9999\n/nick\n")
         out = self.output(ta)
         self.assertEqual(len(out), 6)
         self.assertTrue(all(line.startswith("!!! ") for line in out), out)
@@ -296,6 +337,12 @@ class ProtocolTests(ChatProtocolCase):
         self.assertEqual(self.output(ta), ["!!! line too long (at most 64 bytes): not sent"])
         self.assertEqual(self.output(tb), ["<guest1> ok \ufffd\ufffd", "<guest1> clear"])
 
+    def test_aLimitOfOneByteIsSingular(self):
+        a, ta = self.connect(ChatFactory(self.clock, self.hub, maxLineLength=1))
+        self.output(ta)
+        a.dataReceived(b"too long\n")
+        self.assertEqual(self.output(ta), ["!!! line too long (at most 1 byte): not sent"])
+
     def test_floodControl(self):
         a, ta = self.connect()
         b, tb = self.connect()
@@ -306,6 +353,40 @@ class ProtocolTests(ChatProtocolCase):
         self.clock.advance(1)
         a.dataReceived(b"".join(b"more %d\n" % i for i in range(10)))
         self.assertEqual(len(self.output(tb)), 5)
+
+    def test_floodControlSaysHowManyLinesWereNotSent(self):
+        """Over the limit: a warning at once, then how many lines were dropped (a paste in pieces: one count)."""
+        a, ta = self.connect()
+        b, tb = self.connect()
+        self.output(ta), self.output(tb)
+        paste = b"".join(b"line %d\n" % i for i in range(50))
+        a.dataReceived(paste[:200])
+        a.dataReceived(paste[200:])
+        self.assertEqual(self.output(ta), ["!!! rate limited: too many lines, slow down"])
+        self.assertEqual(len(self.output(tb)), 20)
+        self.clock.advance(1)
+        self.assertEqual(self.output(ta), ["!!! rate limited: 30 lines not sent"])
+        # A second of refill is 5 lines: the sixth is dropped, and counted alone.
+        a.dataReceived(b"again\n" * 6)
+        self.assertEqual(self.output(ta), ["!!! rate limited: too many lines, slow down"])
+        self.assertEqual(len(self.output(tb)), 5)
+        self.clock.advance(1)
+        self.assertEqual(self.output(ta), ["!!! rate limited: 1 line not sent"])
+        # Gone before the count is due: nothing is written, nothing is left scheduled.
+        a.dataReceived(b"x\n" * 20)
+        a.connectionLost(None)
+        self.assertEqual([c for c in self.clock.getDelayedCalls() if c.func == a.reportFloodDrops], [])
+
+    def test_joinWithoutTheHash(self):
+        """/join dev means #dev; a name that is not a room's is still refused, as typed with its #."""
+        a, ta = self.connect()
+        self.output(ta)
+        a.dataReceived(b"/join dev\n")
+        self.assertEqual(self.output(ta)[0], "*** guest1 joined #dev")
+        a.dataReceived(b"/join Dev\n/join #dev\n")
+        self.assertEqual(self.output(ta), [
+            "!!! bad room name '#Dev': use # and 1 to 32 of a-z 0-9 _ -", "!!! you are already in #dev",
+        ])
 
     def test_floodControlOff(self):
         factory = ChatFactory(self.clock, self.hub, floodRate=0)
@@ -437,6 +518,19 @@ class PasswordTests(unittest.TestCase):
         from twisted.internet.defer import gatherResults
 
         return gatherResults([good, bad, unknown])
+
+    def test_reloadCountsTheUsers(self):
+        """SIGHUP's report: "1 user", "2 users"."""
+        from sockproto.chat.login import AnyOfCheckers
+
+        path = Path(self.mktemp())
+        passwords.setPassword(path, "alice", "pw-one")
+        checker = passwords.HashedPasswordCheckerFactory().generateChecker(str(path))
+        clock = Clock()
+        factory = ChatFactory(clock, newHub(clock)[0], portal=Portal(ChatRealm(), [AnyOfCheckers([checker])]))
+        self.assertEqual(factory.reload(), [f"password file {path}: 1 user"])
+        passwords.setPassword(path, "bob", "pw-two")
+        self.assertEqual(factory.reload(), [f"password file {path}: 2 users"])
 
     def test_badFile(self):
         """A password file with a plain-text entry, or a missing one, is refused with a clear error."""

@@ -80,6 +80,7 @@ class BrowserChatTests(unittest.TestCase):
             f"--ignore-certificate-errors-spki-list={self.serverKeyPin()}",
         ):
             options.add_argument(argument)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
         self.addCleanup(driver.quit)
         driver.get(self.url)
@@ -146,6 +147,28 @@ class BrowserChatTests(unittest.TestCase):
         Path(shot).parent.mkdir(parents=True, exist_ok=True)
         self.assertTrue(alice.save_screenshot(shot))
         self.assertGreater(Path(shot).stat().st_size, 10_000)
+
+    def test_afterLoadInARoomWithHistory(self) -> None:
+        """
+        Right after the page loads in a room with history: the Members and
+        Rooms panels are filled, times are HH:MM:SS as nc shows them, and
+        nothing failed to load (the icon included).
+        """
+        line = LineClient.tcp(self.chat.port("chat"))
+        self.addCleanup(line.close)
+        line.until("joined #lobby")
+        line.send("/nick carol\nsaid before you came\n/history 1\n")
+        stamp = line.until("said before you came")[-1][1:9]
+        driver = self.browser()
+        me = self.texts(driver, "#who")[0].removeprefix("you are ")
+        self.waitFor(driver, lambda d: sorted(self.members(d)) == sorted(["carol", me]), timeout=5)
+        self.waitFor(driver, lambda d: self.texts(d, "#rooms li") == ["#lobby (2)"], timeout=5)
+        replayed = [m for m in self.messages(driver) if "said before you came" in m]
+        self.assertEqual(len(replayed), 1, self.messages(driver))
+        self.assertTrue(replayed[0].startswith(stamp + "<carol>"), (replayed, stamp))
+        self.assertRegex(self.texts(driver, "#messages li .time")[0], r"^\d\d:\d\d:\d\d$")
+        problems = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        self.assertEqual(problems, [])
 
     def test_thePageReconnectsByItself(self) -> None:
         driver = self.browser()

@@ -147,6 +147,35 @@ class ClusterChatTests(ClusterTestCase):
                 clients[loser].until(f"is now known as {nick}")
             clients[nick] = clients.pop(winners[0])
 
+    def test_nicknamesAreUniqueWhateverTheCaseAcrossServers(self) -> None:
+        """With Zed on one server, zed and ZED are taken on the others; guest names and login names too."""
+        one, two = self.node("c1"), self.node("c2")
+        other = self.client(two)
+        zed = self.client(one, "Zed")
+        other.until("is now known as Zed")
+        for taken in ("zed", "ZED", "zEd"):
+            other.send(f"/nick {taken}\n")
+            self.assertEqual(other.until("!!!")[-1], f"!!! nickname {taken} is taken")
+        zed.send("/nick ZED\n")  # its own name in another case
+        other.until("Zed is now known as ZED")
+        # A guest name chosen on one server is not handed out on another.
+        guest = self.client(one, "Guest90")
+        self.redis.command("SET", "sockproto:guests", "89")
+        newcomer = LineClient.tcp(two.port("chat"), timeout=20)
+        self.addCleanup(newcomer.close)
+        self.assertRegex(newcomer.until("joined #lobby")[-1], r"^\*\*\* guest91 joined #lobby$")
+        guest.until("guest91 joined")
+        # A login name: the verified Zed takes the name from ZED (a guest elsewhere), and keeps it from zed.
+        three = self.node("c3", "--auth", "memory:Zed:pw1")
+        login = LineClient.tcp(three.port("chat"), timeout=20)
+        self.addCleanup(login.close)
+        login.until("log in")
+        login.send("/login Zed pw1\n")
+        login.until("Zed joined #lobby")
+        self.assertRegex(zed.until("(name reserved)")[-1], r"^\*\*\* ZED is now known as guest\d+ \(name reserved\)$")
+        other.send("/nick zed\n")
+        self.assertEqual(other.until("!!!")[-1], "!!! nickname zed is taken")
+
     def test_verifiedNamesAreUniqueAcrossServers(self) -> None:
         auth = ("--auth", "memory:alice:secret:bob:hunter2")
         one, two = self.node("v1", *auth), self.node("v2", *auth)
@@ -303,6 +332,24 @@ class ClusterFailureTests(ClusterTestCase):
         self.assertEqual(a.until("in #lobby")[-1], "*** 1 in #lobby: alice")
         a.until("alice is now known as bob")
         b.close()
+
+    def test_aNodeBackUnderItsNameBeforeItsLastLifeExpiredJoinsThen(self) -> None:
+        """
+        A node killed and started again under its --node-name before its
+        heartbeat expired waits for it, then joins: never a server alone that
+        grants a name another server holds (zed, with Zed elsewhere).
+        """
+        one = self.node("b1")
+        zed = self.client(one, "Zed")
+        # What a node killed a moment ago leaves: its heartbeat, alive a little longer.
+        self.redis.command("SET", "sockproto:alive:b2", "last-life", "PX", "800")
+        two = self.node("b2")
+        self.assertIn("another server named b2 is running (or this one was, a moment ago)", two.log)
+        other = self.client(two)
+        other.send("/nick zed\n")
+        self.assertEqual(other.until("!!!")[-1], "!!! nickname zed is taken")
+        other.send("hello b1\n")
+        zed.until("hello b1")
 
     def test_aStoppedNodeSignsOff(self) -> None:
         one, two = self.node("s1"), self.node("s2")

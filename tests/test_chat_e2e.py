@@ -1,6 +1,5 @@
 """The chat service end to end: the real plugin, several real clients."""
 
-import re
 import socket
 import subprocess
 import time
@@ -75,6 +74,8 @@ class ChatEndToEndTests(unittest.TestCase):
         said = [line for line in replay if "remember" in line]
         self.assertEqual(len(said), 20)
         self.assertTrue(said[-1].endswith("<guest1> remember 29"), said[-1])
+        # The newcomer is not taken for the guest1 of the replay.
+        self.assertIn("*** guest2 joined #keep", replay)
 
     def test_loginWithMemoryAndHashedFiles(self):
         passwd = Path(self.mktemp())
@@ -116,6 +117,8 @@ class ChatEndToEndTests(unittest.TestCase):
         b.sock.settimeout(1.5)
         with self.assertRaises(socket.timeout):
             b.until("spam 9")  # 5 lines of burst, 1 a second after it: never 10 at once
+        # A second after the paste, the sender hears how many of its lines were dropped.
+        self.assertRegex(a.until("not sent")[-1], r"^!!! rate limited: 1[0-7] lines not sent$")
 
     def test_clientThatStopsReadingIsDroppedOthersKeepChatting(self):
         service = self.startChat("--listen", "tcp:0", "--flood-rate", "0", "--max-output-buffer", "200000",
@@ -148,9 +151,15 @@ class ChatEndToEndTests(unittest.TestCase):
         """Bad chat options exit non-zero with a usage error, never a traceback."""
         from tests.support import runService
 
-        for args in (["--flood-rate", "-1"], ["--max-line-length", "x"], ["--auth", "nosuch:thing"],
-                     ["--listen", "udp:5000"], ["--max-clients", "0"]):
+        for args, why in [
+            (["--flood-rate", "-1"], "-1 is not a number of lines a second, 0 or more"),
+            (["--max-line-length", "x"], "expected a positive whole number"),
+            (["--auth", "nosuch:thing"], "Auth plugin not recognized"),
+            (["--listen", "udp:5000"], "this service does not speak UDP"),
+            (["--max-clients", "0"], "0 is not a positive whole number"),
+        ]:
             result = runService("sockproto-chat", *args)
             self.assertNotEqual(result.returncode, 0, args)
             self.assertNotIn("Traceback", result.stderr, args)
-            self.assertTrue(re.search(r"(?i)error", result.stderr), result.stderr)
+            self.assertIn(f"sockproto-chat: bad {args[0]}", result.stderr)
+            self.assertIn(why, result.stderr)

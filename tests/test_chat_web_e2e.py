@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -67,7 +69,10 @@ class WebChatTests(unittest.TestCase):
         self.assertIn("frame-ancestors 'none'", csp)
         self.assertEqual(response.headers["X-Content-Type-Options"], "nosniff")
         self.assertEqual(response.headers["Referrer-Policy"], "no-referrer")
-        for path, kind in (("/chat.js", "text/javascript"), ("/chat.css", "text/css")):
+        self.assertIn('<link rel="icon" href="favicon.svg"', page)
+        for path, kind in (
+            ("/chat.js", "text/javascript"), ("/chat.css", "text/css"), ("/favicon.svg", "image/svg+xml"),
+        ):
             with urllib.request.urlopen(f"http://127.0.0.1:{self.webPort}{path}", timeout=10) as r:
                 self.assertTrue(r.headers["Content-Type"].startswith(kind))
         with self.assertRaises(urllib.error.HTTPError) as caught:
@@ -103,6 +108,47 @@ class WebChatTests(unittest.TestCase):
         self.assertRegex(line.until("back at you")[-1], r"\*webby\* back at you$")
         web.send({"type": "say", "text": "/quit"})
         line.until("webby left #lobby")
+
+    def test_membersAndRoomsComeWithHistoryAndForABigRoom(self) -> None:
+        """
+        Entering a room with history to replay, the page gets the member and
+        room lists too; in a room of hundreds, the member list in pieces.
+        """
+        talker = self.line()
+        talker.send("/nick talker\nsaid before the page loaded\n/history 1\n")
+        talker.until("end of history")
+        web = WebSocketClient(self.webPort)
+        self.addCleanup(web.close)
+        seen = web.until(isType("members"))
+        self.assertIn("history", [event["type"] for event in seen])
+        me = [event for event in seen if event["type"] == "state"][-1]["nick"]
+        self.assertEqual(sorted(seen[-1]["nicks"]), sorted(["talker", me]))
+        rooms = [e for e in seen if e["type"] == "rooms"] or web.until(isType("rooms"))
+        self.assertEqual(rooms[-1]["rooms"], [{"name": "#lobby", "count": 2}])
+
+        crowd = []
+        for _ in range(300):
+            member = socket.create_connection(("127.0.0.1", self.chat.port("chat")), timeout=10)
+            self.addCleanup(member.close)
+            crowd.append(member)
+        for _ in range(200):  # until the server has let them all in
+            talker.send("/who\n")
+            if talker.until(" in #lobby: ")[-1].startswith("*** 302 in #lobby: "):
+                break
+            time.sleep(0.05)
+        while True:  # the last refresh after the joins has everyone
+            pieces = [web.until(isType("members", part=1))[-1]]
+            while pieces[-1]["part"] != pieces[-1]["parts"]:
+                pieces.append(web.until(isType("members"))[-1])
+            nicks = [nick for event in pieces for nick in event["nicks"]]
+            if len(nicks) == 302:
+                break
+        self.assertEqual(len(set(nicks)), 302)
+        self.assertEqual([(event["part"], event["parts"]) for event in pieces], [(1, 2), (2, 2)])
+        web.send({"type": "say", "text": "/who"})  # the answer to /who comes in pieces too
+        self.assertEqual(web.until(isType("members", part=2))[-1]["parts"], 2)
+        self.assertNotIn("Traceback", self.chat.log)
+        self.assertNotIn("exceeding payload limit", self.chat.log)
 
     def test_historyRoomsErrorsAndHostileText(self) -> None:
         line = self.line()

@@ -29,6 +29,7 @@ from zope.interface import implementer
 from sockproto.chat.bus import IChatBus
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import HISTORY_MAX, LOBBY, ChatError
+from sockproto.chat.text import counted
 from sockproto.server.latency import LatencyHistogram
 from sockproto.server.redis import FirstLink, RedisAddress, RedisLink, Script
 
@@ -306,6 +307,10 @@ class ClusterHistory:
             entries = self._rooms[room] = deque(maxlen=self.keep)
         entries.append((streamId, entry))
 
+    def highestGuest(self) -> int:
+        """0: in a cluster, guest numbers come from a counter in Redis."""
+        return 0
+
     def recent(self, room: str, count: int) -> list[Entry]:
         entries = self._rooms.get(room)
         if not entries or count <= 0:
@@ -367,6 +372,8 @@ class RedisChatBus:
         self._batchSenders: list[Member] = []
         self._flushCall: Any = None
         self._heartbeat: task.LoopingCall | None = None
+        #: Joining again once the name held by another server (or this one's last life) is free.
+        self._rejoin: Any = None
         self.inFlight = 0
         #: Events published, events heard from other servers, events dropped (link down or Redis too slow).
         self.published = 0
@@ -403,6 +410,7 @@ class RedisChatBus:
         """This server is leaving: the others hear its members left, its names are freed."""
         self.stopping = True
         self.firstLink.open()
+        self._cancelRejoin()
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         self._flush()
@@ -418,11 +426,21 @@ class RedisChatBus:
         try:
             alone = yield self._run(_HEARTBEAT, self.token, int(NODE_TTL * 1000))
             if not int(alone):
-                log.error(
-                    "cluster: another server named {node} is running; give this one another --node-name",
-                    node=self.node,
-                )
+                # Another server has this name, or this one's last life (killed,
+                # restarted within NODE_TTL): try again once its heartbeat ends.
+                # Deciding names alone meanwhile would let two servers grant one.
+                left = yield self.link.command.execute_command("PTTL", f"{self.prefix}alive:{self.node}")
+                if self._rejoin is None:
+                    log.error(
+                        "cluster: another server named {node} is running (or this one was, a moment ago); "
+                        "joining when its name is free; give this one another --node-name if it is another",
+                        node=self.node,
+                    )
+                if not self.stopping:
+                    self._rejoin = self.reactor.callLater(max(int(left), 0) / 1000 + 0.1, self._joinAgain)
                 return
+            if self._rejoin is not None:
+                self._rejoin = None
             members = self.hub.members()
             claims: list[Any] = []
             for member in members:
@@ -451,7 +469,17 @@ class RedisChatBus:
             log.error("cluster: could not join through Redis: {reason}", reason=e)
             self.history.stopLoading()
 
+    def _joinAgain(self) -> None:
+        if self.link.command is not None and not self.stopping:
+            self._linkUp(self.link)
+
+    def _cancelRejoin(self) -> None:
+        if self._rejoin is not None and self._rejoin.active():
+            self._rejoin.cancel()
+        self._rejoin = None
+
     def _linkDown(self, link: RedisLink) -> None:
+        self._cancelRejoin()
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         wasLinked, self.linked = self.linked, False
@@ -613,7 +641,7 @@ class RedisChatBus:
 
     def _notShared(self, batch: list[list[Any]], senders: list[Member], why: str) -> None:
         self.dropped += len(batch)
-        log.warn("cluster: {count} events not sent to other servers ({why})", count=len(batch), why=why)
+        log.warn("cluster: {events} not sent to other servers ({why})", events=counted(len(batch), "event"), why=why)
         for sender in dict.fromkeys(senders):
             if sender in self.hub.present:
                 self.hub.tell(sender, NOT_SHARED)

@@ -7,6 +7,7 @@ messages is a handful of transactions, and the reactor never waits on disk.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections import deque
 from typing import Any, NamedTuple
@@ -16,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from sockproto.chat.text import counted
 from sockproto.server.files import createOwnerOnly
 
 log = Logger()
@@ -33,6 +35,20 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
 """
+
+
+#: A guest's name (any case), with a number a server could have given (not the 19 digits a nick can hold).
+_GUEST = re.compile(r"guest([0-9]{1,9})")
+
+
+def highestGuestNumber(nicks: Any) -> int:
+    """The highest N of the ``guestN`` names among ``nicks`` (0 if none)."""
+    highest = 0
+    for nick in nicks:
+        match = _GUEST.fullmatch(nick.lower())
+        if match:
+            highest = max(highest, int(match[1]))
+    return highest
 
 
 class Entry(NamedTuple):
@@ -103,6 +119,10 @@ class History:
             if self._writeCall is None and self._writing is None:
                 self._writeCall = self.clock.callLater(self.writeDelay, self._write)
 
+    def highestGuest(self) -> int:
+        """The highest guest number among the messages that can be replayed."""
+        return highestGuestNumber(entry.nick for entries in self._rooms.values() for entry in entries)
+
     def recent(self, room: str, count: int) -> list[Entry]:
         entries = self._rooms.get(room)
         if not entries or count <= 0:
@@ -122,7 +142,7 @@ class History:
             self.batchesWritten += 1
 
         def failed(failure: Any) -> None:
-            log.failure("chat history: could not store {count} messages", failure, count=len(rows))
+            log.failure("chat history: could not store {messages}", failure, messages=counted(len(rows), "message"))
 
         def next(_: Any) -> None:
             self._writing = None

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from sockproto.chat.bus import IChatBus, LocalBus
 from sockproto.chat.history import Entry, History
-from sockproto.chat.text import Stamper, validNick, validRoom
+from sockproto.chat.text import Stamper, counted, validNick, validRoom
 
 LOBBY = "#lobby"
 HISTORY_DEFAULT = 20
@@ -90,7 +90,9 @@ class ChatHub:
         self.nicks: dict[str, Member] = {}  # casefolded nick -> member
         self.present: dict[Member, None] = {}  # members who entered and have not left
         self.identities: set[str] = set()  # casefolded names of verified users online
-        self._guests = 0
+        # New guests are numbered after those in the history that can be
+        # replayed: after a restart, a new guest1 is not taken for the old one.
+        self._guests = history.highestGuest()
         self._dirty: list[Room] = []
         self._flushCall: Any = None
         #: Lines users said (to a room, /me or /msg).
@@ -331,7 +333,7 @@ class ChatHub:
             if not quiet:
                 self.tell(member, f"*** no messages in {room.name} yet\n")
             return
-        lines = [f"*** last {len(entries)} messages in {room.name}:\n"]
+        lines = [f"*** last {counted(len(entries), 'message')} in {room.name}:\n"]
         lines.extend(self.formatEntry(entry) for entry in entries)
         lines.append(f"*** end of history of {room.name}\n")
         self.tell(member, "".join(lines))

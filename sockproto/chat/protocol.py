@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from sockproto.chat.hub import HISTORY_DEFAULT, HISTORY_MAX, ChatError, ChatHub, Room
 from sockproto.chat.login import IChatUser, LoginThrottle
-from sockproto.chat.text import clean, decode
+from sockproto.chat.text import clean, counted, decode
 from sockproto.interfaces import IReloadable
 from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory, setSocketOptions
@@ -22,6 +22,9 @@ from sockproto.server.ratelimit import TokenBucket
 from sockproto.server.tls import peerIdentity
 
 log = Logger()
+
+#: Seconds after a line is dropped by flood control before the sender is told how many were (a paste is one count).
+FLOOD_REPORT_DELAY = 1.0
 
 HELP = """\
 *** Commands:
@@ -76,6 +79,9 @@ class ChatProtocol(LineServerProtocol):
     backlog = 0
     dropped = False
     floodWarned = False
+    #: Lines dropped by flood control and not yet reported, and the call that reports them.
+    floodDropped = 0
+    _floodReport: Any = None
     #: A login, or an answer from the cluster, is awaited: what the client sends meanwhile waits.
     awaiting = False
     heldLines: tuple[Any, ...] = ()
@@ -219,13 +225,11 @@ class ChatProtocol(LineServerProtocol):
             if self.dropped or self.transport.disconnecting:
                 return
             if bucket is not None and not bucket.take(now):
-                if not self.floodWarned:
-                    self.floodWarned = True
-                    self.error("rate limited: too many lines, slow down")
+                self.floodDrop()
                 continue
             self.floodWarned = False
             if line is TOO_LONG:
-                self.error(f"line too long (at most {self.maxLineLength} bytes): not sent")
+                self.error(f"line too long (at most {counted(self.maxLineLength, 'byte')}): not sent")
                 continue
             if line[:1] == b"/" and line[:2] != b"//":
                 self.command(decode(line))
@@ -241,6 +245,21 @@ class ChatProtocol(LineServerProtocol):
                 self.error("that looks like binary data, not text: not sent")
             elif text.strip():
                 hub.say(self, text)
+
+    def floodDrop(self) -> None:
+        """A line over the flood limit is not sent: say so at once, and a moment later how many in all."""
+        if not self.floodWarned:
+            self.floodWarned = True
+            self.error("rate limited: too many lines, slow down")
+        self.floodDropped += 1
+        if self._floodReport is None:
+            self._floodReport = self.factory.clock.callLater(FLOOD_REPORT_DELAY, self.reportFloodDrops)
+
+    def reportFloodDrops(self) -> None:
+        self._floodReport = None
+        dropped, self.floodDropped = self.floodDropped, 0
+        if not self.closed and not self.dropped and not self.transport.disconnecting:
+            self.error(f"rate limited: {counted(dropped, 'line')} not sent")
 
     def command(self, line: str) -> None:
         name, _, rest = line[1:].partition(" ")
@@ -271,7 +290,8 @@ class ChatProtocol(LineServerProtocol):
     def do_join(self, rest: str) -> None:
         if not rest:
             raise ChatError("usage: /join #room")
-        self.answer(self.factory.hub.join(self, rest))
+        # "/join dev" means #dev, as the page's join box does.
+        self.answer(self.factory.hub.join(self, rest if rest.startswith("#") else "#" + rest))
 
     def do_rooms(self, rest: str) -> None:
         def show(rooms: list[tuple[str, int]]) -> None:
@@ -403,6 +423,8 @@ class ChatProtocol(LineServerProtocol):
         self.closeConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
+        if self._floodReport is not None and self._floodReport.active():
+            self._floodReport.cancel()
         self.leaveHub("too slow" if self.dropped else "connection closed")
         LineServerProtocol.connectionLost(self, reason)
 
@@ -461,7 +483,7 @@ class ChatFactory(ServerFactory):
             for checker in getattr(combined, "checkers", [combined]):
                 if isinstance(checker, HashedPasswordChecker):
                     checker.reload(force=True)
-                    done.append(f"password file {checker.path}: {checker.userCount} users")
+                    done.append(f"password file {checker.path}: {counted(checker.userCount, 'user')}")
                 elif isinstance(checker, checkers.FilePasswordDB):
                     done.append(f"password file {checker.filename} (read at every login)")
         return done

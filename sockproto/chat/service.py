@@ -52,7 +52,10 @@ keyPrefix.coerceDoc = "1-64 of A-Z a-z 0-9 _ . : { } -."  # type: ignore[attr-de
 
 
 def linesPerSecond(value: str) -> float:
-    return nonNegativeFloat(value)
+    try:
+        return nonNegativeFloat(value)
+    except ValueError:
+        raise ValueError(f"{value} is not a number of lines a second, 0 or more") from None
 
 
 linesPerSecond.coerceDoc = "Lines a second, 0 or more."  # type: ignore[attr-defined]

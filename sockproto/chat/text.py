@@ -46,6 +46,11 @@ def decode(line: bytes) -> str:
     return line.decode("utf-8", "replace")
 
 
+def counted(count: int, noun: str) -> str:
+    """``"1 message"``, ``"2 messages"``: a count and its noun, singular for one."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def validNick(nick: str) -> bool:
     return NICK_RE.fullmatch(nick) is not None
 

@@ -42,6 +42,17 @@ log = Logger()
 #: Seconds between pings, and how long a pong may take before the browser is taken for gone.
 PING_INTERVAL = 30.0
 PING_TIMEOUT = 15.0
+#: Nicks (or rooms) in one ``members`` (or ``rooms``) event: a longer list comes in pieces (docs/web-chat.rst).
+LIST_PIECE = 200
+#: Seconds a member list waits for more joins and leaves (one's own arrival: no longer than this) ...
+REFRESH_DELAY = 0.05
+#: ... and at most, in a big room: its list, as big as the room, goes out less often, to every browser there.
+REFRESH_MAX_DELAY = 3.0
+
+
+def refreshDelay(members: int) -> float:
+    """How long a member list waits after a join or leave in a room of ``members``: 1 s for a thousand."""
+    return min(REFRESH_DELAY * (1 + members // 50), REFRESH_MAX_DELAY)
 
 SECURITY_HEADERS = {
     b"Content-Security-Policy": (
@@ -62,11 +73,28 @@ _LINE_KINDS = [
     (re.compile(f"^{_STAMP}-> \\*{_NICK}\\* (.*)$"), "private-to"),
     (re.compile(f"^{_STAMP}\\*{_NICK}\\* (.*)$"), "private-from"),
 ]
-_HISTORY_START = re.compile(r"^\*\*\* last \d+ messages in (#\S+):$")
+_HISTORY_START = re.compile(r"^\*\*\* last \d+ messages? in (#\S+):$")
 _HISTORY_END = re.compile(r"^\*\*\* end of history of (#\S+)$")
 _ROOM_LINE = re.compile(r"^\*\*\*   (#\S+) \((\d+)\)$")
 _MEMBERS = re.compile(r"^\*\*\* \d+ in (#\S+): ?(.*)$")
 _MEMBERSHIP_CHANGE = re.compile(r"^\*\*\* \S+ (joined|left|is now known as) ")
+
+
+def inPieces(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """
+    A ``members`` or ``rooms`` event whose list is longer than LIST_PIECE as
+    several events, numbered by ``part`` (from 1) of ``parts``: a big room's
+    members make messages of bounded size, which any client can take.
+    """
+    key = "nicks" if event["type"] == "members" else "rooms"
+    items = event[key]
+    if len(items) <= LIST_PIECE:
+        return [event]
+    parts = -(-len(items) // LIST_PIECE)
+    return [
+        {**event, key: items[start : start + LIST_PIECE], "part": number, "parts": parts}
+        for number, start in enumerate(range(0, len(items), LIST_PIECE), 1)
+    ]
 
 
 def stampTime(hours: str, minutes: str, seconds: str, now: float) -> float:
@@ -105,7 +133,7 @@ class ChatEvents:
                 if room:
                     self._rooms.append({"name": room[1], "count": int(room[2])})
                     continue
-                events.append({"type": "rooms", "rooms": self._rooms})
+                events.extend(inPieces({"type": "rooms", "rooms": self._rooms}))
                 self._rooms = None
             entry = self._entry(raw, now)
             if self._history is not None:
@@ -126,13 +154,13 @@ class ChatEvents:
             elif start := _HISTORY_START.match(raw):
                 self._history = {"type": "history", "room": start[1], "entries": []}
             elif members := _MEMBERS.match(raw):
-                events.append({"type": "members", "room": members[1], "nicks": members[2].split()})
+                events.extend(inPieces({"type": "members", "room": members[1], "nicks": members[2].split()}))
             else:
                 text = raw[4:] if raw.startswith("*** ") else raw
                 events.append({"type": "notice", "text": text})
                 changed = changed or bool(_MEMBERSHIP_CHANGE.match(raw))
         if self._rooms is not None:  # the list ends with the write it came in
-            events.append({"type": "rooms", "rooms": self._rooms})
+            events.extend(inPieces({"type": "rooms", "rooms": self._rooms}))
             self._rooms = None
         return events, changed
 
@@ -274,13 +302,22 @@ class WebChatProtocol(WebSocketServerProtocol):
 
     def onPing(self, payload: bytes) -> None:
         # A pong is output too: a browser that pings and never reads is a slow consumer.
+        if self.owe(len(payload) + 2):
+            WebSocketServerProtocol.onPing(self, payload)
+
+    def owe(self, size: int) -> bool:
+        """
+        ``size`` more bytes for this browser, written beside the chat's own
+        output: counted as it counts its own.  False once the browser is
+        dropped as a slow consumer.
+        """
         chat = self.chat
         if chat is not None and chat.congested:
-            chat.backlog += len(payload) + 2
+            chat.backlog += size
             if chat.backlog > chat.factory.maxOutputBuffer:
                 chat.dropSlowConsumer()
-                return
-        WebSocketServerProtocol.onPing(self, payload)
+                return False
+        return chat is None or not chat.dropped
 
     def closedByUs(self) -> bool:
         return self.chat is not None and self.chat.transport.disconnecting
@@ -296,7 +333,11 @@ class WebChatProtocol(WebSocketServerProtocol):
 
     def event(self, event: dict[str, Any]) -> None:
         if self.state == self.STATE_OPEN:  # not once closing: autobahn refuses to send then
-            self.sendMessage(json.dumps(event, ensure_ascii=False).encode("utf-8"))
+            # Framed here, as fromChat does: autobahn's sendMessage would hold
+            # it to maxMessagePayloadSize, a limit meant for what browsers send.
+            frame = self.factory.frame(event)
+            if self.owe(len(frame)):  # a big room's member lists are output too
+                self.sendData(frame)
 
     def fromChat(self, data: bytes) -> None:
         factory = self.factory
@@ -307,10 +348,7 @@ class WebChatProtocol(WebSocketServerProtocol):
             frames, membershipChanged = factory.lastFrames, factory.lastChanged
         else:
             parsed, membershipChanged = events.feed(data)
-            frames = b"".join(
-                factory.prepareMessage(json.dumps(event, ensure_ascii=False).encode("utf-8")).payloadHybi
-                for event in parsed
-            )
+            frames = b"".join(factory.frame(event) for event in parsed)
             if events.idle:
                 factory.lastBatch, factory.lastFrames, factory.lastChanged = data, frames, membershipChanged
         if frames and self.state == self.STATE_OPEN:
@@ -320,13 +358,18 @@ class WebChatProtocol(WebSocketServerProtocol):
         if chat is None:
             return
         state = (chat.nick, chat.room.name if chat.room is not None else "")
-        if state != self._state:
+        moved = state != self._state
+        if moved:
             self._state = state
             self.event({"type": "state", "nick": state[0], "room": state[1]})
-            membershipChanged = True
-        if membershipChanged and self._refresh is None and chat.entered:
-            # Many joins at once are one member list.
-            self._refresh = chat.factory.clock.callLater(0.05, self.refreshMembers)
+        if (moved or membershipChanged) and chat.room is not None:
+            # Many joins at once are one member list.  (Not "entered": the
+            # history replayed on entering comes before the hub says so.)
+            delay = REFRESH_DELAY if moved else refreshDelay(len(chat.room.members))
+            if self._refresh is None:
+                self._refresh = chat.factory.clock.callLater(delay, self.refreshMembers)
+            elif moved:  # one's own room's list does not wait for a big room's
+                self._refresh.reset(delay)
 
     def refreshMembers(self) -> None:
         """Send the member list of this user's room (and the room list, whose counts changed too)."""
@@ -339,7 +382,8 @@ class WebChatProtocol(WebSocketServerProtocol):
 
         def show(nicks: list[str]) -> None:
             if self.chat is not None:
-                self.event({"type": "members", "room": room, "nicks": nicks})
+                for piece in inPieces({"type": "members", "room": room, "nicks": nicks}):
+                    self.event(piece)
 
         chat.factory.hub.whenNames(chat).addCallback(show).addErrback(
             lambda failure: log.failure("web chat: member list failed", failure)
@@ -351,7 +395,9 @@ class WebChatProtocol(WebSocketServerProtocol):
             return
         def show(rooms: list[tuple[str, int]]) -> None:
             if self.chat is not None:
-                self.event({"type": "rooms", "rooms": [{"name": name, "count": count} for name, count in rooms]})
+                listed = [{"name": name, "count": count} for name, count in rooms]
+                for piece in inPieces({"type": "rooms", "rooms": listed}):
+                    self.event(piece)
 
         chat.factory.hub.whenRooms().addCallback(show).addErrback(
             lambda failure: log.failure("web chat: room list failed", failure)
@@ -376,6 +422,10 @@ class WebChatFactory(WebSocketServerFactory):
             autoPingInterval=PING_INTERVAL,
             autoPingTimeout=PING_TIMEOUT,
         )
+
+    def frame(self, event: dict[str, Any]) -> bytes:
+        """``event`` as a WebSocket text frame, ready to write (no compression is offered)."""
+        return self.prepareMessage(json.dumps(event, ensure_ascii=False).encode("utf-8")).payloadHybi
 
     def originAllowed(self, origin: str | None, host: str, secure: bool) -> bool:
         """The page's own origin (or those of ``--web-origin``); a browser always sends one."""
@@ -434,7 +484,7 @@ class _WebSocketOnly(WebSocketResource):
 
 
 class _Root(Resource):
-    """``/``, ``/chat.js``, ``/chat.css`` and ``/ws``; nothing else exists."""
+    """``/``, ``/chat.js``, ``/chat.css``, ``/favicon.svg`` and ``/ws``; nothing else exists."""
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         return NoResource()
@@ -492,6 +542,7 @@ def webSite(chatFactory: ChatFactory, origins: list[str]) -> Site:
     root.putChild(b"", StaticFile(pageFile("index.html"), b"text/html; charset=utf-8"))
     root.putChild(b"chat.js", StaticFile(pageFile("chat.js"), b"text/javascript; charset=utf-8"))
     root.putChild(b"chat.css", StaticFile(pageFile("chat.css"), b"text/css; charset=utf-8"))
+    root.putChild(b"favicon.svg", StaticFile(pageFile("favicon.svg"), b"image/svg+xml"))
     root.putChild(b"ws", _WebSocketOnly(WebChatFactory(chatFactory, origins)))
     # An HTTP connection that sends no complete request in 30 s is closed (twisted.web waits 12 hours).
     site = WebSite(root, timeout=30)

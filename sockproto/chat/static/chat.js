@@ -13,9 +13,11 @@
     return `hsl(${hash % 360}, 60%, 35%)`;
   }
 
+  // HH:MM:SS on a 24-hour clock, as line clients see it, whatever the browser's locale.
   function timeText(seconds) {
     const when = seconds ? new Date(seconds * 1000) : new Date();
-    return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    const two = (n) => String(n).padStart(2, "0");
+    return `${two(when.getHours())}:${two(when.getMinutes())}:${two(when.getSeconds())}`;
   }
 
   function add(kind, parts, seconds) {
@@ -38,6 +40,17 @@
     if (atBottom) item.scrollIntoView({ block: "end" });
   }
 
+  function counted(count, noun) {
+    return `${count} ${noun}${count === 1 ? "" : "s"}`;
+  }
+
+  // A long list comes in pieces: part 1 (or a list without parts) replaces the list, the others add to it.
+  function listFor(id, event) {
+    const list = $(id);
+    if (!event.part || event.part === 1) list.replaceChildren();
+    return list;
+  }
+
   function show(event) {
     switch (event.type) {
       case "message":
@@ -58,14 +71,13 @@
         add("error", [["text", event.text]]);
         break;
       case "history":
-        add("notice", [["text", `last ${event.entries.length} messages in ${event.room}:`]]);
+        add("notice", [["text", `last ${counted(event.entries.length, "message")} in ${event.room}:`]]);
         for (const entry of event.entries) show(entry);
         add("notice", [["text", `end of history of ${event.room}`]]);
         break;
       case "members":
         if (event.room === room) {
-          const list = $("members");
-          list.replaceChildren();
+          const list = listFor("members", event);
           for (const nick of event.nicks) {
             const li = document.createElement("li");
             const button = document.createElement("button");
@@ -79,8 +91,7 @@
         }
         break;
       case "rooms": {
-        const list = $("rooms");
-        list.replaceChildren();
+        const list = listFor("rooms", event);
         for (const r of event.rooms) {
           const li = document.createElement("li");
           const button = document.createElement("button");
