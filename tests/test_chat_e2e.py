@@ -161,5 +161,6 @@ class ChatEndToEndTests(unittest.TestCase):
             result = runService("sockproto-chat", *args)
             self.assertNotEqual(result.returncode, 0, args)
             self.assertNotIn("Traceback", result.stderr, args)
-            self.assertIn(f"sockproto-chat: bad {args[0]}", result.stderr)
+            self.assertTrue(re.search(r"(?i)error", result.stderr), result.stderr)
+            self.assertIn(f"sockproto-chat: error: bad {args[0]}", result.stderr)
             self.assertIn(why, result.stderr)

@@ -310,6 +310,6 @@ class TLSCloseTests(unittest.TestCase):
                 endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
             )
             asker = AskThenClose()
-            yield client.connect(protocol.Factory.forProtocol(lambda: asker))
+            yield client.connect(protocol.Factory.forProtocol(lambda asker=asker: asker))
             received = yield asker.done
             self.assertEqual(received, b"ping")

@@ -24,9 +24,9 @@ from twisted.python.failure import Failure
 
 from sockproto.interfaces import IDrainable
 from sockproto.privateapi import (
+    flushBeforeTLSClose,
     leanDispatch,
     nameOptionsInErrors,
-    flushBeforeTLSClose,
     parseEndpointDescription,
     serveClientsOfferingALPN,
 )
