@@ -149,6 +149,8 @@ class ChatEndToEndTests(unittest.TestCase):
 
     def test_badOptions(self):
         """Bad chat options exit non-zero with a usage error, never a traceback."""
+        import re
+
         from tests.support import runService
 
         for args, why in [
