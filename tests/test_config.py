@@ -45,7 +45,7 @@ class LoadTests(ConfigCase):
             self.write(
                 'shutdown-timeout = 3\nmetrics = "tcp:9100"\n'
                 '[echo]\nlisten = ["tcp:0", "unix:/tmp/x.sock"]\nmode = "line"\nmax-connections = 7\n'
-                'idle-timeout = 1.5\n'
+                'idle-timeout = 1.5\nudp-rate = 20\nudp-allow-low-ports = true\n'
                 '[chat]\nlisten = "tcp:0"\nhistory = ":memory:"\nno-keepalive = true\nmax-clients = 9\n'
                 '[joke]\nrandom-seed = 4\n'
             )
@@ -54,8 +54,10 @@ class LoadTests(ConfigCase):
         echoOptions, chatOptions, jokeOptions = (s.options for s in config.services)
         cli = echo.Options()
         cli.parseOptions(["--listen", "tcp:0", "--listen", "unix:/tmp/x.sock", "--mode", "line",
-                          "--max-connections", "7", "--idle-timeout", "1.5"])
-        for key in ("listen", "mode", "max-connections", "idle-timeout", "max-line-length"):
+                          "--max-connections", "7", "--idle-timeout", "1.5", "--udp-rate", "20",
+                          "--udp-allow-low-ports"])
+        for key in ("listen", "mode", "max-connections", "idle-timeout", "max-line-length", "udp-rate",
+                    "udp-allow-low-ports"):
             self.assertEqual(echoOptions[key], cli[key], key)
         self.assertEqual(chatOptions["listen"], ["tcp:0"])
         self.assertTrue(chatOptions["no-keepalive"])

@@ -133,6 +133,32 @@ class EchoEndToEndTests(unittest.TestCase):
             first.sendall(b"still")
             self.assertEqual(recvExactly(first, 5), b"still")
 
+    def test_udpAnswersAreRateLimitedPerAddress(self):
+        """--udp-rate: one answer, then silence; the drops are logged once and counted in the metrics."""
+        service = self.startEcho("--listen", "udp:0:interface=127.0.0.1", "--udp-rate", "0.01", "--metrics",
+                                 "tcp:0:interface=127.0.0.1", endpoints=2)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(5)
+            for number in range(5):
+                udp.sendto(b"d%d" % number, ("127.0.0.1", service.port("echo", "udp")))
+            self.assertEqual(udp.recvfrom(100)[0], b"d0")
+            service.waitFor(lambda: b"{kind=\"udp_rate_limited\",service=\"echo\"} 4.0" in self.metrics(service),
+                            what="4 drops counted")
+            udp.settimeout(0.1)
+            self.assertRaises(TimeoutError, udp.recvfrom, 100)
+        self.assertEqual(service.log.count("not answering a UDP datagram from 127.0.0.1:"), 1)
+
+    def metrics(self, service):
+        with connect(service.port("metrics")) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            return recvAll(sock)
+
+    def test_badUdpOptionsAreUsageErrors(self):
+        result = runService("sockproto-echo", "--udp-rate", "-1")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("bad --udp-rate '-1'", result.stderr + result.stdout)
+        self.assertNotIn("Traceback", result.stderr + result.stdout)
+
     def test_badListenIsAUsageError(self):
         result = runService("sockproto-echo", "--listen", "tcp:99999:interfase=x")
         self.assertNotEqual(result.returncode, 0)
