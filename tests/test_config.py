@@ -253,6 +253,45 @@ class ReloadTests(unittest.TestCase):
         self.assertEqual(ReloadOnHangup(echo.buildService(options, MemoryReactorClock()), None).reloadAll(), [])
 
 
+    def test_aStormOfHangupsIsOneReloadASecond(self):
+        """100 SIGHUPs at once: one reload now, one more for the 99 others a second later; one log line each."""
+        from twisted.logger import globalLogPublisher
+
+        from sockproto.server.lifecycle import RELOAD_SETTLE
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = MemoryReactorClock()
+        options = echo.Options()
+        options.parseOptions([])
+        reloader = ReloadOnHangup(echo.buildService(options, clock), clock)
+        reloads = []
+        reloadAll = reloader.reloadAll
+        reloader.reloadAll = lambda signals=1: reloads.append(signals) or reloadAll(signals)
+
+        def lines():
+            found = [e for e in events if "reload" in e.get("log_format", "")]
+            events.clear()
+            return found
+
+        for _ in range(100):
+            reloader.hangup()
+        self.assertEqual(reloads, [1])
+        self.assertEqual([e["log_format"] for e in lines()], ["SIGHUP: nothing to reload"])
+        clock.advance(RELOAD_SETTLE / 2)
+        reloader.hangup()  # just after a reload: gathered too
+        clock.advance(RELOAD_SETTLE / 2)
+        self.assertEqual(reloads, [1, 100])
+        self.assertEqual([e["signals"] for e in lines()], [100])
+        clock.advance(RELOAD_SETTLE)
+        self.assertEqual(reloads, [1, 100], "nothing came since: no reload")
+        reloader.hangup()
+        self.assertEqual(reloads, [1, 100, 1], "once the storm is over, a SIGHUP reloads at once")
+        reloader.stopService()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
 class CollectorTests(unittest.TestCase):
     def test_countersBecomeMetrics(self):
         from sockproto.binary import service as binaryService

@@ -1,6 +1,7 @@
 """The echo service end to end: the real plugin in a subprocess, real sockets."""
 
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -158,6 +159,16 @@ class EchoEndToEndTests(unittest.TestCase):
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("bad --udp-rate '-1'", result.stderr + result.stdout)
         self.assertNotIn("Traceback", result.stderr + result.stdout)
+
+    def test_aStormOfHangupsIsLoggedOnceASecond(self):
+        service = self.startEcho()
+        for _ in range(100):
+            os.kill(service.pid, signal.SIGHUP)
+            time.sleep(0.002)
+        service.waitForLog("SIGHUP: nothing to reload")
+        time.sleep(1.5)  # the gathered reload comes a second after the first
+        self.assertLessEqual(service.log.count("nothing to reload"), 3, service.log)
+        self.assertIsNone(service.proc.poll())
 
     def test_badListenIsAUsageError(self):
         result = runService("sockproto-echo", "--listen", "tcp:99999:interfase=x")
