@@ -5,6 +5,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from twisted.trial import unittest
 from tests.support import (
     PYTHON,
     ROOT,
+    ServiceProcess,
     connect,
     connectUNIX,
     makeCerts,
@@ -169,6 +171,43 @@ class EchoEndToEndTests(unittest.TestCase):
         time.sleep(1.5)  # the gathered reload comes a second after the first
         self.assertLessEqual(service.log.count("nothing to reload"), 3, service.log)
         self.assertIsNone(service.proc.poll())
+
+    def test_atTheDescriptorLimitTheSurplusIsRefusedWithALine(self):
+        """
+        With RLIMIT_NOFILE at 64, clients past what the process can hold get
+        the refusal line (accepted on the reserve descriptor, as nginx does),
+        and the log has one summary line a second, not three per client.
+        """
+        echo = ServiceProcess("sockproto-echo", "--mode", "line", "--listen", "tcp:0:interface=127.0.0.1")
+        lower = (
+            "import os, resource, sys; hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)); os.execv(sys.argv[1], sys.argv[1:])"
+        )
+        echo.argv = [sys.executable, "-c", lower, *echo.argv]
+        self.addCleanup(echo.stop)
+        echo.start()
+        clients, answers = [], []
+        try:
+            for _ in range(90):
+                client = connect(echo.port("echo"))
+                clients.append(client)
+                answers.append(recvUntil(client, b"\n"))
+            refusal = b"ERROR server busy: too many connections, try again later\n"
+            served = answers.count(b"Welcome to echo server!\n")
+            self.assertGreater(served, 20)
+            self.assertEqual(answers, [b"Welcome to echo server!\n"] * served + [refusal] * (90 - served))
+            for client in clients[served:]:
+                self.assertEqual(recvAll(client), b"", "closed after the refusal")
+            echo.waitForLog("at the file-descriptor limit")
+        finally:
+            for client in clients:
+                client.close()
+        with connect(echo.port("echo")) as again:
+            self.assertEqual(recvUntil(again, b"\n"), b"Welcome to echo server!\n", "served again once there is room")
+        self.assertLessEqual(echo.log.count("at the file-descriptor limit"), 3, echo.log)
+        self.assertNotIn("EMFILE recovery", echo.log)
+        self.assertNotIn("Could not accept", echo.log)
+        self.assertNotIn("Traceback", echo.log)
 
     def test_badListenIsAUsageError(self):
         result = runService("sockproto-echo", "--listen", "tcp:99999:interfase=x")
