@@ -9,6 +9,7 @@ Portal.  Nothing here knows sockets.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections import OrderedDict, deque
 from typing import Any
 
@@ -178,7 +179,8 @@ class LoginGate:
         key = hostKey(host)
         wait = self.throttle.retryAfter(key)
         if wait > 0:
-            return defer.fail(LoginRefused(f"too many failed logins from your address: try again in {wait:.0f} s"))
+            why = f"too many failed logins from your address: try again in {math.ceil(wait)} s"
+            return defer.fail(LoginRefused(why))
         if key in self.hosts:
             return defer.fail(LoginRefused("a login from your address is being checked: try again in a moment"))
         if self.running >= self.maxChecks and len(self._waiting) >= self.maxWaiting:
