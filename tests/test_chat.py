@@ -403,6 +403,9 @@ class ThrottleAndBucketTests(unittest.TestCase):
         self.assertEqual(throttle.retryAfter("h"), 0)
         throttle.failed("h")
         self.assertEqual(throttle.retryAfter("h"), 1)
+        for _ in range(5000):  # a siege of days: 2 ** 4999 would overflow a float
+            throttle.failed("h")
+        self.assertEqual(throttle.retryAfter("h"), 8)
 
     def test_hostKeys(self):
         """A failed login counts against an IPv4 address or an IPv6 /64."""
@@ -439,8 +442,8 @@ class CountingChecker:
         from twisted.internet import defer
 
         self.checked.append((self.clock.seconds(), creds.password))
-        ok = creds.username == b"alice" and creds.password == self.password
-        result = defer.succeed(b"alice") if ok else defer.fail(UnauthorizedLogin())
+        ok = (creds.username, creds.password) in {(b"alice", self.password), (b"mallory", b"own")}
+        result = defer.succeed(creds.username) if ok else defer.fail(UnauthorizedLogin())
         if not self.later:
             return result
         d = defer.Deferred()
@@ -529,6 +532,18 @@ class LoginGateTests(ChatProtocolCase):
             self.assertGreaterEqual(gap, min(2**number, 30), times)
         # At the promised pace the 400th guess would come hours later: 1 + 2 + ... + 30 + 30 ...
         self.assertGreater(sum(min(2**n, 30) for n in range(399)), 3 * 3600)
+
+    def test_anOwnAccountDoesNotResetTheBackoff(self):
+        """Logging in as oneself between guesses at another's password does not start the backoff over."""
+        a, ta = self.connectFrom()
+        a.dataReceived(b"/login alice guess1\n")
+        self.clock.advance(1)
+        self.assertEqual(self.output(ta), ["!!! login failed: wrong name or password"])
+        a.dataReceived(b"/login mallory own\n")
+        self.assertEqual(self.output(ta)[0], "*** logged in as mallory")
+        b, tb = self.connectFrom()
+        b.dataReceived(b"/login alice guess2\n")
+        self.assertEqual(self.factory.loginGate.retryAfter("192.0.2.1"), 2, "the second failure: 2 s, not 1")
 
     def test_parallelGuessesFromOneHostAreCheckedOneAtATime(self):
         self.checker.later = True

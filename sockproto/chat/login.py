@@ -91,8 +91,10 @@ def hostKey(host: str) -> str:
 class LoginThrottle:
     """
     Failed logins per peer host, remembered for a while, to slow guessing
-    down: after the Nth failure in a row the host must wait 2**(N-1)
-    seconds (at most ``maxDelay``) before its next password is checked.
+    down: after the Nth failure the host must wait 2**(N-1) seconds (at
+    most ``maxDelay``) before its next password is checked.  The count is
+    forgotten ``forgetAfter`` seconds after the last failure, not by a
+    success.
     """
 
     def __init__(
@@ -109,7 +111,7 @@ class LoginThrottle:
         count, when = self._current(host)
         if not count:
             return 0.0
-        backoff = min(float(2 ** (count - 1)), self.maxDelay)
+        backoff = min(2.0 ** min(count - 1, 32), self.maxDelay)  # a long siege must not overflow a float
         return max(0.0, when + backoff - self.clock.seconds())
 
     def failed(self, host: str) -> None:
@@ -118,9 +120,6 @@ class LoginThrottle:
         self._failures[host] = (count + 1, self.clock.seconds())
         while len(self._failures) > self.memory:
             self._failures.popitem(last=False)
-
-    def succeeded(self, host: str) -> None:
-        self._failures.pop(host, None)
 
     def _current(self, host: str) -> tuple[int, float]:
         count, when = self._failures.get(host, (0, 0.0))
@@ -214,11 +213,10 @@ class LoginGate:
     def _checked(self, result: Any, key: str, d: defer.Deferred[Any]) -> None:
         self.running -= 1
         self.hosts.discard(key)
-        if isinstance(result, Failure):
-            if result.check(error.UnauthorizedLogin, error.UnhandledCredentials):
-                self.throttle.failed(key)
-        else:
-            self.throttle.succeeded(key)
+        # A success does not wipe the host's failures: an account of one's own
+        # would otherwise reset the backoff between guesses at another's.
+        if isinstance(result, Failure) and result.check(error.UnauthorizedLogin, error.UnhandledCredentials):
+            self.throttle.failed(key)
         if not d.called:  # else cancelled: the client went away while its password was checked
             if isinstance(result, Failure):
                 d.errback(result)
