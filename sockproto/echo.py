@@ -22,7 +22,7 @@ from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory, ServerProtocol
 from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.lines import LineServerProtocol
-from sockproto.server.listen import ServerOptions, nonNegativeFloat, positiveInt
+from sockproto.server.listen import ServerOptions, positiveInt
 from sockproto.server.ratelimit import TokenBucket
 
 log = Logger()
@@ -229,6 +229,19 @@ class DatagramEcho(DatagramProtocol):
             self.transport.write(datagram, addr)
 
 
+def answersPerSecond(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expected a number of answers a second, 0 or more") from None
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"{value} is not a number of answers a second, 0 or more")
+    return number
+
+
+answersPerSecond.coerceDoc = "Answers a second, 0 or more."  # type: ignore[attr-defined]
+
+
 class Options(ServerOptions):
     serviceName = "echo"
     defaultPort = 8124
@@ -253,7 +266,7 @@ class Options(ServerOptions):
             UDP_RATE,
             "UDP: answers a second to one source address (as many at once); past it datagrams are dropped, "
             "which also ends an echo loop with another reflector (0: no limit).",
-            nonNegativeFloat,
+            answersPerSecond,
         ],
     ]
     optFlags = [

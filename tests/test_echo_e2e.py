@@ -159,7 +159,10 @@ class EchoEndToEndTests(unittest.TestCase):
     def test_badUdpOptionsAreUsageErrors(self):
         result = runService("sockproto-echo", "--udp-rate", "-1")
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn("bad --udp-rate '-1'", result.stderr + result.stdout)
+        self.assertIn("bad --udp-rate '-1': -1 is not a number of answers a second, 0 or more",
+                      result.stderr + result.stdout)
+        result = runService("sockproto-echo", "--udp-rate", "lots")
+        self.assertIn("bad --udp-rate 'lots': expected a number of answers a second", result.stderr + result.stdout)
         self.assertNotIn("Traceback", result.stderr + result.stdout)
 
     def test_aStormOfHangupsIsLoggedOnceASecond(self):
