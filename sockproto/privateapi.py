@@ -15,6 +15,8 @@ Twisted, so an upgrade that breaks one fails loudly there, not in production.
   ``setupForALPN`` and ``protosFromProtocol``.
 - :func:`flushBeforeTLSClose`: ``BufferingTLSTransport``'s ``_shutdownTLS``
   and ``_aggregator``.
+- :func:`refuseAtDescriptorLimit`: ``tcp._accept``, ``tcp._reservedFD``,
+  ``tcp._ACCEPT_ERRORS`` and ``tcp.Port.socket``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Callable
-from typing import Any
+import socket
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from twisted.internet import endpoints, tcp
 from twisted.logger import (
@@ -377,3 +381,98 @@ def flushBeforeTLSClose() -> bool:
     buffering._shutdownTLS = _shutdownTLS
     setattr(buffering, "_sockprotoFlushes", True)  # noqa: B010 - a mark of our own
     return True
+class DescriptorLimitHandler(Protocol):
+    """What a listening port does with connections it cannot take at the descriptor limit."""
+
+    #: Sent to each such connection before it is closed (None: closed without a word, e.g. TLS).
+    refusal: bytes | None
+
+    def refused(self, count: int) -> None:
+        """``count`` connections were accepted on the reserve descriptor, sent the refusal and closed."""
+
+    def couldNotAccept(self, reason: str) -> None:
+        """accept() failed (``EMFILE`` with no reserve, ``ENFILE``, ``ENOBUFS``...); the client waits in the backlog."""
+
+
+_descriptorLimitHandlers: weakref.WeakKeyDictionary[socket.socket, DescriptorLimitHandler] = (
+    weakref.WeakKeyDictionary()
+)
+_twistedAccept = tcp._accept
+
+
+def refuseAtDescriptorLimit(port: Any, handler: DescriptorLimitHandler) -> bool:
+    """
+    At the descriptor limit, have ``port`` (a listening ``tcp.Port``, or
+    ``unix.Port``, ``ssl.Port``) send each connection it cannot take
+    ``handler.refusal`` and tell ``handler``, where Twisted logs three lines
+    per connection and closes it without a word.  As nginx does, a reserve
+    descriptor is closed, the connection accepted on it, refused, closed,
+    and the reserve opened again.  Returns whether the port is one it can
+    do this for.
+
+    Public counterpart: none.  ``tcp.Port.doRead`` accepts through the
+    module's ``_accept`` generator, which does the EMFILE recovery with
+    Twisted's own reserve (``tcp._reservedFD``) and logs each step; it is
+    replaced (once, for every port) by one that does the same for the
+    listening sockets registered here, and hands the others to Twisted's.
+    """
+    listener = getattr(port, "socket", None)
+    if not isinstance(listener, socket.socket):
+        return False
+    _descriptorLimitHandlers[listener] = handler
+    tcp._accept = _acceptOrRefuse
+    return True
+
+
+def _acceptOrRefuse(logger: Any, accepts: Any, listener: Any, reservedFD: Any) -> Iterator[tuple[Any, Any]]:
+    handler = _descriptorLimitHandlers.get(listener)
+    if handler is None:
+        yield from _twistedAccept(logger, accepts, listener, reservedFD)
+        return
+    for _ in accepts:
+        try:
+            client, address = listener.accept()
+        except OSError as e:
+            code = e.args[0]
+            if code in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return
+            if code == errno.EPERM:  # netfilter refused it after all
+                continue
+            if code == errno.EMFILE and reservedFD.available():
+                # Nothing in here may open a descriptor: the reserve's is the only one free.
+                refused = 0
+                with reservedFD:
+                    # As many more as Twisted would have accepted (``accepts`` is a range, iterated afresh).
+                    for extra in _acceptWhilePending(accepts, listener):
+                        _refuse(extra, handler.refusal)
+                        refused += 1
+                handler.refused(refused)
+                return
+            if code in tcp._ACCEPT_ERRORS:
+                handler.couldNotAccept(errno.errorcode.get(code, str(code)))
+                return
+            raise
+        else:
+            yield client, address
+
+
+def _acceptWhilePending(accepts: Any, listener: Any) -> Iterator[Any]:
+    for _ in accepts:
+        try:
+            client, _address = listener.accept()
+        except OSError as e:
+            if e.args[0] == errno.EPERM:
+                continue
+            return  # none left (EAGAIN), or still no descriptor
+        yield client
+
+
+def _refuse(client: socket.socket, refusal: bytes | None) -> None:
+    try:
+        if refusal:
+            client.setblocking(False)
+            client.send(refusal)  # a fresh socket's buffer takes one line; if not, it goes unsaid
+    except OSError:
+        pass
+    finally:
+        client.close()

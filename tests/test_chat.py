@@ -1,5 +1,6 @@
 """The chat without sockets: text rules, the hub, the protocol, history, passwords."""
 
+import itertools
 import re
 import sqlite3
 from pathlib import Path
@@ -14,7 +15,7 @@ from twisted.trial import unittest
 from sockproto.chat import passwords
 from sockproto.chat.history import MEMORY, History
 from sockproto.chat.hub import ChatError, ChatHub
-from sockproto.chat.login import ChatRealm, LoginThrottle
+from sockproto.chat.login import ChatRealm, LoginGate, LoginThrottle, hostKey
 from sockproto.chat.protocol import ChatFactory
 from sockproto.chat.text import Stamper, clean, validNick, validRoom
 from sockproto.server.ratelimit import TokenBucket
@@ -467,15 +468,33 @@ class ProtocolTests(ChatProtocolCase):
 
 class ThrottleAndBucketTests(unittest.TestCase):
     def test_throttleGrowsAndForgets(self):
+        """After each failure in a row a host waits 1, 2, 4 ... seconds, up to the cap; the count is forgotten."""
         clock = Clock()
         throttle = LoginThrottle(clock, forgetAfter=100, maxDelay=8)
-        delays = []
-        for _ in range(6):
-            delays.append(throttle.delay("h"))
+        self.assertEqual(throttle.retryAfter("h"), 0)
+        waits = []
+        for _ in range(5):
             throttle.failed("h")
-        self.assertEqual(delays, [1, 1, 2, 4, 8, 8])
+            waits.append(throttle.retryAfter("h"))
+        self.assertEqual(waits, [1, 2, 4, 8, 8])
+        clock.advance(3)
+        self.assertEqual(throttle.retryAfter("h"), 5)
+        self.assertEqual(throttle.retryAfter("other"), 0)
         clock.advance(101)
-        self.assertEqual(throttle.delay("h"), 1)
+        self.assertEqual(throttle.retryAfter("h"), 0)
+        throttle.failed("h")
+        self.assertEqual(throttle.retryAfter("h"), 1)
+        for _ in range(5000):  # a siege of days: 2 ** 4999 would overflow a float
+            throttle.failed("h")
+        self.assertEqual(throttle.retryAfter("h"), 8)
+
+    def test_hostKeys(self):
+        """A failed login counts against an IPv4 address or an IPv6 /64."""
+        self.assertEqual(hostKey("192.0.2.7"), "192.0.2.7")
+        self.assertEqual(hostKey("::ffff:192.0.2.7"), "192.0.2.7")
+        self.assertEqual(hostKey("2001:db8:1:2:a::1"), hostKey("2001:db8:1:2:b::9"))
+        self.assertEqual(hostKey("2001:db8:1:2::1"), "2001:db8:1:2::/64")
+        self.assertEqual(hostKey("/tmp/chat.sock"), "/tmp/chat.sock")
 
     def test_bucket(self):
         """The token bucket allows a burst, then refills at its rate."""
@@ -483,6 +502,179 @@ class ThrottleAndBucketTests(unittest.TestCase):
         self.assertEqual([bucket.take(0) for _ in range(4)], [True, True, True, False])
         self.assertTrue(bucket.take(0.5))
         self.assertFalse(bucket.take(0.5))
+
+
+class CountingChecker:
+    """Checks ``alice``'s password and notes when each password was checked; ``later`` answers when told."""
+
+    from twisted.cred.credentials import IUsernamePassword
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, clock, password=b"secret", later=False):
+        self.clock = clock
+        self.password = password
+        self.later = later
+        self.checked = []  # (time, password)
+        self.pending = []
+
+    def requestAvatarId(self, creds):
+        from twisted.cred.error import UnauthorizedLogin
+        from twisted.internet import defer
+
+        self.checked.append((self.clock.seconds(), creds.password))
+        ok = (creds.username, creds.password) in {(b"alice", self.password), (b"mallory", b"own")}
+        result = defer.succeed(creds.username) if ok else defer.fail(UnauthorizedLogin())
+        if not self.later:
+            return result
+        d = defer.Deferred()
+        self.pending.append((d, result))
+        return d
+
+    def answer(self):
+        d, result = self.pending.pop(0)
+        result.chainDeferred(d)
+
+
+def peerAt(host):
+    return IPv4Address("TCP", host, 40000)
+
+
+class LoginGateTests(ChatProtocolCase):
+    """Guessing passwords: a host's backoff holds before any password is checked, on every connection."""
+
+    def setUp(self):
+        super().setUp()
+        self.checker = CountingChecker(self.clock)
+        self.factory = ChatFactory(self.clock, self.hub, portal=Portal(ChatRealm(), [self.checker]))
+
+    def connectFrom(self, host="192.0.2.1", factory=None):
+        factory = factory or self.factory
+        proto = factory.buildProtocol(peerAt(host))
+        transport = StringTransport(peerAddress=peerAt(host))
+        proto.makeConnection(transport)
+        self.output(transport)
+        return proto, transport
+
+    def test_aHostBackingOffIsRefusedOnAnyConnectionUnchecked(self):
+        a, ta = self.connectFrom()
+        a.dataReceived(b"/login alice guess1\n")
+        self.assertEqual(len(self.checker.checked), 1)
+        a.connectionLost(None)  # it does not wait for the answer
+        b, tb = self.connectFrom()
+        b.dataReceived(b"/login alice secret\n")
+        self.assertEqual(
+            self.output(tb), ["!!! login refused: too many failed logins from your address: try again in 1 s"]
+        )
+        self.assertEqual(len(self.checker.checked), 1, "the password was not checked")
+        self.assertEqual(b.nick, "")
+        other, tOther = self.connectFrom("192.0.2.2")
+        other.dataReceived(b"/login alice secret\n")
+        self.assertEqual(self.output(tOther)[0], "*** logged in as alice", "other hosts are not held back")
+        other.connectionLost(None)
+        self.clock.advance(1)
+        b.dataReceived(b"/login alice secret\n")
+        self.assertEqual(self.output(tb)[0], "*** logged in as alice")
+        self.assertEqual(self.factory.errors["login_refused"], 1)
+        self.assertEqual(self.factory.errors["login_failed"], 1)
+
+    def test_aClientThatWaitsForItsAnswerIsNeverRefused(self):
+        a, ta = self.connectFrom()
+        for round in range(1, 7):
+            a.dataReceived(b"/login alice wrong\n")
+            self.clock.advance(min(2 ** (round - 1), 30) - 0.01)
+            self.assertEqual(self.output(ta), [], f"failure {round} is answered when the host may try again")
+            self.clock.advance(0.01)
+            self.assertEqual(self.output(ta), ["!!! login failed: wrong name or password"])
+        a.dataReceived(b"/login alice secret\n")
+        self.assertEqual(self.output(ta)[0], "*** logged in as alice")
+
+    def test_guessesOnFreshConnectionsAbandonedAfter150ms(self):
+        """
+        The attack of issue 25: /login alice pwNNNN on a new connection, given
+        up after 150 ms, 400 times (60 s).  Without the gate each guess was
+        checked and pw0399 found; with it, only a few are checked, as far
+        apart as the backoff promises.
+        """
+        self.checker.password = b"pw0399"
+        found = []
+        for number in range(400):
+            proto, transport = self.connectFrom()
+            proto.dataReceived(b"/login alice pw%04d\n" % number)
+            self.clock.advance(0.15)
+            if "*** logged in as alice" in self.output(transport):
+                found.append(number)
+            proto.connectionLost(None)
+        self.assertEqual(found, [])
+        times = [when for when, _ in self.checker.checked]
+        self.assertLessEqual(len(times), 7, self.checker.checked)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        for number, gap in enumerate(gaps):
+            self.assertGreaterEqual(gap, min(2**number, 30), times)
+        # At the promised pace the 400th guess would come hours later: 1 + 2 + ... + 30 + 30 ...
+        self.assertGreater(sum(min(2**n, 30) for n in range(399)), 3 * 3600)
+
+    def test_anOwnAccountDoesNotResetTheBackoff(self):
+        """Logging in as oneself between guesses at another's password does not start the backoff over."""
+        a, ta = self.connectFrom()
+        a.dataReceived(b"/login alice guess1\n")
+        self.clock.advance(1)
+        self.assertEqual(self.output(ta), ["!!! login failed: wrong name or password"])
+        a.dataReceived(b"/login mallory own\n")
+        self.assertEqual(self.output(ta)[0], "*** logged in as mallory")
+        b, tb = self.connectFrom()
+        b.dataReceived(b"/login alice guess2\n")
+        self.assertEqual(self.factory.loginGate.retryAfter("192.0.2.1"), 2, "the second failure: 2 s, not 1")
+
+    def test_parallelGuessesFromOneHostAreCheckedOneAtATime(self):
+        self.checker.later = True
+        a, ta = self.connectFrom()
+        b, tb = self.connectFrom()
+        a.dataReceived(b"/login alice one\n")
+        b.dataReceived(b"/login alice two\n")
+        self.assertEqual([p for _, p in self.checker.checked], [b"one"])
+        self.assertEqual(
+            self.output(tb), ["!!! login refused: a login from your address is being checked: try again in a moment"]
+        )
+        self.checker.answer()
+        b.dataReceived(b"/login alice two\n")
+        self.assertIn("too many failed logins", self.output(tb)[0])
+        self.assertEqual(len(self.checker.checked), 1)
+
+    def test_checksAtOnceAreBoundedTheRestWaitOrAreRefused(self):
+        self.checker.later = True
+        gate = LoginGate(Portal(ChatRealm(), [self.checker]), self.clock, maxChecks=2, maxWaiting=2)
+        factory = ChatFactory(self.clock, self.hub, portal=gate.portal, loginGate=gate)
+        clients = [self.connectFrom(f"192.0.2.{n}", factory) for n in range(1, 7)]
+        for proto, _ in clients[:5]:
+            proto.dataReceived(b"/login alice wrong\n")
+        self.assertEqual(len(self.checker.checked), 2, "two checks at once")
+        self.assertEqual(gate.running, 2)
+        self.assertEqual(
+            self.output(clients[4][1]), ["!!! login refused: too many login attempts at once: try again later"]
+        )
+        clients[2][0].connectionLost(None)  # gone while waiting: never checked
+        self.checker.answer()
+        self.assertEqual(len(self.checker.checked), 3)
+        self.assertEqual(self.checker.checked[-1][0], self.clock.seconds())
+        self.checker.answer()
+        self.checker.answer()
+        self.assertEqual(len(self.checker.checked), 3)
+        self.assertEqual((gate.running, gate.hosts), (0, set()))
+        proto, transport = clients[5]
+        self.checker.later = False
+        proto.dataReceived(b"/login alice secret\n")
+        self.assertEqual(self.output(transport)[0], "*** logged in as alice")
+
+    def test_aClientGoneWhileItsPasswordIsCheckedHearsNothing(self):
+        self.checker.later = True
+        a, ta = self.connectFrom()
+        a.dataReceived(b"/login alice secret\n")
+        a.connectionLost(None)
+        self.checker.answer()
+        self.assertEqual(self.output(ta), [])
+        self.assertEqual(self.hub.present, {})
+        self.assertEqual(self.factory.loginGate.hosts, set())
 
 
 class PasswordTests(unittest.TestCase):

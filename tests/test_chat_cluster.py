@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any
 
+from twisted.cred import checkers
+from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.trial import unittest
 from zope.interface import implementer
@@ -15,6 +17,7 @@ from sockproto.chat.bus import IChatBus, LocalBus
 from sockproto.chat.cluster import ClusterHistory, RedisChatBus
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import ChatHub
+from sockproto.chat.login import ChatRealm
 from sockproto.chat.protocol import ChatFactory
 from sockproto.server.redis import PASSWORD_VARIABLE, parseRedisURL
 from tests.test_chat import ChatProtocolCase
@@ -100,6 +103,11 @@ class LaterBus(LocalBus):
         self.pending.append((d, True))
         return d
 
+    def claimIdentity(self, member: Any, nick: str) -> defer.Deferred[tuple[bool, str | None]]:
+        d: defer.Deferred[tuple[bool, str | None]] = defer.Deferred()
+        self.pending.append((d, (True, None)))
+        return d
+
     def answer(self, result: Any = None) -> None:
         d, default = self.pending.pop(0)
         d.callback(default if result is None else result)
@@ -131,6 +139,22 @@ class AnswersLaterTests(ChatProtocolCase):
         self.bus.answer(False)
         self.assertEqual(self.output(ta), ["!!! nickname taken is taken"])
         self.assertEqual(self.output(tb), ["<guest1> still me"])
+
+    def test_theLoserOfARaceForItsNameHearsOnlyTheRefusal(self) -> None:
+        """Two servers log alice in at once; Redis gives the name to the other: no "logged in as alice" here."""
+        checker = checkers.InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        self.factory = ChatFactory(self.clock, self.hub, floodRate=0, portal=Portal(ChatRealm(), [checker]))
+        loser, tLoser = self.connect()
+        self.output(tLoser)
+        loser.dataReceived(b"/login alice secret\n")
+        self.assertEqual(self.output(tLoser), [], "nothing until Redis has answered")
+        self.bus.answer((False, None))
+        self.assertEqual(self.output(tLoser), ["!!! alice is already connected"])
+        winner, tWinner = self.connect(ChatFactory(self.clock, self.hub, portal=Portal(ChatRealm(), [checker])))
+        self.output(tWinner)
+        winner.dataReceived(b"/login alice secret\n")
+        self.bus.answer()
+        self.assertEqual(self.output(tWinner)[:2], ["*** logged in as alice", "*** alice joined #lobby"])
 
     def test_aClientGoneBeforeTheAnswer(self) -> None:
         a, ta = self.connect()

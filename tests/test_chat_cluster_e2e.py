@@ -193,6 +193,7 @@ class ClusterChatTests(ClusterTestCase):
         except TimeoutError:
             self.fail(f"not closed; got {again.buffer!r}; logs:\n{one.log}\n{two.log}")
         self.assertIn(b"alice is already connected", rest)
+        self.assertNotIn(b"logged in as", rest, "the loser hears only the refusal")
         b = LineClient.tcp(two.tcpPort())
         self.addCleanup(b.close)
         b.until("log in")

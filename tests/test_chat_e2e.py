@@ -103,6 +103,31 @@ class ChatEndToEndTests(unittest.TestCase):
         self.assertNotIn("secret", service.log)
         self.assertNotIn("hunter2", service.log)
 
+    def test_aHostBackingOffIsRefusedOnEveryFaceUnchecked(self):
+        """A failed login on one connection holds the host back on a new one and in the web chat."""
+        from tests.wsclient import WebSocketClient
+
+        service = self.startChat("--listen", "tcp:0", "--web", "tcp:0", "--auth", "memory:alice:secret", endpoints=2)
+        guesser = LineClient.tcp(service.port("chat"))
+        self.addCleanup(guesser.close)
+        guesser.line()
+        guesser.send("/login alice guess1\n")
+        self.assertEqual(guesser.line(), "!!! login failed: wrong name or password")  # a second later
+        guesser.send("/login alice guess2\n")
+        guesser.close()  # not waiting for the answer: the host now waits 2 s
+        service.waitFor(lambda: service.log.count("chat failed login for 'alice'") == 2)
+        web = WebSocketClient(service.port("chat-web"))
+        self.addCleanup(web.close)
+        web.send({"type": "login", "name": "alice", "password": "secret"})
+        error = web.until(lambda event: event["type"] == "error")[-1]
+        self.assertRegex(error["text"], r"^login refused: too many failed logins from your address: try again in \d s$")
+        again = LineClient.tcp(service.port("chat"))
+        self.addCleanup(again.close)
+        again.line()
+        again.send("/login alice secret\n")
+        self.assertTrue(again.line().startswith("!!! login refused: too many failed logins"))
+        self.assertEqual(service.log.count("chat login by alice"), 0)
+
     def test_protections(self):
         """Over real TCP: long lines, escape sequences and floods are handled without bothering others."""
         service = self.startChat("--listen", "tcp:0", "--max-line-length", "100", "--flood-burst", "5",

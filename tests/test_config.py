@@ -45,7 +45,7 @@ class LoadTests(ConfigCase):
             self.write(
                 'shutdown-timeout = 3\nmetrics = "tcp:9100"\n'
                 '[echo]\nlisten = ["tcp:0", "unix:/tmp/x.sock"]\nmode = "line"\nmax-connections = 7\n'
-                'idle-timeout = 1.5\n'
+                'idle-timeout = 1.5\nudp-rate = 20\nudp-allow-low-ports = true\n'
                 '[chat]\nlisten = "tcp:0"\nhistory = ":memory:"\nno-keepalive = true\nmax-clients = 9\n'
                 '[joke]\nrandom-seed = 4\n'
             )
@@ -54,8 +54,10 @@ class LoadTests(ConfigCase):
         echoOptions, chatOptions, jokeOptions = (s.options for s in config.services)
         cli = echo.Options()
         cli.parseOptions(["--listen", "tcp:0", "--listen", "unix:/tmp/x.sock", "--mode", "line",
-                          "--max-connections", "7", "--idle-timeout", "1.5"])
-        for key in ("listen", "mode", "max-connections", "idle-timeout", "max-line-length"):
+                          "--max-connections", "7", "--idle-timeout", "1.5", "--udp-rate", "20",
+                          "--udp-allow-low-ports"])
+        for key in ("listen", "mode", "max-connections", "idle-timeout", "max-line-length", "udp-rate",
+                    "udp-allow-low-ports"):
             self.assertEqual(echoOptions[key], cli[key], key)
         self.assertEqual(chatOptions["listen"], ["tcp:0"])
         self.assertTrue(chatOptions["no-keepalive"])
@@ -249,6 +251,45 @@ class ReloadTests(unittest.TestCase):
         options = echo.Options()
         options.parseOptions([])
         self.assertEqual(ReloadOnHangup(echo.buildService(options, MemoryReactorClock()), None).reloadAll(), [])
+
+
+    def test_aStormOfHangupsIsOneReloadASecond(self):
+        """100 SIGHUPs at once: one reload now, one more for the 99 others a second later; one log line each."""
+        from twisted.logger import globalLogPublisher
+
+        from sockproto.server.lifecycle import RELOAD_SETTLE
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = MemoryReactorClock()
+        options = echo.Options()
+        options.parseOptions([])
+        reloader = ReloadOnHangup(echo.buildService(options, clock), clock)
+        reloads = []
+        reloadAll = reloader.reloadAll
+        reloader.reloadAll = lambda signals=1: reloads.append(signals) or reloadAll(signals)
+
+        def lines():
+            found = [e for e in events if "reload" in e.get("log_format", "")]
+            events.clear()
+            return found
+
+        for _ in range(100):
+            reloader.hangup()
+        self.assertEqual(reloads, [1])
+        self.assertEqual([e["log_format"] for e in lines()], ["SIGHUP: nothing to reload"])
+        clock.advance(RELOAD_SETTLE / 2)
+        reloader.hangup()  # just after a reload: gathered too
+        clock.advance(RELOAD_SETTLE / 2)
+        self.assertEqual(reloads, [1, 100])
+        self.assertEqual([e["signals"] for e in lines()], [100])
+        clock.advance(RELOAD_SETTLE)
+        self.assertEqual(reloads, [1, 100], "nothing came since: no reload")
+        reloader.hangup()
+        self.assertEqual(reloads, [1, 100, 1], "once the storm is over, a SIGHUP reloads at once")
+        reloader.stopService()
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class CollectorTests(unittest.TestCase):

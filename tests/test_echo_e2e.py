@@ -1,9 +1,11 @@
 """The echo service end to end: the real plugin in a subprocess, real sockets."""
 
 import os
+import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from twisted.trial import unittest
 from tests.support import (
     PYTHON,
     ROOT,
+    ServiceProcess,
     connect,
     connectUNIX,
     makeCerts,
@@ -132,6 +135,82 @@ class EchoEndToEndTests(unittest.TestCase):
                 self.assertEqual(recvAll(second), b"ERROR server busy: too many connections, try again later\n")
             first.sendall(b"still")
             self.assertEqual(recvExactly(first, 5), b"still")
+
+    def test_udpAnswersAreRateLimitedPerAddress(self):
+        """--udp-rate: one answer, then silence; the drops are logged once and counted in the metrics."""
+        service = self.startEcho("--listen", "udp:0:interface=127.0.0.1", "--udp-rate", "0.01", "--metrics",
+                                 "tcp:0:interface=127.0.0.1", endpoints=2)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(5)
+            for number in range(5):
+                udp.sendto(b"d%d" % number, ("127.0.0.1", service.port("echo", "udp")))
+            self.assertEqual(udp.recvfrom(100)[0], b"d0")
+            service.waitFor(lambda: b"{kind=\"udp_rate_limited\",service=\"echo\"} 4.0" in self.metrics(service),
+                            what="4 drops counted")
+            udp.settimeout(0.1)
+            self.assertRaises(TimeoutError, udp.recvfrom, 100)
+        self.assertEqual(service.log.count("not answering a UDP datagram from 127.0.0.1:"), 1)
+
+    def metrics(self, service):
+        with connect(service.port("metrics")) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            return recvAll(sock)
+
+    def test_badUdpOptionsAreUsageErrors(self):
+        result = runService("sockproto-echo", "--udp-rate", "-1")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("bad --udp-rate '-1': -1 is not a number of answers a second, 0 or more",
+                      result.stderr + result.stdout)
+        result = runService("sockproto-echo", "--udp-rate", "lots")
+        self.assertIn("bad --udp-rate 'lots': expected a number of answers a second", result.stderr + result.stdout)
+        self.assertNotIn("Traceback", result.stderr + result.stdout)
+
+    def test_aStormOfHangupsIsLoggedOnceASecond(self):
+        service = self.startEcho()
+        for _ in range(100):
+            os.kill(service.pid, signal.SIGHUP)
+            time.sleep(0.002)
+        service.waitForLog("SIGHUP: nothing to reload")
+        time.sleep(1.5)  # the gathered reload comes a second after the first
+        self.assertLessEqual(service.log.count("nothing to reload"), 3, service.log)
+        self.assertIsNone(service.proc.poll())
+
+    def test_atTheDescriptorLimitTheSurplusIsRefusedWithALine(self):
+        """
+        With RLIMIT_NOFILE at 64, clients past what the process can hold get
+        the refusal line (accepted on the reserve descriptor, as nginx does),
+        and the log has one summary line a second, not three per client.
+        """
+        echo = ServiceProcess("sockproto-echo", "--mode", "line", "--listen", "tcp:0:interface=127.0.0.1")
+        lower = (
+            "import os, resource, sys; hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)); os.execv(sys.argv[1], sys.argv[1:])"
+        )
+        echo.argv = [sys.executable, "-c", lower, *echo.argv]
+        self.addCleanup(echo.stop)
+        echo.start()
+        clients, answers = [], []
+        try:
+            for _ in range(90):
+                client = connect(echo.port("echo"))
+                clients.append(client)
+                answers.append(recvUntil(client, b"\n"))
+            refusal = b"ERROR server busy: too many connections, try again later\n"
+            served = answers.count(b"Welcome to echo server!\n")
+            self.assertGreater(served, 20)
+            self.assertEqual(answers, [b"Welcome to echo server!\n"] * served + [refusal] * (90 - served))
+            for client in clients[served:]:
+                self.assertEqual(recvAll(client), b"", "closed after the refusal")
+            echo.waitForLog("at the file-descriptor limit")
+        finally:
+            for client in clients:
+                client.close()
+        with connect(echo.port("echo")) as again:
+            self.assertEqual(recvUntil(again, b"\n"), b"Welcome to echo server!\n", "served again once there is room")
+        self.assertLessEqual(echo.log.count("at the file-descriptor limit"), 3, echo.log)
+        self.assertNotIn("EMFILE recovery", echo.log)
+        self.assertNotIn("Could not accept", echo.log)
+        self.assertNotIn("Traceback", echo.log)
 
     def test_badListenIsAUsageError(self):
         result = runService("sockproto-echo", "--listen", "tcp:99999:interfase=x")

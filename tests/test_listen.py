@@ -14,6 +14,7 @@ from sockproto import echo
 from sockproto.privateapi import leanDispatch
 from sockproto.server.listen import (
     DEFAULT_BACKLOG,
+    DescriptorLimitReport,
     ListenError,
     checkEndpoint,
     parseUDP,
@@ -246,3 +247,34 @@ class ErrorMessageTests(unittest.TestCase):
                               f"bad --auth 'file:{missing}': no such file {missing!r}")
         self.assertUsageError(ChatOptions, ["--auth", "nosuch:x"],
                               "bad --auth 'nosuch:x': Auth plugin not recognized: nosuch")
+
+
+class DescriptorLimitReportTests(unittest.TestCase):
+    def test_oneSummaryLineASecond(self):
+        """Thousands of clients refused at the descriptor limit: counted, and one log line a second."""
+        from collections import Counter
+
+        from twisted.internet.task import Clock
+
+        clock, errors = Clock(), Counter()
+        report = DescriptorLimitReport(clock, "echo", b"busy\n", errors)
+        with capturedLogs() as events:
+            for _ in range(1000):
+                report.refused(2)
+            report.couldNotAccept("EMFILE")
+            self.assertEqual(events, [], "said once the second is over")
+            clock.advance(1)
+            report.refused(1)
+            clock.advance(0.5)
+            report.couldNotAccept("ENFILE")
+            report.couldNotAccept("ENFILE")
+            clock.advance(0.5)
+            clock.advance(5)
+        self.assertEqual([(e["refused"], e["failed"]) for e in events],
+                         [(2000, "; accept failed 1 EMFILE, those clients wait"),
+                          (1, "; accept failed 2 ENFILE, those clients wait")])
+        self.assertEqual(events[0]["log_level"], LogLevel.warn)
+        self.assertEqual(errors["refused_descriptor_limit"], 2001)
+        report.refused(1)
+        report.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -4,6 +4,8 @@ A Twisted upgrade that renames or changes one of these fails here, loudly,
 instead of slowing down or breaking a service in production.
 """
 
+import errno
+import inspect
 import socket
 
 from twisted.internet import defer, protocol, reactor
@@ -313,3 +315,106 @@ class TLSCloseTests(unittest.TestCase):
             yield client.connect(protocol.Factory.forProtocol(lambda asker=asker: asker))
             received = yield asker.done
             self.assertEqual(received, b"ping")
+class DescriptorLimitTests(unittest.TestCase):
+    """refuseAtDescriptorLimit: Twisted's accept generator, its reserve descriptor and its accept errors."""
+
+    def test_twistedsAcceptInternals(self):
+        """tcp.Port.doRead accepts through tcp._accept, with tcp._reservedFD; the errors are the ones we know."""
+        from twisted.internet import tcp
+
+        self.assertIn("_accept", tcp.Port.doRead.__code__.co_names)
+        self.assertIn("_reservedFD", tcp.Port.doRead.__code__.co_names)
+        self.assertEqual(inspect.signature(privateapi._twistedAccept).parameters.keys(),
+                         {"logger", "accepts", "listener", "reservedFD"})
+        for method in ("available", "reserve", "__enter__", "__exit__"):
+            self.assertTrue(callable(getattr(tcp._reservedFD, method)), method)
+        self.assertTrue({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM} <= set(tcp._ACCEPT_ERRORS))
+        port = reactor.listenTCP(0, protocol.ServerFactory(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.assertIsInstance(port.socket, socket.socket)
+
+    def listener(self, error):
+        class FailsOnce(socket.socket):
+            failures = [error]
+
+            def accept(self):
+                if self.failures:
+                    raise OSError(self.failures.pop(), "injected")
+                return super().accept()
+
+        listening = FailsOnce(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(10)
+        listening.setblocking(False)
+        return listening
+
+    def handler(self, refusal=b"busy\n"):
+        class Handler:
+            def __init__(self):
+                self.refusal = refusal
+                self.events = []
+
+            def refused(self, count):
+                self.events.append(("refused", count))
+
+            def couldNotAccept(self, reason):
+                self.events.append(("failed", reason))
+
+        return Handler()
+
+    def clients(self, listening, count):
+        clients = [socket.create_connection(listening.getsockname(), timeout=5) for _ in range(count)]
+        for client in clients:
+            self.addCleanup(client.close)
+        return clients
+
+    def test_theSurplusGetsTheRefusalOnTheReserveDescriptor(self):
+        from twisted.internet import tcp
+
+        class Reserve:
+            used = 0
+
+            def available(self):
+                return True
+
+            def __enter__(self):
+                self.used += 1
+
+            def __exit__(self, *exc):
+                return None
+
+        listening = self.listener(errno.EMFILE)
+        handler = self.handler()
+        self.assertTrue(privateapi.refuseAtDescriptorLimit(type("Port", (), {"socket": listening})(), handler))
+        clients = self.clients(listening, 3)
+        reserve = Reserve()
+        accepted = list(tcp._accept(None, range(10), listening, reserve))
+        self.assertEqual(accepted, [])
+        self.assertEqual((handler.events, reserve.used), ([("refused", 3)], 1))
+        for client in clients:
+            self.assertEqual(client.recv(100), b"busy\n")
+            self.assertEqual(client.recv(100), b"")
+
+    def test_acceptErrorsAreReportedNotLogged(self):
+        from twisted.internet import tcp
+
+        listening = self.listener(errno.ENFILE)
+        handler = self.handler()
+        privateapi.refuseAtDescriptorLimit(type("Port", (), {"socket": listening})(), handler)
+        self.clients(listening, 1)
+        self.assertEqual(list(tcp._accept(None, range(10), listening, tcp._reservedFD)), [])
+        self.assertEqual(handler.events, [("failed", "ENFILE")])
+        accepted = list(tcp._accept(None, range(10), listening, tcp._reservedFD))
+        self.assertEqual(len(accepted), 1, "once there is room, accepted as usual")
+        accepted[0][0].close()
+
+    def test_otherPortsAreTwistedsAsBefore(self):
+        port = type("Port", (), {"socket": None})()
+        self.assertFalse(privateapi.refuseAtDescriptorLimit(port, self.handler()))
+        listening = self.listener(errno.EAGAIN)
+        self.clients(listening, 1)
+        self.assertEqual(list(privateapi._acceptOrRefuse(None, range(3), listening, None)), [])
+        accepted = list(privateapi._acceptOrRefuse(None, range(3), listening, None))
+        self.assertEqual(len(accepted), 1)
+        accepted[0][0].close()

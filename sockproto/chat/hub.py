@@ -105,11 +105,13 @@ class ChatHub:
 
     # -- arriving and leaving -------------------------------------------------
 
-    def enter(self, member: Member, identity: str | None = None) -> defer.Deferred[None]:
+    def enter(self, member: Member, identity: str | None = None, greeting: bytes = b"") -> defer.Deferred[None]:
         """
         Let a member in: as ``identity`` (a logged-in user or a certificate's
         name, which no one else may hold, on any server), or as a new
         ``guest<N>``.  Fires once the member is in (at once on a server alone).
+        ``greeting`` is sent to the member just before it is let in, and
+        only if it is: one who loses a race for its name hears only the refusal.
         """
         if identity is None:
             return settled(self.bus.claimGuest(self._guestNick()).addCallback(lambda nick: self._admit(member, nick)))
@@ -130,6 +132,8 @@ class ChatHub:
                 else:
                     self.evict(squatter)
             self.identities.add(key)
+            if greeting:
+                member.send(greeting)
             self._admit(member, identity)
 
         return settled(self.bus.claimIdentity(member, identity).addCallback(claimed))

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sockproto.chat.hub import HISTORY_DEFAULT, HISTORY_MAX, ChatError, ChatHub, Room
-from sockproto.chat.login import IChatUser, LoginThrottle
+from sockproto.chat.login import IChatUser, LoginGate, LoginRefused
 from sockproto.chat.text import clean, counted, decode
 from sockproto.interfaces import IReloadable
 from sockproto.privateapi import eagerWriter
@@ -85,6 +85,8 @@ class ChatProtocol(LineServerProtocol):
     #: A login, or an answer from the cluster, is awaited: what the client sends meanwhile waits.
     awaiting = False
     heldLines: tuple[Any, ...] = ()
+    #: A /login waiting for its check or being checked.
+    loginAttempt: defer.Deferred[Any] | None = None
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -119,7 +121,7 @@ class ChatProtocol(LineServerProtocol):
             self.send(b"Welcome to sockproto chat! Type /help for commands.\n")
             self._enter(None)
 
-    def _enter(self, identity: str | None) -> None:
+    def _enter(self, identity: str | None, greeting: bytes = b"") -> None:
         # In a cluster the name is decided by Redis: what the client sends
         # meanwhile waits, as it does during a login.
         self.awaiting = True
@@ -141,7 +143,7 @@ class ChatProtocol(LineServerProtocol):
                 self.closeConnection()
 
         try:
-            d = self.factory.hub.enter(self, identity)
+            d = self.factory.hub.enter(self, identity, greeting)
         except ChatError as e:
             self.awaiting = False
             self.error(str(e))
@@ -337,8 +339,8 @@ class ChatProtocol(LineServerProtocol):
         self.closeConnection()
 
     def do_login(self, rest: str) -> None:
-        portal = self.factory.portal
-        if portal is None:
+        gate = self.factory.loginGate
+        if gate is None:
             raise ChatError("this server has no logins")
         if self.entered:
             raise ChatError("you are already logged in")
@@ -349,37 +351,50 @@ class ChatProtocol(LineServerProtocol):
             raise ChatError("usage: /login NAME PASSWORD")
         self.awaiting = True
         host = str(getattr(self.transport.getPeer(), "host", self.peer))
-        throttle = self.factory.loginThrottle
         creds = credentials.UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))
-        d = portal.login(creds, None, IChatUser)
+        # Asked before any password is checked: a host backing off is refused here.
+        d = self.loginAttempt = gate.login(host, creds, IChatUser)
+
+        def settle() -> None:
+            self.awaiting = False
+            self.loginAttempt = None
 
         def loggedIn(result: Any) -> None:
             _, avatar, _ = result
-            self.awaiting = False
-            throttle.succeeded(host)
+            settle()
             if self.transport.disconnecting or self.closed:
                 return
             log.info("chat login by {user} from {peer}", user=avatar, peer=self.peer)
-            self.send(f"*** logged in as {avatar}\n".encode())
-            self._enter(avatar)
+            # "logged in as" is said once the name is ours (in a cluster, once Redis agrees).
+            self._enter(avatar, greeting=f"*** logged in as {avatar}\n".encode())
             self.releaseHeldLines()
 
         def refused(failure: Any) -> None:
-            failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
-            delay = throttle.delay(host)
-            throttle.failed(host)
+            failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials, LoginRefused, defer.CancelledError)
+            if failure.check(defer.CancelledError):
+                return  # the client went away first
+            if failure.check(LoginRefused):
+                self.factory.errors["login_refused"] += 1
+                settle()
+                if not self.closed:
+                    self.error(f"login refused: {failure.value}")
+                    self.releaseHeldLines()
+                return
+            self.factory.errors["login_failed"] += 1
             log.info("chat failed login for {user!r} from {peer}", user=name, peer=self.peer)
 
             def answer() -> None:
-                self.awaiting = False
+                settle()
                 if not self.closed:
                     self.error("login failed: wrong name or password")
                     self.releaseHeldLines()
 
-            self.factory.clock.callLater(delay, answer)
+            # Answered once the host may try again: a client that waits for
+            # the answer is never refused for trying too soon.
+            self.factory.clock.callLater(gate.retryAfter(host), answer)
 
         def broken(failure: Any) -> None:
-            self.awaiting = False
+            settle()
             log.failure("chat login check failed", failure)
             if not self.closed:
                 self.error("login failed: the server could not check it")
@@ -425,6 +440,9 @@ class ChatProtocol(LineServerProtocol):
     def connectionLost(self, reason: Any = None) -> None:
         if self._floodReport is not None and self._floodReport.active():
             self._floodReport.cancel()
+        attempt = self.loginAttempt
+        if attempt is not None:
+            attempt.cancel()  # not yet checked: it never will be
         self.leaveHub("too slow" if self.dropped else "connection closed")
         LineServerProtocol.connectionLost(self, reason)
 
@@ -440,6 +458,7 @@ class ChatFactory(ServerFactory):
         clock: IReactorTime,
         hub: ChatHub,
         portal: Portal | None = None,
+        loginGate: LoginGate | None = None,
         maxLineLength: int = 512,
         floodRate: float = 5.0,
         floodBurst: int = 20,
@@ -455,7 +474,8 @@ class ChatFactory(ServerFactory):
         self.floodBurst = floodBurst
         self.maxOutputBuffer = maxOutputBuffer
         self.keepAlive = keepAlive
-        self.loginThrottle = LoginThrottle(clock)
+        #: Shared by every face of the chat (line, web): a host's backoff holds on all of them.
+        self.loginGate = loginGate if loginGate is not None or portal is None else LoginGate(portal, clock)
 
     @property
     def slowConsumers(self) -> int:

@@ -23,6 +23,9 @@ from sockproto.server.workers import workerSettings
 
 log = Logger()
 
+#: Seconds after a reload in which further SIGHUPs are gathered into one more reload, at its end.
+RELOAD_SETTLE = 1.0
+
 
 class ReloadOnHangup(service.Service):
     """
@@ -30,9 +33,16 @@ class ReloadOnHangup(service.Service):
     :class:`sockproto.interfaces.IReloadable` reloads (the joke book, chat
     password files), without dropping connections, and the log says what was
     reloaded.  A reload that fails keeps what was there and logs why.
+
+    A storm of SIGHUPs is one reload, not one each: signals that come within
+    :data:`RELOAD_SETTLE` seconds of a reload are gathered into a single
+    further reload at the end of that time (so the last edit is still read).
     """
 
     _previous: Any = None
+    _settling: Any = None
+    #: SIGHUPs received since the last reload.
+    _signals = 0
 
     def __init__(self, root: service.IService, reactor: Any) -> None:
         self.setName("reload")
@@ -49,13 +59,32 @@ class ReloadOnHangup(service.Service):
         if self._previous is not None:
             signal.signal(signal.SIGHUP, self._previous)
             self._previous = None
+        if self._settling is not None and self._settling.active():
+            self._settling.cancel()
+        self._settling = None
 
     def _hangup(self, signum: int, frame: Any) -> None:
         # In a signal handler: hand the work to the reactor.
-        self.reactor.callFromThread(self.reloadAll)
+        self.reactor.callFromThread(self.hangup)
 
-    def reloadAll(self) -> list[str]:
-        """Reload what can be; returns and logs what was reloaded."""
+    def hangup(self) -> None:
+        """A SIGHUP: reload now, or, right after a reload, once when the storm has settled."""
+        self._signals += 1
+        if self._settling is None:
+            self._reloadNow()
+
+    def _reloadNow(self) -> None:
+        signals, self._signals = self._signals, 0
+        self.reloadAll(signals)
+        self._settling = self.reactor.callLater(RELOAD_SETTLE, self._settled)
+
+    def _settled(self) -> None:
+        self._settling = None
+        if self._signals:
+            self._reloadNow()
+
+    def reloadAll(self, signals: int = 1) -> list[str]:
+        """Reload what can be; returns and logs what was reloaded (``signals``: the SIGHUPs it answers)."""
         reloaded = []
         reloadable = False
         for listening in listeningServices(self.root):
@@ -73,7 +102,12 @@ class ReloadOnHangup(service.Service):
                 log.info("{service} reloaded {what}", service=listening.name, what=what)
                 reloaded.append(f"{listening.name}: {what}")
         if not reloadable:  # (a reload that failed has said so)
-            log.info("SIGHUP: nothing to reload")
+            if signals > 1:
+                log.info("SIGHUP: nothing to reload ({signals} signals, one reload)", signals=signals)
+            else:
+                log.info("SIGHUP: nothing to reload")
+        elif signals > 1:
+            log.info("SIGHUP: {signals} signals, one reload", signals=signals)
         return reloaded
 
 

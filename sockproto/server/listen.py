@@ -28,6 +28,7 @@ from sockproto.privateapi import (
     leanDispatch,
     nameOptionsInErrors,
     parseEndpointDescription,
+    refuseAtDescriptorLimit,
     serveClientsOfferingALPN,
 )
 from sockproto.server.workers import adopt, workerCount, workerSettings
@@ -431,6 +432,65 @@ def describeAddress(kind: str, address: object) -> str:
     return f"{kind}:{address}"
 
 
+#: Endpoint kinds whose clients read a service's plain-text refusal line (not TLS, not HTTP-only faces).
+_PLAIN_KINDS = frozenset({"tcp", "tcp6", "unix"})
+
+
+class DescriptorLimitReport:
+    """
+    What one service's listening ports could not take at the process's
+    file-descriptor limit: each such client gets the service's refusal
+    line (plain-text ports) and is closed, is counted in the metrics
+    (``refused_descriptor_limit``), and the log has one summary line a
+    second at most, not Twisted's three lines per connection.
+    """
+
+    interval = 1.0
+
+    def __init__(self, reactor: Any, serviceName: str, refusal: bytes | None, errors: Any = None) -> None:
+        self.reactor = reactor
+        self.serviceName = serviceName
+        self.refusal = refusal
+        self.errors = errors
+        self.refusedCount = 0
+        self.failures: dict[str, int] = {}
+        self._call: Any = None
+
+    def refused(self, count: int) -> None:
+        self.refusedCount += count
+        if self.errors is not None:
+            self.errors["refused_descriptor_limit"] += count
+        self._schedule()
+
+    def couldNotAccept(self, reason: str) -> None:
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._call is None:
+            self._call = self.reactor.callLater(self.interval, self.report)
+
+    def report(self) -> None:
+        """Log what happened since the last line, in one line."""
+        self._call = None
+        refused, self.refusedCount = self.refusedCount, 0
+        failures, self.failures = self.failures, {}
+        failed = ", ".join(f"{count} {reason}" for reason, count in sorted(failures.items()))
+        log.warn(
+            "{service} is at the file-descriptor limit: {refused} connections refused{how}{failed} "
+            "(raise the limit, ulimit -n / LimitNOFILE, or lower --max-connections)",
+            service=self.serviceName,
+            refused=refused,
+            how=" with the refusal line" if self.refusal else "",
+            failed=f"; accept failed {failed}, those clients wait" if failed else "",
+        )
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
 class ListeningService(service.Service):
     """
     Listens on every endpoint of a service, all or nothing.
@@ -455,6 +515,8 @@ class ListeningService(service.Service):
         self.datagramProtocol = datagramProtocol
         self.shutdownTimeout = shutdownTimeout
         self.ports: list[tuple[str, Any]] = []
+        #: refusal line (None on TLS ports) -> the report its ports share.
+        self.descriptorReports: dict[bytes | None, DescriptorLimitReport] = {}
 
     def privilegedStartService(self) -> None:
         # Bind before twistd drops privileges, so low ports work.
@@ -479,6 +541,7 @@ class ListeningService(service.Service):
                 if inherited:
                     port = adopt(self.reactor, description, inherited[index], self.factory, self.datagramProtocol)
                     self.ports.append((description, port))
+                    self._refuseAtDescriptorLimit(description, port)
                     log.info("{service} serving {endpoint} in worker {number}", service=self.name,
                              endpoint=description, number=(workerSettings() or {}).get("number"))
                     continue
@@ -498,11 +561,24 @@ class ListeningService(service.Service):
                 ) from None
             kind = splitDescription(description)[0]
             self.ports.append((description, port))
+            self._refuseAtDescriptorLimit(description, port)
             log.info(
                 "{service} listening on {address}",
                 service=self.name,
                 address=describeAddress(kind, port.getHost()),
             )
+
+    def _refuseAtDescriptorLimit(self, description: str, port: Any) -> None:
+        kind = splitDescription(description)[0]
+        if kind == "udp":
+            return
+        refusal = getattr(self.factory, "refusal", None) if kind in _PLAIN_KINDS else None
+        report = self.descriptorReports.get(refusal)
+        if report is None:
+            errors = getattr(self.factory, "errors", None)
+            report = DescriptorLimitReport(self.reactor, self.name or "server", refusal, errors)
+            self.descriptorReports[refusal] = report
+        refuseAtDescriptorLimit(port, report)
 
     def _listen(self, description: str) -> Any:
         kind = splitDescription(description)[0]
@@ -528,6 +604,8 @@ class ListeningService(service.Service):
         """Stop accepting, then let the connections finish (see ``ServerFactory.stopServing``)."""
         service.Service.stopService(self)
         ports, self.ports = self.ports, []
+        for report in self.descriptorReports.values():
+            report.stop()
         stopped = [defer.maybeDeferred(port.stopListening) for _, port in ports]
         if IDrainable.providedBy(self.factory):
             stopped.append(defer.maybeDeferred(self.factory.stopServing, self.shutdownTimeout))
