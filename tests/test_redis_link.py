@@ -1,11 +1,18 @@
-"""The Redis link's command encoder: the same bytes as txredisapi's own, faster."""
+"""The Redis link: its command encoder (the same bytes as txredisapi's own, faster), and a stalled Redis."""
+
+import os
+import signal
+import time
 
 import txredisapi
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet import defer, reactor, task
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from sockproto.server.redis import _CommandProtocol
+from sockproto.server.redis import RedisLink, Script, _CommandProtocol, parseRedisURL
+from tests.redisserver import RedisServer
 
 arguments = st.lists(
     st.one_of(st.binary(max_size=300), st.text(max_size=50), st.integers(-(2**63), 2**63), st.floats(allow_nan=False)),
@@ -49,3 +56,63 @@ class ReplyConversionTests(unittest.TestCase):
 
     def test_otherSettingsStillConvert(self):
         self.assertEqual(_CommandProtocol(charset="utf-8").tryConvertData([b"\xc3\xa9", b"12"]), ["é", 12])
+
+
+class StalledRedisTests(unittest.TestCase):
+    """A real Redis stopped (SIGSTOP) under a live link, then resumed (SIGCONT)."""
+
+    def setUp(self):
+        self.redis = RedisServer()
+        self.addCleanup(self.redis.cleanup)
+        self.redis.start()
+        self.addCleanup(self.resume)
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def resume(self):
+        if self.redis.process is not None and self.redis.process.poll() is None:
+            os.kill(self.redis.process.pid, signal.SIGCONT)
+
+    def until(self, condition, timeout=10.0):
+        """Fires once ``condition()`` is true; fails the test after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+
+        def check():
+            if condition():
+                return None
+            if time.monotonic() > deadline:
+                raise AssertionError("gave up waiting")
+            return task.deferLater(reactor, 0.05, check)
+
+        return defer.maybeDeferred(check)
+
+    def logged(self, text):
+        return [e for e in self.events if text in (e.get("log_format") or "")]
+
+    @defer.inlineCallbacks
+    def test_reconnectingWhileRedisIsStalledLogsNoCriticalError(self):
+        """
+        While Redis is stopped, new connections are accepted by its kernel but
+        never answered: each one's preparation (loading a script) times out.
+        The link retries quietly, and is back once Redis resumes.
+        """
+        ups = []
+        link = RedisLink(reactor, parseRedisURL(self.redis.url), [b"stall:events"], onUp=ups.append,
+                         replyTimeout=0.3, scripts=[Script("return 1")])
+        link.start()
+        self.addCleanup(link.stop)
+        yield self.until(lambda: link.up)
+        os.kill(self.redis.process.pid, signal.SIGSTOP)
+        link.command.execute_command("PING").addErrback(lambda failure: None)  # times out: the link is lost
+        yield self.until(lambda: not link.up)
+        # A new connection made and not made ready (or a critical error, without the fix).
+        yield self.until(lambda: any(p.failures for p in link.preparations)
+                         or any(e.get("log_level") == LogLevel.critical for e in self.events))
+        os.kill(self.redis.process.pid, signal.SIGCONT)
+        yield self.until(lambda: link.up)
+        self.assertEqual(len(ups), 2)
+        critical = [formatEvent(e) for e in self.events if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(critical, [])
+        self.assertEqual(len(self.logged("could not be made ready")), 1)  # once for the stall, not per retry
+        self.assertEqual((yield link.command.execute_command("PING")), b"PONG")
