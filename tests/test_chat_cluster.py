@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from typing import Any
 
 from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -153,6 +156,10 @@ class ChannelMessageTests(unittest.TestCase):
         self.bus = RedisChatBus(self.clock, parseRedisURL("redis://127.0.0.1"), self.history, "here")
         self.hub = ChatHub(self.clock, self.history, bus=self.bus)
         self.bus.firstLink.open()  # no Redis here: names are decided locally
+        self.bus.knownNodes = {"there", "x"}  # as Redis would have said
+        self.logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
         self.member = FakeMember()
         self.hub.enter(self.member)
         self.clock.advance(0)
@@ -184,3 +191,94 @@ class ChannelMessageTests(unittest.TestCase):
         self.message(b"", {"n": "x", "e": [["n", "#lobby", "*** still working\n"]]})
         self.assertEqual(self.member.lines()[-1], "*** still working")
 
+
+    def warnings(self) -> list[str]:
+        return [formatEvent(e) for e in self.logged if e.get("log_namespace") == "sockproto.chat.cluster"]
+
+    def test_hostileMessagesAreDroppedWithOneLogLineAndTheLinkStays(self) -> None:
+        hostile = [
+            b"\n" + b"[" * 200_000,  # RecursionError in json.loads
+            b"\n" + b'{"n": "x", "e": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}",
+            b'\n{"n": "x", "t": 1e300, "e": []}',  # OverflowError in a time stamp
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1e300, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", -1e20, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", NaN, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", Infinity, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1' + b"0" * 5000 + b', "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", true, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "lobby", 1, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob smith", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "shout", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "say", ["hi"]]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "say", "' + b"a" * 70_000 + b'"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["n", "#lobby", "no stars"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["g", "y", [["bob"]], "gone"]]}',
+            b'\n{"n": "has space", "t": 0, "e": []}',
+            b'\n{"n": "x", "t": 0, "e": [["p", "here", "me", 1, "bob", "hi", "extra"]]}',
+            b"1-0,junk\n" + json.dumps({"n": "x", "e": [["m", "#lobby", 1, "bob", "say", "hi"]]}).encode(),
+            b'\n{"n": "x", "t": 0, "e": []}\nsignature-without-a-secret',
+        ]
+        for raw in hostile:
+            self.bus._message(b"sockproto:events", raw)
+        self.clock.advance(0)
+        self.assertEqual(self.member.lines(), [])
+        self.assertEqual(self.bus.rejected, len(hostile))
+        self.assertEqual(len(self.warnings()), 1)  # one line, however many
+        self.assertIn("dropped a message from the channel", self.warnings()[0])
+        self.assertEqual(self.history.recent("#lobby", 5), [])
+        # Later: one more line, which says how many were not logged.
+        self.clock.advance(11)
+        self.bus._message(b"sockproto:events", hostile[0])
+        self.assertIn(f"and {len(hostile) - 1} more", self.warnings()[-1])
+        self.message(b"", {"n": "x", "e": [["n", "#lobby", "*** still working\n"]]})
+        self.assertEqual(self.member.lines(), ["*** still working"])
+
+    def test_textFromOtherServersIsCleanedAsLocalTextIs(self) -> None:
+        nasty = "\x1b]0;owned\x07\x1b[31mred\u202e txt\r\n*** fake: admin joined\x9b2J"
+        self.message(b"7-0", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", nasty],
+                                                         ["n", "#lobby", "*** x\r\n*** fake: admin joined\n"]]})
+        lines = self.member.lines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(lines[0].endswith("<bob> red txt*** fake: admin joined"), lines)
+        self.assertEqual(lines[1], "*** x*** fake: admin joined")
+        self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["red txt*** fake: admin joined"])
+        for line in lines:
+            self.assertTrue(line.isprintable(), line)
+
+    def test_messagesFromAServerNotOfTheClusterAreDropped(self) -> None:
+        self.message(b"", {"n": "intruder", "e": [["n", "#lobby", "*** intruder joined #lobby\n"]]})
+        self.assertEqual(self.member.lines(), [])
+        self.assertIn("not a known server", self.warnings()[0])
+
+
+class SignedChannelTests(ChannelMessageTests):
+    """With --cluster-secret-file: only what is signed with the secret is believed."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.bus.secret = b"s" * 32
+
+    def message(self, ids: bytes, batch: object, secret: bytes | None = b"s" * 32) -> None:
+        body = json.dumps(batch).encode()
+        if secret is not None:
+            body += b"\n" + hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+        self.bus._message(b"sockproto:events", ids + b"\n" + body)
+        self.clock.advance(0)
+
+    def test_onlySignedEventsAreBelieved(self) -> None:
+        said = {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", "hi"]]}
+        self.message(b"", said, secret=None)
+        self.message(b"", said, secret=b"w" * 32)
+        self.message(b"", {"n": "there", "e": [["n", "#lobby", "*** mallory is now known as bob\n"]]}, secret=None)
+        self.assertEqual(self.member.lines(), [])
+        self.assertEqual(self.bus.rejected, 3)
+        self.message(b"", said)
+        self.assertEqual(len(self.member.lines()), 1)
+
+    def test_whatThisServerPublishesVerifies(self) -> None:
+        payload = self.bus._signed(json.dumps({"n": "there", "t": 0, "e": [["n", "#lobby", "*** ok\n"]]}))
+        self.bus._message(b"sockproto:events", b"\n" + payload.encode())
+        self.clock.advance(0)
+        self.assertEqual(self.member.lines(), ["*** ok"])
+        unsigned = RedisChatBus(self.clock, parseRedisURL("redis://127.0.0.1"), ClusterHistory(), "other")
+        self.assertEqual(unsigned._signed("{}"), "{}")

@@ -36,6 +36,11 @@ class ClusterTestCase(unittest.TestCase):
         service.waitForLog(f"cluster: {name} joined the chat servers")
         return service
 
+    def secretFile(self, secret: bytes = b"0123456789abcdef0123456789abcdef\n") -> str:
+        path = self.mktemp()
+        Path(path).write_bytes(secret)
+        return path
+
     def client(self, node: ServiceProcess, nick: str | None = None) -> LineClient:
         c = LineClient.tcp(node.port("chat"), timeout=20)
         self.addCleanup(c.close)
@@ -379,17 +384,22 @@ class ClusterFailureTests(ClusterTestCase):
         self.assertIn("waiting for Redis at", waiting.log)
 
     def test_badClusterOptions(self) -> None:
+        short = self.secretFile(b"tiny\n")
         for args, message in [
             (("--cluster", "http://127.0.0.1:1"), "expected redis://, rediss:// or unix:"),
-            (("--cluster", "redis://:secret@127.0.0.1:1/x"), "the database must be a number"),
+            (("--cluster", "redis://:hunter2@127.0.0.1:1/x"), "the database must be a number"),
             (("--node-name", "has space"), "is not a node name"),
             (("--cluster-prefix", ""), "is not a key prefix"),
             (("--cluster-wait", "-1"), "0 or more"),
+            (("--cluster", self.redis.url, "--cluster-secret-file", "/nonexistent/secret"), "cannot read"),
+            (("--cluster", self.redis.url, "--cluster-secret-file", short), "a secret needs at least 16"),
+            (("--cluster-secret-file", self.secretFile()), "--cluster-secret-file needs --cluster"),
         ]:
             result = runService("sockproto-chat", *args)
             self.assertNotEqual(result.returncode, 0, args)
             output = result.stdout + result.stderr
             self.assertIn(message, output, args)
-            self.assertNotIn("secret", output)
+            self.assertNotIn("hunter2", output)
+            self.assertNotIn("tiny", output)
             self.assertNotIn("Traceback", output)
         self.assertTrue(re.search("cluster", runService("sockproto-chat", "--help").stdout))

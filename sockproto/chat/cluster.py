@@ -16,8 +16,11 @@ when the link returns their names are claimed again.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import re
 import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -29,6 +32,7 @@ from zope.interface import implementer
 from sockproto.chat.bus import IChatBus
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import HISTORY_MAX, LOBBY, ChatError
+from sockproto.chat.text import clean, validNick, validRoom
 from sockproto.server.latency import LatencyHistogram
 from sockproto.server.redis import FirstLink, RedisAddress, RedisLink, Script
 
@@ -47,6 +51,15 @@ STREAM_LENGTH = 10000
 JOIN_WAIT = 5.0
 #: Events sent to Redis and not yet acknowledged, beyond which new ones are dropped (and counted).
 MAX_IN_FLIGHT = 100_000
+
+#: Longest text (a line, a notice) taken from another server; longer events are dropped.
+MAX_EVENT_TEXT = 65536
+#: Times in events must lie between 0 and the end of the year 9999 (what a time stamp can show).
+LATEST_TIME = 253402300799.0
+#: Messages held per unknown server while Redis is asked whether it is one of the cluster's.
+MAX_UNVERIFIED = 1000
+#: Seconds between log lines about junk on the channel (the rest are counted).
+COMPLAINT_INTERVAL = 10.0
 
 NOT_SHARED = "*** not delivered to other servers: the link to them is down\n"
 LINK_LOST = "*** link to the other servers lost; messages reach this server only"
@@ -90,6 +103,13 @@ local function guest()
 end
 local function publish(events)
   redis.call('PUBLISH', P .. 'events', '\\n' .. cjson.encode({n = node, t = 0, e = events}))
+end
+-- True once Redis's clock has passed a deadline (ms): the sender has been told
+-- its events were lost, so they must not be published any more.
+local function late(deadline)
+  if redis.replicate_commands then redis.replicate_commands() end  -- TIME before writes (Redis < 5)
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(deadline)
 end
 """.replace("LOBBY_NAME", LOBBY)
 
@@ -165,48 +185,73 @@ unplace(node, key, room)
 return 1
 """)
 
-# ARGV: prefix, node, stream length, payload, then (room, entry) pairs: each
-# entry goes into its room's stream, and the payload is published with their
-# stream ids in front, in the same atomic step.
+# ARGV: prefix, node, stream length, deadline (ms, Redis's clock), payload,
+# then (room, entry) pairs: each entry goes into its room's stream, and the
+# payload is published with their stream ids in front, in the same atomic
+# step; nothing when the deadline has passed (returns false).
 _PUBLISH = Script(_LIBRARY + """
+if late(ARGV[4]) then return false end
 local ids = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   ids[#ids + 1] = redis.call('XADD', P .. 'history:' .. ARGV[i], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[i + 1])
   redis.call('SADD', P .. 'histories', ARGV[i])
 end
-return redis.call('PUBLISH', P .. 'events', table.concat(ids, ',') .. '\\n' .. ARGV[4])
+return redis.call('PUBLISH', P .. 'events', table.concat(ids, ',') .. '\\n' .. ARGV[5])
 """)
 
-# ARGV: prefix, node, key, time, sender, text.  Returns the holder's nick, or nil.
+# ARGV: prefix, node, key, the server that holds it, deadline (ms, Redis's
+# clock), payload.  Returns the holder's nick; nil when that server does not
+# hold the name (any more); 0 when the deadline has passed (nothing sent).
 _PRIVATE = Script(_LIBRARY + """
 local n, nick = holder(ARGV[3])
-if not n then return nil end
-local when = tonumber(ARGV[4])
-redis.call('PUBLISH', P .. 'events',
-  '\\n' .. cjson.encode({n = node, t = when, e = {{'p', n, ARGV[3], when, ARGV[5], ARGV[6]}}}))
+if n ~= ARGV[4] then return nil end
+if late(ARGV[5]) then return 0 end
+redis.call('PUBLISH', P .. 'events', '\\n' .. ARGV[6])
 return nick
 """)
 
-# ARGV: prefix, node, token, ttl in ms.  Returns 0 when another live server has this name.
+# ARGV: prefix, node, token, ttl in ms.  Returns 0 when another live server
+# has this name, 2 when this server had no heartbeat (new, or taken for gone
+# after a stall), else 1.
 _HEARTBEAT = Script(_LIBRARY + """
 local current = redis.call('GET', P .. 'alive:' .. node)
 if current and current ~= ARGV[3] then return 0 end
 redis.call('SET', P .. 'alive:' .. node, ARGV[3], 'PX', ARGV[4])
 redis.call('SADD', P .. 'nodes', node)
-return 1
+if current then return 1 end
+return 2
 """)
 
 # ARGV: prefix, node, reason, and optionally one server's name: that server
 # (else every server whose heartbeat has expired) is removed, and a 'g'
-# event tells the others who left.  Returns how many servers were removed.
+# event tells the others who left.  Each call also looks at a slice of the
+# names (PREFIXreaping keeps the place): a name held by a server without a
+# heartbeat (one that never had one, written by anyone who may write the
+# keys) is freed the same way.  Returns the servers of the cluster.
 _REAP = Script(_LIBRARY + """
-local gone = {}
+local gone, seen = {}, {}
 if ARGV[4] then
   gone = {ARGV[4]}
   redis.call('DEL', P .. 'alive:' .. ARGV[4])
 else
+  if redis.replicate_commands then redis.replicate_commands() end  -- HSCAN before writes (Redis < 5)
   for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-    if redis.call('EXISTS', P .. 'alive:' .. n) == 0 then gone[#gone + 1] = n end
+    if redis.call('EXISTS', P .. 'alive:' .. n) == 0 then
+      gone[#gone + 1] = n
+      seen[n] = true
+    end
+  end
+  local scan = redis.call('HSCAN', P .. 'nicks', redis.call('GET', P .. 'reaping') or '0', 'COUNT', 100)
+  redis.call('SET', P .. 'reaping', scan[1])
+  for i = 1, #scan[2], 2 do
+    local n = string.match(scan[2][i + 1], '^(.-)\\t')
+    if not n or redis.call('EXISTS', P .. 'alive:' .. n) == 0 then
+      redis.call('HDEL', P .. 'nicks', scan[2][i])
+      if n and not seen[n] then
+        gone[#gone + 1] = n
+        seen[n] = true
+      end
+    end
   end
 end
 for _, n in ipairs(gone) do
@@ -221,10 +266,11 @@ for _, n in ipairs(gone) do
     members[#members + 1] = {nick, room}
   end
   redis.call('DEL', P .. 'node:' .. n)
-  redis.call('SREM', P .. 'nodes', n)
-  publish({{'g', n, members, ARGV[3]}})
+  if redis.call('SREM', P .. 'nodes', n) == 1 or #members > 0 then
+    publish({{'g', n, members, ARGV[3]}})
+  end
 end
-return #gone
+return redis.call('SMEMBERS', P .. 'nodes')
 """)
 
 # ARGV: prefix, node, then (key, nick, flag, room) for every member here:
@@ -261,6 +307,122 @@ return out
 
 
 SCRIPTS = (_ENTER, _RENAME, _MOVE, _RELEASE, _PUBLISH, _PRIVATE, _HEARTBEAT, _REAP, _REGISTER, _ROOMS)
+
+
+# -- checking what comes from the channel ----------------------------------------
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")  # as --node-name allows
+_STREAM_ID = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")
+#: Events only Redis's own scripts publish, unsigned even with a secret: each is checked in Redis instead.
+_CHECKED_IN_REDIS = frozenset({"g", "x"})
+
+
+class BadEvent(ValueError):
+    """A message on the channel that is not what a server of this cluster would send."""
+
+
+def _noConstants(name: str) -> float:
+    raise BadEvent(f"{name} is not a number")
+
+
+def _node(value: Any) -> str:
+    if not isinstance(value, str) or not _NODE_NAME.fullmatch(value):
+        raise BadEvent(f"{str(value)[:80]!r} is not a server name")
+    return value
+
+
+def _time(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= LATEST_TIME:
+        raise BadEvent(f"{str(value)[:80]} is not a time")
+    return float(value)
+
+
+def _nick(value: Any) -> str:
+    if not isinstance(value, str) or not validNick(value):
+        raise BadEvent(f"{str(value)[:80]!r} is not a nickname")
+    return value
+
+
+def _room(value: Any) -> str:
+    if not isinstance(value, str) or not validRoom(value):
+        raise BadEvent(f"{str(value)[:80]!r} is not a room")
+    return value
+
+
+def _text(value: Any, limit: int = MAX_EVENT_TEXT) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadEvent(f"not a text of at most {limit} characters")
+    return clean(value)
+
+
+def _notice(value: Any) -> str:
+    # A notice is one line of its own ("*** ...\n"); clean() takes out any
+    # other line break, so it cannot pose as more lines than one.
+    text = _text(value)
+    if not text.startswith("*** "):
+        raise BadEvent("a notice that does not start with ***")
+    return text + "\n"
+
+
+def _exactly(event: list[Any], size: int) -> list[Any]:
+    if len(event) != size:
+        raise BadEvent(f"a {event[0]!r} event of {len(event)} fields")
+    return event
+
+
+def checkEvent(event: Any) -> list[Any]:
+    """``event`` with every field checked and its texts cleaned; BadEvent if it is not one sockproto sends."""
+    if not isinstance(event, list) or not event:
+        raise BadEvent("an event that is not a list")
+    kind = event[0]
+    if kind == "m":
+        _, room, when, nick, how, text = _exactly(event, 6)
+        if how not in ("say", "me"):
+            raise BadEvent("a message neither said nor acted")
+        return ["m", _room(room), _time(when), _nick(nick), how, _text(text)]
+    if kind == "n":
+        _, room, text = _exactly(event, 3)
+        return ["n", _room(room), _notice(text)]
+    if kind == "p":
+        _, node, key, when, sender, text = _exactly(event, 6)
+        return ["p", _node(node), _nick(key).casefold(), _time(when), _nick(sender), _text(text)]
+    if kind == "x":
+        _, node, key = _exactly(event, 3)
+        return ["x", _node(node), _nick(key).casefold()]
+    if kind == "g":
+        _, node, members, reason = _exactly(event, 4)
+        if not isinstance(members, list):
+            raise BadEvent("a departure without its list of members")
+        left = []
+        for pair in members:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise BadEvent("a departure whose members are not (nick, room) pairs")
+            left.append((_nick(pair[0]), _room(pair[1])))
+        return ["g", _node(node), left, _text(reason, 200)]
+    raise BadEvent(f"an event of unknown kind {str(kind)[:20]!r}")
+
+
+def parseBatch(body: bytes) -> tuple[str, float, list[list[Any]]]:
+    """The sending server, its time and its events (checked and cleaned) from a message's JSON; else BadEvent."""
+    try:
+        batch = json.loads(body, parse_constant=_noConstants)
+    except RecursionError:  # nested deeper than Python's parser goes: no server sends that
+        raise BadEvent("JSON nested too deep") from None
+    except (ValueError, TypeError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BadEvent(f"not JSON ({str(e)[:80]})") from None
+    if not isinstance(batch, dict) or not isinstance(batch.get("e"), list):
+        raise BadEvent("not a batch of events")
+    sent = batch.get("t") or 0
+    return _node(batch.get("n")), _time(sent), [checkEvent(event) for event in batch["e"]]
+
+
+def parseStreamIds(ids: bytes) -> list[str]:
+    if not ids:
+        return []
+    parts = ids.split(b",")
+    if not all(_STREAM_ID.fullmatch(part) for part in parts):
+        raise BadEvent("stream ids that are not stream ids")
+    return [part.decode() for part in parts]
 
 
 def _streamOrder(streamId: str) -> tuple[int, int]:
@@ -344,6 +506,8 @@ class RedisChatBus:
         history: ClusterHistory,
         nodeName: str | None = None,
         prefix: str = "sockproto:",
+        secret: bytes | None = None,
+        replyTimeout: float = 5.0,
     ) -> None:
         self.reactor = reactor
         self.address = address
@@ -353,10 +517,28 @@ class RedisChatBus:
         self.prefix = prefix
         self.channel = (prefix + "events").encode()
         self.token = os.urandom(8).hex()
+        #: With a secret (--cluster-secret-file): what this server publishes is
+        #: signed, and only what is signed is believed.
+        self.secret = secret
         self.link = RedisLink(
             reactor, address, [self.channel], onUp=self._linkUp, onDown=self._linkDown, onMessage=self._message,
-            scripts=SCRIPTS,
+            scripts=SCRIPTS, replyTimeout=replyTimeout,
         )
+        # What is published must reach Redis by its deadline, a while before the
+        # link gives up on an answer (replyTimeout); once the link has given up
+        # and the deadline has passed (plus a margin for the clocks), Redis will
+        # not publish it any more, and the sender can be told it was lost.
+        self.deadline = replyTimeout * 0.6
+        self.deadlineMargin = replyTimeout * 0.2
+        #: Redis's clock minus this server's, measured at each link.
+        self.clockOffset = 0.0
+        #: Servers of the cluster (as Redis last said), whose messages are believed.
+        self.knownNodes: set[str] = set()
+        self._unverified: dict[str, list[tuple[Any, ...]]] = {}
+        self._quietUntil = 0.0
+        self._unsaid = 0
+        self._lossesLogged = False
+        self._droppedBefore = 0
         self.linked = False
         self.stopping = False
         self._wasLinked = False
@@ -372,10 +554,26 @@ class RedisChatBus:
         self.published = 0
         self.received = 0
         self.dropped = 0
+        #: Messages and events from the channel dropped as junk, forged or unconfirmed.
+        self.rejected = 0
         self.delay = LatencyHistogram()
 
     def attach(self, hub: ChatHub) -> None:
         self.hub = hub
+
+    def _sign(self, body: bytes) -> bytes:
+        assert self.secret is not None
+        return hmac.new(self.secret, body, hashlib.sha256).hexdigest().encode()
+
+    def _signed(self, body: str) -> str:
+        """``body`` as published: with a secret, a line with its HMAC-SHA256 (hex) follows it."""
+        if self.secret is None:
+            return body
+        return body + "\n" + self._sign(body.encode()).decode()
+
+    def _deadline(self) -> int:
+        """The deadline for what is sent now, in milliseconds of Redis's clock."""
+        return int((self.reactor.seconds() + self.clockOffset + self.deadline) * 1000)
 
     def _run(self, script: Script, *args: Any) -> defer.Deferred[Any]:
         command = self.link.command
@@ -423,6 +621,9 @@ class RedisChatBus:
                     node=self.node,
                 )
                 return
+            before = self.reactor.seconds()
+            seconds, micros = yield self.link.command.execute_command("TIME")
+            self.clockOffset = int(seconds) + int(micros) / 1e6 - (before + self.reactor.seconds()) / 2
             members = self.hub.members()
             claims: list[Any] = []
             for member in members:
@@ -439,6 +640,10 @@ class RedisChatBus:
                 self._heartbeat = task.LoopingCall(self._beat)
                 self._heartbeat.clock = self.reactor
                 self._heartbeat.start(HEARTBEAT_INTERVAL, now=False)
+            if self._lossesLogged:
+                log.info("cluster: {count} events were not sent to the other servers while the link was down",
+                         count=self.dropped - self._droppedBefore)
+                self._lossesLogged = False
             if self._wasLinked:
                 log.info("cluster: link to Redis restored")
                 self.hub.announce(LINK_RESTORED.removeprefix("*** "))
@@ -463,7 +668,15 @@ class RedisChatBus:
             if not int(alone):
                 log.error("cluster: another server named {node} is running", node=self.node)
                 return None
-            return self._run(_REAP, "server lost")
+            if int(alone) == 2 and self.linked and not self.stopping:
+                # Taken for dead (a stall longer than the heartbeat's life): claim everything again.
+                log.warn("cluster: the others took this server for gone; joining again")
+                self._linkUp(self.link)
+                return None
+            return self._run(_REAP, "server lost").addCallback(known)
+
+        def known(nodes: Any) -> None:
+            self.knownNodes = {node.decode("utf-8", "replace") for node in nodes or ()}
 
         def failed(failure: Any) -> None:
             log.warn("cluster: heartbeat failed: {reason}", reason=failure.value)
@@ -553,20 +766,38 @@ class RedisChatBus:
 
         return self._run(_ROOMS).addCallback(pairs)
 
-    def privateTo(self, member: Member, nick: str, when: float, text: str) -> defer.Deferred[str | None]:
+    @defer.inlineCallbacks
+    def privateTo(self, member: Member, nick: str, when: float, text: str) -> Any:
         if not self.linked:
-            return defer.fail(ChatError(f"{nick} is not on this server, and the link to the others is down"))
+            raise ChatError(f"{nick} is not on this server, and the link to the others is down")
         self._flush()  # after what this member said before
-        d = self._run(_PRIVATE, nick.casefold(), repr(when), member.nick, text)
+        key = nick.casefold()
+        # The event names the server that has the nick; it is built (and signed) here, so that is asked first.
+        claim = yield self.link.command.execute_command("HGET", self.prefix + "nicks", key)
+        if not isinstance(claim, bytes) or b"\t" not in claim:
+            return None
+        holder = claim.split(b"\t", 1)[0].decode("utf-8", "replace")
+        event = ["p", holder, key, when, member.nick, text]
+        payload = self._signed(json.dumps({"n": self.node, "t": when, "e": [event]}))
+        lostAfter = self.reactor.seconds() + self.deadline + self.deadlineMargin
+        try:
+            nickThere = yield self._run(_PRIVATE, key, holder, self._deadline(), payload)
+        except Exception:
+            # As for lines: not reported lost before Redis would refuse it.
+            yield task.deferLater(self.reactor, max(0.0, lostAfter - self.reactor.seconds()), lambda: None)
+            raise ChatError(f"not delivered to {nick}: the link to the other servers is down") from None
+        if nickThere == 0:
+            raise ChatError(f"not delivered to {nick}: Redis is too slow")
+        if nickThere is None:
+            return None
         self.published += 1
-        return d.addCallback(lambda holder: holder.decode() if holder is not None else None)
+        return nickThere.decode()
 
     # -- lines for the other servers --------------------------------------------
 
     def said(self, room: str, entry: Entry, sender: Member) -> None:
         if not self.linked:
-            self.dropped += 1
-            self.hub.tell(sender, NOT_SHARED)
+            self._notShared([["m"]], [sender], "link down")
             return
         self._batch.append(["m", room, *entry])
         self._batchHistory += (room, json.dumps(entry))
@@ -597,83 +828,196 @@ class RedisChatBus:
         if not self.linked or self.inFlight + len(batch) > MAX_IN_FLIGHT:
             self._notShared(batch, senders, "link down" if not self.linked else "Redis too slow")
             return
-        payload = json.dumps({"n": self.node, "t": self.reactor.seconds(), "e": batch})
+        payload = self._signed(json.dumps({"n": self.node, "t": self.reactor.seconds(), "e": batch}))
         self.inFlight += len(batch)
         self.published += len(batch)
+        deadline = self._deadline()
+        lostAfter = self.reactor.seconds() + self.deadline + self.deadlineMargin
 
         def done(result: Any) -> Any:
             self.inFlight -= len(batch)
             return result
 
-        def failed(failure: Any) -> None:
-            self.published -= len(batch)
-            self._notShared(batch, senders, str(failure.value))
+        def published(result: Any) -> None:
+            if result is None:  # Redis had it after its deadline, and did not publish it
+                self.published -= len(batch)
+                self._notShared(batch, senders, "Redis too slow")
 
-        self._run(_PUBLISH, STREAM_LENGTH, payload, *history).addBoth(done).addErrback(failed)
+        def failed(failure: Any) -> None:
+            # No answer: Redis may still have the script, and run it later, but
+            # not after its deadline: the senders are told once that has passed.
+            self.published -= len(batch)
+            wait = lostAfter - self.reactor.seconds()
+            if wait > 0:
+                self.reactor.callLater(wait, self._notShared, batch, senders, str(failure.value))
+            else:
+                self._notShared(batch, senders, str(failure.value))
+
+        d = self._run(_PUBLISH, STREAM_LENGTH, deadline, payload, *history)
+        d.addBoth(done).addCallbacks(published, failed)
 
     def _notShared(self, batch: list[list[Any]], senders: list[Member], why: str) -> None:
+        if not self._lossesLogged:  # once per outage; the link's return says how many
+            self._lossesLogged = True
+            self._droppedBefore = self.dropped
+            log.warn("cluster: events not sent to the other servers ({why}); their senders are told", why=why)
         self.dropped += len(batch)
-        log.warn("cluster: {count} events not sent to other servers ({why})", count=len(batch), why=why)
         for sender in dict.fromkeys(senders):
             if sender in self.hub.present:
                 self.hub.tell(sender, NOT_SHARED)
 
     # -- what the others say ----------------------------------------------------
+    #
+    # Anyone who may publish on the channel can send anything: every message
+    # is checked field by field and its text cleaned as local input is; what
+    # fails is dropped (one log line per COMPLAINT_INTERVAL), never fatal.
 
     def _message(self, channel: bytes, data: bytes) -> None:
-        ids, _, body = data.partition(b"\n")
         try:
-            batch = json.loads(body)
-            origin = batch["n"]
-            events = batch["e"]
-            sent = float(batch.get("t") or 0)
-            streamIds = iter(ids.decode().split(",")) if ids else iter(())
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.warn("cluster: ignoring a message that is not sockproto's on {channel}", channel=channel)
+            self._receive(data)
+        except BadEvent as e:
+            self._complain("cluster: dropped a message from the channel: {reason}", reason=str(e))
+        except Exception as e:  # a bug, not junk: the link must survive it all the same
+            self._complain("cluster: could not handle a message from the channel: {reason!r}", reason=e)
+
+    def _receive(self, data: bytes) -> None:
+        ids, _, rest = data.partition(b"\n")
+        body, signed, signature = rest.partition(b"\n")
+        if self.secret is not None and signed:
+            if not hmac.compare_digest(signature, self._sign(body)):
+                raise BadEvent("its signature does not match --cluster-secret-file")
+        elif signed:
+            raise BadEvent("it is signed, and this server has no --cluster-secret-file")
+        origin, sent, events = parseBatch(body)
+        streamIds = parseStreamIds(ids)
+        if self.secret is not None and not signed and any(event[0] not in _CHECKED_IN_REDIS for event in events):
+            raise BadEvent(f"it is not signed, and says more than Redis's scripts say (from {origin!r})")
+        if origin != self.node and origin not in self.knownNodes:
+            self._verifyOrigin(origin, (origin, sent, events, streamIds))
             return
+        self._deliver(origin, sent, events, streamIds)
+
+    def _verifyOrigin(self, origin: str, message: tuple[Any, ...]) -> None:
+        """A server this one does not know: its messages wait while Redis is asked whether it is of the cluster."""
+        waiting = self._unverified.get(origin)
+        if waiting is not None:
+            if len(waiting) >= MAX_UNVERIFIED:
+                raise BadEvent(f"{origin!r} sends too much before it is known")
+            waiting.append(message)
+            return
+        command = self.link.command
+        if command is None or len(self._unverified) >= MAX_UNVERIFIED:
+            raise BadEvent(f"{origin!r} is not a known server of the cluster")
+        self._unverified[origin] = [message]
+
+        def answered(member: Any) -> None:
+            held = self._unverified.pop(origin, [])
+            if not int(member):
+                self._complain("cluster: dropped {count} messages from {origin!r}, not a server of the cluster",
+                               count=len(held), origin=origin)
+                return
+            self.knownNodes.add(origin)
+            for origin_, sent, events, streamIds in held:
+                self._deliver(origin_, sent, events, streamIds)
+
+        def failed(failure: Any) -> None:
+            held = self._unverified.pop(origin, [])
+            self._complain("cluster: dropped {count} messages from {origin!r}: {reason}",
+                           count=len(held), origin=origin, reason=failure.value)
+
+        command.execute_command("SISMEMBER", self.prefix + "nodes", origin).addCallbacks(answered, failed)
+
+    def _deliver(self, origin: str, sent: float, events: list[list[Any]], streamIds: list[str]) -> None:
         mine = origin == self.node
         if not mine and sent:
             self.delay.observe(max(0.0, self.reactor.seconds() - sent))
-        for event in events if isinstance(events, list) else ():
+        ids = iter(streamIds)
+        for event in events:
             try:
-                self._event(event, mine, streamIds)
-            except (IndexError, TypeError, ValueError, KeyError) as e:
-                # Anyone who can publish on the channel can send junk: it is dropped, not fatal.
-                log.warn("cluster: ignoring a malformed event from {origin}: {reason}", origin=origin, reason=e)
+                self._event(origin, event, mine, ids)
+            except Exception as e:  # one event's trouble is not the others'
+                self._complain("cluster: could not handle an event from {origin}: {reason!r}", origin=origin, reason=e)
 
-    def _event(self, event: list[Any], mine: bool, streamIds: Any) -> None:
+    def _event(self, origin: str, event: list[Any], mine: bool, streamIds: Any) -> None:
         hub = self.hub
         kind = event[0]
-        if kind == "g":  # from whichever server noticed, this one included
-            self._gone(str(event[1]), event[2], str(event[3]))
+        if kind == "g":  # from whichever server noticed, this one included: Redis has the facts
+            self._gone(event[1], event[2], event[3])
         elif kind == "m":
-            entry = Entry(float(event[2]), str(event[3]), str(event[4]), str(event[5]))
-            self.history.arrived(str(event[1]), next(streamIds, ""), entry)
+            entry = Entry(event[2], event[3], event[4], event[5])
+            self.history.arrived(event[1], next(streamIds, ""), entry)
             if not mine:
-                hub.remoteEntry(str(event[1]), entry)
+                hub.remoteEntry(event[1], entry)
         elif mine:
             return
         elif kind == "n":
-            hub.remoteNotice(str(event[1]), str(event[2]))
+            hub.remoteNotice(event[1], event[2])
         elif kind == "p" and event[1] == self.node:
-            hub.remotePrivate(str(event[2]), float(event[3]), str(event[4]), str(event[5]))
+            hub.remotePrivate(event[2], event[3], event[4], event[5])
         elif kind == "x" and event[1] == self.node:
-            squatter = hub.nicks.get(event[2])
-            if squatter is not None and event[2] not in hub.identities:
-                hub.evict(squatter)
+            self._giveUp(origin, event[2])
         else:
             return
         self.received += 1
 
-    def _gone(self, node: str, members: Any, reason: str) -> None:
-        if node == self.node:
-            if not self.stopping and self.linked:
-                # Taken for dead (a stall longer than the heartbeat's life): claim everything again.
-                log.warn("cluster: the others took this server for gone; joining again")
-                self._linkUp(self.link)
+    def _giveUp(self, origin: str, key: str) -> None:
+        """Another server's verified user has the name a guest here holds: once Redis confirms it, the guest yields."""
+        squatter = self.hub.nicks.get(key)
+        command = self.link.command
+        if squatter is None or key in self.hub.identities or command is None:
             return
-        for nick, room in members if isinstance(members, list) else ():
-            self.hub.remoteNotice(room, f"*** {nick} left {room} ({reason})\n")
+
+        def check(claim: Any) -> None:
+            parts = claim.split(b"\t") if isinstance(claim, bytes) else []
+            if len(parts) != 3 or parts[0] != origin.encode() or parts[2] != b"1":
+                self._complain("cluster: ignored {origin}'s claim of {key}, which Redis does not confirm",
+                               origin=origin, key=key)
+                return
+            if self.hub.nicks.get(key) is squatter and key not in self.hub.identities:
+                self.hub.evict(squatter)
+
+        command.execute_command("HGET", self.prefix + "nicks", key).addCallbacks(
+            check, lambda failure: self._complain("cluster: could not check a claim of {key}: {reason}",
+                                                  key=key, reason=failure.value)
+        )
+
+    def _gone(self, node: str, members: list[tuple[str, str]], reason: str) -> None:
+        """A server is gone, if Redis says its heartbeat is."""
+        command = self.link.command
+        if command is None:
+            return
+        if node == self.node:
+            # Taken for gone?  The heartbeat, which Redis answers, tells (and then joins again).
+            if self.linked and not self.stopping:
+                self._beat()
+            return
+
+        def check(heartbeat: Any) -> None:
+            if heartbeat is not None:
+                self._complain("cluster: ignored news that {node} is gone: its heartbeat is alive", node=node)
+                return
+            self.knownNodes.discard(node)
+            for nick, room in members:
+                self.hub.remoteNotice(room, f"*** {nick} left {room} ({reason})\n")
+
+        command.execute_command("GET", f"{self.prefix}alive:{node}").addCallbacks(
+            check, lambda failure: self._complain("cluster: could not check that {node} is gone: {reason}",
+                                                  node=node, reason=failure.value)
+        )
+
+    def _complain(self, format: str, **fields: Any) -> None:
+        """A log line about trouble from the channel, at most one per COMPLAINT_INTERVAL; the rest are counted."""
+        self.rejected += 1
+        now = self.reactor.seconds()
+        if now < self._quietUntil:
+            self._unsaid += 1
+            return
+        if self._unsaid:
+            format += " (and {unsaid} more such lines not logged)"
+            fields["unsaid"] = self._unsaid
+        self._unsaid = 0
+        self._quietUntil = now + COMPLAINT_INTERVAL
+        log.warn(format, **fields)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -683,5 +1027,6 @@ class RedisChatBus:
             "published": self.published,
             "received": self.received,
             "dropped": self.dropped,
+            "rejected": self.rejected,
             "delay": (self.delay.cumulative(), self.delay.sum),
         }
