@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+from twisted.internet import defer, reactor, task
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from tests.redisserver import RedisServer
+from sockproto.chat.cluster import _REAP, ClusterHistory, RedisChatBus
+from sockproto.chat.hub import ChatHub
+from sockproto.server.redis import parseRedisURL
+from tests.redisserver import RedisServer, waitUntil
 from tests.support import LineClient, ServiceProcess, freePort, makeCerts, runService
+from tests.test_chat import FakeMember
 
 STAMP = r"\[\d\d:\d\d:\d\d\] "
 
@@ -403,3 +412,138 @@ class ClusterFailureTests(ClusterTestCase):
             self.assertNotIn("tiny", output)
             self.assertNotIn("Traceback", output)
         self.assertTrue(re.search("cluster", runService("sockproto-chat", "--help").stdout))
+
+
+class HostileChannelTests(unittest.TestCase):
+    """
+    Chat servers in this process (hubs with buses, members that are plain
+    objects) on a real Redis, and a stranger who may PUBLISH on its channel.
+    """
+
+    def setUp(self) -> None:
+        self.redis = RedisServer()
+        self.addCleanup(self.redis.cleanup)
+        self.redis.start()
+        self.addCleanup(self.resume)
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def resume(self) -> None:
+        if self.redis.process is not None and self.redis.process.poll() is None:
+            os.kill(self.redis.process.pid, signal.SIGCONT)
+
+    @defer.inlineCallbacks
+    def node(self, name: str, secret: bytes | None = None, replyTimeout: float = 5.0) -> Any:
+        history = ClusterHistory()
+        bus = RedisChatBus(reactor, parseRedisURL(self.redis.url), history, name, secret=secret,
+                           replyTimeout=replyTimeout)
+        hub = ChatHub(reactor, history, bus=bus)
+        bus.start()
+        self.addCleanup(bus.stop)
+        yield waitUntil(lambda: bus.linked and bus.history._loading is None)
+        return hub
+
+    @defer.inlineCallbacks
+    def member(self, hub: ChatHub, nick: str) -> Any:
+        member = FakeMember()
+        yield hub.enter(member)
+        yield hub.changeNick(member, nick)
+        return member
+
+    def publish(self, payload: bytes) -> None:
+        self.assertTrue(self.redis.command("PUBLISH", "sockproto:events", payload.decode()).startswith(b":"))
+
+    @defer.inlineCallbacks
+    def heard(self, member: FakeMember, text: str) -> Any:
+        """Everything ``member`` was sent up to and including a line with ``text``."""
+        yield waitUntil(lambda: text in member.received.decode())
+        return member.lines()
+
+    def critical(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e.get("log_level") in (LogLevel.critical, LogLevel.error)
+                or e.get("isError")]
+
+    @defer.inlineCallbacks
+    def test_junkAndForgeriesChangeNothing(self) -> None:
+        one = yield self.node("n1")
+        two = yield self.node("n2")
+        alice = yield self.member(one, "alice")
+        bob = yield self.member(two, "bob")
+        yield self.heard(alice, "bob")
+        forgeries = [
+            "\n" + "[" * 200_000,
+            '\n{"n": "n2", "t": 1e300, "e": []}',
+            '\n{"n": "n2", "t": 0, "e": [["m", "#lobby", -1e20, "bob", "say", "overflow"]]}',
+            # bob's server is alive: he has not left
+            '\n{"n": "n1", "t": 0, "e": [["g", "n2", [["bob", "#lobby"]], "server lost"]]}',
+            # n1 holds alice as a guest, and no verified alice exists: she keeps her name
+            '\n{"n": "n2", "t": 0, "e": [["x", "n1", "alice"]]}',
+            # no such server
+            '\n{"n": "evil", "t": 0, "e": [["n", "#lobby", "*** evil joined #lobby\\n"]]}',
+        ]
+        for payload in forgeries:
+            self.publish(payload.encode())
+        yield waitUntil(lambda: two.bus.rejected >= 4 and one.bus.rejected >= 6)
+        self.publish(b"\n" + json.dumps({"n": "n2", "t": 0, "e": [["n", "#lobby", "*** marker\n"]]}).encode())
+        bob.lines()
+        two.say(bob, "still linked")
+        lines = yield self.heard(alice, "still linked")
+        self.assertTrue(one.bus.linked and two.bus.linked)
+        self.assertEqual([line for line in lines if "<bob>" in line or "***" in line], ["*** marker"] + [
+            line for line in lines if "still linked" in line], lines)
+        self.assertEqual(alice.nick, "alice")
+        self.assertEqual(self.critical(), [])
+        self.assertEqual(one.bus.link.connects, 1)  # never lost
+
+    @defer.inlineCallbacks
+    def test_claimsOfServersWithoutAHeartbeatAreReaped(self) -> None:
+        one = yield self.node("n1")
+        alice = yield self.member(one, "alice")
+        self.redis.command("HSET", "sockproto:nicks", "ghost", "nowhere\tghost\t0")
+        self.redis.command("HSET", "sockproto:nicks", "junk", "no tabs here")
+        yield one.bus._run(_REAP, "server lost")
+        self.assertEqual(self.redis.command("HEXISTS", "sockproto:nicks", "ghost"), b":0\r\n")
+        self.assertEqual(self.redis.command("HEXISTS", "sockproto:nicks", "junk"), b":0\r\n")
+        self.assertEqual(self.redis.command("HEXISTS", "sockproto:nicks", "alice"), b":1\r\n")
+        yield one.changeNick(alice, "ghost")
+        self.assertEqual(alice.nick, "ghost")
+
+    @defer.inlineCallbacks
+    def test_withASecretOnlySignedEventsAreBelieved(self) -> None:
+        secret = b"k" * 32
+        one = yield self.node("n1", secret)
+        two = yield self.node("n2", secret)
+        alice = yield self.member(one, "alice")
+        bob = yield self.member(two, "bob")
+        yield self.heard(alice, "bob")
+        forged = {"n": "n2", "t": 0, "e": [["m", "#lobby", 1, "bob", "say", "forged"]]}
+        self.publish(b"\n" + json.dumps(forged).encode())
+        yield waitUntil(lambda: one.bus.rejected >= 1)
+        two.say(bob, "signed")
+        yield one.privateMessage(alice, "bob", "psst")
+        lines = yield self.heard(alice, "signed")
+        self.assertFalse(any("forged" in line for line in lines), lines)
+        yield self.heard(bob, "*alice* psst")
+
+    @defer.inlineCallbacks
+    def test_linesReportedLostAreNeverDelivered(self) -> None:
+        one = yield self.node("n1", replyTimeout=0.5)
+        two = yield self.node("n2", replyTimeout=0.5)
+        alice = yield self.member(one, "alice")
+        bob = yield self.member(two, "bob")
+        yield self.heard(alice, "bob")
+        bob.lines()
+        os.kill(self.redis.process.pid, signal.SIGSTOP)
+        for number in range(3):
+            one.say(alice, f"lost {number}")
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        yield waitUntil(lambda: alice.received.count(b"not delivered to other servers") >= 3)
+        self.resume()
+        yield waitUntil(lambda: one.bus.linked and two.bus.linked)
+        one.say(alice, "after the stall")
+        lines = yield self.heard(bob, "after the stall")
+        self.assertEqual([line for line in lines if "lost" in line and "<alice>" in line], [])
+        self.assertEqual([e for e in self.events if "not sent to the other servers (" in e.get("log_format", "")
+                          and e.get("log_namespace") == "sockproto.chat.cluster"][1:], [])  # once per outage
+        self.assertEqual(self.critical(), [])

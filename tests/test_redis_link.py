@@ -2,17 +2,16 @@
 
 import os
 import signal
-import time
 
 import txredisapi
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from sockproto.server.redis import RedisLink, Script, _CommandProtocol, parseRedisURL
-from tests.redisserver import RedisServer
+from tests.redisserver import RedisServer, waitUntil
 
 arguments = st.lists(
     st.one_of(st.binary(max_size=300), st.text(max_size=50), st.integers(-(2**63), 2**63), st.floats(allow_nan=False)),
@@ -74,19 +73,6 @@ class StalledRedisTests(unittest.TestCase):
         if self.redis.process is not None and self.redis.process.poll() is None:
             os.kill(self.redis.process.pid, signal.SIGCONT)
 
-    def until(self, condition, timeout=10.0):
-        """Fires once ``condition()`` is true; fails the test after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-
-        def check():
-            if condition():
-                return None
-            if time.monotonic() > deadline:
-                raise AssertionError("gave up waiting")
-            return task.deferLater(reactor, 0.05, check)
-
-        return defer.maybeDeferred(check)
-
     def logged(self, text):
         return [e for e in self.events if text in (e.get("log_format") or "")]
 
@@ -102,15 +88,15 @@ class StalledRedisTests(unittest.TestCase):
                          replyTimeout=0.3, scripts=[Script("return 1")])
         link.start()
         self.addCleanup(link.stop)
-        yield self.until(lambda: link.up)
+        yield waitUntil(lambda: link.up)
         os.kill(self.redis.process.pid, signal.SIGSTOP)
         link.command.execute_command("PING").addErrback(lambda failure: None)  # times out: the link is lost
-        yield self.until(lambda: not link.up)
+        yield waitUntil(lambda: not link.up)
         # A new connection made and not made ready (or a critical error, without the fix).
-        yield self.until(lambda: any(p.failures for p in link.preparations)
+        yield waitUntil(lambda: any(p.failures for p in link.preparations)
                          or any(e.get("log_level") == LogLevel.critical for e in self.events))
         os.kill(self.redis.process.pid, signal.SIGCONT)
-        yield self.until(lambda: link.up)
+        yield waitUntil(lambda: link.up)
         self.assertEqual(len(ups), 2)
         critical = [formatEvent(e) for e in self.events if e.get("log_level") == LogLevel.critical]
         self.assertEqual(critical, [])
