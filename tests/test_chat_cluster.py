@@ -15,7 +15,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from sockproto.chat.bus import IChatBus, LocalBus
-from sockproto.chat.cluster import ClusterHistory, RedisChatBus
+from sockproto.chat.cluster import ClusterHistory, RedisChatBus, parseBatch
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.protocol import ChatFactory
@@ -244,6 +244,13 @@ class ChannelMessageTests(unittest.TestCase):
         self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["red txt*** fake: admin joined"])
         for line in lines:
             self.assertTrue(line.isprintable(), line)
+
+    def test_eventsAsRedisScriptsWriteThem(self) -> None:
+        """cjson writes an empty list as {}: a server without members that leaves."""
+        self.assertEqual(parseBatch(b'{"n":"x","t":0,"e":[["g","x",{},"server stopped"]]}'),
+                         ("x", 0.0, [["g", "x", [], "server stopped"]]))
+        self.assertEqual(parseBatch(b'{"e":[["x","here","alice"]],"t":0,"n":"x"}'),
+                         ("x", 0.0, [["x", "here", "alice"]]))
 
     def test_messagesFromAServerNotOfTheClusterAreDropped(self) -> None:
         self.message(b"", {"n": "intruder", "e": [["n", "#lobby", "*** intruder joined #lobby\n"]]})

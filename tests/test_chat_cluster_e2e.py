@@ -202,6 +202,7 @@ class ClusterChatTests(ClusterTestCase):
         text = urllib.request.urlopen(f"http://127.0.0.1:{metricsPort}/metrics", timeout=10).read().decode()
         self.assertIn('sockproto_cluster_linked{node="metered",service="chat"} 1.0', text)
         self.assertRegex(text, r'sockproto_cluster_published_events_total\{node="metered",service="chat"\} [1-9]')
+        self.assertIn('sockproto_cluster_rejected_events_total{node="metered",service="chat"} 0.0', text)
 
 
 class RedisAccessTests(unittest.TestCase):

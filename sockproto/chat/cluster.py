@@ -391,6 +391,8 @@ def checkEvent(event: Any) -> list[Any]:
         return ["x", _node(node), _nick(key).casefold()]
     if kind == "g":
         _, node, members, reason = _exactly(event, 4)
+        if members == {}:  # Lua's cjson writes an empty list as {}
+            members = []
         if not isinstance(members, list):
             raise BadEvent("a departure without its list of members")
         left = []
@@ -640,10 +642,7 @@ class RedisChatBus:
                 self._heartbeat = task.LoopingCall(self._beat)
                 self._heartbeat.clock = self.reactor
                 self._heartbeat.start(HEARTBEAT_INTERVAL, now=False)
-            if self._lossesLogged:
-                log.info("cluster: {count} events were not sent to the other servers while the link was down",
-                         count=self.dropped - self._droppedBefore)
-                self._lossesLogged = False
+            self._lossesOver()
             if self._wasLinked:
                 log.info("cluster: link to Redis restored")
                 self.hub.announce(LINK_RESTORED.removeprefix("*** "))
@@ -842,6 +841,8 @@ class RedisChatBus:
             if result is None:  # Redis had it after its deadline, and did not publish it
                 self.published -= len(batch)
                 self._notShared(batch, senders, "Redis too slow")
+            else:
+                self._lossesOver()
 
         def failed(failure: Any) -> None:
             # No answer: Redis may still have the script, and run it later, but
@@ -856,8 +857,14 @@ class RedisChatBus:
         d = self._run(_PUBLISH, STREAM_LENGTH, deadline, payload, *history)
         d.addBoth(done).addCallbacks(published, failed)
 
+    def _lossesOver(self) -> None:
+        if self._lossesLogged:
+            log.info("cluster: events are reaching the other servers again; {count} did not",
+                     count=self.dropped - self._droppedBefore)
+            self._lossesLogged = False
+
     def _notShared(self, batch: list[list[Any]], senders: list[Member], why: str) -> None:
-        if not self._lossesLogged:  # once per outage; the link's return says how many
+        if not self._lossesLogged:  # once per outage; the next success says how many
             self._lossesLogged = True
             self._droppedBefore = self.dropped
             log.warn("cluster: events not sent to the other servers ({why}); their senders are told", why=why)
