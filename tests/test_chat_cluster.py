@@ -14,6 +14,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from sockproto.chat import cluster
 from sockproto.chat.bus import IChatBus, LocalBus
 from sockproto.chat.cluster import ClusterHistory, RedisChatBus, parseBatch
 from sockproto.chat.history import Entry
@@ -76,6 +77,13 @@ class ClusterHistoryTests(unittest.TestCase):
         self.assertEqual([e.text for e in history.recent("#b", 10)], ["new room"])
         self.assertEqual([e.text for e in history.recent("#a", 1)], ["six"])
         self.assertEqual(history.recent("#none", 5), [])
+
+    def test_roomsKeptAreBounded(self) -> None:
+        self.patch(cluster, "MAX_HISTORY_ROOMS", 3)
+        history = ClusterHistory()
+        for number in range(5):
+            history.arrived(f"#r{number}", f"{number}-0", self.entry(str(number)))
+        self.assertEqual([history.recent(f"#r{n}", 1) != [] for n in range(5)], [False, False, True, True, True])
 
     def test_linesSaidWhileUnlinkedAreKeptHere(self) -> None:
         history = ClusterHistory()

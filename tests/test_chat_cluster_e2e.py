@@ -511,6 +511,17 @@ class HostileChannelTests(unittest.TestCase):
         self.assertEqual(alice.nick, "ghost")
 
     @defer.inlineCallbacks
+    def test_aServerTakenForGoneJoinsAgain(self) -> None:
+        """Its heartbeat, not the (forgeable) news of its departure, tells it so."""
+        one = yield self.node("n1")
+        yield self.member(one, "alice")
+        self.redis.command("DEL", "sockproto:alive:n1")  # as after a stall longer than its life
+        yield one.bus._run(_REAP, "server lost")
+        self.assertEqual(self.redis.command("HEXISTS", "sockproto:nicks", "alice"), b":0\r\n")
+        yield waitUntil(lambda: self.redis.command("HEXISTS", "sockproto:nicks", "alice") == b":1\r\n")
+        self.assertEqual(self.redis.command("HVALS", "sockproto:room:#lobby"), b"*1\r\n$5\r\nalice\r\n")
+
+    @defer.inlineCallbacks
     def test_withASecretOnlySignedEventsAreBelieved(self) -> None:
         secret = b"k" * 32
         one = yield self.node("n1", secret)

@@ -56,6 +56,8 @@ MAX_IN_FLIGHT = 100_000
 MAX_EVENT_TEXT = 65536
 #: Times in events must lie between 0 and the end of the year 9999 (what a time stamp can show).
 LATEST_TIME = 253402300799.0
+#: Rooms whose recent messages are kept here; past it, the room heard of longest ago is forgotten.
+MAX_HISTORY_ROOMS = 5000
 #: Messages held per unknown server while Redis is asked whether it is one of the cluster's.
 MAX_UNVERIFIED = 1000
 #: Seconds between log lines about junk on the channel (the rest are counted).
@@ -467,6 +469,8 @@ class ClusterHistory:
     def _append(self, room: str, streamId: str, entry: Entry) -> None:
         entries = self._rooms.get(room)
         if entries is None:
+            if len(self._rooms) >= MAX_HISTORY_ROOMS:  # room names are many: memory is not
+                del self._rooms[next(iter(self._rooms))]
             entries = self._rooms[room] = deque(maxlen=self.keep)
         entries.append((streamId, entry))
 
@@ -921,7 +925,7 @@ class RedisChatBus:
             held = self._unverified.pop(origin, [])
             if not int(member):
                 self._complain("cluster: dropped {count} messages from {origin!r}, not a server of the cluster",
-                               count=len(held), origin=origin)
+                               rejected=len(held), count=len(held), origin=origin)
                 return
             self.knownNodes.add(origin)
             for origin_, sent, events, streamIds in held:
@@ -930,9 +934,10 @@ class RedisChatBus:
         def failed(failure: Any) -> None:
             held = self._unverified.pop(origin, [])
             self._complain("cluster: dropped {count} messages from {origin!r}: {reason}",
-                           count=len(held), origin=origin, reason=failure.value)
+                           rejected=len(held), count=len(held), origin=origin, reason=failure.value)
 
-        command.execute_command("SISMEMBER", self.prefix + "nodes", origin).addCallbacks(answered, failed)
+        # (failed also hears of trouble in answered: the link must not.)
+        command.execute_command("SISMEMBER", self.prefix + "nodes", origin).addCallback(answered).addErrback(failed)
 
     def _deliver(self, origin: str, sent: float, events: list[list[Any]], streamIds: list[str]) -> None:
         mine = origin == self.node
@@ -983,8 +988,8 @@ class RedisChatBus:
             if self.hub.nicks.get(key) is squatter and key not in self.hub.identities:
                 self.hub.evict(squatter)
 
-        command.execute_command("HGET", self.prefix + "nicks", key).addCallbacks(
-            check, lambda failure: self._complain("cluster: could not check a claim of {key}: {reason}",
+        command.execute_command("HGET", self.prefix + "nicks", key).addCallback(check).addErrback(
+            lambda failure: self._complain("cluster: could not check a claim of {key}: {reason}",
                                                   key=key, reason=failure.value)
         )
 
@@ -1007,14 +1012,17 @@ class RedisChatBus:
             for nick, room in members:
                 self.hub.remoteNotice(room, f"*** {nick} left {room} ({reason})\n")
 
-        command.execute_command("GET", f"{self.prefix}alive:{node}").addCallbacks(
-            check, lambda failure: self._complain("cluster: could not check that {node} is gone: {reason}",
+        command.execute_command("GET", f"{self.prefix}alive:{node}").addCallback(check).addErrback(
+            lambda failure: self._complain("cluster: could not check that {node} is gone: {reason}",
                                                   node=node, reason=failure.value)
         )
 
-    def _complain(self, format: str, **fields: Any) -> None:
-        """A log line about trouble from the channel, at most one per COMPLAINT_INTERVAL; the rest are counted."""
-        self.rejected += 1
+    def _complain(self, format: str, rejected: int = 1, **fields: Any) -> None:
+        """
+        A log line about trouble from the channel (``rejected`` messages or
+        events dropped), at most one per COMPLAINT_INTERVAL; the rest are counted.
+        """
+        self.rejected += rejected
         now = self.reactor.seconds()
         if now < self._quietUntil:
             self._unsaid += 1
