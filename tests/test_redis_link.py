@@ -7,10 +7,11 @@ import txredisapi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from sockproto.server.redis import RedisLink, Script, _CommandProtocol, parseRedisURL
+from sockproto.server.redis import RedisLink, Script, _CommandProtocol, _Preparation, parseRedisURL
 from tests.redisserver import RedisServer, waitUntil
 
 arguments = st.lists(
@@ -102,3 +103,31 @@ class StalledRedisTests(unittest.TestCase):
         self.assertEqual(critical, [])
         self.assertEqual(len(self.logged("could not be made ready")), 1)  # once for the stall, not per retry
         self.assertEqual((yield link.command.execute_command("PING")), b"PONG")
+
+
+class PreparationTests(unittest.TestCase):
+    """Making a new connection ready, without a reactor."""
+
+    def test_aConnectionNotMadeReadyIsAbortedAndTheRetriesSlowDown(self):
+        link = RedisLink(None, parseRedisURL("redis://127.0.0.1"))
+        attempts = []
+        preparation = _Preparation(link, lambda proto: attempts.pop(0))
+        delays = []
+        for number in range(4):
+            proto = _CommandProtocol(charset=None)
+            proto.makeConnection(StringTransport())
+            attempts.append(defer.fail(txredisapi.TimeoutError("no answer")))
+            result = self.successResultOf(preparation(proto))  # ClientService never sees a failure
+            self.assertIsNone(result)
+            self.assertTrue(proto.transport.disconnecting, number)
+            delays.append(preparation.retryDelay(1))
+        self.assertEqual(preparation.failures, 4)
+        # Backoff by failures in a row (jitter aside, up to 1 s): 0.2, 0.4, 0.8, 1.6 s.
+        for lower, delay in zip((0.2, 0.4, 0.8, 1.6), delays, strict=True):
+            self.assertTrue(lower <= delay < lower + 1, (lower, delay))
+        ready = _CommandProtocol(charset=None)
+        ready.makeConnection(StringTransport())
+        attempts.append(defer.succeed(None))
+        self.successResultOf(preparation(ready))
+        self.assertFalse(ready.transport.disconnecting)
+        self.assertEqual(preparation.failures, 0)
