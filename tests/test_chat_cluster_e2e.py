@@ -540,8 +540,8 @@ class HostileChannelTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_linesReportedLostAreNeverDelivered(self) -> None:
-        one = yield self.node("n1", replyTimeout=0.5)
-        two = yield self.node("n2", replyTimeout=0.5)
+        one = yield self.node("n1", replyTimeout=1.0)
+        two = yield self.node("n2", replyTimeout=1.0)
         alice = yield self.member(one, "alice")
         bob = yield self.member(two, "bob")
         yield self.heard(alice, "bob")

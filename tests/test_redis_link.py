@@ -86,7 +86,7 @@ class StalledRedisTests(unittest.TestCase):
         """
         ups = []
         link = RedisLink(reactor, parseRedisURL(self.redis.url), [b"stall:events"], onUp=ups.append,
-                         replyTimeout=0.3, scripts=[Script("return 1")])
+                         replyTimeout=0.5, scripts=[Script("return 1")])
         link.start()
         self.addCleanup(link.stop)
         yield waitUntil(lambda: link.up)

@@ -16,6 +16,7 @@ when the link returns their names are claimed again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -339,14 +340,19 @@ def _time(value: Any) -> float:
     return float(value)
 
 
+# Every event names a room and most a nick, mostly the same few: checked once.
+_knownNick = functools.lru_cache(maxsize=4096)(validNick)
+_knownRoom = functools.lru_cache(maxsize=1024)(validRoom)
+
+
 def _nick(value: Any) -> str:
-    if not isinstance(value, str) or not validNick(value):
+    if not isinstance(value, str) or not _knownNick(value):
         raise BadEvent(f"{str(value)[:80]!r} is not a nickname")
     return value
 
 
 def _room(value: Any) -> str:
-    if not isinstance(value, str) or not validRoom(value):
+    if not isinstance(value, str) or not _knownRoom(value):
         raise BadEvent(f"{str(value)[:80]!r} is not a room")
     return value
 
