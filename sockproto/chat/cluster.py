@@ -107,14 +107,18 @@ end
 local function publish(events)
   redis.call('PUBLISH', P .. 'events', '\\n' .. cjson.encode({n = node, t = 0, e = events}))
 end
--- True once Redis's clock has passed a deadline (ms): the sender has been told
--- its events were lost, so they must not be published any more.
+""".replace("LOBBY_NAME", LOBBY)
+
+# For the scripts that publish what a user said: true once Redis's clock has
+# passed a deadline (ms), after which the sender may have been told it was
+# lost, so it must not be published any more.
+_DEADLINE = """
 local function late(deadline)
   if redis.replicate_commands then redis.replicate_commands() end  -- TIME before writes (Redis < 5)
   local now = redis.call('TIME')
   return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(deadline)
 end
-""".replace("LOBBY_NAME", LOBBY)
+"""
 
 # ARGV: prefix, node, key, nick ('' for a guest), room.  Returns {nick, new
 # name of this server's guest that held the name, or ''}, or nil when a
@@ -192,7 +196,7 @@ return 1
 # then (room, entry) pairs: each entry goes into its room's stream, and the
 # payload is published with their stream ids in front, in the same atomic
 # step; nothing when the deadline has passed (returns false).
-_PUBLISH = Script(_LIBRARY + """
+_PUBLISH = Script(_LIBRARY + _DEADLINE + """
 if late(ARGV[4]) then return false end
 local ids = {}
 for i = 6, #ARGV, 2 do
@@ -205,7 +209,7 @@ return redis.call('PUBLISH', P .. 'events', table.concat(ids, ',') .. '\\n' .. A
 # ARGV: prefix, node, key, the server that holds it, deadline (ms, Redis's
 # clock), payload.  Returns the holder's nick; nil when that server does not
 # hold the name (any more); 0 when the deadline has passed (nothing sent).
-_PRIVATE = Script(_LIBRARY + """
+_PRIVATE = Script(_LIBRARY + _DEADLINE + """
 local n, nick = holder(ARGV[3])
 if n ~= ARGV[4] then return nil end
 if late(ARGV[5]) then return 0 end
