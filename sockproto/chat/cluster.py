@@ -546,8 +546,9 @@ class RedisChatBus:
         # not publish it any more, and the sender can be told it was lost.
         self.deadline = replyTimeout * 0.6
         self.deadlineMargin = replyTimeout * 0.2
-        #: Redis's clock minus this server's, measured at each link.
+        #: Redis's clock minus this server's, measured at each link, and by how much it may be off.
         self.clockOffset = 0.0
+        self.clockError = 0.0
         #: Servers of the cluster (as Redis last said), whose messages are believed.
         self.knownNodes: set[str] = set()
         self._unverified: dict[str, list[tuple[Any, ...]]] = {}
@@ -590,6 +591,10 @@ class RedisChatBus:
     def _deadline(self) -> int:
         """The deadline for what is sent now, in milliseconds of Redis's clock."""
         return int((self.reactor.seconds() + self.clockOffset + self.deadline) * 1000)
+
+    def _lostAfter(self) -> float:
+        """When (this server's clock) what is sent now is past its deadline in Redis's, for sure."""
+        return self.reactor.seconds() + self.deadline + self.deadlineMargin + self.clockError
 
     def _run(self, script: Script, *args: Any) -> defer.Deferred[Any]:
         command = self.link.command
@@ -639,7 +644,9 @@ class RedisChatBus:
                 return
             before = self.reactor.seconds()
             seconds, micros = yield self.link.command.execute_command("TIME")
-            self.clockOffset = int(seconds) + int(micros) / 1e6 - (before + self.reactor.seconds()) / 2
+            after = self.reactor.seconds()
+            self.clockOffset = int(seconds) + int(micros) / 1e6 - (before + after) / 2
+            self.clockError = max(0.0, after - before) / 2
             members = self.hub.members()
             claims: list[Any] = []
             for member in members:
@@ -792,7 +799,7 @@ class RedisChatBus:
         holder = claim.split(b"\t", 1)[0].decode("utf-8", "replace")
         event = ["p", holder, key, when, member.nick, text]
         payload = self._signed(json.dumps({"n": self.node, "t": when, "e": [event]}))
-        lostAfter = self.reactor.seconds() + self.deadline + self.deadlineMargin
+        lostAfter = self._lostAfter()
         try:
             nickThere = yield self._run(_PRIVATE, key, holder, self._deadline(), payload)
         except Exception:
@@ -845,7 +852,7 @@ class RedisChatBus:
         self.inFlight += len(batch)
         self.published += len(batch)
         deadline = self._deadline()
-        lostAfter = self.reactor.seconds() + self.deadline + self.deadlineMargin
+        lostAfter = self._lostAfter()
 
         def done(result: Any) -> Any:
             self.inFlight -= len(batch)
