@@ -16,7 +16,7 @@ from zope.interface.verify import verifyObject
 
 from sockproto.chat import cluster
 from sockproto.chat.bus import IChatBus, LocalBus
-from sockproto.chat.cluster import ClusterHistory, RedisChatBus, parseBatch
+from sockproto.chat.cluster import BadEvent, ClusterHistory, RedisChatBus, noticeSubject, parseBatch
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.protocol import ChatFactory
@@ -178,10 +178,11 @@ class ChannelMessageTests(unittest.TestCase):
         self.clock.advance(0)
 
     def test_linesFromOtherServersReachTheRoomAndTheHistory(self) -> None:
-        self.message(b"5-0", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", "hi"],
-                                                         ["n", "#lobby", "*** carol joined #lobby\n"]]})
-        self.assertRegex("\n".join(self.member.lines()), r"^\[\d\d:\d\d:\d\d\] <bob> hi\n\*\*\* carol joined #lobby$")
-        self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["hi"])
+        self.message(b"5-0,5-1", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", "hi"],
+                                                             ["m", "#lobby", 1.0, "carol", "me", "waves"]]})
+        stamp = r"\[\d\d:\d\d:\d\d\] "
+        self.assertRegex("\n".join(self.member.lines()), f"^{stamp}<bob> hi\n{stamp}\\* carol waves$")
+        self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["hi", "waves"])
         self.assertEqual(self.bus.received, 2)
 
     def test_ownLinesOnlyGoToTheHistory(self) -> None:
@@ -196,8 +197,8 @@ class ChannelMessageTests(unittest.TestCase):
         self.message(b"", {"n": "x", "e": [[], ["m"], ["m", "#lobby", "noon", "a", "say", "t"], ["p", "here"],
                                            ["g", "y", 7, "gone"], "junk", ["zz", 1]]})
         self.assertEqual(self.member.lines(), [])
-        self.message(b"", {"n": "x", "e": [["n", "#lobby", "*** still working\n"]]})
-        self.assertEqual(self.member.lines()[-1], "*** still working")
+        self.message(b"", {"n": "x", "e": [["m", "#lobby", 1.0, "bob", "say", "still working"]]})
+        self.assertTrue(self.member.lines()[-1].endswith("<bob> still working"))
 
 
     def warnings(self) -> list[str]:
@@ -238,20 +239,30 @@ class ChannelMessageTests(unittest.TestCase):
         self.clock.advance(11)
         self.bus._message(b"sockproto:events", hostile[0])
         self.assertIn(f"and {len(hostile) - 1} more", self.warnings()[-1])
-        self.message(b"", {"n": "x", "e": [["n", "#lobby", "*** still working\n"]]})
-        self.assertEqual(self.member.lines(), ["*** still working"])
+        self.message(b"", {"n": "x", "e": [["m", "#lobby", 1.0, "bob", "say", "still working"]]})
+        self.assertEqual([line[11:] for line in self.member.lines()], ["<bob> still working"])
 
     def test_textFromOtherServersIsCleanedAsLocalTextIs(self) -> None:
         nasty = "\x1b]0;owned\x07\x1b[31mred\u202e txt\r\n*** fake: admin joined\x9b2J"
-        self.message(b"7-0", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", nasty],
-                                                         ["n", "#lobby", "*** x\r\n*** fake: admin joined\n"]]})
+        self.message(b"7-0", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", nasty]]})
+        # A notice is one of those a server sends, and one line: this one is neither, once cleaned.
+        self.message(b"", {"n": "there", "t": 0, "e": [["n", "#lobby", "*** x\r\n*** fake: admin joined\n"]]})
         lines = self.member.lines()
-        self.assertEqual(len(lines), 2, lines)
+        self.assertEqual(len(lines), 1, lines)
         self.assertTrue(lines[0].endswith("<bob> red txt*** fake: admin joined"), lines)
-        self.assertEqual(lines[1], "*** x*** fake: admin joined")
+        self.assertTrue(lines[0].isprintable(), lines)
         self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["red txt*** fake: admin joined"])
-        for line in lines:
-            self.assertTrue(line.isprintable(), line)
+        self.assertEqual(self.bus.rejected, 1)
+
+    def test_noticesAreTheOnesServersSend(self) -> None:
+        self.assertEqual(noticeSubject("#a", "*** Bob joined #a\n"), ("bob", False))
+        self.assertEqual(noticeSubject("#a", "*** bob left #a (quit: bye (really))\n"), ("bob", True))
+        self.assertEqual(noticeSubject("#a", "*** bob left #a\n"), ("bob", True))
+        self.assertEqual(noticeSubject("#a", "*** guest3 is now known as Alice (name reserved)\n"), ("alice", False))
+        for room, text in [("#a", "*** bob joined #b\n"), ("#a", "*** fake: admin joined\n"), ("#a", "*** ok\n"),
+                           ("#a", "*** bob joined #a\n*** x\n"), ("#a", "*** b b joined #a\n")]:
+            with self.assertRaises(BadEvent, msg=text):
+                noticeSubject(room, text)
 
     def test_eventsAsRedisScriptsWriteThem(self) -> None:
         """cjson writes an empty list as {}: a server without members that leaves."""
@@ -263,7 +274,7 @@ class ChannelMessageTests(unittest.TestCase):
     def test_messagesFromAServerNotOfTheClusterAreDropped(self) -> None:
         self.message(b"", {"n": "intruder", "e": [["n", "#lobby", "*** intruder joined #lobby\n"]]})
         self.assertEqual(self.member.lines(), [])
-        self.assertIn("not a known server", self.warnings()[0])
+        self.assertIn("cannot check a message from 'intruder' without the link", self.warnings()[0])
 
 
 class SignedChannelTests(ChannelMessageTests):
@@ -291,9 +302,10 @@ class SignedChannelTests(ChannelMessageTests):
         self.assertEqual(len(self.member.lines()), 1)
 
     def test_whatThisServerPublishesVerifies(self) -> None:
-        payload = self.bus._signed(json.dumps({"n": "there", "t": 0, "e": [["n", "#lobby", "*** ok\n"]]}))
+        notice = ["n", "#lobby", "*** carol joined #lobby\n"]
+        payload = self.bus._signed(json.dumps({"n": "there", "t": 0, "e": [notice]}))
         self.bus._message(b"sockproto:events", b"\n" + payload.encode())
         self.clock.advance(0)
-        self.assertEqual(self.member.lines(), ["*** ok"])
+        self.assertEqual(self.member.lines(), ["*** carol joined #lobby"])
         unsigned = RedisChatBus(self.clock, parseRedisURL("redis://127.0.0.1"), ClusterHistory(), "other")
         self.assertEqual(unsigned._signed("{}"), "{}")

@@ -482,16 +482,21 @@ class HostileChannelTests(unittest.TestCase):
             '\n{"n": "n2", "t": 0, "e": [["x", "n1", "alice"]]}',
             # no such server
             '\n{"n": "evil", "t": 0, "e": [["n", "#lobby", "*** evil joined #lobby\\n"]]}',
+            # notices about members of another server than the one that sends them
+            '\n{"n": "n2", "t": 0, "e": [["n", "#lobby", "*** alice left #lobby (quit)\\n"]]}',
+            '\n{"n": "n1", "t": 0, "e": [["n", "#lobby", "*** bob is now known as mallory\\n"]]}',
         ]
         for payload in forgeries:
             self.publish(payload.encode())
-        yield waitUntil(lambda: two.bus.rejected >= 4 and one.bus.rejected >= 6)
-        self.publish(b"\n" + json.dumps({"n": "n2", "t": 0, "e": [["n", "#lobby", "*** marker\n"]]}).encode())
+        yield waitUntil(lambda: two.bus.rejected >= 5 and one.bus.rejected >= 7)
+        # What a server's member really did, said again: believed (without a secret, the limit; in order).
+        rejoined = {"n": "n2", "t": 0, "e": [["n", "#lobby", "*** bob joined #lobby\n"]]}
+        self.publish(b"\n" + json.dumps(rejoined).encode())
         bob.lines()
         two.say(bob, "still linked")
         lines = yield self.heard(alice, "still linked")
         self.assertTrue(one.bus.linked and two.bus.linked)
-        self.assertEqual([line for line in lines if "<bob>" in line or "***" in line], ["*** marker"] + [
+        self.assertEqual([line for line in lines if "<bob>" in line or "***" in line], ["*** bob joined #lobby"] + [
             line for line in lines if "still linked" in line], lines)
         self.assertEqual(alice.nick, "alice")
         self.assertEqual(self.critical(), [])

@@ -59,7 +59,8 @@ MAX_EVENT_TEXT = 65536
 LATEST_TIME = 253402300799.0
 #: Rooms whose recent messages are kept here; past it, the room heard of longest ago is forgotten.
 MAX_HISTORY_ROOMS = 5000
-#: Messages held per unknown server while Redis is asked whether it is one of the cluster's.
+#: Messages held per server while Redis is asked whether it is one of the cluster's, or its notices' members
+#: are its own (and servers so checked at once).
 MAX_UNVERIFIED = 1000
 #: Seconds between log lines about junk on the channel (the rest are counted).
 COMPLAINT_INTERVAL = 10.0
@@ -376,6 +377,29 @@ def _notice(value: Any) -> str:
     return text + "\n"
 
 
+_JOINED = re.compile(r"\*\*\* ([A-Za-z0-9_-]{1,24}) joined (#[a-z0-9_-]{1,32})\n")
+_LEFT = re.compile(r"\*\*\* ([A-Za-z0-9_-]{1,24}) left (#[a-z0-9_-]{1,32})(?: \(.*\))?\n")
+_RENAMED = re.compile(r"\*\*\* [A-Za-z0-9_-]{1,24} is now known as ([A-Za-z0-9_-]{1,24})(?: \(.*\))?\n")
+
+
+def noticeSubject(room: str, text: str) -> tuple[str, bool]:
+    """
+    The member (casefolded nick) a notice for ``room`` is about, and whether
+    its name may be free by the time the notice arrives (it left); BadEvent
+    for a text that is none of the notices a server sends.
+    """
+    joined = _JOINED.fullmatch(text)
+    if joined and joined[2] == room:
+        return joined[1].casefold(), False
+    left = _LEFT.fullmatch(text)
+    if left and left[2] == room:
+        return left[1].casefold(), True
+    renamed = _RENAMED.fullmatch(text)
+    if renamed:
+        return renamed[1].casefold(), False
+    raise BadEvent("a notice that is not one a server sends (joined, left, is now known as)")
+
+
 def _exactly(event: list[Any], size: int) -> list[Any]:
     if len(event) != size:
         raise BadEvent(f"a {event[0]!r} event of {len(event)} fields")
@@ -394,7 +418,9 @@ def checkEvent(event: Any) -> list[Any]:
         return ["m", _room(room), _time(when), _nick(nick), how, _text(text)]
     if kind == "n":
         _, room, text = _exactly(event, 3)
-        return ["n", _room(room), _notice(text)]
+        room, text = _room(room), _notice(text)
+        noticeSubject(room, text)
+        return ["n", room, text]
     if kind == "p":
         _, node, key, when, sender, text = _exactly(event, 6)
         return ["p", _node(node), _nick(key).casefold(), _time(when), _nick(sender), _text(text)]
@@ -551,7 +577,8 @@ class RedisChatBus:
         self.clockError = 0.0
         #: Servers of the cluster (as Redis last said), whose messages are believed.
         self.knownNodes: set[str] = set()
-        self._unverified: dict[str, list[tuple[Any, ...]]] = {}
+        #: Messages of a server waiting for (or behind one waiting for) a check in Redis.
+        self._held: dict[str, deque[list[Any]]] = {}
         self._quietUntil = 0.0
         self._unsaid = 0
         self._lossesLogged = False
@@ -920,41 +947,82 @@ class RedisChatBus:
         streamIds = parseStreamIds(ids)
         if self.secret is not None and not signed and any(event[0] not in _CHECKED_IN_REDIS for event in events):
             raise BadEvent(f"it is not signed, and says more than Redis's scripts say (from {origin!r})")
-        if origin != self.node and origin not in self.knownNodes:
-            self._verifyOrigin(origin, (origin, sent, events, streamIds))
-            return
-        self._deliver(origin, sent, events, streamIds)
+        questions: list[tuple[str, bool]] = []  # (nick, may be free by now) its server must hold
+        if origin != self.node:
+            if origin not in self.knownNodes:
+                questions.append(("", False))
+            if self.secret is None:  # (signed: its server vouches for it)
+                questions += [noticeSubject(event[1], event[2]) for event in events if event[0] == "n"]
+        if questions or origin in self._held:
+            self._hold(origin, (sent, events, streamIds), questions)
+        else:
+            self._deliver(origin, sent, events, streamIds)
 
-    def _verifyOrigin(self, origin: str, message: tuple[Any, ...]) -> None:
-        """A server this one does not know: its messages wait while Redis is asked whether it is of the cluster."""
-        waiting = self._unverified.get(origin)
-        if waiting is not None:
-            if len(waiting) >= MAX_UNVERIFIED:
-                raise BadEvent(f"{origin!r} sends too much before it is known")
-            waiting.append(message)
-            return
+    def _hold(self, origin: str, message: tuple[Any, ...], questions: list[tuple[str, bool]]) -> None:
+        """
+        A message to check in Redis first: that its server is one of the
+        cluster, that the members its notices are about are that server's.
+        Later messages of that server wait behind it, in order.
+        """
         command = self.link.command
-        if command is None or len(self._unverified) >= MAX_UNVERIFIED:
-            raise BadEvent(f"{origin!r} is not a known server of the cluster")
-        self._unverified[origin] = [message]
+        queue = self._held.get(origin)
+        if queue is None:
+            if len(self._held) >= MAX_UNVERIFIED:
+                raise BadEvent("too many servers' messages are being checked")
+            queue = self._held[origin] = deque()
+        if len(queue) >= MAX_UNVERIFIED:
+            raise BadEvent(f"{origin!r} sends too much while its messages are checked")
+        if questions and command is None:
+            raise BadEvent(f"cannot check a message from {origin!r} without the link")
+        entry: list[Any] = [message, None]  # None until checked; then "" (believed) or why not
+        queue.append(entry)
+        if not questions:
+            entry[1] = ""
+            self._drain(origin)
+            return
 
-        def answered(member: Any) -> None:
-            held = self._unverified.pop(origin, [])
-            if not int(member):
-                self._complain("cluster: dropped {count} messages from {origin!r}, not a server of the cluster",
-                               rejected=len(held), count=len(held), origin=origin)
-                return
-            self.knownNodes.add(origin)
-            for origin_, sent, events, streamIds in held:
-                self._deliver(origin_, sent, events, streamIds)
+        def asked(nick: str, mayBeFree: bool) -> defer.Deferred[str]:
+            if not nick:
+                d = command.execute_command("SISMEMBER", self.prefix + "nodes", origin)
+                return d.addCallback(lambda member: "" if int(member) else f"{origin!r} is not a server of the cluster")
+
+            def holder(claim: Any) -> str:
+                held = claim.split(b"\t", 1)[0].decode("utf-8", "replace") if isinstance(claim, bytes) else None
+                if held == origin or held is None and mayBeFree:
+                    return ""
+                return f"{origin!r} sent a notice about {nick}, who is not its member"
+
+            return command.execute_command("HGET", self.prefix + "nicks", nick).addCallback(holder)
+
+        def decided(reasons: list[str]) -> None:
+            if not reasons[0] and origin not in self.knownNodes and questions[0][0] == "":
+                self.knownNodes.add(origin)
+            entry[1] = next((reason for reason in reasons if reason), "")
+            self._drain(origin)
 
         def failed(failure: Any) -> None:
-            held = self._unverified.pop(origin, [])
-            self._complain("cluster: dropped {count} messages from {origin!r}: {reason}",
-                           rejected=len(held), count=len(held), origin=origin, reason=failure.value)
+            if failure.check(defer.FirstError):
+                failure = failure.value.subFailure
+            entry[1] = f"it could not be checked in Redis ({failure.value})"
+            self._drain(origin)
 
-        # (failed also hears of trouble in answered: the link must not.)
-        command.execute_command("SISMEMBER", self.prefix + "nodes", origin).addCallback(answered).addErrback(failed)
+        d = defer.gatherResults([asked(nick, mayBeFree) for nick, mayBeFree in questions], consumeErrors=True)
+        d.addCallbacks(decided, failed).addErrback(
+            lambda failure: self._complain("cluster: could not handle a message from {origin}: {reason!r}",
+                                           origin=origin, reason=failure.value)
+        )
+
+    def _drain(self, origin: str) -> None:
+        """Deliver (or drop) the held messages of ``origin`` that are checked, in order, up to the first that is not."""
+        queue = self._held.get(origin)
+        while queue and queue[0][1] is not None:
+            (sent, events, streamIds), verdict = queue.popleft()
+            if verdict:
+                self._complain("cluster: dropped a message from the channel: {reason}", reason=verdict)
+            else:
+                self._deliver(origin, sent, events, streamIds)
+        if not queue:
+            self._held.pop(origin, None)
 
     def _deliver(self, origin: str, sent: float, events: list[list[Any]], streamIds: list[str]) -> None:
         mine = origin == self.node
