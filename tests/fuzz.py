@@ -1,4 +1,5 @@
-"""``make fuzz``: random and structured garbage against every service in one process.
+"""``make fuzz``: random and structured garbage against every service in one process,
+and against a chat cluster of two servers through its Redis channel.
 
     .venv/bin/python -m tests.fuzz [SECONDS]       (default 60; FUZZ_SECONDS too)
 
@@ -10,6 +11,7 @@ fuzzing connections are closed.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -22,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 
 from tests.hostile import SERVICES, spb, spbKey, startSuite, wellBehaved
+from tests.redisserver import RedisServer
+from tests.support import LineClient, ServiceProcess
 
 TLS_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)) + b"\x00" * 400
 HTTP = b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\r\n"
@@ -88,19 +92,80 @@ def fuzzer(port: int, service: str, seed: int, stop: threading.Event, stats: Cou
             stats["cut"] += 1  # the server closed on us: expected for most garbage
 
 
+# -- the chat cluster's Redis channel ---------------------------------------------
+
+NASTY_TEXT = ("\x1b]0;owned\x07", "\x1b[2J", "\u202e", "\r\n*** fake: admin joined", "\x9b31m", "\x00", "ok")
+
+
+def channelJunk(rng: random.Random) -> bytes:
+    """One message for the cluster's channel: junk, or events shaped like the servers' with bad fields."""
+    kind = rng.randrange(8)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 2000))
+    if kind == 1:
+        return b"\n" + rng.choice((b"[", b"{\"a\":")) * rng.choice((1000, 50_000, 200_000))
+    if kind == 2:
+        return b"\n" + rng.choice((b"1e300", b"-1e20", b"NaN", b"Infinity", b"1" + b"0" * 5000, b"true", b"null"))
+    node = rng.choice(("f1", "f2", "evil", "", "a b", 7))
+    field = lambda: rng.choice(("bob", "#lobby", "", None, 1e300, -1e20, [], {}, "x" * 70_000, True,  # noqa: E731
+                                "".join(rng.choices(NASTY_TEXT, k=3))))
+    event = rng.choice((
+        ["m", "#lobby", rng.choice((1.0, 1e300, -5, "noon")), rng.choice(("bob", "b b")), "say", field()],
+        ["n", "#lobby", "*** " + "".join(rng.choices(NASTY_TEXT, k=4)) + "\n"],
+        ["g", rng.choice(("f1", "f2", "ghost")), [["bob", "#lobby"]], "server lost"],
+        ["x", rng.choice(("f1", "f2")), "bob"],
+        ["p", rng.choice(("f1", "f2")), "bob", 1.0, "mallory", field()],
+        [field() for _ in range(rng.randrange(8))],
+    ))
+    batch = {"n": node, "t": rng.choice((0, 1.0, 1e300)), "e": [event] * rng.randrange(1, 4)}
+    ids = rng.choice((b"", b"1-0", b"junk", b"1-0,2-0"))
+    return ids + b"\n" + json.dumps(batch).encode()
+
+
+def channelFuzzer(port: int, seed: int, stop: threading.Event, stats: Counter) -> None:
+    rng = random.Random(seed)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        while not stop.is_set():
+            message = channelJunk(rng)
+            sock.sendall(b"*3\r\n$7\r\nPUBLISH\r\n$16\r\nsockproto:events\r\n$%d\r\n%s\r\n" % (len(message), message))
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                reply += sock.recv(100)
+            stats["published"] += 1
+            time.sleep(0.001)
+
+
+def startCluster(redis: RedisServer) -> list[ServiceProcess]:
+    nodes = []
+    for name in ("f1", "f2"):
+        node = ServiceProcess("sockproto-chat", "--listen", "tcp:0", "--history", ":memory:", "--flood-rate", "0",
+                              "--cluster", redis.url, "--node-name", name)
+        node.start()
+        node.waitForLog(f"cluster: {name} joined the chat servers")
+        nodes.append(node)
+    return nodes
+
+
 def main(seconds: float) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sockproto-fuzz-"))
     service = startSuite(workdir)
+    redis = RedisServer().start()
+    nodes = startCluster(redis)
     failures: list[str] = []
     stats: Counter = Counter()
     try:
+        sender, receiver = (LineClient.tcp(node.port("chat"), timeout=5) for node in nodes)
+        for client in (sender, receiver):
+            client.until("joined #lobby")
         ports = {name: service.port(name) for name in SERVICES}
         stop = threading.Event()
         threads = [threading.Thread(target=fuzzer, args=(ports[name], name, seed, stop, stats), daemon=True)
                    for seed, name in enumerate(SERVICES * 2)]
+        threads.append(threading.Thread(target=channelFuzzer, args=(redis.port, 99, stop, stats), daemon=True))
         for thread in threads:
             thread.start()
         started = time.monotonic()
+        probes = 0
         warmup = started + min(10.0, seconds * 0.15)
         baseline = None
         slowest = 0.0
@@ -110,6 +175,12 @@ def main(seconds: float) -> int:
                     slowest = max(slowest, wellBehaved(service, name))
                 except Exception as e:
                     failures.append(f"{name} stopped answering a well-behaved client: {e!r}")
+            probes += 1
+            try:  # a line said on one server of the cluster reaches the other, through the junk
+                sender.send(f"probe {probes}\n")
+                receiver.until(f"probe {probes}")
+            except Exception as e:
+                failures.append(f"the chat cluster stopped carrying lines: {e!r}")
             if baseline is None and time.monotonic() > warmup:
                 baseline = service.rss()
             if service.proc.poll() is not None:
@@ -135,10 +206,23 @@ def main(seconds: float) -> int:
         for marker in ("Traceback", "Unhandled"):
             if marker in service.log:
                 failures.append(f"the log has a {marker}:\n" + service.log[service.log.index(marker) - 200:][:3000])
+        for node in nodes:
+            for marker in ("Traceback", "Unhandled", "lost the link to Redis", "CRITICAL", "critical"):
+                if marker in node.log:
+                    failures.append(f"a cluster node's log has {marker!r}:\n"
+                                    + node.log[node.log.index(marker) - 200:][:3000])
+        sender.close()
+        receiver.close()
+        dropped = sum(node.log.count("cluster: dropped") for node in nodes)
+        print(f"cluster: {stats['published']} junk messages on the channel ({dropped} drop log lines), "
+              f"{probes} lines carried through it")
         print(f"fuzz: {seconds:g} s, {stats['connections']} connections, {stats['bytes'] >> 20} MiB of garbage, "
               f"{stats['cut']} cut off by the server; slowest well-behaved exchange {slowest * 1000:.0f} ms")
     finally:
         service.stop()
+        for node in nodes:
+            node.stop()
+        redis.cleanup()
     for failure in failures[:20]:
         print("FAIL:", failure)
     print("fuzz: FAILED" if failures else "fuzz: passed")

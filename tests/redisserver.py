@@ -14,7 +14,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
 
 from tests.support import freePort
 
@@ -102,3 +106,19 @@ class RedisServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def waitUntil(condition: Callable[[], Any], timeout: float = 10.0) -> Deferred[None]:
+    """For tests on the real reactor: fires once ``condition()`` is true; fails after ``timeout`` seconds."""
+    from twisted.internet import reactor, task
+
+    deadline = time.monotonic() + timeout
+
+    def check() -> Any:
+        if condition():
+            return None
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {condition}")
+        return task.deferLater(reactor, 0.02, check)
+
+    return maybeDeferred(check)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from typing import Any
@@ -9,12 +11,14 @@ from typing import Any
 from twisted.cred import checkers
 from twisted.cred.portal import Portal
 from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from sockproto.chat import cluster
 from sockproto.chat.bus import IChatBus, LocalBus
-from sockproto.chat.cluster import ClusterHistory, RedisChatBus
+from sockproto.chat.cluster import BadEvent, ClusterHistory, RedisChatBus, noticeSubject, parseBatch
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.login import ChatRealm
@@ -76,6 +80,13 @@ class ClusterHistoryTests(unittest.TestCase):
         self.assertEqual([e.text for e in history.recent("#b", 10)], ["new room"])
         self.assertEqual([e.text for e in history.recent("#a", 1)], ["six"])
         self.assertEqual(history.recent("#none", 5), [])
+
+    def test_roomsKeptAreBounded(self) -> None:
+        self.patch(cluster, "MAX_HISTORY_ROOMS", 3)
+        history = ClusterHistory()
+        for number in range(5):
+            history.arrived(f"#r{number}", f"{number}-0", self.entry(str(number)))
+        self.assertEqual([history.recent(f"#r{n}", 1) != [] for n in range(5)], [False, False, True, True, True])
 
     def test_linesSaidWhileUnlinkedAreKeptHere(self) -> None:
         history = ClusterHistory()
@@ -177,6 +188,10 @@ class ChannelMessageTests(unittest.TestCase):
         self.bus = RedisChatBus(self.clock, parseRedisURL("redis://127.0.0.1"), self.history, "here")
         self.hub = ChatHub(self.clock, self.history, bus=self.bus)
         self.bus.firstLink.open()  # no Redis here: names are decided locally
+        self.bus.knownNodes = {"there", "x"}  # as Redis would have said
+        self.logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
         self.member = FakeMember()
         self.hub.enter(self.member)
         self.clock.advance(0)
@@ -187,10 +202,11 @@ class ChannelMessageTests(unittest.TestCase):
         self.clock.advance(0)
 
     def test_linesFromOtherServersReachTheRoomAndTheHistory(self) -> None:
-        self.message(b"5-0", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", "hi"],
-                                                         ["n", "#lobby", "*** carol joined #lobby\n"]]})
-        self.assertRegex("\n".join(self.member.lines()), r"^\[\d\d:\d\d:\d\d\] <bob> hi\n\*\*\* carol joined #lobby$")
-        self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["hi"])
+        self.message(b"5-0,5-1", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", "hi"],
+                                                             ["m", "#lobby", 1.0, "carol", "me", "waves"]]})
+        stamp = r"\[\d\d:\d\d:\d\d\] "
+        self.assertRegex("\n".join(self.member.lines()), f"^{stamp}<bob> hi\n{stamp}\\* carol waves$")
+        self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["hi", "waves"])
         self.assertEqual(self.bus.received, 2)
 
     def test_ownLinesOnlyGoToTheHistory(self) -> None:
@@ -205,6 +221,115 @@ class ChannelMessageTests(unittest.TestCase):
         self.message(b"", {"n": "x", "e": [[], ["m"], ["m", "#lobby", "noon", "a", "say", "t"], ["p", "here"],
                                            ["g", "y", 7, "gone"], "junk", ["zz", 1]]})
         self.assertEqual(self.member.lines(), [])
-        self.message(b"", {"n": "x", "e": [["n", "#lobby", "*** still working\n"]]})
-        self.assertEqual(self.member.lines()[-1], "*** still working")
+        self.message(b"", {"n": "x", "e": [["m", "#lobby", 1.0, "bob", "say", "still working"]]})
+        self.assertTrue(self.member.lines()[-1].endswith("<bob> still working"))
 
+
+    def warnings(self) -> list[str]:
+        return [formatEvent(e) for e in self.logged if e.get("log_namespace") == "sockproto.chat.cluster"]
+
+    def test_hostileMessagesAreDroppedWithOneLogLineAndTheLinkStays(self) -> None:
+        hostile = [
+            b"\n" + b"[" * 200_000,  # RecursionError in json.loads
+            b"\n" + b'{"n": "x", "e": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}",
+            b'\n{"n": "x", "t": 1e300, "e": []}',  # OverflowError in a time stamp
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1e300, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", -1e20, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", NaN, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", Infinity, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1' + b"0" * 5000 + b', "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", true, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "lobby", 1, "bob", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob smith", "say", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "shout", "hi"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "say", ["hi"]]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "say", "' + b"a" * 70_000 + b'"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["n", "#lobby", "no stars"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["g", "y", [["bob"]], "gone"]]}',
+            b'\n{"n": "has space", "t": 0, "e": []}',
+            b'\n{"n": "x", "t": 0, "e": [["p", "here", "me", 1, "bob", "hi", "extra"]]}',
+            b"1-0,junk\n" + json.dumps({"n": "x", "e": [["m", "#lobby", 1, "bob", "say", "hi"]]}).encode(),
+            b'\n{"n": "x", "t": 0, "e": []}\nsignature-without-a-secret',
+        ]
+        for raw in hostile:
+            self.bus._message(b"sockproto:events", raw)
+        self.clock.advance(0)
+        self.assertEqual(self.member.lines(), [])
+        self.assertEqual(self.bus.rejected, len(hostile))
+        self.assertEqual(len(self.warnings()), 1)  # one line, however many
+        self.assertIn("dropped a message from the channel", self.warnings()[0])
+        self.assertEqual(self.history.recent("#lobby", 5), [])
+        # Later: one more line, which says how many were not logged.
+        self.clock.advance(11)
+        self.bus._message(b"sockproto:events", hostile[0])
+        self.assertIn(f"and {len(hostile) - 1} more", self.warnings()[-1])
+        self.message(b"", {"n": "x", "e": [["m", "#lobby", 1.0, "bob", "say", "still working"]]})
+        self.assertEqual([line[11:] for line in self.member.lines()], ["<bob> still working"])
+
+    def test_textFromOtherServersIsCleanedAsLocalTextIs(self) -> None:
+        nasty = "\x1b]0;owned\x07\x1b[31mred\u202e txt\r\n*** fake: admin joined\x9b2J"
+        self.message(b"7-0", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", nasty]]})
+        # A notice is one of those a server sends, and one line: this one is neither, once cleaned.
+        self.message(b"", {"n": "there", "t": 0, "e": [["n", "#lobby", "*** x\r\n*** fake: admin joined\n"]]})
+        lines = self.member.lines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].endswith("<bob> red txt*** fake: admin joined"), lines)
+        self.assertTrue(lines[0].isprintable(), lines)
+        self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["red txt*** fake: admin joined"])
+        self.assertEqual(self.bus.rejected, 1)
+
+    def test_noticesAreTheOnesServersSend(self) -> None:
+        self.assertEqual(noticeSubject("#a", "*** Bob joined #a\n"), ("bob", False))
+        self.assertEqual(noticeSubject("#a", "*** bob left #a (quit: bye (really))\n"), ("bob", True))
+        self.assertEqual(noticeSubject("#a", "*** bob left #a\n"), ("bob", True))
+        self.assertEqual(noticeSubject("#a", "*** guest3 is now known as Alice (name reserved)\n"), ("alice", False))
+        for room, text in [("#a", "*** bob joined #b\n"), ("#a", "*** fake: admin joined\n"), ("#a", "*** ok\n"),
+                           ("#a", "*** bob joined #a\n*** x\n"), ("#a", "*** b b joined #a\n")]:
+            with self.assertRaises(BadEvent, msg=text):
+                noticeSubject(room, text)
+
+    def test_eventsAsRedisScriptsWriteThem(self) -> None:
+        """cjson writes an empty list as {}: a server without members that leaves."""
+        self.assertEqual(parseBatch(b'{"n":"x","t":0,"e":[["g","x",{},"server stopped"]]}'),
+                         ("x", 0.0, [["g", "x", [], "server stopped"]]))
+        self.assertEqual(parseBatch(b'{"e":[["x","here","alice"]],"t":0,"n":"x"}'),
+                         ("x", 0.0, [["x", "here", "alice"]]))
+
+    def test_messagesFromAServerNotOfTheClusterAreDropped(self) -> None:
+        self.message(b"", {"n": "intruder", "e": [["n", "#lobby", "*** intruder joined #lobby\n"]]})
+        self.assertEqual(self.member.lines(), [])
+        self.assertIn("cannot check a message from 'intruder' without the link", self.warnings()[0])
+
+
+class SignedChannelTests(ChannelMessageTests):
+    """With --cluster-secret-file: only what is signed with the secret is believed."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.bus.secret = b"s" * 32
+
+    def message(self, ids: bytes, batch: object, secret: bytes | None = b"s" * 32) -> None:
+        body = json.dumps(batch).encode()
+        if secret is not None:
+            body += b"\n" + hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+        self.bus._message(b"sockproto:events", ids + b"\n" + body)
+        self.clock.advance(0)
+
+    def test_onlySignedEventsAreBelieved(self) -> None:
+        said = {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", "hi"]]}
+        self.message(b"", said, secret=None)
+        self.message(b"", said, secret=b"w" * 32)
+        self.message(b"", {"n": "there", "e": [["n", "#lobby", "*** mallory is now known as bob\n"]]}, secret=None)
+        self.assertEqual(self.member.lines(), [])
+        self.assertEqual(self.bus.rejected, 3)
+        self.message(b"", said)
+        self.assertEqual(len(self.member.lines()), 1)
+
+    def test_whatThisServerPublishesVerifies(self) -> None:
+        notice = ["n", "#lobby", "*** carol joined #lobby\n"]
+        payload = self.bus._signed(json.dumps({"n": "there", "t": 0, "e": [notice]}))
+        self.bus._message(b"sockproto:events", b"\n" + payload.encode())
+        self.clock.advance(0)
+        self.assertEqual(self.member.lines(), ["*** carol joined #lobby"])
+        unsigned = RedisChatBus(self.clock, parseRedisURL("redis://127.0.0.1"), ClusterHistory(), "other")
+        self.assertEqual(unsigned._signed("{}"), "{}")

@@ -149,6 +149,20 @@ class ErrorTests(ConfigCase):
         self.assertConfigError(f'[joke]\njokes = ["{missing}.toml"]\n', "[joke]", "cannot read")
         self.assertConfigError('[proxy]\nlisten = ["tcp:0"]\n', "[proxy]", "--connect ENDPOINT is required")
 
+    def test_chatClusterSecretFile(self):
+        secret = Path(self.mktemp())
+        secret.write_bytes(b"0123456789abcdef0123456789abcdef\n")
+        config = loadConfig(self.write(
+            f'[chat]\ncluster = "redis://127.0.0.1:1"\ncluster-secret-file = "{secret}"\n'
+        ))
+        self.assertEqual(config.services[0].options["cluster-secret-file"], str(secret))
+        secret.write_bytes(b"short")
+        message = self.assertConfigError(
+            f'[chat]\ncluster = "redis://127.0.0.1:1"\ncluster-secret-file = "{secret}"\n',
+            "[chat] cluster-secret-file:", "a secret needs at least 16",
+        )
+        self.assertNotIn("short", message.replace("shortest", ""))
+
     def test_twoServicesOnOneEndpoint(self):
         self.assertConfigError(
             '[echo]\nlisten = ["tcp:7000"]\n[chat]\nlisten = ["tcp:7000:interface=127.0.0.1"]\n',

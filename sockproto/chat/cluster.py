@@ -16,8 +16,12 @@ when the link returns their names are claimed again.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import json
 import os
+import re
 import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -29,7 +33,7 @@ from zope.interface import implementer
 from sockproto.chat.bus import IChatBus
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import HISTORY_MAX, LOBBY, ChatError
-from sockproto.chat.text import counted
+from sockproto.chat.text import clean, validNick, validRoom
 from sockproto.server.latency import LatencyHistogram
 from sockproto.server.redis import FirstLink, RedisAddress, RedisLink, Script
 
@@ -48,6 +52,18 @@ STREAM_LENGTH = 10000
 JOIN_WAIT = 5.0
 #: Events sent to Redis and not yet acknowledged, beyond which new ones are dropped (and counted).
 MAX_IN_FLIGHT = 100_000
+
+#: Longest text (a line, a notice) taken from another server; longer events are dropped.
+MAX_EVENT_TEXT = 65536
+#: Times in events must lie between 0 and the end of the year 9999 (what a time stamp can show).
+LATEST_TIME = 253402300799.0
+#: Rooms whose recent messages are kept here; past it, the room heard of longest ago is forgotten.
+MAX_HISTORY_ROOMS = 5000
+#: Messages held per server while Redis is asked whether it is one of the cluster's, or its notices' members
+#: are its own (and servers so checked at once).
+MAX_UNVERIFIED = 1000
+#: Seconds between log lines about junk on the channel (the rest are counted).
+COMPLAINT_INTERVAL = 10.0
 
 NOT_SHARED = "*** not delivered to other servers: the link to them is down\n"
 LINK_LOST = "*** link to the other servers lost; messages reach this server only"
@@ -93,6 +109,17 @@ local function publish(events)
   redis.call('PUBLISH', P .. 'events', '\\n' .. cjson.encode({n = node, t = 0, e = events}))
 end
 """.replace("LOBBY_NAME", LOBBY)
+
+# For the scripts that publish what a user said: true once Redis's clock has
+# passed a deadline (ms), after which the sender may have been told it was
+# lost, so it must not be published any more.
+_DEADLINE = """
+local function late(deadline)
+  if redis.replicate_commands then redis.replicate_commands() end  -- TIME before writes (Redis < 5)
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(deadline)
+end
+"""
 
 # ARGV: prefix, node, key, nick ('' for a guest), room.  Returns {nick, new
 # name of this server's guest that held the name, or ''}, or nil when a
@@ -166,48 +193,73 @@ unplace(node, key, room)
 return 1
 """)
 
-# ARGV: prefix, node, stream length, payload, then (room, entry) pairs: each
-# entry goes into its room's stream, and the payload is published with their
-# stream ids in front, in the same atomic step.
-_PUBLISH = Script(_LIBRARY + """
+# ARGV: prefix, node, stream length, deadline (ms, Redis's clock), payload,
+# then (room, entry) pairs: each entry goes into its room's stream, and the
+# payload is published with their stream ids in front, in the same atomic
+# step; nothing when the deadline has passed (returns false).
+_PUBLISH = Script(_LIBRARY + _DEADLINE + """
+if late(ARGV[4]) then return false end
 local ids = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   ids[#ids + 1] = redis.call('XADD', P .. 'history:' .. ARGV[i], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[i + 1])
   redis.call('SADD', P .. 'histories', ARGV[i])
 end
-return redis.call('PUBLISH', P .. 'events', table.concat(ids, ',') .. '\\n' .. ARGV[4])
+return redis.call('PUBLISH', P .. 'events', table.concat(ids, ',') .. '\\n' .. ARGV[5])
 """)
 
-# ARGV: prefix, node, key, time, sender, text.  Returns the holder's nick, or nil.
-_PRIVATE = Script(_LIBRARY + """
+# ARGV: prefix, node, key, the server that holds it, deadline (ms, Redis's
+# clock), payload.  Returns the holder's nick; nil when that server does not
+# hold the name (any more); 0 when the deadline has passed (nothing sent).
+_PRIVATE = Script(_LIBRARY + _DEADLINE + """
 local n, nick = holder(ARGV[3])
-if not n then return nil end
-local when = tonumber(ARGV[4])
-redis.call('PUBLISH', P .. 'events',
-  '\\n' .. cjson.encode({n = node, t = when, e = {{'p', n, ARGV[3], when, ARGV[5], ARGV[6]}}}))
+if n ~= ARGV[4] then return nil end
+if late(ARGV[5]) then return 0 end
+redis.call('PUBLISH', P .. 'events', '\\n' .. ARGV[6])
 return nick
 """)
 
-# ARGV: prefix, node, token, ttl in ms.  Returns 0 when another live server has this name.
+# ARGV: prefix, node, token, ttl in ms.  Returns 0 when another live server
+# has this name, 2 when this server had no heartbeat (new, or taken for gone
+# after a stall), else 1.
 _HEARTBEAT = Script(_LIBRARY + """
 local current = redis.call('GET', P .. 'alive:' .. node)
 if current and current ~= ARGV[3] then return 0 end
 redis.call('SET', P .. 'alive:' .. node, ARGV[3], 'PX', ARGV[4])
 redis.call('SADD', P .. 'nodes', node)
-return 1
+if current then return 1 end
+return 2
 """)
 
 # ARGV: prefix, node, reason, and optionally one server's name: that server
 # (else every server whose heartbeat has expired) is removed, and a 'g'
-# event tells the others who left.  Returns how many servers were removed.
+# event tells the others who left.  Each call also looks at a slice of the
+# names (PREFIXreaping keeps the place): a name held by a server without a
+# heartbeat (one that never had one, written by anyone who may write the
+# keys) is freed the same way.  Returns the servers of the cluster.
 _REAP = Script(_LIBRARY + """
-local gone = {}
+local gone, seen = {}, {}
 if ARGV[4] then
   gone = {ARGV[4]}
   redis.call('DEL', P .. 'alive:' .. ARGV[4])
 else
+  if redis.replicate_commands then redis.replicate_commands() end  -- HSCAN before writes (Redis < 5)
   for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-    if redis.call('EXISTS', P .. 'alive:' .. n) == 0 then gone[#gone + 1] = n end
+    if redis.call('EXISTS', P .. 'alive:' .. n) == 0 then
+      gone[#gone + 1] = n
+      seen[n] = true
+    end
+  end
+  local scan = redis.call('HSCAN', P .. 'nicks', redis.call('GET', P .. 'reaping') or '0', 'COUNT', 100)
+  redis.call('SET', P .. 'reaping', scan[1])
+  for i = 1, #scan[2], 2 do
+    local n = string.match(scan[2][i + 1], '^(.-)\\t')
+    if not n or redis.call('EXISTS', P .. 'alive:' .. n) == 0 then
+      redis.call('HDEL', P .. 'nicks', scan[2][i])
+      if n and not seen[n] then
+        gone[#gone + 1] = n
+        seen[n] = true
+      end
+    end
   end
 end
 for _, n in ipairs(gone) do
@@ -222,10 +274,11 @@ for _, n in ipairs(gone) do
     members[#members + 1] = {nick, room}
   end
   redis.call('DEL', P .. 'node:' .. n)
-  redis.call('SREM', P .. 'nodes', n)
-  publish({{'g', n, members, ARGV[3]}})
+  if redis.call('SREM', P .. 'nodes', n) == 1 or #members > 0 then
+    publish({{'g', n, members, ARGV[3]}})
+  end
 end
-return #gone
+return redis.call('SMEMBERS', P .. 'nodes')
 """)
 
 # ARGV: prefix, node, then (key, nick, flag, room) for every member here:
@@ -262,6 +315,154 @@ return out
 
 
 SCRIPTS = (_ENTER, _RENAME, _MOVE, _RELEASE, _PUBLISH, _PRIVATE, _HEARTBEAT, _REAP, _REGISTER, _ROOMS)
+
+
+# -- checking what comes from the channel ----------------------------------------
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")  # as --node-name allows
+_STREAM_ID = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")
+#: Events only Redis's own scripts publish, unsigned even with a secret: each is checked in Redis instead.
+_CHECKED_IN_REDIS = frozenset({"g", "x"})
+
+
+class BadEvent(ValueError):
+    """A message on the channel that is not what a server of this cluster would send."""
+
+
+def _noConstants(name: str) -> float:
+    raise BadEvent(f"{name} is not a number")
+
+
+def _node(value: Any) -> str:
+    if not isinstance(value, str) or not _NODE_NAME.fullmatch(value):
+        raise BadEvent(f"{str(value)[:80]!r} is not a server name")
+    return value
+
+
+def _time(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= LATEST_TIME:
+        raise BadEvent(f"{str(value)[:80]} is not a time")
+    return float(value)
+
+
+# Every event names a room and most a nick, mostly the same few: checked once.
+_knownNick = functools.lru_cache(maxsize=4096)(validNick)
+_knownRoom = functools.lru_cache(maxsize=1024)(validRoom)
+
+
+def _nick(value: Any) -> str:
+    if not isinstance(value, str) or not _knownNick(value):
+        raise BadEvent(f"{str(value)[:80]!r} is not a nickname")
+    return value
+
+
+def _room(value: Any) -> str:
+    if not isinstance(value, str) or not _knownRoom(value):
+        raise BadEvent(f"{str(value)[:80]!r} is not a room")
+    return value
+
+
+def _text(value: Any, limit: int = MAX_EVENT_TEXT) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadEvent(f"not a text of at most {limit} characters")
+    return clean(value)
+
+
+def _notice(value: Any) -> str:
+    # A notice is one line of its own ("*** ...\n"); clean() takes out any
+    # other line break, so it cannot pose as more lines than one.
+    text = _text(value)
+    if not text.startswith("*** "):
+        raise BadEvent("a notice that does not start with ***")
+    return text + "\n"
+
+
+_JOINED = re.compile(r"\*\*\* ([A-Za-z0-9_-]{1,24}) joined (#[a-z0-9_-]{1,32})\n")
+_LEFT = re.compile(r"\*\*\* ([A-Za-z0-9_-]{1,24}) left (#[a-z0-9_-]{1,32})(?: \(.*\))?\n")
+_RENAMED = re.compile(r"\*\*\* [A-Za-z0-9_-]{1,24} is now known as ([A-Za-z0-9_-]{1,24})(?: \(.*\))?\n")
+
+
+def noticeSubject(room: str, text: str) -> tuple[str, bool]:
+    """
+    The member (casefolded nick) a notice for ``room`` is about, and whether
+    its name may be free by the time the notice arrives (it left); BadEvent
+    for a text that is none of the notices a server sends.
+    """
+    joined = _JOINED.fullmatch(text)
+    if joined and joined[2] == room:
+        return joined[1].casefold(), False
+    left = _LEFT.fullmatch(text)
+    if left and left[2] == room:
+        return left[1].casefold(), True
+    renamed = _RENAMED.fullmatch(text)
+    if renamed:
+        return renamed[1].casefold(), False
+    raise BadEvent("a notice that is not one a server sends (joined, left, is now known as)")
+
+
+def _exactly(event: list[Any], size: int) -> list[Any]:
+    if len(event) != size:
+        raise BadEvent(f"a {event[0]!r} event of {len(event)} fields")
+    return event
+
+
+def checkEvent(event: Any) -> list[Any]:
+    """``event`` with every field checked and its texts cleaned; BadEvent if it is not one sockproto sends."""
+    if not isinstance(event, list) or not event:
+        raise BadEvent("an event that is not a list")
+    kind = event[0]
+    if kind == "m":
+        _, room, when, nick, how, text = _exactly(event, 6)
+        if how not in ("say", "me"):
+            raise BadEvent("a message neither said nor acted")
+        return ["m", _room(room), _time(when), _nick(nick), how, _text(text)]
+    if kind == "n":
+        _, room, text = _exactly(event, 3)
+        room, text = _room(room), _notice(text)
+        noticeSubject(room, text)
+        return ["n", room, text]
+    if kind == "p":
+        _, node, key, when, sender, text = _exactly(event, 6)
+        return ["p", _node(node), _nick(key).casefold(), _time(when), _nick(sender), _text(text)]
+    if kind == "x":
+        _, node, key = _exactly(event, 3)
+        return ["x", _node(node), _nick(key).casefold()]
+    if kind == "g":
+        _, node, members, reason = _exactly(event, 4)
+        if members == {}:  # Lua's cjson writes an empty list as {}
+            members = []
+        if not isinstance(members, list):
+            raise BadEvent("a departure without its list of members")
+        left = []
+        for pair in members:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise BadEvent("a departure whose members are not (nick, room) pairs")
+            left.append((_nick(pair[0]), _room(pair[1])))
+        return ["g", _node(node), left, _text(reason, 200)]
+    raise BadEvent(f"an event of unknown kind {str(kind)[:20]!r}")
+
+
+def parseBatch(body: bytes) -> tuple[str, float, list[list[Any]]]:
+    """The sending server, its time and its events (checked and cleaned) from a message's JSON; else BadEvent."""
+    try:
+        batch = json.loads(body, parse_constant=_noConstants)
+    except RecursionError:  # nested deeper than Python's parser goes: no server sends that
+        raise BadEvent("JSON nested too deep") from None
+    except (ValueError, TypeError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BadEvent(f"not JSON ({str(e)[:80]})") from None
+    if not isinstance(batch, dict) or not isinstance(batch.get("e"), list):
+        raise BadEvent("not a batch of events")
+    sent = batch.get("t") or 0
+    return _node(batch.get("n")), _time(sent), [checkEvent(event) for event in batch["e"]]
+
+
+def parseStreamIds(ids: bytes) -> list[str]:
+    if not ids:
+        return []
+    parts = ids.split(b",")
+    if not all(_STREAM_ID.fullmatch(part) for part in parts):
+        raise BadEvent("stream ids that are not stream ids")
+    return [part.decode() for part in parts]
 
 
 def _streamOrder(streamId: str) -> tuple[int, int]:
@@ -304,6 +505,8 @@ class ClusterHistory:
     def _append(self, room: str, streamId: str, entry: Entry) -> None:
         entries = self._rooms.get(room)
         if entries is None:
+            if len(self._rooms) >= MAX_HISTORY_ROOMS:  # room names are many: memory is not
+                del self._rooms[next(iter(self._rooms))]
             entries = self._rooms[room] = deque(maxlen=self.keep)
         entries.append((streamId, entry))
 
@@ -349,6 +552,8 @@ class RedisChatBus:
         history: ClusterHistory,
         nodeName: str | None = None,
         prefix: str = "sockproto:",
+        secret: bytes | None = None,
+        replyTimeout: float = 5.0,
     ) -> None:
         self.reactor = reactor
         self.address = address
@@ -358,10 +563,30 @@ class RedisChatBus:
         self.prefix = prefix
         self.channel = (prefix + "events").encode()
         self.token = os.urandom(8).hex()
+        #: With a secret (--cluster-secret-file): what this server publishes is
+        #: signed, and only what is signed is believed.
+        self.secret = secret
         self.link = RedisLink(
             reactor, address, [self.channel], onUp=self._linkUp, onDown=self._linkDown, onMessage=self._message,
-            scripts=SCRIPTS,
+            scripts=SCRIPTS, replyTimeout=replyTimeout,
         )
+        # What is published must reach Redis by its deadline, a while before the
+        # link gives up on an answer (replyTimeout); once the link has given up
+        # and the deadline has passed (plus a margin for the clocks), Redis will
+        # not publish it any more, and the sender can be told it was lost.
+        self.deadline = replyTimeout * 0.6
+        self.deadlineMargin = replyTimeout * 0.2
+        #: Redis's clock minus this server's, measured at each link, and by how much it may be off.
+        self.clockOffset = 0.0
+        self.clockError = 0.0
+        #: Servers of the cluster (as Redis last said), whose messages are believed.
+        self.knownNodes: set[str] = set()
+        #: Messages of a server waiting for (or behind one waiting for) a check in Redis.
+        self._held: dict[str, deque[list[Any]]] = {}
+        self._quietUntil = 0.0
+        self._unsaid = 0
+        self._lossesLogged = False
+        self._droppedBefore = 0
         self.linked = False
         self.stopping = False
         self._wasLinked = False
@@ -379,10 +604,30 @@ class RedisChatBus:
         self.published = 0
         self.received = 0
         self.dropped = 0
+        #: Messages and events from the channel dropped as junk, forged or unconfirmed.
+        self.rejected = 0
         self.delay = LatencyHistogram()
 
     def attach(self, hub: ChatHub) -> None:
         self.hub = hub
+
+    def _sign(self, body: bytes) -> bytes:
+        assert self.secret is not None
+        return hmac.new(self.secret, body, hashlib.sha256).hexdigest().encode()
+
+    def _signed(self, body: str) -> str:
+        """``body`` as published: with a secret, a line with its HMAC-SHA256 (hex) follows it."""
+        if self.secret is None:
+            return body
+        return body + "\n" + self._sign(body.encode()).decode()
+
+    def _deadline(self) -> int:
+        """The deadline for what is sent now, in milliseconds of Redis's clock."""
+        return int((self.reactor.seconds() + self.clockOffset + self.deadline) * 1000)
+
+    def _lostAfter(self) -> float:
+        """When (this server's clock) what is sent now is past its deadline in Redis's, for sure."""
+        return self.reactor.seconds() + self.deadline + self.deadlineMargin + self.clockError
 
     def _run(self, script: Script, *args: Any) -> defer.Deferred[Any]:
         command = self.link.command
@@ -441,6 +686,11 @@ class RedisChatBus:
                 return
             if self._rejoin is not None:
                 self._rejoin = None
+            before = self.reactor.seconds()
+            seconds, micros = yield self.link.command.execute_command("TIME")
+            after = self.reactor.seconds()
+            self.clockOffset = int(seconds) + int(micros) / 1e6 - (before + after) / 2
+            self.clockError = max(0.0, after - before) / 2
             members = self.hub.members()
             claims: list[Any] = []
             for member in members:
@@ -457,6 +707,7 @@ class RedisChatBus:
                 self._heartbeat = task.LoopingCall(self._beat)
                 self._heartbeat.clock = self.reactor
                 self._heartbeat.start(HEARTBEAT_INTERVAL, now=False)
+            self._lossesOver()
             if self._wasLinked:
                 log.info("cluster: link to Redis restored")
                 self.hub.announce(LINK_RESTORED.removeprefix("*** "))
@@ -491,7 +742,15 @@ class RedisChatBus:
             if not int(alone):
                 log.error("cluster: another server named {node} is running", node=self.node)
                 return None
-            return self._run(_REAP, "server lost")
+            if int(alone) == 2 and self.linked and not self.stopping:
+                # Taken for dead (a stall longer than the heartbeat's life): claim everything again.
+                log.warn("cluster: the others took this server for gone; joining again")
+                self._linkUp(self.link)
+                return None
+            return self._run(_REAP, "server lost").addCallback(known)
+
+        def known(nodes: Any) -> None:
+            self.knownNodes = {node.decode("utf-8", "replace") for node in nodes or ()}
 
         def failed(failure: Any) -> None:
             log.warn("cluster: heartbeat failed: {reason}", reason=failure.value)
@@ -581,20 +840,38 @@ class RedisChatBus:
 
         return self._run(_ROOMS).addCallback(pairs)
 
-    def privateTo(self, member: Member, nick: str, when: float, text: str) -> defer.Deferred[str | None]:
+    @defer.inlineCallbacks
+    def privateTo(self, member: Member, nick: str, when: float, text: str) -> Any:
         if not self.linked:
-            return defer.fail(ChatError(f"{nick} is not on this server, and the link to the others is down"))
+            raise ChatError(f"{nick} is not on this server, and the link to the others is down")
         self._flush()  # after what this member said before
-        d = self._run(_PRIVATE, nick.casefold(), repr(when), member.nick, text)
+        key = nick.casefold()
+        # The event names the server that has the nick; it is built (and signed) here, so that is asked first.
+        claim = yield self.link.command.execute_command("HGET", self.prefix + "nicks", key)
+        if not isinstance(claim, bytes) or b"\t" not in claim:
+            return None
+        holder = claim.split(b"\t", 1)[0].decode("utf-8", "replace")
+        event = ["p", holder, key, when, member.nick, text]
+        payload = self._signed(json.dumps({"n": self.node, "t": when, "e": [event]}))
+        lostAfter = self._lostAfter()
+        try:
+            nickThere = yield self._run(_PRIVATE, key, holder, self._deadline(), payload)
+        except Exception:
+            # As for lines: not reported lost before Redis would refuse it.
+            yield task.deferLater(self.reactor, max(0.0, lostAfter - self.reactor.seconds()), lambda: None)
+            raise ChatError(f"not delivered to {nick}: the link to the other servers is down") from None
+        if nickThere == 0:
+            raise ChatError(f"not delivered to {nick}: Redis is too slow")
+        if nickThere is None:
+            return None
         self.published += 1
-        return d.addCallback(lambda holder: holder.decode() if holder is not None else None)
+        return nickThere.decode()
 
     # -- lines for the other servers --------------------------------------------
 
     def said(self, room: str, entry: Entry, sender: Member) -> None:
         if not self.linked:
-            self.dropped += 1
-            self.hub.tell(sender, NOT_SHARED)
+            self._notShared([["m"]], [sender], "link down")
             return
         self._batch.append(["m", room, *entry])
         self._batchHistory += (room, json.dumps(entry))
@@ -625,83 +902,249 @@ class RedisChatBus:
         if not self.linked or self.inFlight + len(batch) > MAX_IN_FLIGHT:
             self._notShared(batch, senders, "link down" if not self.linked else "Redis too slow")
             return
-        payload = json.dumps({"n": self.node, "t": self.reactor.seconds(), "e": batch})
+        payload = self._signed(json.dumps({"n": self.node, "t": self.reactor.seconds(), "e": batch}))
         self.inFlight += len(batch)
         self.published += len(batch)
+        deadline = self._deadline()
+        lostAfter = self._lostAfter()
 
         def done(result: Any) -> Any:
             self.inFlight -= len(batch)
             return result
 
-        def failed(failure: Any) -> None:
-            self.published -= len(batch)
-            self._notShared(batch, senders, str(failure.value))
+        def published(result: Any) -> None:
+            if result is None:  # Redis had it after its deadline, and did not publish it
+                self.published -= len(batch)
+                self._notShared(batch, senders, "Redis too slow")
+            else:
+                self._lossesOver()
 
-        self._run(_PUBLISH, STREAM_LENGTH, payload, *history).addBoth(done).addErrback(failed)
+        def failed(failure: Any) -> None:
+            # No answer: Redis may still have the script, and run it later, but
+            # not after its deadline: the senders are told once that has passed.
+            self.published -= len(batch)
+            wait = lostAfter - self.reactor.seconds()
+            if wait > 0:
+                self.reactor.callLater(wait, self._notShared, batch, senders, str(failure.value))
+            else:
+                self._notShared(batch, senders, str(failure.value))
+
+        d = self._run(_PUBLISH, STREAM_LENGTH, deadline, payload, *history)
+        d.addBoth(done).addCallbacks(published, failed)
+
+    def _lossesOver(self) -> None:
+        if self._lossesLogged:
+            log.info("cluster: events are reaching the other servers again; {count} did not",
+                     count=self.dropped - self._droppedBefore)
+            self._lossesLogged = False
 
     def _notShared(self, batch: list[list[Any]], senders: list[Member], why: str) -> None:
+        if not self._lossesLogged:  # once per outage; the next success says how many
+            self._lossesLogged = True
+            self._droppedBefore = self.dropped
+            log.warn("cluster: events not sent to the other servers ({why}); their senders are told", why=why)
         self.dropped += len(batch)
-        log.warn("cluster: {events} not sent to other servers ({why})", events=counted(len(batch), "event"), why=why)
         for sender in dict.fromkeys(senders):
             if sender in self.hub.present:
                 self.hub.tell(sender, NOT_SHARED)
 
     # -- what the others say ----------------------------------------------------
+    #
+    # Anyone who may publish on the channel can send anything: every message
+    # is checked field by field and its text cleaned as local input is; what
+    # fails is dropped (one log line per COMPLAINT_INTERVAL), never fatal.
 
     def _message(self, channel: bytes, data: bytes) -> None:
-        ids, _, body = data.partition(b"\n")
         try:
-            batch = json.loads(body)
-            origin = batch["n"]
-            events = batch["e"]
-            sent = float(batch.get("t") or 0)
-            streamIds = iter(ids.decode().split(",")) if ids else iter(())
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.warn("cluster: ignoring a message that is not sockproto's on {channel}", channel=channel)
+            self._receive(data)
+        except BadEvent as e:
+            self._complain("cluster: dropped a message from the channel: {reason}", reason=str(e))
+        except Exception as e:  # a bug, not junk: the link must survive it all the same
+            self._complain("cluster: could not handle a message from the channel: {reason!r}", reason=e)
+
+    def _receive(self, data: bytes) -> None:
+        ids, _, rest = data.partition(b"\n")
+        body, signed, signature = rest.partition(b"\n")
+        if self.secret is not None and signed:
+            if not hmac.compare_digest(signature, self._sign(body)):
+                raise BadEvent("its signature does not match --cluster-secret-file")
+        elif signed:
+            raise BadEvent("it is signed, and this server has no --cluster-secret-file")
+        origin, sent, events = parseBatch(body)
+        streamIds = parseStreamIds(ids)
+        if self.secret is not None and not signed and any(event[0] not in _CHECKED_IN_REDIS for event in events):
+            raise BadEvent(f"it is not signed, and says more than Redis's scripts say (from {origin!r})")
+        questions: list[tuple[str, bool]] = []  # (nick, may be free by now) its server must hold
+        if origin != self.node:
+            if origin not in self.knownNodes:
+                questions.append(("", False))
+            if self.secret is None:  # (signed: its server vouches for it)
+                questions += [noticeSubject(event[1], event[2]) for event in events if event[0] == "n"]
+        if questions or origin in self._held:
+            self._hold(origin, (sent, events, streamIds), questions)
+        else:
+            self._deliver(origin, sent, events, streamIds)
+
+    def _hold(self, origin: str, message: tuple[Any, ...], questions: list[tuple[str, bool]]) -> None:
+        """
+        A message to check in Redis first: that its server is one of the
+        cluster, that the members its notices are about are that server's.
+        Later messages of that server wait behind it, in order.
+        """
+        command = self.link.command
+        queue = self._held.get(origin)
+        if queue is None:
+            if len(self._held) >= MAX_UNVERIFIED:
+                raise BadEvent("too many servers' messages are being checked")
+            queue = self._held[origin] = deque()
+        if len(queue) >= MAX_UNVERIFIED:
+            raise BadEvent(f"{origin!r} sends too much while its messages are checked")
+        if questions and command is None:
+            raise BadEvent(f"cannot check a message from {origin!r} without the link")
+        entry: list[Any] = [message, None]  # None until checked; then "" (believed) or why not
+        queue.append(entry)
+        if not questions:
+            entry[1] = ""
+            self._drain(origin)
             return
+
+        def asked(nick: str, mayBeFree: bool) -> defer.Deferred[str]:
+            if not nick:
+                d = command.execute_command("SISMEMBER", self.prefix + "nodes", origin)
+                return d.addCallback(lambda member: "" if int(member) else f"{origin!r} is not a server of the cluster")
+
+            def holder(claim: Any) -> str:
+                held = claim.split(b"\t", 1)[0].decode("utf-8", "replace") if isinstance(claim, bytes) else None
+                if held == origin or held is None and mayBeFree:
+                    return ""
+                return f"{origin!r} sent a notice about {nick}, who is not its member"
+
+            return command.execute_command("HGET", self.prefix + "nicks", nick).addCallback(holder)
+
+        def decided(reasons: list[str]) -> None:
+            if not reasons[0] and origin not in self.knownNodes and questions[0][0] == "":
+                self.knownNodes.add(origin)
+            entry[1] = next((reason for reason in reasons if reason), "")
+            self._drain(origin)
+
+        def failed(failure: Any) -> None:
+            if failure.check(defer.FirstError):
+                failure = failure.value.subFailure
+            entry[1] = f"it could not be checked in Redis ({failure.value})"
+            self._drain(origin)
+
+        d = defer.gatherResults([asked(nick, mayBeFree) for nick, mayBeFree in questions], consumeErrors=True)
+        d.addCallbacks(decided, failed).addErrback(
+            lambda failure: self._complain("cluster: could not handle a message from {origin}: {reason!r}",
+                                           origin=origin, reason=failure.value)
+        )
+
+    def _drain(self, origin: str) -> None:
+        """Deliver (or drop) the held messages of ``origin`` that are checked, in order, up to the first that is not."""
+        queue = self._held.get(origin)
+        while queue and queue[0][1] is not None:
+            (sent, events, streamIds), verdict = queue.popleft()
+            if verdict:
+                self._complain("cluster: dropped a message from the channel: {reason}", reason=verdict)
+            else:
+                self._deliver(origin, sent, events, streamIds)
+        if not queue:
+            self._held.pop(origin, None)
+
+    def _deliver(self, origin: str, sent: float, events: list[list[Any]], streamIds: list[str]) -> None:
         mine = origin == self.node
         if not mine and sent:
             self.delay.observe(max(0.0, self.reactor.seconds() - sent))
-        for event in events if isinstance(events, list) else ():
+        ids = iter(streamIds)
+        for event in events:
             try:
-                self._event(event, mine, streamIds)
-            except (IndexError, TypeError, ValueError, KeyError) as e:
-                # Anyone who can publish on the channel can send junk: it is dropped, not fatal.
-                log.warn("cluster: ignoring a malformed event from {origin}: {reason}", origin=origin, reason=e)
+                self._event(origin, event, mine, ids)
+            except Exception as e:  # one event's trouble is not the others'
+                self._complain("cluster: could not handle an event from {origin}: {reason!r}", origin=origin, reason=e)
 
-    def _event(self, event: list[Any], mine: bool, streamIds: Any) -> None:
+    def _event(self, origin: str, event: list[Any], mine: bool, streamIds: Any) -> None:
         hub = self.hub
         kind = event[0]
-        if kind == "g":  # from whichever server noticed, this one included
-            self._gone(str(event[1]), event[2], str(event[3]))
+        if kind == "g":  # from whichever server noticed, this one included: Redis has the facts
+            self._gone(event[1], event[2], event[3])
         elif kind == "m":
-            entry = Entry(float(event[2]), str(event[3]), str(event[4]), str(event[5]))
-            self.history.arrived(str(event[1]), next(streamIds, ""), entry)
+            entry = Entry(event[2], event[3], event[4], event[5])
+            self.history.arrived(event[1], next(streamIds, ""), entry)
             if not mine:
-                hub.remoteEntry(str(event[1]), entry)
+                hub.remoteEntry(event[1], entry)
         elif mine:
             return
         elif kind == "n":
-            hub.remoteNotice(str(event[1]), str(event[2]))
+            hub.remoteNotice(event[1], event[2])
         elif kind == "p" and event[1] == self.node:
-            hub.remotePrivate(str(event[2]), float(event[3]), str(event[4]), str(event[5]))
+            hub.remotePrivate(event[2], event[3], event[4], event[5])
         elif kind == "x" and event[1] == self.node:
-            squatter = hub.nicks.get(event[2])
-            if squatter is not None and event[2] not in hub.identities:
-                hub.evict(squatter)
+            self._giveUp(origin, event[2])
         else:
             return
         self.received += 1
 
-    def _gone(self, node: str, members: Any, reason: str) -> None:
-        if node == self.node:
-            if not self.stopping and self.linked:
-                # Taken for dead (a stall longer than the heartbeat's life): claim everything again.
-                log.warn("cluster: the others took this server for gone; joining again")
-                self._linkUp(self.link)
+    def _giveUp(self, origin: str, key: str) -> None:
+        """Another server's verified user has the name a guest here holds: once Redis confirms it, the guest yields."""
+        squatter = self.hub.nicks.get(key)
+        command = self.link.command
+        if squatter is None or key in self.hub.identities or command is None:
             return
-        for nick, room in members if isinstance(members, list) else ():
-            self.hub.remoteNotice(room, f"*** {nick} left {room} ({reason})\n")
+
+        def check(claim: Any) -> None:
+            parts = claim.split(b"\t") if isinstance(claim, bytes) else []
+            if len(parts) != 3 or parts[0] != origin.encode() or parts[2] != b"1":
+                self._complain("cluster: ignored {origin}'s claim of {key}, which Redis does not confirm",
+                               origin=origin, key=key)
+                return
+            if self.hub.nicks.get(key) is squatter and key not in self.hub.identities:
+                self.hub.evict(squatter)
+
+        command.execute_command("HGET", self.prefix + "nicks", key).addCallback(check).addErrback(
+            lambda failure: self._complain("cluster: could not check a claim of {key}: {reason}",
+                                                  key=key, reason=failure.value)
+        )
+
+    def _gone(self, node: str, members: list[tuple[str, str]], reason: str) -> None:
+        """A server is gone, if Redis says its heartbeat is."""
+        command = self.link.command
+        if command is None:
+            return
+        if node == self.node:
+            # Taken for gone?  The heartbeat, which Redis answers, tells (and then joins again).
+            if self.linked and not self.stopping:
+                self._beat()
+            return
+
+        def check(heartbeat: Any) -> None:
+            if heartbeat is not None:
+                self._complain("cluster: ignored news that {node} is gone: its heartbeat is alive", node=node)
+                return
+            self.knownNodes.discard(node)
+            for nick, room in members:
+                self.hub.remoteNotice(room, f"*** {nick} left {room} ({reason})\n")
+
+        command.execute_command("GET", f"{self.prefix}alive:{node}").addCallback(check).addErrback(
+            lambda failure: self._complain("cluster: could not check that {node} is gone: {reason}",
+                                                  node=node, reason=failure.value)
+        )
+
+    def _complain(self, format: str, rejected: int = 1, **fields: Any) -> None:
+        """
+        A log line about trouble from the channel (``rejected`` messages or
+        events dropped), at most one per COMPLAINT_INTERVAL; the rest are counted.
+        """
+        self.rejected += rejected
+        now = self.reactor.seconds()
+        if now < self._quietUntil:
+            self._unsaid += 1
+            return
+        if self._unsaid:
+            format += " (and {unsaid} more such lines not logged)"
+            fields["unsaid"] = self._unsaid
+        self._unsaid = 0
+        self._quietUntil = now + COMPLAINT_INTERVAL
+        log.warn(format, **fields)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -711,5 +1154,6 @@ class RedisChatBus:
             "published": self.published,
             "received": self.received,
             "dropped": self.dropped,
+            "rejected": self.rejected,
             "delay": (self.delay.cumulative(), self.delay.sum),
         }

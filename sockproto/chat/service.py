@@ -51,6 +51,33 @@ def keyPrefix(value: str) -> str:
 keyPrefix.coerceDoc = "1-64 of A-Z a-z 0-9 _ . : { } -."  # type: ignore[attr-defined]
 
 
+#: Shortest --cluster-secret-file accepted (bytes, surrounding white space not counted).
+MIN_SECRET = 16
+
+
+def readSecret(path: str) -> bytes:
+    """The cluster's shared secret in ``path``; ValueError saying what is wrong (never the secret)."""
+    try:
+        with open(path, "rb") as file:
+            secret = file.read(65536).strip()
+    except OSError as e:
+        raise ValueError(f"cannot read {path!r}: {e.strerror}") from None
+    if len(secret) < MIN_SECRET:
+        raise ValueError(f"{path!r} holds {len(secret)} bytes; a secret needs at least {MIN_SECRET}")
+    return secret
+
+
+def secretFile(value: str) -> str:
+    readSecret(value)
+    return value
+
+
+secretFile.coerceDoc = (  # type: ignore[attr-defined]
+    f"A file whose contents (at least {MIN_SECRET} bytes, e.g. from 'openssl rand -hex 32') every server of the "
+    "cluster shares."
+)
+
+
 def linesPerSecond(value: str) -> float:
     try:
         return nonNegativeFloat(value)
@@ -89,6 +116,8 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
          "so several clusters can share one Redis.", keyPrefix],
         ["node-name", None, None, "This server's name in the cluster, its logs and metrics "
          "(default HOSTNAME:PID).", nodeName],
+        ["cluster-secret-file", None, None, "Sign what this server publishes on the --cluster channel with the "
+         "secret in FILE, and believe only what is signed with it (see docs/scaling.rst).", secretFile],
     ]
     optFlags = [
         ["no-keepalive", None, "Do not turn on TCP keep-alive (which drops dead peers)."],
@@ -144,6 +173,8 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
 
     def postOptions(self) -> None:
         ServerOptions.postOptions(self)
+        if self["cluster-secret-file"] and not self["cluster"]:
+            raise usage.UsageError("--cluster-secret-file needs --cluster redis://...")
         self.setdefault("credCheckers", [])
         for checker in self["credCheckers"]:
             if isinstance(checker, checkers.InMemoryUsernamePasswordDatabaseDontUse):
@@ -181,7 +212,14 @@ def buildService(options: Options, reactor: Any = None) -> service.IService:
         address = parseRedisURL(options["cluster"])
         waitForRedis(address, options["cluster-wait"], "sockproto-chat", "--cluster-wait")
         history: Any = ClusterHistory()
-        bus: Any = RedisChatBus(reactor, address, history, options["node-name"], options["cluster-prefix"])
+        secretPath = options["cluster-secret-file"]
+        try:
+            secret = readSecret(secretPath) if secretPath else None
+        except ValueError as e:  # changed since the options were read
+            raise SystemExit(f"sockproto-chat: --cluster-secret-file: {e}") from None
+        bus: Any = RedisChatBus(
+            reactor, address, history, options["node-name"], options["cluster-prefix"], secret=secret
+        )
         # Stopped after the clients are gone: the other servers hear they left.
         ClusterService(bus).setServiceParent(top)
     else:

@@ -108,6 +108,11 @@ class SockprotoCollector(Collector):
             f"{PREFIX}_cluster_dropped_events", "Events not sent to the cluster (link down, Redis too slow).",
             labels=byNode,
         )
+        clusterRejected = CounterMetricFamily(
+            f"{PREFIX}_cluster_rejected_events",
+            "Messages and events from the cluster's channel dropped: malformed, unsigned, forged or not confirmed.",
+            labels=byNode,
+        )
         clusterDelay = HistogramMetricFamily(
             f"{PREFIX}_cluster_delay_seconds",
             "From publishing on one server to arriving on this one (meaningful when their clocks agree).",
@@ -143,6 +148,7 @@ class SockprotoCollector(Collector):
                 clusterPublished.add_metric(labels, cluster["published"])
                 clusterReceived.add_metric(labels, cluster["received"])
                 clusterDropped.add_metric(labels, cluster["dropped"])
+                clusterRejected.add_metric(labels, cluster.get("rejected", 0))
                 clusterDelay.add_metric(labels, *cluster["delay"])
             for op, count in sorted(entry.get("operations", {}).items()):
                 operations.add_metric([name, op], count)
@@ -157,7 +163,8 @@ class SockprotoCollector(Collector):
         yield from (
             openConnections, connections, received, sent, errors,
             chatMessages, chatDeliveries, chatSlow, chatMembers, chatRooms,
-            clusterLinked, clusterReconnects, clusterPublished, clusterReceived, clusterDropped, clusterDelay,
+            clusterLinked, clusterReconnects, clusterPublished, clusterReceived, clusterDropped, clusterRejected,
+            clusterDelay,
             operations, latency, storeKeys, storeCommits, storeRefusing,
         )
 

@@ -340,6 +340,51 @@ class _Factory(protocol.Factory):
         log.error("Redis: {message}", message=message)
 
 
+class _Preparation:
+    """
+    Makes a new connection ready (``prepare``: log in, load the scripts,
+    subscribe) for ClientService, which must never see it fail.
+
+    ClientService takes a failed preparation for a failed connection attempt
+    and waits to retry, but leaves the connection open; when that connection
+    is then lost (a reply timeout during a Redis stall aborts it, as does
+    Redis going away), it hears of a disconnection in a state that has none
+    and raises automat's NoTransition from the transport's connectionLost, a
+    critical "Unhandled Error" on every retry.  So a connection that cannot
+    be made ready is accepted and at once aborted: ClientService sees an
+    ordinary lost connection and retries.  Because an accepted connection
+    resets its count of failures, the retry delay grows with this count
+    instead (``retryDelay`` is the service's retry policy).
+    """
+
+    def __init__(self, link: RedisLink, prepare: Callable[[Any], Any]) -> None:
+        self.link = link
+        self.prepare = prepare
+        #: Connections in a row that could not be made ready.
+        self.failures = 0
+
+    def retryDelay(self, attempt: int) -> float:
+        return float(RETRY_POLICY(max(attempt, self.failures)))
+
+    def __call__(self, proto: Any) -> defer.Deferred[None]:
+        return defer.maybeDeferred(self.prepare, proto).addCallbacks(
+            self._ready, self._failed, errbackArgs=(proto,)
+        )
+
+    def _ready(self, _: Any) -> None:
+        self.failures = 0
+
+    def _failed(self, failure: Any, proto: Any) -> None:
+        self.failures += 1
+        if self.failures == 1:  # once per episode; "linked to Redis" ends it
+            log.warn(
+                "a new connection to Redis at {address} could not be made ready ({reason}); retrying",
+                address=self.link.address.display, reason=failure.value,
+            )
+        if proto.connected and proto.transport is not None:
+            proto.transport.abortConnection()
+
+
 class RedisLink:
     """
     A command connection and, given ``channels``, a subscriber connection to
@@ -375,18 +420,21 @@ class RedisLink:
         self.up = False
         self.connects = 0
         self._services: list[ClientService] = []
+        self.preparations: list[_Preparation] = []
 
     def start(self) -> None:
         kinds = [(_CommandProtocol, self._prepareCommand)]
         if self.channels:
             kinds.append((_SubscriberProtocol, self._prepareSubscriber))
         for protocolClass, prepare in kinds:
+            preparation = _Preparation(self, prepare)
+            self.preparations.append(preparation)
             service = ClientService(
                 self.address.endpoint(self.reactor),
                 _Factory(self, protocolClass),
-                retryPolicy=RETRY_POLICY,
+                retryPolicy=preparation.retryDelay,
                 clock=self.reactor,
-                prepareConnection=prepare,
+                prepareConnection=preparation,
             )
             service.startService()
             self._services.append(service)
