@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run local fuzz soak test test-unit test-oldest trial pytest lint package-check docs screenshot clean
+.PHONY: install run local fuzz soak test test-unit test-oldest trial pytest lint package-check docs screenshot irctest clean
 
 install: $(STAMP)
 
@@ -90,6 +90,10 @@ docs: install
 screenshot: install
 	SOCKPROTO_SCREENSHOT=$(CURDIR)/docs/images/web-chat.png \
 	    $(VENV)/bin/trial tests.test_chat_browser_e2e.BrowserChatTests.test_browsersAndALineClientChat
+
+# The IRC server conformance suite against sockproto-chat --irc (docs/irc.rst); IRCTEST_MARKERS picks the tests.
+irctest: install
+	../shared/tools/irctest-run
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) build dist *.egg-info _trial_temp* .pytest_cache .hypothesis .ruff_cache

@@ -33,7 +33,7 @@ from tests.support import (
     tlsClient,
 )
 
-DEFAULT_PORTS = (8124, 5000, 8000, 6789, 9000, 9001)  # 8000: the chat's web page
+DEFAULT_PORTS = (8124, 5000, 8000, 6667, 6789, 9000, 9001)  # 8000: the chat's web page, 6667: its IRC face
 
 
 def busy(port):

@@ -92,7 +92,7 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
     serviceName = "chat"
     defaultPort = 5000
     defaultIdleTimeout = 3600.0
-    repeatable = ("listen", "auth", "web", "web-origin")
+    repeatable = ("listen", "auth", "web", "web-origin", "irc")
     supportedInterfaces = (credentials.IUsernamePassword,)
     longdesc = (
         "Multi-room line chat for nc, telnet or socat: nicknames, rooms, private "
@@ -139,10 +139,15 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
         ServerOptions.__init__(self)
         self["web"] = []
         self["web-origin"] = []
+        self["irc"] = []
 
     def opt_web(self, description: str) -> None:
         """Serve the chat's web page (at /) and WebSocket (at /ws) on this endpoint, like --listen (loopback unless told otherwise). Repeatable. [default: none]"""  # noqa: E501
         self["web"].append(checkEndpoint(description, option="--web"))
+
+    def opt_irc(self, description: str) -> None:
+        """Serve the chat to IRC clients (irssi, weechat...) on this endpoint, like --listen (loopback unless told otherwise; 6667 by convention, 6697 for ssl:). Repeatable. [default: none]"""  # noqa: E501
+        self["irc"].append(checkEndpoint(description, option="--irc"))
 
     def opt_web_origin(self, origin: str) -> None:
         """An origin (https://chat.example.org) whose pages may open the chat's WebSocket; repeatable. [default: the page's own origin]"""  # noqa: E501
@@ -161,7 +166,7 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
             raise usage.UsageError(f"bad --max-clients: {e}") from None
 
     def listeners(self) -> list[tuple[str, list[str]]]:
-        return [*ServerOptions.listeners(self), ("chat-web", list(self["web"]))]
+        return [*ServerOptions.listeners(self), ("chat-web", list(self["web"])), ("chat-irc", list(self["irc"]))]
 
     def workersProblem(self) -> str | None:
         if self["cluster"]:
@@ -253,6 +258,21 @@ def buildService(options: Options, reactor: Any = None) -> service.IService:
         # Browser users are clients of the same factory: same hub, limits and drain on stop.
         web = ListeningService("chat-web", options["web"], webSite(factory, options["web-origin"]), reactor)
         web.setServiceParent(top)
+    if options["irc"]:
+        from sockproto.chat.irc import IrcFactory
+
+        ircFactory = IrcFactory(
+            reactor,
+            hub,
+            loginGate=factory.loginGate,
+            serverName=options["node-name"] or "sockproto",
+            floodRate=options["flood-rate"],
+            floodBurst=options["flood-burst"],
+            maxOutputBuffer=options["max-output-buffer"],
+            keepAlive=not options["no-keepalive"],
+            **options.limits(),
+        )
+        ListeningService("chat-irc", options["irc"], ircFactory, reactor).setServiceParent(top)
     return top
 
 

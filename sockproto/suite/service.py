@@ -3,7 +3,7 @@
 With ``--config FILE``, the services of the file's tables (see
 :mod:`sockproto.suite.config`; ``sockproto example-config`` prints an
 example).  Without it, the seed services (what ``make run`` starts in a
-checkout): echo 8124, chat 5000 (web 8000), joke 6789, binary 9000 and crud
+checkout): echo 8124, chat 5000 (web 8000, IRC 6667), joke 6789, binary 9000 and crud
 9001 on loopback, with their databases in ``--var`` (default ``var/``).
 """
 
@@ -34,7 +34,7 @@ from sockproto.suite.config import Config, ServiceConfig, checkEndpointsAreDisti
 #: (name, module, options) of the services started without a config file.
 SEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("echo", "sockproto.echo", ()),
-    ("chat", "sockproto.chat.service", ("--history", "{var}/chat.sqlite3", "--web", "tcp:8000")),
+    ("chat", "sockproto.chat.service", ("--history", "{var}/chat.sqlite3", "--web", "tcp:8000", "--irc", "tcp:6667")),
     ("joke", "sockproto.joke.service", ()),
     ("binary", "sockproto.binary.service", ("--db", "{var}/kv.sqlite3")),
     # The seeds' text twin, on the same store as binary: one process, one store object.
@@ -55,8 +55,8 @@ class Options(usage.Options):
         "Runs several sockproto services in one process. With --config, the services of "
         "a TOML file (one table per service: [echo], [chat], [joke], [binary], [crud], [proxy]; "
         "'sockproto example-config' prints an example that explains every key). Without it, the seed services "
-        "on loopback: echo 8124, chat 5000 (its web page on 8000), joke 6789, binary 9000, crud 9001 (on binary's "
-        "store), with their databases in --var. "
+        "on loopback: echo 8124, chat 5000 (its web page on 8000, IRC on 6667), joke 6789, binary 9000, "
+        "crud 9001 (on binary's store), with their databases in --var. "
         "SIGTERM or SIGINT shut down gracefully; SIGHUP reloads joke books and password files."
     )
     optParameters = [

@@ -1,0 +1,1238 @@
+"""The chat's IRC face: ``sockproto-chat --irc ENDPOINT``.
+
+IRC clients (irssi, weechat, HexChat, bouncers) join the same hub as the line
+and browser users: a room is a channel, nicknames and history are the hub's.
+The protocol parses what the client sends (``twisted.words``' ``parsemsg``
+and CTCP helpers), runs the registration (``NICK``/``USER``, ``CAP``,
+``PASS`` or SASL PLAIN against the chat's one :class:`LoginGate`) and turns
+commands into calls on the hub; :class:`IrcFace` renders the hub's
+structured events (:mod:`sockproto.chat.events`) as IRC lines, once per
+room batch for every IRC member that negotiated the same capabilities.
+
+What the hub does not have (several rooms at once, operators, modes,
+topics, bans) is refused with the RFC's numerics rather than pretended:
+see docs/irc.rst.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from twisted.cred import credentials, error
+from twisted.internet import defer, interfaces
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.words.protocols import irc as ircwords
+from zope.interface import implementer
+
+from sockproto import __version__
+from sockproto.chat import events
+from sockproto.chat.events import ChatEvent, IChatFace, IChatMember, Who
+from sockproto.chat.hub import LOBBY, ChatError, ChatHub, Room
+from sockproto.chat.login import IChatUser, LoginGate, LoginRefused
+from sockproto.chat.text import NICK_RE, ROOM_RE, clean, decode
+from sockproto.privateapi import eagerWriter
+from sockproto.server.connections import ServerFactory, setSocketOptions
+from sockproto.server.lines import TOO_LONG, LineServerProtocol
+from sockproto.server.ratelimit import TokenBucket
+from sockproto.server.tls import peerIdentity
+
+log = Logger()
+
+#: The longest IRC line, CR LF included (RFC 1459 2.3), not counting message tags.
+IRC_LINE = 512
+#: Room for the tags a client may send before its message (IRCv3 message-tags).
+CLIENT_TAGS = 4096
+NICKLEN = 24
+CHANNELLEN = 33
+TOPICLEN = 300
+#: Targets one PRIVMSG or NOTICE may name (ISUPPORT TARGMAX).
+MAX_TARGETS = 4
+#: Lines a client may send while its registration is not finished (CAP, NICK, USER, PASS, AUTHENTICATE).
+MAX_REGISTRATION_LINES = 64
+#: Capabilities offered (``sasl`` only where there are logins).
+CAPABILITIES = ("away-notify", "echo-message", "message-tags", "multi-prefix", "server-time")
+#: The face's name: the user and host of IRC members' masks.
+FACE = "irc"
+
+# Numerics twisted.words' table does not name (IRCv3 and later RFCs).
+RPL_ISUPPORT = "005"
+RPL_TOPICWHOTIME = "333"
+ERR_INPUTTOOLONG = "417"
+ERR_BADCHANNAME = "479"
+RPL_LOGGEDIN = "900"
+RPL_SASLSUCCESS = "903"
+ERR_SASLFAIL = "904"
+ERR_SASLTOOLONG = "905"
+ERR_SASLABORTED = "906"
+ERR_SASLALREADY = "907"
+RPL_SASLMECHS = "908"
+
+N = ircwords  # the RFC numerics by name: N.ERR_NOSUCHNICK == "401"
+
+
+def serverTime(when: float) -> str:
+    """IRCv3 ``server-time``: ``2026-12-06T03:01:47.123Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when * 1000) % 1000:03d}Z"
+
+
+def ircLine(prefix: str, command: str, *params: str, tags: str = "") -> bytes:
+    """
+    One IRC line: the last parameter is written as a trailing one (``:text``)
+    when it has to be (empty, spaces, a leading colon) or is the text of a
+    message, which is how clients expect it.
+    """
+    parts = [f"@{tags} " if tags else "", f":{prefix} " if prefix else "", command]
+    if params:
+        *middle, last = params
+        for param in middle:
+            parts.append(" " + param)
+        parts.append(" :" + last if not last or " " in last or last[0] == ":" or command in _TRAILING else " " + last)
+    parts.append("\r\n")
+    return "".join(parts).encode("utf-8")
+
+
+_TRAILING = frozenset({"PRIVMSG", "NOTICE", "PART", "QUIT", "TOPIC", "KICK", "ERROR", "AWAY"})
+
+
+def splitText(text: str, room: int) -> list[str]:
+    """``text`` in pieces of at most ``room`` bytes of UTF-8, cut between characters (never empty)."""
+    data = text.encode("utf-8")
+    if len(data) <= room:
+        return [text]
+    pieces = []
+    while data:
+        cut = min(room, len(data))
+        while cut < len(data) and (data[cut] & 0xC0) == 0x80:
+            cut -= 1
+        pieces.append(data[:cut].decode("utf-8"))
+        data = data[cut:]
+    return pieces
+
+
+def channelName(name: str) -> str | None:
+    """The room a channel name means (channels are case-insensitive: ``#Dev`` is ``#dev``), or None."""
+    lowered = name.lower()
+    return lowered if ROOM_RE.fullmatch(lowered) else None
+
+
+@implementer(IChatFace)
+class IrcFace:
+    """
+    Renders the hub's events as IRC lines, for the IRC members that share
+    one set of rendering capabilities (``server-time`` or not): a room's
+    batch is rendered once per such face.
+    """
+
+    name = FACE
+
+    def __init__(self, server: str, withTime: bool) -> None:
+        self.server = server
+        self.withTime = withTime
+
+    def _tags(self, when: float) -> str:
+        return f"time={serverTime(when)}" if self.withTime else ""
+
+    def _said(self, prefix: str, target: str, text: str, when: float, action: bool) -> bytes:
+        tags = self._tags(when)
+        if action:
+            return ircLine(prefix, "PRIVMSG", target, f"\x01ACTION {text}\x01", tags=tags)
+        # A line user may say 512 bytes: past what one IRC line holds, it goes in several.
+        room = IRC_LINE - 2 - len(f":{prefix} PRIVMSG {target} :".encode())
+        return b"".join(ircLine(prefix, "PRIVMSG", target, piece, tags=tags) for piece in splitText(text, room))
+
+    def render(self, event: ChatEvent, recipient: Any = None) -> bytes:
+        kind = event.kind
+        if kind == "message" or kind == "action":
+            assert isinstance(event, events.Message | events.Action)
+            return self._said(event.sender.mask, event.room, event.text, event.time, kind == "action")
+        if kind == "join":
+            assert isinstance(event, events.Joined)
+            return ircLine(event.who.mask, "JOIN", event.room, tags=self._tags(event.time))
+        if kind == "part":
+            assert isinstance(event, events.Parted)
+            return ircLine(event.who.mask, "PART", event.room, event.reason, tags=self._tags(event.time))
+        if kind == "quit":
+            assert isinstance(event, events.Quit)
+            return ircLine(event.who.mask, "QUIT", f"Quit: {event.reason}", tags=self._tags(event.time))
+        if kind == "nick":
+            assert isinstance(event, events.NickChanged)
+            return ircLine(event.who.mask, "NICK", event.nick, tags=self._tags(event.time))
+        if kind == "topic":
+            assert isinstance(event, events.TopicChanged)
+            return ircLine(event.who.mask, "TOPIC", event.room, event.topic, tags=self._tags(event.time))
+        if kind == "kick":
+            assert isinstance(event, events.Kicked)
+            return ircLine(event.who.mask, "KICK", event.room, event.nick, event.reason or event.who.nick,
+                           tags=self._tags(event.time))
+        if kind == "mode":
+            assert isinstance(event, events.ModeChanged)
+            return ircLine(event.who.mask, "MODE", event.room, event.modes, *event.arguments,
+                           tags=self._tags(event.time))
+        return self.renderFor(event, recipient)
+
+    def renderFor(self, event: ChatEvent, recipient: Any) -> bytes:
+        """Events for one member alone, which IRC addresses by its nick."""
+        nick = getattr(recipient, "nick", "") or "*"
+        kind = event.kind
+        if kind == "private":
+            assert isinstance(event, events.PrivateMessage)
+            if event.echo:
+                if not (recipient is not None and recipient.hasCap("echo-message")):
+                    return b""
+                return self._said(recipient.mask, event.recipient, event.text, event.time, False)
+            return self._said(event.sender.mask, nick, event.text, event.time, False)
+        if kind == "history":
+            assert isinstance(event, events.History)
+            return b"".join(self._replayed(entry) for entry in event.entries)
+        if kind == "away":
+            assert isinstance(event, events.Away)
+            return ircLine(self.server, N.RPL_AWAY, nick, event.who.nick, event.text)
+        if kind == "members":
+            assert isinstance(event, events.MemberList)
+            return namesReply(self.server, nick, event.room, event.members, multiPrefix=bool(
+                recipient is not None and recipient.hasCap("multi-prefix")))
+        if kind == "rooms":
+            assert isinstance(event, events.RoomList)
+            return b"".join(
+                [ircLine(self.server, N.RPL_LISTSTART, nick, "Channel", "Users  Name")]
+                + [ircLine(self.server, N.RPL_LIST, nick, room.name, str(room.count), room.topic)
+                   for room in event.rooms]
+                + [ircLine(self.server, N.RPL_LISTEND, nick, "End of /LIST")]
+            )
+        if kind == "server" or kind == "error":
+            text = str(getattr(event, "text", None) or getattr(event, "reason", ""))
+            return ircLine(self.server, "NOTICE", nick, text)
+        if kind == "goodbye":
+            assert isinstance(event, events.Goodbye)
+            return ircLine("", "ERROR", f"Closing link: {event.text}")
+        if kind == "irc-lines":
+            assert isinstance(event, IrcLines)
+            return event.data
+        # welcome, login, help: IRC says those its own way (numerics, 900, MOTD).
+        return b""
+
+    def _replayed(self, entry: events.Message | events.Action) -> bytes:
+        # History: the speakers' faces are not known, so the prefix is the bare nick (RFC 2812 allows it).
+        if self.withTime:
+            return self._said(entry.sender.nick, entry.room, entry.text, entry.time, entry.kind == "action")
+        stamp = time.strftime("[%H:%M:%S] ", time.localtime(entry.time))
+        if entry.kind == "action":
+            return ircLine(entry.sender.nick, "PRIVMSG", entry.room, f"\x01ACTION {stamp}{entry.text}\x01")
+        return self._said(entry.sender.nick, entry.room, stamp + entry.text, entry.time, False)
+
+    def membersChanged(self, room: str, members: Iterable[Any]) -> None:
+        """IRC clients keep their member lists from JOIN, PART, QUIT and NICK lines."""
+
+
+def namesReply(server: str, nick: str, room: str, members: Iterable[Any], multiPrefix: bool) -> bytes:
+    """353 lines (as many as the names need, each under 512 bytes) and 366."""
+    head = f":{server} {N.RPL_NAMREPLY} {nick} = {room} :"
+    room_for_names = IRC_LINE - 2 - len(head.encode())
+    lines = []
+    current: list[str] = []
+    used = 0
+    for member in members:
+        if multiPrefix:
+            prefix = ("@" if member.operator else "") + ("+" if member.voiced else "")
+        else:
+            prefix = member.prefix
+        name = prefix + member.nick
+        if current and used + 1 + len(name) > room_for_names:
+            lines.append(ircLine(server, N.RPL_NAMREPLY, nick, "=", room, " ".join(current) + " "))
+            current, used = [], 0
+        current.append(name)
+        used += len(name) + 1
+    if current:
+        lines.append(ircLine(server, N.RPL_NAMREPLY, nick, "=", room, " ".join(current)))
+    lines.append(ircLine(server, N.RPL_ENDOFNAMES, nick, room, "End of /NAMES list"))
+    return b"".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class IrcLines(ChatEvent):
+    """
+    Lines of this face's own (numerics, replies) for one IRC member, told
+    through the hub so they come after what the member's room said before.
+    """
+
+    kind: ClassVar[str] = "irc-lines"
+    data: bytes
+
+
+class _Refused(Exception):
+    """A command refused with a numeric: (code, params...) for :meth:`IrcProtocol.numeric`."""
+
+
+@implementer(interfaces.IPushProducer)
+class _OutputGauge:
+    """Registered on the transport to learn when its write buffer is full."""
+
+    __slots__ = ("proto",)
+
+    def __init__(self, proto: IrcProtocol) -> None:
+        self.proto = proto
+
+    def pauseProducing(self) -> None:
+        self.proto.congested = True
+
+    def resumeProducing(self) -> None:
+        self.proto.congested = False
+        self.proto.backlog = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IChatMember)
+class IrcProtocol(LineServerProtocol):
+    """
+    One IRC client.  State is kept in class defaults until it changes, so an
+    idle connection holds little more than its transport.
+    """
+
+    factory: IrcFactory
+    errorPrefix = "ERROR :"
+    # -- what the hub sets and reads
+    nick = ""
+    room: Room | None = None
+    face: IrcFace
+    # -- registration
+    wantedNick = ""
+    username = ""
+    realname = ""
+    password: str | None = None
+    capsNegotiating = False
+    caps: frozenset[str] = frozenset()
+    saslBuffer: str | None = None
+    account: str | None = None
+    registering = False
+    registered = False
+    entered = False
+    preludeLines = 0
+    # -- later
+    #: The channel the client was last told it is in (the hub moves a member between rooms).
+    shownChannel: str | None = None
+    awayText = ""
+    congested = False
+    backlog = 0
+    dropped = False
+    quitting = False
+    #: Lines waiting for flood control (fake lag) or for an answer from the hub.
+    held: tuple[Any, ...] = ()
+    awaiting = False
+    _lagCall: Any = None
+    loginAttempt: defer.Deferred[Any] | None = None
+    signedOn = 0.0
+
+    # -- connection -------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.maxLineLength = IRC_LINE - 2 + CLIENT_TAGS
+        LineServerProtocol.connectionMade(self)
+        transport = self.transport
+        setSocketOptions(transport, keepAlive=factory.keepAlive)
+        if interfaces.IConsumer.providedBy(transport):
+            transport.registerProducer(_OutputGauge(self), True)
+            self._producing = True
+        self._transmit = eagerWriter(transport, self.traffic)
+        self.face = factory.faces[False]
+        self.bucket = None
+        if factory.floodRate:
+            self.bucket = TokenBucket(factory.floodRate, factory.floodBurst, factory.clock.seconds())
+
+    @property
+    def server(self) -> str:
+        return self.factory.serverName
+
+    @property
+    def mask(self) -> str:
+        return Who(self.nick, FACE).mask
+
+    def hasCap(self, name: str) -> bool:
+        return name in self.caps
+
+    # -- output -----------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Output from the hub.  A client that does not read is dropped, not buffered without end."""
+        if not self.registered or self.dropped:
+            return  # what the hub says while a guest is being renamed is told again after 001
+        room = self.room
+        if room is not None and room.name != self.shownChannel:
+            # The hub moved this member (a JOIN, a PART): the client is told it left the old channel.
+            self._showMove(room.name)
+        self.write(data)
+
+    def _showMove(self, newRoom: str) -> None:
+        old, self.shownChannel = self.shownChannel, newRoom
+        if old is not None:
+            self.write(ircLine(self.mask, "PART", old, "moved to " + newRoom))
+
+    def write(self, data: bytes) -> None:
+        if self.dropped:
+            return
+        if self.congested:
+            self.backlog += len(data)
+            if self.backlog > self.factory.maxOutputBuffer:
+                self.dropSlowConsumer()
+                return
+        self._transmit(data)
+
+    def dropSlowConsumer(self) -> None:
+        self.dropped = True
+        self.factory.errors["slow_consumer"] += 1
+        log.warn("irc dropping slow consumer {peer} ({nick}): over {limit} bytes unsent",
+                 peer=self.peer, nick=self.nick, limit=self.factory.maxOutputBuffer)
+        self.transport.abortConnection()
+
+    def numeric(self, code: str, *params: str) -> None:
+        """A numeric reply to this client, in order with what its room was told before."""
+        self.reply(ircLine(self.server, code, self.nick or "*", *params))
+
+    def reply(self, data: bytes) -> None:
+        if self.entered:
+            self.factory.hub.tell(self, IrcLines(data))
+        else:
+            self.write(data)
+
+    def notice(self, text: str) -> None:
+        self.reply(ircLine(self.server, "NOTICE", self.nick or "*", text))
+
+    # -- input ------------------------------------------------------------------
+
+    def linesReceived(self, lines: list[Any]) -> None:
+        if self.awaiting or self.held:
+            self.hold(lines)
+            return
+        bucket = self.bucket
+        now = self.factory.clock.seconds()
+        for index, line in enumerate(lines):
+            if self.dropped or self.quitting or self.transport.disconnecting:
+                return
+            if bucket is not None and not bucket.take(now):
+                # Fake lag, as IRC servers do: the rest waits its turn, and nothing is lost.
+                self.hold(lines[index:])
+                self._lagCall = self.factory.clock.callLater(1.0 / self.factory.floodRate, self._unlag)
+                return
+            if line is TOO_LONG:
+                self.numeric(ERR_INPUTTOOLONG, "Input line was too long")
+                continue
+            self.lineReceived(line)
+            if self.awaiting:
+                self.hold(lines[index + 1:])
+                return
+
+    def hold(self, lines: list[Any]) -> None:
+        if lines:
+            self.held = (*self.held, *lines)
+            self.transport.pauseProducing()
+
+    def _unlag(self) -> None:
+        self._lagCall = None
+        self.release()
+
+    def release(self) -> None:
+        held, self.held = self.held, ()
+        if held and not self.closed:
+            self.transport.resumeProducing()
+            self.linesReceived(list(held))
+
+    def lineReceived(self, line: bytes) -> None:
+        if line[:1] == b"@":
+            # IRCv3 tags from the client: none is acted on (no client-only tags are relayed).
+            _, _, line = line.partition(b" ")
+            line = line.lstrip(b" ")
+        if len(line) > IRC_LINE - 2:
+            self.numeric(ERR_INPUTTOOLONG, "Input line was too long")
+            return
+        text = decode(line).strip("\r\n")
+        if not text.strip():
+            return
+        try:
+            prefix, command, params = ircwords.parsemsg(text)
+        except (IndexError, ValueError):
+            return
+        command = command.upper()
+        if not self.registered:
+            if command not in _BEFORE_REGISTRATION:
+                if command.isalpha() or command.isdigit():
+                    self.numeric(N.ERR_NOTREGISTERED, "You have not registered")
+                return
+            self.preludeLines += 1
+            if self.preludeLines > MAX_REGISTRATION_LINES:
+                self.closeWithError("Too many lines before registration")
+                return
+        handler = getattr(self, "irc_" + command, None) if command.isalnum() else None
+        if handler is None:
+            self.numeric(N.ERR_UNKNOWNCOMMAND, clean(command)[:32], "Unknown command")
+            return
+        try:
+            handler(params)
+        except _Refused as refusal:
+            self.numeric(*refusal.args)
+        except ChatError as e:
+            self.notice(str(e))
+
+    # -- registration -------------------------------------------------------------
+
+    def irc_CAP(self, params: list[str]) -> None:
+        if not params:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "CAP", "Not enough parameters")
+        sub = params[0].upper()
+        nick = self.nick or self.wantedNick or "*"
+        offered = self.factory.capabilities
+        if sub == "LS":
+            if not self.registered:
+                self.capsNegotiating = True
+            version = params[1] if len(params) > 1 else ""
+            shown = [f"sasl={'PLAIN'}" if cap == "sasl" and version.isdigit() and int(version) >= 302 else cap
+                     for cap in offered]
+            self.write(ircLine(self.server, "CAP", nick, "LS", " ".join(shown)))
+        elif sub == "LIST":
+            self.write(ircLine(self.server, "CAP", nick, "LIST", " ".join(sorted(self.caps))))
+        elif sub == "REQ":
+            if not self.registered:
+                self.capsNegotiating = True
+            asked = params[1].split() if len(params) > 1 else []
+            caps = set(self.caps)
+            for cap in asked:
+                name = cap[1:] if cap.startswith("-") else cap
+                if name not in offered:
+                    self.write(ircLine(self.server, "CAP", nick, "NAK", " ".join(asked)))
+                    return
+                caps.discard(name) if cap.startswith("-") else caps.add(name)
+            if self.entered and ("server-time" in caps) != ("server-time" in self.caps):
+                # The hub files a member under its face when it joins a room: the face is fixed by then.
+                self.write(ircLine(self.server, "CAP", nick, "NAK", " ".join(asked)))
+                return
+            self.caps = frozenset(caps)
+            self.face = self.factory.faces["server-time" in self.caps]
+            self.write(ircLine(self.server, "CAP", nick, "ACK", " ".join(asked)))
+        elif sub == "END":
+            if not self.registered and self.capsNegotiating:
+                self.capsNegotiating = False
+                self.tryRegistration()
+        else:
+            raise _Refused("410", clean(params[0])[:20], "Invalid CAP command")
+
+    def irc_PASS(self, params: list[str]) -> None:
+        if self.registered or self.registering:
+            raise _Refused(N.ERR_ALREADYREGISTRED, "You may not reregister")
+        if not params or not params[0]:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "PASS", "Not enough parameters")
+        self.password = params[0]
+
+    def irc_NICK(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            raise _Refused(N.ERR_NONICKNAMEGIVEN, "No nickname given")
+        wanted = params[0]
+        if not NICK_RE.fullmatch(wanted):
+            raise _Refused(N.ERR_ERRONEUSNICKNAME, clean(wanted)[:32],
+                           f"Erroneous nickname (1 to {NICKLEN} of A-Z a-z 0-9 _ -)")
+        hub = self.factory.hub
+        if not self.registered:
+            holder = hub.nicks.get(wanted.casefold())
+            if (holder is not None and holder is not self) or wanted.casefold() in hub.identities:
+                raise _Refused(N.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
+            self.wantedNick = wanted
+            self.tryRegistration()
+            return
+        if wanted == self.nick:
+            return
+        if self.account is not None or self.factory.hub.nicks.get(self.nick.casefold()) is not self:
+            raise _Refused(N.ERR_ERRONEUSNICKNAME, wanted, "Your nickname is your account name here")
+        holder = hub.nicks.get(wanted.casefold())
+        if (holder is not None and holder is not self) or wanted.casefold() in hub.identities:
+            raise _Refused(N.ERR_NICKNAMEINUSE, wanted, "Nickname is already in use")
+        self.answer(hub.changeNick(self, wanted), refused=lambda why: self.numeric(
+            N.ERR_NICKNAMEINUSE, wanted, why))
+
+    def irc_USER(self, params: list[str]) -> None:
+        if self.registered or self.registering:
+            raise _Refused(N.ERR_ALREADYREGISTRED, "You may not reregister")
+        if len(params) < 4 or not params[0]:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
+        self.username = "".join(c for c in params[0] if c.isalnum() or c in "_-.")[:10] or "user"
+        self.realname = clean(params[3])[:100]
+        self.tryRegistration()
+
+    def irc_AUTHENTICATE(self, params: list[str]) -> None:
+        gate = self.factory.loginGate
+        if gate is None:
+            raise _Refused(ERR_SASLFAIL, "SASL authentication failed: this server has no logins")
+        if self.account is not None:
+            raise _Refused(ERR_SASLALREADY, "You have already authenticated")
+        if self.registered or self.registering:
+            raise _Refused(ERR_SASLALREADY, "SASL is for before registration")
+        if not params:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "AUTHENTICATE", "Not enough parameters")
+        chunk = params[0]
+        if chunk == "*":
+            self.saslBuffer = None
+            raise _Refused(ERR_SASLABORTED, "SASL authentication aborted")
+        if self.saslBuffer is None:
+            if chunk.upper() != "PLAIN":
+                self.write(ircLine(self.server, RPL_SASLMECHS, self.wantedNick or "*", "PLAIN",
+                                   "are available SASL mechanisms"))
+                raise _Refused(ERR_SASLFAIL, "SASL authentication failed")
+            self.saslBuffer = ""
+            self.write(ircLine("", "AUTHENTICATE", "+"))
+            return
+        if chunk != "+":
+            self.saslBuffer += chunk
+            if len(self.saslBuffer) > 1200:
+                self.saslBuffer = None
+                raise _Refused(ERR_SASLTOOLONG, "SASL message too long")
+            if len(chunk) == 400:
+                return  # more to come
+        payload, self.saslBuffer = self.saslBuffer, None
+        try:
+            _, name, password = base64.b64decode(payload, validate=True).decode("utf-8").split("\0")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise _Refused(ERR_SASLFAIL, "SASL authentication failed: not PLAIN") from None
+        self.checkLogin(name, password, sasl=True)
+
+    def checkLogin(self, name: str, password: str, sasl: bool) -> None:
+        """Ask the chat's login gate (its per-host backoff holds on every face); what follows waits."""
+        gate = self.factory.loginGate
+        assert gate is not None
+        self.awaiting = True
+        host = str(getattr(self.transport.getPeer(), "host", self.peer))
+        creds = credentials.UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))
+        d = self.loginAttempt = gate.login(host, creds, IChatUser)
+
+        def settle() -> None:
+            self.awaiting = False
+            self.loginAttempt = None
+
+        def loggedIn(result: Any) -> None:
+            _, avatar, _ = result
+            settle()
+            if self.closed:
+                return
+            log.info("irc login by {user} from {peer}", user=avatar, peer=self.peer)
+            self.account = avatar
+            if sasl:
+                mask = Who(avatar, FACE).mask
+                self.write(ircLine(self.server, RPL_LOGGEDIN, self.wantedNick or "*", mask, avatar,
+                                   f"You are now logged in as {avatar}"))
+                self.write(ircLine(self.server, RPL_SASLSUCCESS, self.wantedNick or "*",
+                                   "SASL authentication successful"))
+            self.tryRegistration()
+            self.release()
+
+        def failed(why: str) -> None:
+            settle()
+            if self.closed:
+                return
+            if sasl:
+                self.write(ircLine(self.server, ERR_SASLFAIL, self.wantedNick or "*",
+                                   f"SASL authentication failed: {why}"))
+                self.release()
+            else:
+                self.write(ircLine(self.server, N.ERR_PASSWDMISMATCH, self.wantedNick or "*",
+                                   f"Password incorrect: {why}"))
+                self.closeWithError("Bad password")
+
+        def refused(failure: Any) -> None:
+            failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials, LoginRefused, defer.CancelledError)
+            if failure.check(defer.CancelledError):
+                return
+            if failure.check(LoginRefused):
+                self.factory.errors["login_refused"] += 1
+                failed(str(failure.value))
+                return
+            self.factory.errors["login_failed"] += 1
+            log.info("irc failed login for {user!r} from {peer}", user=name, peer=self.peer)
+            # Answered once the host may try again, as /login does.
+            self.factory.clock.callLater(gate.retryAfter(host), failed, "wrong name or password")
+
+        def broken(failure: Any) -> None:
+            log.failure("irc login check failed", failure)
+            failed("the server could not check it")
+
+        d.addCallbacks(loggedIn, refused).addErrback(broken)
+
+    def tryRegistration(self) -> None:
+        """NICK and USER given, CAP negotiation over, logins done: enter the chat."""
+        if self.registered or self.registering or self.awaiting:
+            return
+        if not self.wantedNick or not self.username or self.capsNegotiating or self.saslBuffer is not None:
+            return
+        factory = self.factory
+        identity = peerIdentity(self.transport)
+        if identity is None and factory.loginGate is not None:
+            if self.account is None:
+                if self.password is None:
+                    self.write(ircLine(self.server, N.ERR_PASSWDMISMATCH, self.wantedNick,
+                                       "This server needs a login: PASS NAME:PASSWORD or SASL PLAIN"))
+                    self.closeWithError("Login required")
+                    return
+                name, colon, password = self.password.partition(":")
+                if not colon:
+                    name, password = self.wantedNick, self.password
+                self.checkLogin(name, password, sasl=False)
+                return
+            identity = self.account
+        self.registering = True
+        self.awaiting = True
+        try:
+            d = factory.hub.enter(self, identity)
+        except ChatError as e:
+            self.registering = self.awaiting = False
+            self.closeWithError(str(e))
+            return
+        d.addCallback(self._entered, identity).addErrback(self._notEntered)
+
+    def _entered(self, _: Any, identity: str | None) -> defer.Deferred[None] | None:
+        self.entered = True
+        if self.closed:
+            self.leaveHub("connection closed")
+            return None
+        wanted = self.wantedNick
+        if identity is not None or wanted == self.nick:
+            self._welcome()
+            return None
+
+        # A guest first: then the nickname it asked for, if it is still free.
+        def renamed(_: Any) -> None:
+            self._welcome()
+
+        def keptGuestName(failure: Any) -> None:
+            failure.trap(ChatError)
+            self._welcome()
+            self.notice(f"{wanted} was taken meanwhile: you are {self.nick}")
+
+        try:
+            d = self.factory.hub.changeNick(self, wanted)
+        except ChatError as e:
+            d = defer.fail(e)
+        return d.addCallbacks(renamed, keptGuestName)
+
+    def _notEntered(self, failure: Any) -> None:
+        self.registering = self.awaiting = False
+        if not failure.check(ChatError):
+            log.failure("irc could not let {peer} in", failure, peer=self.peer)
+        if not self.closed:
+            self.closeWithError(str(failure.value) if failure.check(ChatError) else "The chat cannot take you now")
+
+    def _welcome(self) -> None:
+        self.registering = False
+        self.awaiting = False
+        if self.closed:
+            return
+        self.registered = True
+        self.signedOn = self.factory.clock.seconds()
+        factory = self.factory
+        nick = self.nick
+        server = self.server
+        lines = [
+            ircLine(server, N.RPL_WELCOME, nick, f"Welcome to the {factory.network} chat, {self.mask}"),
+            ircLine(server, N.RPL_YOURHOST, nick, f"Your host is {server}, running sockproto-{__version__}"),
+            ircLine(server, N.RPL_CREATED, nick, f"This server was created {factory.created}"),
+            ircLine(server, N.RPL_MYINFO, nick, server, f"sockproto-{__version__}", "i", "ntmikl", "kl"),
+        ]
+        tokens = factory.isupport()
+        for start in range(0, len(tokens), 12):
+            lines.append(ircLine(server, RPL_ISUPPORT, nick, *tokens[start:start + 12], "are supported by this server"))
+        self.write(b"".join(lines))
+        self.irc_LUSERS([])
+        self.irc_MOTD([])
+        # The hub put the member in the lobby while it was a guest: the client hears it now, under its name.
+        room = self.room
+        if room is not None:
+            self.shownChannel = room.name
+            self.write(ircLine(self.mask, "JOIN", room.name))
+            self.showNames(room.name)
+            self.factory.hub.replay(self, self.factory.hub.historyOnJoin, quiet=True)
+        self.release()
+
+    # -- answers the hub may give later ------------------------------------------------
+
+    def answer(self, d: defer.Deferred[Any], then: Any = None, refused: Any = None) -> None:
+        """``then(result)`` once the hub has done it; ``refused(why)`` (default: a NOTICE) if it would not."""
+
+        def failed(failure: Any) -> None:
+            if not failure.check(ChatError):
+                log.failure("irc request failed for {peer}", failure, peer=self.peer)
+            if not self.closed and not self.dropped:
+                why = str(failure.value) if failure.check(ChatError) else "the server could not do that now"
+                (refused or self.notice)(why)
+
+        def done(result: Any) -> None:
+            if then is not None and not self.closed and not self.dropped:
+                then(result)
+
+        if d.called:
+            d.addCallbacks(done, failed)
+            return
+        self.awaiting = True
+
+        def resume(_: Any) -> None:
+            self.awaiting = False
+            self.release()
+
+        d.addCallbacks(done, failed).addBoth(resume)
+
+    # -- commands -------------------------------------------------------------------
+
+    def irc_PING(self, params: list[str]) -> None:
+        if not params:
+            raise _Refused(N.ERR_NOORIGIN, "No origin specified")
+        self.reply(ircLine(self.server, "PONG", self.server, params[0]))
+
+    def irc_PONG(self, params: list[str]) -> None:
+        pass  # any input keeps the connection from being idle
+
+    def irc_QUIT(self, params: list[str]) -> None:
+        reason = clean(params[0])[:200].strip() if params else ""
+        self.quitting = True
+        self.leaveHub(reason or "quit")
+        self.write(ircLine("", "ERROR", f"Closing link: {self.peer} (Quit: {reason or 'quit'})"))
+        self.closeConnection()
+
+    def irc_JOIN(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "JOIN", "Not enough parameters")
+        if params[0] == "0":
+            self._part(self.shownChannel, "left all channels", quiet=True)
+            return
+        # Keys are accepted and not needed: the chat's rooms have no keys (yet).
+        for target in params[0].split(","):
+            room = channelName(target)
+            if room is None:
+                self.numeric(N.ERR_NOSUCHCHANNEL, clean(target)[:CHANNELLEN + 8], "No such channel")
+                continue
+            if room == self.shownChannel:
+                continue
+            self.answer(self.factory.hub.join(self, room), then=lambda _, room=room: self.showNames(room),
+                        refused=lambda why, room=room: self.numeric(N.ERR_TOOMANYCHANNELS, room, why))
+            if self.awaiting:
+                rest = ",".join(params[0].split(",")[params[0].split(",").index(target) + 1:])
+                if rest:
+                    self.held = (f"JOIN {rest}".encode(), *self.held)
+                return
+
+    def irc_PART(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "PART", "Not enough parameters")
+        reason = clean(params[1])[:200] if len(params) > 1 else ""
+        for target in params[0].split(","):
+            room = channelName(target)
+            if room is None or (room != self.shownChannel and room not in self.factory.hub.rooms):
+                self.numeric(N.ERR_NOSUCHCHANNEL, clean(target)[:CHANNELLEN + 8], "No such channel")
+            elif room != self.shownChannel:
+                self.numeric(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
+            else:
+                self._part(room, reason)
+
+    def _part(self, room: str | None, reason: str, quiet: bool = False) -> None:
+        """
+        Leave ``room``.  A member of the chat is always in a room: leaving one
+        is going back to the lobby, and the lobby cannot be left.
+        """
+        if room is None or room == LOBBY:
+            if not quiet:
+                self.notice(f"You stay in {LOBBY} until you join another channel")
+            return
+        # The client hears its PART (with its reason) now, and the hub's move to the lobby after.
+        self.reply(ircLine(self.mask, "PART", room, reason))
+        self.shownChannel = None
+        self.answer(self.factory.hub.join(self, LOBBY), then=lambda _: self.showNames(LOBBY))
+
+    def irc_PRIVMSG(self, params: list[str], command: str = "PRIVMSG") -> None:
+        quiet = command == "NOTICE"  # RFC 2812 3.3.2: no automatic reply to a NOTICE
+        if not params or not params[0]:
+            if not quiet:
+                raise _Refused(N.ERR_NORECIPIENT, f"No recipient given ({command})")
+            return
+        if len(params) < 2 or not params[1]:
+            if not quiet:
+                raise _Refused(N.ERR_NOTEXTTOSEND, "No text to send")
+            return
+        targets = params[0].split(",")
+        if len(targets) > MAX_TARGETS:
+            if not quiet:
+                raise _Refused(N.ERR_TOOMANYTARGETS, params[0][:64], "Too many targets")
+            return
+        raw = params[1]
+        ctcp = ircwords.ctcpExtract(raw) if ircwords.X_DELIM in raw else None
+        action = None
+        if ctcp is not None:
+            for tag, data in ctcp["extended"]:
+                if tag == "ACTION":
+                    action = clean(data or "")
+            if action is None:
+                return  # other CTCP (VERSION, PING...) is not passed on: the other faces cannot answer it
+        text = clean(action if action is not None else raw)
+        if not text.strip():
+            if not quiet:
+                raise _Refused(N.ERR_NOTEXTTOSEND, "No text to send")
+            return
+        hub = self.factory.hub
+        for target in targets:
+            if target.startswith("#"):
+                room = channelName(target)
+                if room is None or (room != self.shownChannel and room not in hub.rooms):
+                    if not quiet:
+                        self.numeric(N.ERR_NOSUCHNICK, clean(target)[:40], "No such nick/channel")
+                    continue
+                if room != self.shownChannel:
+                    if not quiet:
+                        self.numeric(N.ERR_CANNOTSENDTOCHAN, room, "Cannot send to channel (you are not in it)")
+                    continue
+                if action is not None:
+                    hub.act(self, text)
+                else:
+                    hub.say(self, text)
+                if self.hasCap("echo-message"):
+                    self.reply(self.face._said(self.mask, room, text, self.factory.clock.seconds(),
+                                               action is not None))
+                continue
+            if action is not None:
+                text = f"* {self.nick} {text}"  # the chat's private messages have no actions
+            try:
+                d = hub.privateMessage(self, target, text)
+            except ChatError:
+                d = defer.fail(ChatError(target))
+            self.answer(d, refused=(lambda why: None) if quiet else (
+                lambda why, target=target: self.numeric(N.ERR_NOSUCHNICK, clean(target)[:40],
+                                                        "No such nick/channel")))
+            if self.awaiting:
+                return
+
+    def irc_NOTICE(self, params: list[str]) -> None:
+        # The chat has no notices between members: a NOTICE is delivered as a message.
+        self.irc_PRIVMSG(params, command="NOTICE")
+
+    def irc_NAMES(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            if self.shownChannel is not None:
+                self.showNames(self.shownChannel)
+            else:
+                self.numeric(N.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+            return
+        for target in params[0].split(","):
+            room = channelName(target)
+            if room is not None and room == self.shownChannel:
+                self.showNames(room)
+            else:
+                # Only the names of one's own room are shown (the chat's /names), as for a secret channel.
+                self.numeric(N.RPL_ENDOFNAMES, room or clean(target)[:40], "End of /NAMES list")
+
+    def showNames(self, room: str) -> None:
+        if self.room is None or self.room.name != room:
+            return
+
+        def show(names: list[str]) -> None:
+            members = [events.Membership(name) for name in names]
+            self.reply(namesReply(self.server, self.nick, room, members, self.hasCap("multi-prefix")))
+
+        self.answer(self.factory.hub.whenNames(self), show)
+
+    def irc_LIST(self, params: list[str]) -> None:
+        wanted = {channelName(t) for t in params[0].split(",")} if params and params[0] else None
+
+        def show(rooms: list[tuple[str, int]]) -> None:
+            lines = [ircLine(self.server, N.RPL_LISTSTART, self.nick, "Channel", "Users  Name")]
+            lines += [ircLine(self.server, N.RPL_LIST, self.nick, name, str(count), "")
+                      for name, count in rooms if wanted is None or name in wanted]
+            lines.append(ircLine(self.server, N.RPL_LISTEND, self.nick, "End of /LIST"))
+            self.reply(b"".join(lines))
+
+        self.answer(self.factory.hub.whenRooms(), show)
+
+    def irc_TOPIC(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "TOPIC", "Not enough parameters")
+        room = channelName(params[0])
+        if room is None or (room != self.shownChannel and room not in self.factory.hub.rooms):
+            raise _Refused(N.ERR_NOSUCHCHANNEL, clean(params[0])[:40], "No such channel")
+        if room != self.shownChannel:
+            raise _Refused(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
+        if len(params) > 1:
+            # Topics come with room moderation (operators), which this chat does not have yet.
+            raise _Refused(N.ERR_CHANOPRIVSNEEDED, room, "You're not channel operator")
+        self.numeric(N.RPL_NOTOPIC, room, "No topic is set")
+
+    def irc_MODE(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
+        target = params[0]
+        if not target.startswith("#"):
+            if target.casefold() != self.nick.casefold():
+                if target.casefold() in self.factory.hub.nicks:
+                    raise _Refused(N.ERR_USERSDONTMATCH, "Cant change mode for other users")
+                raise _Refused(N.ERR_NOSUCHNICK, clean(target)[:40], "No such nick/channel")
+            if len(params) == 1:
+                self.numeric(N.RPL_UMODEIS, "+")
+            else:
+                raise _Refused(N.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag (no user modes here)")
+            return
+        room = channelName(target)
+        if room is None or (room != self.shownChannel and room not in self.factory.hub.rooms):
+            raise _Refused(N.ERR_NOSUCHCHANNEL, clean(target)[:40], "No such channel")
+        if len(params) == 1:
+            # +n is true of every room: only its members can say anything in it.
+            self.numeric(N.RPL_CHANNELMODEIS, room, "+n")
+            return
+        change = params[1]
+        if change in ("b", "+b", "e", "+e", "I", "+I") and len(params) == 2:
+            ends = {"b": (N.RPL_ENDOFBANLIST, "End of channel ban list"),
+                    "e": (N.RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
+                    "I": (N.RPL_ENDOFINVITELIST, "End of channel invite list")}
+            code, text = ends[change[-1]]
+            self.numeric(code, room, text)
+            return
+        for letter in change:
+            if letter not in "+-" and letter not in "bklimnstov":
+                raise _Refused(N.ERR_UNKNOWNMODE, letter, f"is unknown mode char to me for {room}")
+        if room != self.shownChannel:
+            raise _Refused(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
+        raise _Refused(N.ERR_CHANOPRIVSNEEDED, room, "You're not channel operator")
+
+    def irc_KICK(self, params: list[str]) -> None:
+        if len(params) < 2:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters")
+        room = channelName(params[0])
+        if room is None or (room != self.shownChannel and room not in self.factory.hub.rooms):
+            raise _Refused(N.ERR_NOSUCHCHANNEL, clean(params[0])[:40], "No such channel")
+        if room != self.shownChannel:
+            raise _Refused(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
+        target = self.factory.hub.nicks.get(params[1].casefold())
+        if target is None or target.room is None or target.room.name != room:
+            raise _Refused(N.ERR_USERNOTINCHANNEL, clean(params[1])[:40], room, "They aren't on that channel")
+        raise _Refused(N.ERR_CHANOPRIVSNEEDED, room, "You're not channel operator")
+
+    def irc_INVITE(self, params: list[str]) -> None:
+        if len(params) < 2:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "INVITE", "Not enough parameters")
+        nick, target = params[0], params[1]
+        room = channelName(target)
+        hub = self.factory.hub
+        member = hub.nicks.get(nick.casefold())
+        if member is None:
+            raise _Refused(N.ERR_NOSUCHNICK, clean(nick)[:40], "No such nick/channel")
+        if room is None or (room != self.shownChannel and room not in hub.rooms):
+            raise _Refused(N.ERR_NOSUCHCHANNEL, clean(target)[:40], "No such channel")
+        if room != self.shownChannel:
+            raise _Refused(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
+        if member.room is not None and member.room.name == room:
+            raise _Refused(N.ERR_USERONCHANNEL, member.nick, room, "is already on channel")
+        # Rooms are open to all (no +i yet): an invitation is a private message saying where to come.
+        self.numeric(N.RPL_INVITING, member.nick, room)
+        if isinstance(member, IrcProtocol):
+            member.reply(ircLine(self.mask, "INVITE", member.nick, room))
+        else:
+            self.answer(hub.privateMessage(self, member.nick, f"invites you to {room} (/join {room})"),
+                        refused=lambda why: None)
+
+    def irc_AWAY(self, params: list[str]) -> None:
+        text = clean(params[0])[:TOPICLEN].strip() if params else ""
+        self.awayText = text
+        if text:
+            self.numeric(N.RPL_NOWAWAY, "You have been marked as being away")
+        else:
+            self.numeric(N.RPL_UNAWAY, "You are no longer marked as being away")
+        room = self.room
+        if room is None:
+            return
+        # away-notify, for this server's IRC members of the room (the other faces have no away yet).
+        line = ircLine(self.mask, "AWAY", text) if text else ircLine(self.mask, "AWAY")
+        for member in list(room.members):
+            if member is not self and isinstance(member, IrcProtocol) and member.hasCap("away-notify"):
+                member.reply(line)
+
+    def irc_WHOIS(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            raise _Refused(N.ERR_NONICKNAMEGIVEN, "No nickname given")
+        nicks = params[-1]
+        for nick in nicks.split(",")[:MAX_TARGETS]:
+            member = self.factory.hub.nicks.get(nick.casefold())
+            if member is None:
+                self.numeric(N.ERR_NOSUCHNICK, clean(nick)[:40], "No such nick/channel")
+                self.numeric(N.RPL_ENDOFWHOIS, clean(nick)[:40], "End of /WHOIS list")
+                continue
+            who = whoOf(member)
+            name = member.nick
+            self.numeric(N.RPL_WHOISUSER, name, who.user, who.host, "*", getattr(member, "realname", "") or name)
+            if member.room is not None:
+                self.numeric(N.RPL_WHOISCHANNELS, name, member.room.name)
+            self.numeric(N.RPL_WHOISSERVER, name, self.server, f"{self.factory.network} chat")
+            away = getattr(member, "awayText", "")
+            if away:
+                self.numeric(N.RPL_AWAY, name, away)
+            if name.casefold() in self.factory.hub.identities:
+                self.numeric("330", name, name, "is logged in as")
+            since = getattr(member, "signedOn", 0.0)
+            if since:
+                self.numeric(N.RPL_WHOISIDLE, name, "0", str(int(since)), "seconds idle, signon time")
+            self.numeric(N.RPL_ENDOFWHOIS, name, "End of /WHOIS list")
+
+    def irc_WHO(self, params: list[str]) -> None:
+        mask = params[0] if params and params[0] else "*"
+        hub = self.factory.hub
+        room = channelName(mask) if mask.startswith("#") else None
+        if room is not None:
+            members = list(hub.rooms[room].members) if room == self.shownChannel and room in hub.rooms else []
+        elif mask in ("*", "0"):
+            members = [m for m in ([] if self.room is None else self.room.members)]
+        else:
+            member = hub.nicks.get(mask.casefold())
+            members = [member] if member is not None else []
+        lines = []
+        for member in members:
+            who = whoOf(member)
+            flags = "G" if getattr(member, "awayText", "") else "H"
+            channel = member.room.name if member.room is not None else "*"
+            lines.append(ircLine(self.server, N.RPL_WHOREPLY, self.nick, channel, who.user, who.host, self.server,
+                                 member.nick, flags, f"0 {getattr(member, 'realname', '') or member.nick}"))
+        lines.append(ircLine(self.server, N.RPL_ENDOFWHO, self.nick, clean(mask)[:40], "End of WHO list"))
+        self.reply(b"".join(lines))
+
+    def irc_ISON(self, params: list[str]) -> None:
+        if not params:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "ISON", "Not enough parameters")
+        nicks = self.factory.hub.nicks
+        online = [nicks[n.casefold()].nick for p in params for n in p.split() if n.casefold() in nicks]
+        self.numeric(N.RPL_ISON, " ".join(online))
+
+    def irc_USERHOST(self, params: list[str]) -> None:
+        if not params:
+            raise _Refused(N.ERR_NEEDMOREPARAMS, "USERHOST", "Not enough parameters")
+        found = []
+        for nick in params[:5]:
+            member = self.factory.hub.nicks.get(nick.casefold())
+            if member is not None:
+                who = whoOf(member)
+                away = "-" if getattr(member, "awayText", "") else "+"
+                found.append(f"{member.nick}={away}{who.user}@{who.host}")
+        self.numeric(N.RPL_USERHOST, " ".join(found))
+
+    def irc_LUSERS(self, params: list[str]) -> None:
+        hub = self.factory.hub
+        users = len(hub.present)
+        self.reply(b"".join([
+            ircLine(self.server, N.RPL_LUSERCLIENT, self.nick, f"There are {users} users and 0 invisible on 1 servers"),
+            ircLine(self.server, N.RPL_LUSEROP, self.nick, "0", "operator(s) online"),
+            ircLine(self.server, N.RPL_LUSERCHANNELS, self.nick, str(len(hub.rooms)), "channels formed"),
+            ircLine(self.server, N.RPL_LUSERME, self.nick, f"I have {users} clients and 0 servers"),
+        ]))
+
+    def irc_MOTD(self, params: list[str]) -> None:
+        server = self.server
+        lines = [ircLine(server, N.RPL_MOTDSTART, self.nick, f"- {server} Message of the day - ")]
+        lines += [ircLine(server, N.RPL_MOTD, self.nick, f"- {text}") for text in self.factory.motd]
+        lines.append(ircLine(server, N.RPL_ENDOFMOTD, self.nick, "End of /MOTD command."))
+        self.reply(b"".join(lines))
+
+    def irc_VERSION(self, params: list[str]) -> None:
+        self.numeric(N.RPL_VERSION, f"sockproto-{__version__}.", self.server, "IRC face of the sockproto chat")
+
+    def irc_TIME(self, params: list[str]) -> None:
+        self.numeric(N.RPL_TIME, self.server, time.strftime("%A %B %d %Y -- %H:%M:%S +00:00",
+                                                            time.gmtime(self.factory.clock.seconds())))
+
+    # -- leaving ----------------------------------------------------------------
+
+    def closeWithError(self, why: str) -> None:
+        self.write(ircLine("", "ERROR", f"Closing link: {why}"))
+        self.closeConnection()
+
+    def leaveHub(self, reason: str) -> None:
+        if self.entered:
+            self.entered = False
+            self.factory.hub.leave(self, reason)
+
+    def idleTimedOut(self) -> None:
+        self.leaveHub("idle")
+        self.closeWithError("Idle too long")
+
+    def serverStopping(self) -> None:
+        self.closeWithError("Server shutting down")
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._lagCall is not None and self._lagCall.active():
+            self._lagCall.cancel()
+        if self.loginAttempt is not None:
+            self.loginAttempt.cancel()
+        self.leaveHub("too slow" if self.dropped else "connection closed")
+        LineServerProtocol.connectionLost(self, reason)
+
+
+_BEFORE_REGISTRATION = frozenset({"CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "QUIT"})
+
+
+def whoOf(member: Any) -> Who:
+    """A member as IRC shows it: its face is in its mask, never its address."""
+    face = getattr(getattr(member, "face", None), "name", None)
+    return Who(member.nick, face or events.UNKNOWN_FACE)
+
+
+class IrcFactory(ServerFactory):
+    """
+    The IRC face's connections.  The chat's own factory (``chat``) gives the
+    hub, the login gate and the flood and output limits, so every face
+    follows the same rules.
+    """
+
+    serviceName = "chat-irc"
+    protocol = IrcProtocol
+    refusal = b"ERROR :Closing link: server full, try again later\r\n"
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        hub: ChatHub,
+        loginGate: LoginGate | None = None,
+        serverName: str = "sockproto",
+        network: str = "sockproto",
+        floodRate: float = 5.0,
+        floodBurst: int = 20,
+        maxOutputBuffer: int = 1 << 20,
+        keepAlive: bool = True,
+        **limits: Any,
+    ) -> None:
+        ServerFactory.__init__(self, clock, **limits)
+        self.hub = hub
+        self.loginGate = loginGate
+        self.serverName = serverName
+        self.network = network
+        self.floodRate = floodRate
+        self.floodBurst = floodBurst
+        self.maxOutputBuffer = maxOutputBuffer
+        self.keepAlive = keepAlive
+        self.faces = {False: IrcFace(serverName, False), True: IrcFace(serverName, True)}
+        self.capabilities = CAPABILITIES + (("sasl",) if loginGate is not None else ())
+        self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(clock.seconds()))
+        self.motd = (
+            f"This is the {network} chat: IRC, line (nc) and browser users share its rooms.",
+            f"You are in {LOBBY}; JOIN another channel to move there (one channel at a time).",
+        )
+
+    def isupport(self) -> list[str]:
+        return [
+            "CASEMAPPING=ascii",
+            "CHANTYPES=#",
+            "PREFIX=(ov)@+",
+            "CHANMODES=b,k,l,imnt",
+            f"NICKLEN={NICKLEN}",
+            f"CHANNELLEN={CHANNELLEN}",
+            f"TOPICLEN={TOPICLEN}",
+            f"NETWORK={self.network}",
+            "CHANLIMIT=#:1",
+            f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,WHOIS:{MAX_TARGETS}",
+            "AWAYLEN=300",
+            "SAFELIST",
+        ]
+
+    @property
+    def slowConsumers(self) -> int:
+        return self.errors["slow_consumer"]

@@ -1,0 +1,393 @@
+"""The chat's IRC face without sockets: registration, commands, numerics, rendering of the hub's events."""
+
+from __future__ import annotations
+
+import base64
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.cred import checkers
+from twisted.cred.portal import Portal
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+from twisted.words.protocols import irc as ircwords
+
+from sockproto.chat.history import MEMORY, History
+from sockproto.chat.hub import ChatHub
+from sockproto.chat.irc import IRC_LINE, IrcFactory, ircLine, splitText
+from sockproto.chat.login import ChatRealm
+from sockproto.chat.protocol import ChatFactory
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+class Setup:
+    def __init__(self, auth: bool = False, floodRate: float = 0.0) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.hub = ChatHub(self.clock, History(MEMORY, self.clock))
+        portal = None
+        if auth:
+            users = checkers.InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret", bob=b"hunter2")
+            portal = Portal(ChatRealm(), [users])
+        self.chat = ChatFactory(self.clock, self.hub, portal=portal, floodRate=0)
+        self.factory = IrcFactory(self.clock, self.hub, loginGate=self.chat.loginGate, serverName="irc.test",
+                                  floodRate=floodRate, floodBurst=3)
+
+    def connect(self) -> Client:
+        proto = self.factory.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        proto.makeConnection(transport)
+        return Client(self, proto, transport)
+
+    def line(self):
+        """A line-chat (nc) member of the same hub."""
+        proto = self.chat.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        proto.makeConnection(transport)
+        return proto, transport
+
+
+class Client:
+    def __init__(self, setup: Setup, proto, transport) -> None:
+        self.setup = setup
+        self.proto = proto
+        self.transport = transport
+
+    def send(self, *lines: str) -> None:
+        self.proto.dataReceived("".join(line + "\r\n" for line in lines).encode())
+
+    def take(self) -> list[tuple[str, str, list[str]]]:
+        """What the server wrote since last asked, parsed (tags dropped)."""
+        self.setup.hub.flush()
+        data = self.transport.value().decode()
+        self.transport.clear()
+        parsed = []
+        for raw in data.split("\r\n"):
+            if raw.startswith("@"):
+                raw = raw.partition(" ")[2]
+            if raw:
+                parsed.append(ircwords.parsemsg(raw))
+        return parsed
+
+    def commands(self) -> list[str]:
+        return [command for _, command, _ in self.take()]
+
+    def register(self, nick: str, *before: str) -> list[tuple[str, str, list[str]]]:
+        self.send(*before, f"NICK {nick}", "USER u 0 * :Real Name")
+        return self.take()
+
+
+class RegistrationTests(unittest.TestCase):
+    def test_welcomeBurst(self):
+        setup = Setup()
+        client = setup.connect()
+        got = client.register("alice")
+        commands = [c for _, c, _ in got]
+        for numeric in ("001", "002", "003", "004", "005", "251", "375", "372", "376", "JOIN", "353", "366"):
+            self.assertIn(numeric, commands)
+        self.assertEqual(commands[0], "001")
+        self.assertEqual(got[0][2][0], "alice")
+        isupport = " ".join(" ".join(p) for _, c, p in got if c == "005")
+        for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "PREFIX=(ov)@+", "CHANMODES=", "NICKLEN=24",
+                      "CHANNELLEN=33", "TOPICLEN=300", "NETWORK=sockproto"):
+            self.assertIn(token, isupport)
+        join = next(p for p, c, _ in got if c == "JOIN")
+        self.assertEqual(join, "alice!irc@irc.sockproto")
+        self.assertEqual(setup.hub.nicks["alice"], client.proto)
+
+    def test_commandsBeforeRegistrationAreRefused(self):
+        client = Setup().connect()
+        client.send("JOIN #dev")
+        self.assertEqual(client.commands(), ["451"])
+
+    def test_nickRefusals(self):
+        setup = Setup()
+        setup.connect().register("alice")
+        other = setup.connect()
+        other.send("NICK alice", "NICK bad!nick", "NICK")
+        self.assertEqual(other.commands(), ["433", "432", "431"])
+
+    def test_userNeedsFourParameters(self):
+        client = Setup().connect()
+        client.send("USER u 0")
+        self.assertEqual(client.commands(), ["461"])
+
+    def test_capNegotiationHoldsRegistration(self):
+        setup = Setup()
+        client = setup.connect()
+        client.send("CAP LS 302", "NICK alice", "USER u 0 * :R")
+        got = client.take()
+        self.assertEqual([c for _, c, _ in got], ["CAP"])
+        caps = got[0][2][2].split()
+        for cap in ("multi-prefix", "server-time", "away-notify", "echo-message", "message-tags"):
+            self.assertIn(cap, caps)
+        self.assertNotIn("sasl", " ".join(caps))  # no logins on this server
+        client.send("CAP REQ :server-time echo-message", "CAP REQ :nonsense")
+        self.assertEqual([(c, p[1]) for _, c, p in client.take()], [("CAP", "ACK"), ("CAP", "NAK")])
+        client.send("CAP END")
+        self.assertIn("001", client.commands())
+
+    def test_serverTimeTagsMessages(self):
+        setup = Setup()
+        alice = setup.connect()
+        alice.register("alice", "CAP LS 302", "CAP REQ server-time", "CAP END")
+        bob = setup.connect()
+        bob.register("bob")
+        alice.take()
+        bob.send("PRIVMSG #lobby :hello")
+        setup.hub.flush()
+        data = alice.transport.value().decode()
+        self.assertRegex(data, r"^@time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z :bob!irc@irc\.sockproto PRIVMSG "
+                               r"#lobby :hello\r\n$")
+
+    def test_passwordLogin(self):
+        setup = Setup(auth=True)
+        client = setup.connect()
+        got = client.register("whatever", "PASS alice:secret")
+        self.assertEqual(got[0][1], "001")
+        self.assertEqual(got[0][2][0], "alice")
+        self.assertIn("alice", setup.hub.identities)
+
+    def test_wrongPasswordIsRefusedAfterTheBackoff(self):
+        setup = Setup(auth=True)
+        client = setup.connect()
+        client.register("alice", "PASS alice:wrong")
+        setup.clock.advance(60)
+        commands = client.commands()
+        self.assertEqual(commands, ["464", "ERROR"])
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_loginRequired(self):
+        setup = Setup(auth=True)
+        client = setup.connect()
+        self.assertEqual([c for _, c, _ in client.register("alice")], ["464", "ERROR"])
+
+    def test_saslPlain(self):
+        setup = Setup(auth=True)
+        client = setup.connect()
+        client.send("CAP LS 302")
+        self.assertIn("sasl=PLAIN", client.take()[0][2][2])
+        client.send("CAP REQ :sasl", "AUTHENTICATE PLAIN")
+        self.assertEqual([c for _, c, _ in client.take()], ["CAP", "AUTHENTICATE"])
+        client.send("AUTHENTICATE " + base64.b64encode(b"\0bob\0hunter2").decode())
+        self.assertEqual([c for _, c, _ in client.take()], ["900", "903"])
+        got = client.register("bob", "CAP END")
+        self.assertEqual(got[0][1], "001")
+        self.assertIn("bob", setup.hub.identities)
+
+    def test_saslFailure(self):
+        setup = Setup(auth=True)
+        client = setup.connect()
+        client.send("CAP REQ :sasl", "AUTHENTICATE PLAIN",
+                    "AUTHENTICATE " + base64.b64encode(b"\0bob\0nope").decode())
+        setup.clock.advance(60)
+        self.assertEqual([c for _, c, _ in client.take()][-1], "904")
+        self.assertFalse(client.transport.disconnecting)
+
+
+class CommandTests(unittest.TestCase):
+    def setUp(self):
+        self.setup = Setup()
+        self.alice = self.setup.connect()
+        self.alice.register("alice")
+        self.bob = self.setup.connect()
+        self.bob.register("bob")
+        self.alice.take()
+
+    def test_pingEchoesTheToken(self):
+        self.alice.send("PING :some token")
+        self.assertEqual(self.alice.take(), [("irc.test", "PONG", ["irc.test", "some token"])])
+
+    def test_unknownCommand(self):
+        self.alice.send("FROBNICATE x")
+        self.assertEqual(self.alice.take(), [("irc.test", "421", ["alice", "FROBNICATE", "Unknown command"])])
+
+    def test_channelMessageReachesOthersNotTheSender(self):
+        self.alice.send("PRIVMSG #lobby :hi all")
+        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "PRIVMSG", ["#lobby", "hi all"])])
+        self.assertEqual(self.alice.take(), [])
+
+    def test_echoMessage(self):
+        self.alice.send("CAP REQ echo-message")
+        self.alice.take()
+        self.alice.send("PRIVMSG #lobby :hi all", "PRIVMSG bob :psst")
+        got = self.alice.take()
+        self.assertEqual([(c, p) for _, c, p in got], [("PRIVMSG", ["#lobby", "hi all"]), ("PRIVMSG", ["bob", "psst"])])
+
+    def test_actionIsCtcpAction(self):
+        self.alice.send("PRIVMSG #lobby :\x01ACTION waves\x01")
+        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "PRIVMSG", ["#lobby", "\x01ACTION waves\x01"])])
+
+    def test_privateMessage(self):
+        self.alice.send("PRIVMSG bob :psst", "PRIVMSG nobody :hello")
+        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "PRIVMSG", ["bob", "psst"])])
+        self.assertEqual([c for _, c, _ in self.alice.take()], ["401"])
+
+    def test_noticeGetsNoErrorReply(self):
+        self.alice.send("NOTICE nobody :hello", "NOTICE #nowhere :hello")
+        self.assertEqual(self.alice.take(), [])
+
+    def test_messageRefusals(self):
+        self.alice.send("PRIVMSG", "PRIVMSG #lobby", "PRIVMSG #nowhere :x", "PRIVMSG a,b,c,d,e :x")
+        self.assertEqual(self.alice.commands(), ["411", "412", "401", "407"])
+
+    def test_joinMovesBetweenChannels(self):
+        self.alice.send("JOIN #dev")
+        got = self.alice.take()
+        self.assertEqual([(c, p[0] if p else "") for _, c, p in got][:2], [("PART", "#lobby"), ("JOIN", "#dev")])
+        self.assertIn("366", [c for _, c, _ in got])
+        names = next(p for _, c, p in got if c == "353")
+        self.assertEqual(names[-1], "alice")
+        self.assertEqual([(c, p[0]) for _, c, p in self.bob.take()], [("PART", "#lobby")])
+
+    def test_partGoesBackToTheLobby(self):
+        self.alice.send("JOIN #dev")
+        self.alice.take()
+        self.alice.send("PART #dev :bye now")
+        got = self.alice.take()
+        self.assertEqual([(c, p[:2]) for _, c, p in got][:2], [("PART", ["#dev", "bye now"]), ("JOIN", ["#lobby"])])
+
+    def test_partRefusals(self):
+        self.alice.send("PART #nowhere", "PART")
+        self.assertEqual(self.alice.commands(), ["403", "461"])
+
+    def test_badChannelName(self):
+        self.alice.send("JOIN #has.dot")
+        self.assertEqual(self.alice.commands(), ["403"])
+
+    def test_moderationIsRefusedHonestly(self):
+        self.alice.send("TOPIC #lobby :new", "MODE #lobby +m", "KICK #lobby bob", "MODE #lobby +z")
+        self.assertEqual(self.alice.commands(), ["482", "482", "482", "472"])
+
+    def test_queries(self):
+        self.alice.send("TOPIC #lobby", "MODE #lobby", "MODE #lobby b", "MODE alice", "MODE bob")
+        self.assertEqual(self.alice.commands(), ["331", "324", "368", "221", "502"])
+
+    def test_whoisAndWho(self):
+        self.alice.send("WHOIS bob")
+        got = self.alice.take()
+        self.assertEqual([c for _, c, _ in got], ["311", "319", "312", "317", "318"])
+        self.assertEqual(got[0][2][:4], ["alice", "bob", "irc", "irc.sockproto"])
+        self.alice.send("WHO #lobby")
+        got = self.alice.take()
+        self.assertEqual(sorted(p[5] for _, c, p in got if c == "352"), ["alice", "bob"])
+        self.assertEqual(got[-1][1], "315")
+        self.alice.send("WHOIS nobody")
+        self.assertEqual(self.alice.commands(), ["401", "318"])
+
+    def test_isonUserhostLusers(self):
+        self.alice.send("ISON bob nobody", "USERHOST bob")
+        got = self.alice.take()
+        self.assertEqual(got[0][2][-1], "bob")
+        self.assertEqual(got[1][2][-1], "bob=+irc@irc.sockproto")
+        self.alice.send("LUSERS")
+        self.assertIn("2 users", self.alice.take()[0][2][-1])
+
+    def test_awayIsShownToWhoisAndPrivateMessages(self):
+        self.bob.send("CAP REQ away-notify")
+        self.bob.take()
+        self.alice.send("AWAY :lunch")
+        self.assertEqual(self.alice.commands(), ["306"])
+        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "AWAY", ["lunch"])])
+        self.bob.send("WHOIS alice")
+        self.assertIn(("301", ["bob", "alice", "lunch"]), [(c, p) for _, c, p in self.bob.take()])
+        self.alice.send("AWAY")
+        self.assertEqual(self.alice.commands(), ["305"])
+
+    def test_nickChange(self):
+        self.alice.send("NICK alicia")
+        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "NICK", ["alicia"])])
+        self.assertIn("alicia", self.setup.hub.nicks)
+        self.alice.send("NICK bob")
+        self.assertEqual(self.alice.commands(), ["NICK", "433"])
+
+    def test_quit(self):
+        self.alice.send("QUIT :gone fishing")
+        self.assertEqual(self.alice.commands(), ["ERROR"])
+        self.assertTrue(self.alice.transport.disconnecting)
+        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "QUIT", ["Quit: gone fishing"])])
+
+    def test_tooLongLine(self):
+        self.alice.send("PRIVMSG #lobby :" + "x" * 600)
+        self.assertEqual(self.alice.commands(), ["417"])
+        self.assertEqual(self.bob.take(), [])
+
+    def test_lineUsersShareTheRoom(self):
+        line, transport = self.setup.line()
+        self.alice.take()
+        line.dataReceived(b"hello from nc\n/me waves\n")
+        got = self.alice.take()
+        nick = line.nick
+        self.assertEqual(got, [
+            (f"{nick}!line@line.sockproto", "PRIVMSG", ["#lobby", "hello from nc"]),
+            (f"{nick}!line@line.sockproto", "PRIVMSG", ["#lobby", "\x01ACTION waves\x01"]),
+        ])
+        transport.clear()
+        self.alice.send("PRIVMSG #lobby :hi nc", f"PRIVMSG {nick} :private")
+        self.setup.hub.flush()
+        self.assertIn(b"<alice> hi nc", transport.value())
+        self.assertIn(b"*alice* private", transport.value())
+
+    def test_historyIsReplayedOnJoin(self):
+        self.bob.send("JOIN #dev", "PRIVMSG #dev :first")
+        self.alice.send("JOIN #dev")
+        got = self.alice.take()
+        said = [(p, c, a) for p, c, a in got if c == "PRIVMSG"]
+        self.assertEqual(said[0][0], "bob")
+        self.assertTrue(said[0][2][1].endswith("] first"), said)
+
+
+class FloodTests(unittest.TestCase):
+    def test_fakeLagDelaysAndLosesNothing(self):
+        setup = Setup(floodRate=1.0)
+        client = setup.connect()
+        client.register("alice")
+        setup.clock.advance(10)
+        client.send(*[f"PING :{n}" for n in range(6)])
+        first = [p[-1] for _, c, p in client.take() if c == "PONG"]
+        self.assertLess(len(first), 6)
+        setup.clock.advance(10)
+        rest = [p[-1] for _, c, p in client.take() if c == "PONG"]
+        self.assertEqual(first + rest, [str(n) for n in range(6)])
+
+
+class FormatTests(unittest.TestCase):
+    def test_ircLineTrailing(self):
+        self.assertEqual(ircLine("srv", "PRIVMSG", "#a", "one"), b":srv PRIVMSG #a :one\r\n")
+        self.assertEqual(ircLine("", "PONG", "srv", "tok"), b"PONG srv tok\r\n")
+        self.assertEqual(ircLine("", "PONG", "srv", "two words"), b"PONG srv :two words\r\n")
+
+    @given(st.text(min_size=1, max_size=300), st.integers(min_value=4, max_value=100))
+    def test_splitTextKeepsEverything(self, text, room):
+        pieces = splitText(text, room)
+        self.assertEqual("".join(pieces), text)
+        self.assertTrue(all(len(p.encode()) <= room for p in pieces))
+
+    def test_longMessagesAreSplitUnder512(self):
+        setup = Setup()
+        alice = setup.connect()
+        alice.register("alice")
+        line, _ = setup.line()
+        alice.take()
+        line.dataReceived(("é" * 250 + "\n").encode())
+        setup.hub.flush()
+        raw = alice.transport.value().split(b"\r\n")[:-1]
+        self.assertGreater(len(raw), 1)
+        self.assertTrue(all(len(r) + 2 <= IRC_LINE for r in raw))
+
+
+class OptionTests(unittest.TestCase):
+    def test_ircOption(self):
+        from twisted.python import usage
+
+        from sockproto.chat.service import Options
+
+        options = Options()
+        options.parseOptions(["--irc", "tcp:6667", "--irc", "tcp:6668"])
+        self.assertIn(("chat-irc", ["tcp:6667", "tcp:6668"]), options.listeners())
+        with self.assertRaises(usage.UsageError) as caught:
+            Options().parseOptions(["--irc", "nonsense:1"])
+        self.assertIn("--irc", str(caught.exception))
