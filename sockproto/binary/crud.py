@@ -19,7 +19,7 @@ from sockproto.binary.store import KeyValueStore
 from sockproto.server.connections import RequestReplyProtocol
 from sockproto.server.lifecycle import standalone
 from sockproto.server.lines import LineServerProtocol
-from sockproto.server.listen import positiveInt
+from sockproto.server.options import positiveInt
 
 HELP = (
     "OK commands: create KEY VALUE | read KEY | update KEY VALUE | delete KEY | "
