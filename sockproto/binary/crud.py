@@ -13,7 +13,7 @@ from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
 
 from sockproto.binary.codec import MAX_KEY, Code, Op
-from sockproto.binary.protocol import OrderedReplies, StoreFactory
+from sockproto.binary.replies import OrderedReplies, StoreFactory
 from sockproto.binary.service import StoreRegistry, StoreServerOptions, makeStoreService
 from sockproto.binary.store import KeyValueStore
 from sockproto.server.connections import RequestReplyProtocol
