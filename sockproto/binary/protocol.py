@@ -12,11 +12,14 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.basic import Int32StringReceiver
 
 from sockproto.binary.codec import (
+    BODY_KEY_OFFSET,
     DEFAULT_MAX_FRAME,
     HEADER,
+    HEADER_SIZE,
+    KEY_OFFSET,
+    LENGTH_SIZE,
     MAX_KEY,
     MIN_LENGTH,
     OP_ID,
@@ -60,19 +63,32 @@ def opName(op: int) -> str:
     return OP_NAMES.get(op, f"0x{op:02x}")
 
 
+# The fields of a reply's slot (a list, as every entry of OrderedReplies' queue is).
+#: The reply, None until the store has answered (OrderedReplies reads it there).
+_REPLY = 0
+#: The connection the reply is owed to.
+_PROTOCOL = 1
+#: A write's slot: its success reply, made when the request came (the error replies carry its request id).
+_SUCCESS = 2
+#: A READ's slot: its request id.
+_REQUEST_ID = 2
+#: When the request came (``time.monotonic``), for its latency.
+_ARRIVAL = 3
+
+
 class _Slot(list):
     """
     A reply's place in its connection's :class:`OrderedReplies` queue, for a
-    request the store answers later: ``[reply or None, protocol, ...]``.  A
-    list, as every queue entry is; a class for its methods, which cost half
-    of a closure made per request.
+    request the store answers later: ``[reply or None, protocol, ...]`` (the
+    fields named above).  A list, as every queue entry is; a class for its
+    methods, which cost half of a closure made per request.
     """
 
     __slots__ = ()
 
     def _filled(self, reply: bytes, op: int, received: float) -> None:
-        self[0] = reply
-        proto: SPBProtocol = self[1]
+        self[_REPLY] = reply
+        proto: SPBProtocol = self[_PROTOCOL]
         latency = proto.factory.latency[op]  # its observe(), inline
         elapsed = monotonic() - received
         latency.counts[_bisect(_BOUNDS, elapsed)] += 1
@@ -98,12 +114,13 @@ class _WriteSlot(_Slot):
     __slots__ = ()
 
     def done(self, code: int | None) -> None:
-        success: bytes = self[2]
+        success: bytes = self[_SUCCESS]
         if code is not None:
-            reply = self[1].factory.error(_ID.unpack_from(success, 5)[0], code, _MESSAGES[code])
+            requestId = _ID.unpack_from(success, LENGTH_SIZE + 1)[0]
+            reply = self[_PROTOCOL].factory.error(requestId, code, _MESSAGES[code])
         else:
             reply = success
-        self._filled(reply, success[4] & ~REPLY, self[3])
+        self._filled(reply, success[LENGTH_SIZE] & ~REPLY, self[_ARRIVAL])
 
 
 class _ReadSlot(_Slot):
@@ -112,22 +129,32 @@ class _ReadSlot(_Slot):
     __slots__ = ()
 
     def got(self, value: bytes | None, failure: Any) -> None:
-        requestId = self[2]
+        requestId = self[_REQUEST_ID]
         if failure is not None:
-            factory = self[1].factory
+            factory = self[_PROTOCOL].factory
             reply = factory.error(requestId, Code.SERVER_ERROR, f"the store cannot answer: {failure.value}")
         elif value is None:
-            reply = self[1].factory.error(requestId, Code.NOT_FOUND, "no such key")
+            reply = self[_PROTOCOL].factory.error(requestId, Code.NOT_FOUND, "no such key")
         else:
             reply = _HEADER_PACK(len(value) + MIN_LENGTH, _READ_REPLY, requestId) + value
-        self._filled(reply, _READ, self[3])
+        self._filled(reply, _READ, self[_ARRIVAL])
 
 
-class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
-    """One SPB/1 client."""
+class SPBProtocol(RequestReplyProtocol):
+    """
+    One SPB/1 client: frames parsed in one pass over each chunk, store calls,
+    replies in request order (:class:`OrderedReplies`).
+
+    @ivar MAX_LENGTH: the longest frame accepted (``--max-frame``).
+    @ivar paused: True while the peer owes a drain or the connection is
+        closing: no more frames are taken from what was read.
+    """
 
     factory: SPBFactory
     closing = False
+    MAX_LENGTH = DEFAULT_MAX_FRAME
+    paused = False
+    _unprocessed = b""
     _batch: list[bytes] | None = None
     _batchBytes = 0
 
@@ -155,26 +182,25 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         self.transmit(data)
 
     def dataReceived(self, data: bytes) -> None:
-        # One pass over the chunk instead of Int32StringReceiver's loop (the
-        # same attributes: _unprocessed, paused, MAX_LENGTH), so that a READ
-        # of a key this process holds is answered inline, without a call per
-        # step: at one request per chunk, the calls were most of a read's
-        # cost.  Anything else, and a READ that does not find its key (the
-        # error needs the key checked), goes through stringReceived.
+        # One pass over the chunk, so that a READ of a key this process holds
+        # is answered inline, without a call per step: at one request per
+        # chunk, the calls were most of a read's cost.  Anything else, and a
+        # READ that does not find its key (the error needs the key checked),
+        # goes through stringReceived.
         self.heard = True
         size = len(data)
         self.traffic.bytesIn += size
-        if size >= 9 and not self._unprocessed and not self.paused:
+        if size >= HEADER_SIZE and not self._unprocessed and not self.paused:
             length, op, requestId = _HEADER_FROM(data)
-            if length + 4 == size and length <= self.MAX_LENGTH:
+            if length + LENGTH_SIZE == size and length <= self.MAX_LENGTH:
                 # The commonest chunk: exactly one frame, so at most one
                 # reply now.  No batch, no loop.
                 self._received = received = monotonic()
-                if op == _READ and size > 11 and _U16_FROM(data, 9)[0] + 11 == size:
+                if op == _READ and size > KEY_OFFSET and _U16_FROM(data, HEADER_SIZE)[0] + KEY_OFFSET == size:
                     value = None
                     if self._localGet is None:
                         # The store answers later (Redis): the READ takes its place in the order.
-                        key = data[11:]
+                        key = data[KEY_OFFSET:]
                         if len(key) <= MAX_KEY and key.isascii():
                             self.factory.operations[_READ] += 1
                             slot = _ReadSlot((None, self, requestId, received))
@@ -183,7 +209,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
                             return
                     elif not self._owed:
                         # A stored key is valid (UTF-8, not too long): no checks when found.
-                        value = self._localGet(data[11:])
+                        value = self._localGet(data[KEY_OFFSET:])
                     if value is not None:
                         self._write(_HEADER_PACK(len(value) + MIN_LENGTH, _READ_REPLY, requestId) + value)
                         if self._overMark:
@@ -197,9 +223,9 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
                         return
                 if op in WRITES:
                     self.factory.operations[op] += 1
-                    self.handleWrite(op, requestId, data[9:])
+                    self.handleWrite(op, requestId, data[HEADER_SIZE:])
                 else:
-                    self.stringReceived(data[4:])
+                    self.stringReceived(data[LENGTH_SIZE:])
                 if self.partialSince is not None:
                     self.noteUnfinished(False, True)
                 return
@@ -214,21 +240,21 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         end = len(data)
         offset = reads = inline = 0
         try:
-            while end - offset >= 4 and not self.paused:
+            while end - offset >= LENGTH_SIZE and not self.paused:
                 (length,) = _LENGTH(data, offset)
                 if length > self.MAX_LENGTH:
                     self.lengthLimitExceeded(length)
                     return
-                start = offset + 4
+                start = offset + LENGTH_SIZE
                 offset = start + length
                 if offset > end:
-                    offset = start - 4
+                    offset = start - LENGTH_SIZE
                     break
-                if length > 7 and data[start] == _READ and get is not None and not queue:
+                if length > BODY_KEY_OFFSET and data[start] == _READ and get is not None and not queue:
                     # A stored key is valid (UTF-8, not too long): no checks when found.
                     requestId, size = _ID_KEY_SIZE(data, start + 1)
-                    if size + 7 == length:
-                        value = get(data[start + 7 : offset])
+                    if size + BODY_KEY_OFFSET == length:
+                        value = get(data[start + BODY_KEY_OFFSET : offset])
                         if value is not None:
                             batch.append(_HEADER_PACK(len(value) + MIN_LENGTH, _READ_REPLY, requestId) + value)
                             reads += 1
@@ -261,7 +287,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         self.transmit(joined)
 
     def holdInput(self) -> None:
-        self.paused = True  # Int32StringReceiver keeps the rest of the chunk
+        self.paused = True  # dataReceived keeps the rest of the chunk in _unprocessed
         self.replies.blocked = True
 
     def releaseInput(self) -> None:
@@ -353,7 +379,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
     def fatal(self, code: int, message: str) -> None:
         """The stream cannot be trusted any more: answer (request id 0) and close."""
         self.closing = True
-        self.paused = True  # stop Int32StringReceiver's parsing loop
+        self.paused = True  # stop dataReceived's parsing loop
         log.info("binary {peer}: {message}; closing", peer=self.peer, message=message)
         self.replies.ready(self.factory.error(0, code, message))
         self.replies.whenAnswered(self.closeConnection)
