@@ -234,3 +234,22 @@ class LaterStoreProtocolTests(unittest.TestCase):
         self.redis.answers[0].callback([b"a"])
         replies = self.frames()
         self.assertEqual([(op, rid) for op, rid, _ in replies], [(Op.LIST | REPLY, 1), (Op.READ | REPLY, 2)])
+
+
+class InterfacesTests(unittest.TestCase):
+    def test_whatEachStoreIs(self) -> None:
+        """Every store is an IKeyValueStore; only those holding the data set in this process are local ones."""
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import MemoryReactorClock
+        from zope.interface.verify import verifyObject
+
+        from sockproto.binary.redisstore import RedisStore
+        from sockproto.binary.store import MemoryStore
+        from sockproto.interfaces import IKeyValueStore, ILocalKeyValueStore
+
+        redis = RedisStore(MemoryReactorClock(), parseRedisURL("redis://127.0.0.1"))
+        memory = MemoryStore(Clock())
+        self.assertTrue(verifyObject(IKeyValueStore, redis))
+        self.assertFalse(ILocalKeyValueStore.providedBy(redis))
+        self.assertFalse(hasattr(redis, "get"))
+        self.assertTrue(verifyObject(ILocalKeyValueStore, memory))

@@ -36,7 +36,7 @@ from sockproto.binary.codec import (
     parseKey,
 )
 from sockproto.binary.replies import FLUSH_BYTES, OrderedReplies, StoreFactory
-from sockproto.binary.store import KeyValueStore
+from sockproto.interfaces import IKeyValueStore
 from sockproto.server.connections import RequestReplyProtocol
 from sockproto.server.latency import BOUNDS as _BOUNDS
 from sockproto.server.latency import LatencyHistogram
@@ -164,7 +164,8 @@ class SPBProtocol(RequestReplyProtocol):
         self.produceReplies(self.factory.maxOutputBuffer, self.factory.sendTimeout)
         self.replies = OrderedReplies(self.send)
         self._owed = self.replies.queue  # replies waiting for their turn
-        self._localGet = self.factory.store.get if self.factory.storeIsLocal else None
+        local = self.factory.localStore
+        self._localGet = local.get if local is not None else None
         self._storeWrite = self.factory.store.write
         # Instance attributes, not the classes' defaults: the read path finds them faster.
         self._unprocessed = b""
@@ -405,7 +406,7 @@ class SPBFactory(StoreFactory):
     protocol = SPBProtocol
 
     def __init__(
-        self, clock: IReactorTime, store: KeyValueStore, maxFrame: int = DEFAULT_MAX_FRAME, **settings: Any
+        self, clock: IReactorTime, store: IKeyValueStore, maxFrame: int = DEFAULT_MAX_FRAME, **settings: Any
     ) -> None:
         StoreFactory.__init__(self, clock, store, **settings)
         self.maxFrame = maxFrame
@@ -450,7 +451,8 @@ class SPBFactory(StoreFactory):
         """The reply to a request that is not a write."""
         try:
             if op == _READ:
-                value = self.store.get(parseExactKey(payload))
+                assert self.localStore is not None  # a store that answers later is asked in answerLater
+                value = self.localStore.get(parseExactKey(payload))
                 if value is None:
                     return self.error(requestId, Code.NOT_FOUND, "no such key")
                 return frame(_READ | REPLY, requestId, value)
@@ -459,7 +461,8 @@ class SPBFactory(StoreFactory):
             if op == Op.ECHO:
                 return frame(Op.ECHO | REPLY, requestId, payload)
             if op == Op.LIST:
-                keys = self.store.keys(parseExactKey(payload, allowEmpty=True))
+                assert self.localStore is not None
+                keys = self.localStore.keys(parseExactKey(payload, allowEmpty=True))
                 body = encodeKeyList(keys)
                 if len(body) + MIN_LENGTH > self.maxFrame:
                     return self.error(requestId, Code.TOO_LARGE, f"{len(keys)} keys do not fit in a frame")
@@ -504,7 +507,7 @@ class SPBFactory(StoreFactory):
             "uptime": round(time.monotonic() - self.started, 3),
             "connections": len(self.connections),
             "connections_total": self.totalConnections,
-            "keys": len(self.store),
+            "keys": self.store.stats()["keys"],
             "operations": {opName(op): n for op, n in self.operationCounts()},
             "bytes_in": sum(t.bytesIn for t in self.traffic.values()),
             "bytes_out": sum(t.bytesOut for t in self.traffic.values()),

@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from sockproto.binary.store import KeyValueStore
+from sockproto.interfaces import IKeyValueStore, ILocalKeyValueStore
 from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT, ServerFactory
 
 #: Replies are written in pieces of about this size, so that a full
@@ -111,14 +111,17 @@ class StoreFactory(ServerFactory):
     def __init__(
         self,
         clock: IReactorTime,
-        store: KeyValueStore,
+        store: IKeyValueStore,
         maxOutputBuffer: int = MAX_OUTPUT_BUFFER,
         sendTimeout: float = SEND_TIMEOUT,
         **limits: Any,
     ) -> None:
         ServerFactory.__init__(self, clock, **limits)
         self.store = store
-        self.storeIsLocal = store.local
+        #: The store if its reads are answered at once, inline (an ILocalKeyValueStore); None if they are
+        #: asked of Redis.
+        self.localStore: ILocalKeyValueStore | None = ILocalKeyValueStore(store, None)
+        self.storeIsLocal = self.localStore is not None
         self.maxOutputBuffer = maxOutputBuffer
         self.sendTimeout = sendTimeout
 
