@@ -18,6 +18,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python import usage
 
+from sockproto.interfaces import IServerReactor
 from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory, ServerProtocol
 from sockproto.server.lifecycle import defaultReactor, standalone
@@ -282,7 +283,7 @@ class Options(ServerOptions):
         ServerOptions.postOptions(self)
 
 
-def buildService(options: Options, reactor: Any = None) -> service.IService:
+def buildService(options: Options, reactor: IServerReactor | None = None) -> service.IService:
     reactor = defaultReactor(reactor)
     factory = EchoFactory(
         reactor,

@@ -11,7 +11,40 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorPluggableNameResolver,
+    IReactorProcess,
+    IReactorSocket,
+    IReactorSSL,
+    IReactorTCP,
+    IReactorThreads,
+    IReactorTime,
+    IReactorUDP,
+    IReactorUNIX,
+)
 from zope.interface import Attribute, Interface
+
+
+class IServerReactor(
+    IReactorCore,
+    IReactorTime,
+    IReactorTCP,
+    IReactorSSL,
+    IReactorUNIX,
+    IReactorUDP,
+    IReactorSocket,
+    IReactorProcess,
+    IReactorThreads,
+    IReactorPluggableNameResolver,
+):
+    """
+    The reactor sockproto's services are typed against: what they use of
+    Twisted's reactor interfaces, at once (as treq's ``_ITreqReactor`` does
+    for its own needs).  Twisted's epoll reactor provides all of these;
+    tests inject a ``MemoryReactorClock``, which provides what a test of one
+    piece needs.  Nothing declares it: it is for type checking.
+    """
 
 
 class IDrainable(Interface):

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from sockproto.binary.codec import MAX_KEY, Code, Op
 from sockproto.binary.replies import OrderedReplies, StoreFactory
 from sockproto.binary.service import StoreRegistry, StoreServerOptions, makeStoreService
-from sockproto.interfaces import IKeyValueStore, ILocalKeyValueStore
+from sockproto.interfaces import IKeyValueStore, ILocalKeyValueStore, IServerReactor
 from sockproto.server.connections import RequestReplyProtocol
 from sockproto.server.lifecycle import standalone
 from sockproto.server.lines import LineServerProtocol
@@ -198,7 +198,9 @@ class Options(StoreServerOptions):
     ]
 
 
-def buildService(options: Options, reactor: Any = None, stores: StoreRegistry | None = None) -> service.IService:
+def buildService(
+    options: Options, reactor: IServerReactor | None = None, stores: StoreRegistry | None = None
+) -> service.IService:
     return makeStoreService(options, reactor, CrudFactory, stores, maxLineLength=options["max-line-length"])
 
 

@@ -34,6 +34,7 @@ from sockproto.chat.bus import IChatBus
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import HISTORY_MAX, LOBBY, ChatError
 from sockproto.chat.text import clean, validNick, validRoom
+from sockproto.interfaces import IServerReactor
 from sockproto.server.latency import LatencyHistogram
 from sockproto.server.redis import FirstLink, RedisAddress, RedisLink, Script
 
@@ -547,7 +548,7 @@ class RedisChatBus:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IServerReactor,
         address: RedisAddress,
         history: ClusterHistory,
         nodeName: str | None = None,

@@ -16,6 +16,7 @@ from sockproto.chat.history import History
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.login import AnyOfCheckers, ChatRealm
 from sockproto.chat.protocol import ChatFactory
+from sockproto.interfaces import IServerReactor
 from sockproto.server.endpointstrings import checkEndpoint
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
@@ -196,7 +197,7 @@ class ClusterService(service.Service):
         return self.bus.stop()
 
 
-def buildService(options: Options, reactor: Any = None) -> service.IService:
+def buildService(options: Options, reactor: IServerReactor | None = None) -> service.IService:
     reactor = defaultReactor(reactor)
     top = StopInOrder()
     if options["cluster"]:

@@ -19,7 +19,7 @@ from twisted.application import service
 from twisted.python import usage
 from zope.interface import implementer
 
-from sockproto.interfaces import IReloadable
+from sockproto.interfaces import IReloadable, IServerReactor
 from sockproto.joke.book import Joke, JokeBookError, JokePicker, isSetupWho, isWhosThere, loadBooks
 from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory
@@ -158,7 +158,7 @@ class Options(ServerOptions):
             raise usage.UsageError(str(e)) from None
 
 
-def buildService(options: Options, reactor: Any = None) -> service.IService:
+def buildService(options: Options, reactor: IServerReactor | None = None) -> service.IService:
     reactor = defaultReactor(reactor)
     factory = JokeFactory(
         reactor,

@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet import endpoints, interfaces, ssl
 from twisted.python.filepath import FilePath
 
+from sockproto.interfaces import IServerReactor
 from sockproto.server.endpointstrings import splitDescription
 
 
@@ -57,7 +58,9 @@ def clientDescription(description: str) -> str:
     return description
 
 
-def clientTarget(reactor: Any, description: str, tls: TLSSettings = TLSSettings(), timeout: float = 10.0) -> Target:
+def clientTarget(
+    reactor: IServerReactor, description: str, tls: TLSSettings = TLSSettings(), timeout: float = 10.0
+) -> Target:
     """
     An endpoint for ``description``.  Raises ValueError (or OSError for a
     certificate file) with a readable message.
