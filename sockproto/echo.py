@@ -48,9 +48,9 @@ class RawEcho(ServerProtocol):
 
 
 class LineEcho(LineServerProtocol):
-    factory: EchoFactory
-
     """Answers each line; ``line`` mode with ``Echo: `` and a greeting, ``upper`` in upper case."""
+
+    factory: EchoFactory
 
     upper = False
 
@@ -76,6 +76,8 @@ class LineEcho(LineServerProtocol):
 
 
 class UpperEcho(LineEcho):
+    """``upper`` mode: each line answered in upper case."""
+
     upper = True
 
 
@@ -85,6 +87,8 @@ def _upper(line: bytes) -> bytes:
 
 
 class EchoFactory(ServerFactory):
+    """The echo service's connections, in the mode of ``--mode`` (raw bytes, lines or upper case)."""
+
     serviceName = "echo"
     refusal = b"ERROR server busy: too many connections, try again later\n"
 
@@ -244,6 +248,8 @@ answersPerSecond.coerceDoc = "Answers a second, 0 or more."  # type: ignore[attr
 
 
 class Options(ServerOptions):
+    """``sockproto-echo``'s options: the mode, the longest line and the UDP rules."""
+
     serviceName = "echo"
     defaultPort = 8124
     allowUDP = True

@@ -55,8 +55,8 @@ class IDrainable(Interface):
         Ask every connection to finish (answer what it has read, say goodbye)
         and close.
 
-        @param timeout: seconds after which connections still open are cut off.
-        @return: a Deferred that fires once every connection has closed.
+        :param timeout: seconds after which connections still open are cut off.
+        :return: a Deferred that fires once every connection has closed.
         """
 
 
@@ -67,8 +67,8 @@ class IReloadable(Interface):
         """
         Re-read what can change on disk (a joke book, a password file).
 
-        @return: what was reloaded, for the log (e.g. ``"12 jokes from jokes.txt"``).
-        @raise Exception: when a file is broken; the factory keeps what it had.
+        :return: what was reloaded, for the log (e.g. ``"12 jokes from jokes.txt"``).
+        :raises Exception: when a file is broken; the factory keeps what it had.
         """
 
 

@@ -136,6 +136,8 @@ class ProxySide(_Side, ServerProtocol):
 
 
 class ProxyFactory(ServerFactory):
+    """The proxy's accepted connections, each relayed to a new connection to the target."""
+
     serviceName = "proxy"
     protocol = ProxySide
     refusal = b""
@@ -150,6 +152,8 @@ class ProxyFactory(ServerFactory):
 
 
 class Options(ServerOptions):
+    """``sockproto-proxy``'s options: ``--connect`` and the TLS settings of the target."""
+
     serviceName = "proxy"
     defaultPort = 8125  # not 8000, the web chat's (make run serves it)
     longdesc = (

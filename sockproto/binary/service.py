@@ -182,6 +182,8 @@ maxFrame.coerceDoc = "Bytes, at least 8."  # type: ignore[attr-defined]
 
 
 class Options(StoreServerOptions):
+    """``sockproto-binary``'s options: the store's (``--db``, ``--fsync``) and ``--max-frame``."""
+
     serviceName = "binary"
     defaultPort = 9000
     longdesc = "SPB/1, a framed binary request/response protocol over a durable key-value store."

@@ -49,6 +49,8 @@ def settled(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
 
 
 class Member(Protocol):
+    """A chat client as the hub knows it: its nick, its room, its face (how it is connected) and its login, if any."""
+
     nick: str
     room: Room | None
 
@@ -56,6 +58,8 @@ class Member(Protocol):
 
 
 class Room:
+    """A room: its members here and the last messages said in it (for history on join)."""
+
     __slots__ = ("name", "members", "batch", "batchSenders", "dirty")
 
     def __init__(self, name: str) -> None:

@@ -449,6 +449,8 @@ class ChatProtocol(LineServerProtocol):
 
 @implementer(IReloadable)
 class ChatFactory(ServerFactory):
+    """The chat's line connections (the web and IRC faces use it too): the hub, flood control, limits and logins."""
+
     serviceName = "chat"
     protocol = ChatProtocol
     refusal = b"!!! server full: too many clients, try again later\n"

@@ -84,6 +84,8 @@ linesPerSecond.coerceDoc = "Lines a second, 0 or more."  # type: ignore[attr-def
 
 
 class Options(ServerOptions, strcred.AuthOptionMixin):
+    """``sockproto-chat``'s options: history, flood control, limits, logins, the web and IRC faces and the cluster."""
+
     serviceName = "chat"
     defaultPort = 5000
     defaultIdleTimeout = 3600.0

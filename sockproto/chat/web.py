@@ -405,6 +405,8 @@ class WebChatProtocol(WebSocketServerProtocol):
 
 
 class WebChatFactory(WebSocketServerFactory):
+    """The chat's WebSockets: each a chat client of the chat's factory; the origin and host checks."""
+
     protocol = WebChatProtocol  # type: ignore[assignment]
 
     def __init__(self, chatFactory: ChatFactory, origins: list[str]) -> None:
@@ -448,6 +450,8 @@ class SecureRequest(Request):
 
 
 class StaticFile(Resource):
+    """One file of the page (HTML, JS, CSS, icon), served with the security headers."""
+
     isLeaf = True
 
     def __init__(self, body: bytes, contentType: bytes) -> None:

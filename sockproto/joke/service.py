@@ -97,6 +97,8 @@ class KnockKnock(LineServerProtocol):
 
 @implementer(IReloadable)
 class JokeFactory(ServerFactory):
+    """The joke service's connections and the joke book they share (reloaded on SIGHUP)."""
+
     serviceName = "joke"
     protocol = KnockKnock
     refusal = b"Too many people at the door, come back later!\r\n"
@@ -126,6 +128,8 @@ class JokeFactory(ServerFactory):
 
 
 class Options(ServerOptions):
+    """``sockproto-joke``'s options: the joke book, attempts and the random seed."""
+
     serviceName = "joke"
     defaultPort = 6789
     defaultIdleTimeout = 60.0

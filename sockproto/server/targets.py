@@ -23,6 +23,8 @@ from sockproto.server.endpointstrings import splitDescription
 
 @dataclass(frozen=True)
 class TLSSettings:
+    """How a client verifies a TLS target (``--ca``) and which certificate it shows (``--cert``, ``--key``)."""
+
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
@@ -31,6 +33,8 @@ class TLSSettings:
 
 @dataclass(frozen=True)
 class Target:
+    """A client endpoint, the host name its certificate must name (TLS) and its type."""
+
     endpoint: Any
     tlsHost: str | None  # the name checked against the certificate, for TLS targets
     kind: str

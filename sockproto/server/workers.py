@@ -75,11 +75,11 @@ class WorkerSettings:
     What the parent of ``--workers`` tells each worker, in its environment
     (``SOCKPROTO_WORKER``, JSON).
 
-    @ivar number: The worker's number, from 1.
-    @ivar sockets: Service name -> the listening sockets it inherits, in the
+    :ivar number: The worker's number, from 1.
+    :ivar sockets: Service name -> the listening sockets it inherits, in the
         order of its endpoints: ``[file descriptor, address family, "stream" or "udp"]``.
-    @ivar metrics: The UNIX socket path where the worker serves its metrics to the parent.
-    @ivar ready: The file descriptor on which the worker says "ready".
+    :ivar metrics: The UNIX socket path where the worker serves its metrics to the parent.
+    :ivar ready: The file descriptor on which the worker says "ready".
     """
 
     number: int

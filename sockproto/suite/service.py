@@ -41,6 +41,8 @@ _STORE_SERVICES = frozenset({"binary", "crud"})
 
 
 class Options(usage.Options):
+    """The ``sockproto`` plugin's options: ``--config``, or the seed services with their databases in ``--var``."""
+
     synopsis = "[--config FILE] [--metrics ENDPOINT] [--shutdown-timeout SECONDS] [--var DIR]"
 
     def opt_version(self) -> None:
