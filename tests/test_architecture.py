@@ -131,7 +131,8 @@ class HouseTests(unittest.TestCase):
         for path in PACKAGE.rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
-                    self.assertTrue(ast.get_docstring(node), f"{path.relative_to(PACKAGE)}: {node.name} has no docstring")
+                    where = f"{path.relative_to(PACKAGE)}: {node.name}"
+                    self.assertTrue(ast.get_docstring(node), f"{where} has no docstring")
 
     def test_docstringsAreRestructuredText(self):
         """The API docs are built as reST (make docs): epytext fields would show as text."""
