@@ -21,11 +21,13 @@ whole to every member of that face in the room.  Events for one member alone
 member (``recipient`` given), which is where a face that names its recipient
 (IRC numerics do) gets the name from.
 
-Events are immutable values: a face must not keep state about one member in
-them, and may cache what it renders of one.  New kinds of events (moderation:
-topics, kicks, modes) are new classes; a face that does not know a kind
-renders it from its ``kind`` as it sees fit, and the existing kinds keep their
-rendering, so adding one changes nothing a client sees of the others.
+Events are values, never changed once made (not frozen dataclasses only
+because a frozen one costs four times as much to make, on every message's
+path): a face must not keep state about one member in them.  New kinds of
+events (moderation: topics, kicks, modes) are new classes, which every face
+learns to render (``tests/test_chat_events.py`` checks that each face
+renders each kind); the existing kinds keep their rendering, so adding one
+changes nothing a client sees of the others.
 
 Identities: every event that names who did something carries a :class:`Who`:
 the nick, and the face the member came through.  IRC wants ``nick!user@host``;
@@ -43,7 +45,8 @@ gives them: what IRC's ``server-time`` tag and the web page's ``time`` show.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import ClassVar, Protocol
 
 from zope.interface import Attribute, Interface
@@ -52,7 +55,7 @@ from zope.interface import Attribute, Interface
 UNKNOWN_FACE = "sockproto"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Who:
     """
     Who did something: a member's nick and the face it is connected through.
@@ -102,7 +105,7 @@ class ChatEvent:
 # -- said in a room -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message(ChatEvent):
     """
     A line said to a room.
@@ -121,7 +124,7 @@ class Message(ChatEvent):
     time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Action(ChatEvent):
     """An action (``/me waves``): as :class:`Message`; ``text`` is the action without the nick."""
 
@@ -133,7 +136,7 @@ class Action(ChatEvent):
     time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PrivateMessage(ChatEvent):
     """
     A private message (``/msg``), to its recipient, or the copy shown to its sender.
@@ -154,7 +157,7 @@ class PrivateMessage(ChatEvent):
     echo: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class History(ChatEvent):
     """
     A replay of a room's recent messages (on joining it, or asked for with ``/history``).
@@ -174,7 +177,7 @@ class History(ChatEvent):
 # -- who comes and goes ---------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Joined(ChatEvent):
     """``who`` entered ``room`` (arriving, or from another room)."""
 
@@ -186,7 +189,7 @@ class Joined(ChatEvent):
     time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Parted(ChatEvent):
     """
     ``who`` left ``room`` for another room, or with ``/part``; still connected.
@@ -203,7 +206,7 @@ class Parted(ChatEvent):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Quit(ChatEvent):
     """
     ``who``, who was in ``room``, is gone from the chat.
@@ -221,7 +224,7 @@ class Quit(ChatEvent):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NickChanged(ChatEvent):
     """
     ``who`` (its old nick) is now known as ``nick``.
@@ -245,7 +248,7 @@ class NickChanged(ChatEvent):
 # -- room state (for moderation; the hub does not send these yet) ----------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TopicChanged(ChatEvent):
     """``who`` set the topic of ``room`` to ``topic`` (``""``: no topic)."""
 
@@ -257,7 +260,7 @@ class TopicChanged(ChatEvent):
     time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Kicked(ChatEvent):
     """``who`` removed ``nick`` from ``room``, for ``reason`` (``""``: none given)."""
 
@@ -271,7 +274,7 @@ class Kicked(ChatEvent):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ModeChanged(ChatEvent):
     """
     ``who`` changed the modes of ``room`` (or of members in it).
@@ -289,7 +292,7 @@ class ModeChanged(ChatEvent):
     time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Away(ChatEvent):
     """To one who messaged ``who``: it is away, saying ``text``."""
 
@@ -301,7 +304,7 @@ class Away(ChatEvent):
 # -- lists ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Membership:
     """
     One member in a :class:`MemberList`.
@@ -321,7 +324,7 @@ class Membership:
         return "@" if self.operator else "+" if self.voiced else ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MemberList(ChatEvent):
     """
     Who is in ``room`` (on every server of a cluster), sorted as shown (case-insensitively).
@@ -334,7 +337,7 @@ class MemberList(ChatEvent):
     members: tuple[Membership, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RoomInfo:
     """
     One room in a :class:`RoomList`.
@@ -349,7 +352,7 @@ class RoomInfo:
     topic: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RoomList(ChatEvent):
     """Every room of the chat, sorted by name (``/rooms``)."""
 
@@ -360,7 +363,7 @@ class RoomList(ChatEvent):
 # -- the server speaking --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Welcome(ChatEvent):
     """
     The first thing a client is told on connecting.
@@ -375,7 +378,7 @@ class Welcome(ChatEvent):
     loginRequired: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoggedIn(ChatEvent):
     """A login succeeded: the member is ``name`` now (it enters the lobby next)."""
 
@@ -383,7 +386,7 @@ class LoggedIn(ChatEvent):
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Help(ChatEvent):
     """
     The commands of the chat (``/help``).
@@ -395,7 +398,7 @@ class Help(ChatEvent):
     commands: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerNotice(ChatEvent):
     """
     The server says something to one member or to all (the server going
@@ -409,20 +412,52 @@ class ServerNotice(ChatEvent):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+class RefusalCode(StrEnum):
+    """
+    Why a request was refused, for faces that say it their own way (an IRC
+    face: with the numeric given here).  A refusal without a code
+    (``GENERAL``) is any other.
+    """
+
+    GENERAL = ""
+    BAD_NICK = "bad-nick"  # 432 ERR_ERRONEUSNICKNAME
+    NICK_IN_USE = "nick-in-use"  # 433 ERR_NICKNAMEINUSE
+    NICK_FIXED = "nick-fixed"  # a verified name, or logins: the nick cannot change (484 ERR_RESTRICTED)
+    NO_SUCH_NICK = "no-such-nick"  # 401 ERR_NOSUCHNICK
+    NOT_DELIVERED = "not-delivered"  # the link to the cluster's other servers is down or slow
+    NOT_IN_ROOM = "not-in-room"  # 442 ERR_NOTONCHANNEL
+    BAD_ROOM = "bad-room"  # 479 ERR_BADCHANNAME
+    ALREADY_IN_ROOM = "already-in-room"  # 443 ERR_USERONCHANNEL
+    TOO_MANY_ROOMS = "too-many-rooms"  # 405 ERR_TOOMANYCHANNELS
+    USAGE = "usage"  # 461 ERR_NEEDMOREPARAMS
+    UNKNOWN_COMMAND = "unknown-command"  # 421 ERR_UNKNOWNCOMMAND
+    LOGIN_NEEDED = "login-needed"  # 451 ERR_NOTREGISTERED
+    LOGIN_FAILED = "login-failed"  # 904 ERR_SASLFAIL / 464 ERR_PASSWDMISMATCH
+    LOGIN_REFUSED = "login-refused"  # too many failures from the host: try later
+    NO_LOGINS = "no-logins"  # the server has no logins
+    ALREADY_LOGGED_IN = "already-logged-in"  # 462 ERR_ALREADYREGISTERED
+    LINE_TOO_LONG = "line-too-long"  # 417 ERR_INPUTTOOLONG
+    BINARY = "binary"  # input that is not text
+    FLOOD = "flood"  # lines over the flood limit, not sent
+    UNAVAILABLE = "unavailable"  # the server could not do it now (a failure, not a rule)
+
+
+@dataclass(slots=True)
 class Refusal(ChatEvent):
     """
     A request refused or input not taken (a bad command, a nick taken, a
     login failed, flood control): the line face's ``!!!`` line.
 
-    @ivar reason: why, one line.
+    @ivar reason: why, one line, in words.
+    @ivar code: why, as a :class:`RefusalCode`.
     """
 
     kind: ClassVar[str] = "error"
     reason: str
+    code: RefusalCode = RefusalCode.GENERAL
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Goodbye(ChatEvent):
     """
     The member is being disconnected by the server, and why (``/quit``, idle too long).
@@ -433,7 +468,7 @@ class Goodbye(ChatEvent):
 
     kind: ClassVar[str] = "goodbye"
     text: str
-    reason: str = field(default="quit")
+    reason: str = "quit"
 
 
 # -- who is told ----------------------------------------------------------------------
