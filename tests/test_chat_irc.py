@@ -75,8 +75,8 @@ class Client:
     def commands(self) -> list[str]:
         return [command for _, command, _ in self.take()]
 
-    def register(self, nick: str, *before: str) -> list[tuple[str, str, list[str]]]:
-        self.send(*before, f"NICK {nick}", "USER u 0 * :Real Name")
+    def register(self, nick: str, *before: str, join: str = "") -> list[tuple[str, str, list[str]]]:
+        self.send(*before, f"NICK {nick}", "USER u 0 * :Real Name", *([f"JOIN {join}"] if join else []))
         return self.take()
 
 
@@ -86,17 +86,22 @@ class RegistrationTests(unittest.TestCase):
         client = setup.connect()
         got = client.register("alice")
         commands = [c for _, c, _ in got]
-        for numeric in ("001", "002", "003", "004", "005", "251", "375", "372", "376", "JOIN", "353", "366"):
+        for numeric in ("001", "002", "003", "004", "005", "251", "375", "372", "376"):
             self.assertIn(numeric, commands)
+        # An IRC client is in no channel until its first JOIN (the line and web faces start in #lobby).
+        self.assertNotIn("JOIN", commands)
+        self.assertEqual(setup.hub.roomsOf(client.proto), [])
         self.assertEqual(commands[0], "001")
         self.assertEqual(got[0][2][0], "alice")
         isupport = " ".join(" ".join(p) for _, c, p in got if c == "005")
         for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "PREFIX=(ov)@+", "CHANMODES=", "NICKLEN=24",
                       "CHANNELLEN=33", "TOPICLEN=300", "NETWORK=sockproto"):
             self.assertIn(token, isupport)
-        join = next(p for p, c, _ in got if c == "JOIN")
-        self.assertEqual(join, "alice!irc@irc.sockproto")
         self.assertEqual(setup.hub.nicks["alice"], client.proto)
+        client.send("JOIN #lobby")
+        got = client.take()
+        self.assertEqual([(p, c, a) for p, c, a in got][0], ("alice!irc@irc.sockproto", "JOIN", ["#lobby"]))
+        self.assertEqual([c for _, c, _ in got][1:], ["353", "366"])
 
     def test_commandsBeforeRegistrationAreRefused(self):
         client = Setup().connect()
@@ -133,9 +138,9 @@ class RegistrationTests(unittest.TestCase):
     def test_serverTimeTagsMessages(self):
         setup = Setup()
         alice = setup.connect()
-        alice.register("alice", "CAP LS 302", "CAP REQ server-time", "CAP END")
+        alice.register("alice", "CAP LS 302", "CAP REQ server-time", "CAP END", join="#lobby")
         bob = setup.connect()
-        bob.register("bob")
+        bob.register("bob", join="#lobby")
         alice.take()
         bob.send("PRIVMSG #lobby :hello")
         setup.hub.flush()
@@ -192,9 +197,9 @@ class CommandTests(unittest.TestCase):
     def setUp(self):
         self.setup = Setup()
         self.alice = self.setup.connect()
-        self.alice.register("alice")
+        self.alice.register("alice", join="#lobby")
         self.bob = self.setup.connect()
-        self.bob.register("bob")
+        self.bob.register("bob", join="#lobby")
         self.alice.take()
 
     def test_pingEchoesTheToken(self):
@@ -234,21 +239,62 @@ class CommandTests(unittest.TestCase):
         self.alice.send("PRIVMSG", "PRIVMSG #lobby", "PRIVMSG #nowhere :x", "PRIVMSG a,b,c,d,e :x")
         self.assertEqual(self.alice.commands(), ["411", "412", "401", "407"])
 
-    def test_joinMovesBetweenChannels(self):
-        self.alice.send("JOIN #dev")
+    def test_joinKeepsTheOtherChannels(self):
+        self.alice.send("JOIN #dev,#ops")
         got = self.alice.take()
-        self.assertEqual([(c, p[0] if p else "") for _, c, p in got][:2], [("PART", "#lobby"), ("JOIN", "#dev")])
-        self.assertIn("366", [c for _, c, _ in got])
+        self.assertEqual([(c, p[0]) for _, c, p in got if c == "JOIN"], [("JOIN", "#dev"), ("JOIN", "#ops")])
+        self.assertEqual([c for _, c, _ in got], ["JOIN", "353", "366", "JOIN", "353", "366"])
         names = next(p for _, c, p in got if c == "353")
         self.assertEqual(names[-1], "alice")
-        self.assertEqual([(c, p[0]) for _, c, p in self.bob.take()], [("PART", "#lobby")])
+        self.assertEqual(self.bob.take(), [])  # still in #lobby with bob
+        self.assertEqual([r.name for r in self.setup.hub.roomsOf(self.alice.proto)], ["#lobby", "#dev", "#ops"])
+        self.bob.send("PRIVMSG #lobby :still here?")
+        self.assertEqual(self.alice.take(), [("bob!irc@irc.sockproto", "PRIVMSG", ["#lobby", "still here?"])])
+        self.alice.send("PRIVMSG #dev :one", "PRIVMSG #lobby :two")
+        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "PRIVMSG", ["#lobby", "two"])])
 
-    def test_partGoesBackToTheLobby(self):
+    def test_partLeavesOneChannel(self):
         self.alice.send("JOIN #dev")
+        self.bob.send("JOIN #dev")
         self.alice.take()
+        self.bob.take()
         self.alice.send("PART #dev :bye now")
-        got = self.alice.take()
-        self.assertEqual([(c, p[:2]) for _, c, p in got][:2], [("PART", ["#dev", "bye now"]), ("JOIN", ["#lobby"])])
+        self.assertEqual(self.alice.take(), [("alice!irc@irc.sockproto", "PART", ["#dev", "bye now"])])
+        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "PART", ["#dev", "bye now"])])
+        self.alice.send("PART #dev", "PART #lobby")
+        self.assertEqual(self.alice.commands(), ["442", "PART"])
+        self.assertEqual(self.setup.hub.roomsOf(self.alice.proto), [])
+        self.alice.send("PRIVMSG #lobby :x", "PRIVMSG #dev :x")
+        self.assertEqual(self.alice.commands(), ["404", "404"])
+
+    def test_joinZeroLeavesEveryChannel(self):
+        self.alice.send("JOIN #dev,#ops", "JOIN 0")
+        parts = [(c, p) for _, c, p in self.alice.take() if c == "PART"]
+        self.assertEqual([p[0] for _, p in parts], ["#lobby", "#dev", "#ops"])
+        self.assertEqual(self.setup.hub.roomsOf(self.alice.proto), [])
+        self.assertNotIn("#dev", self.setup.hub.rooms)
+
+    def test_quitAndNickAreToldOnceToThoseSharingChannels(self):
+        carol = self.setup.connect()
+        carol.register("carol", join="#other")
+        line, transport = self.setup.line()  # in #lobby, with alice
+        self.alice.send("JOIN #dev")
+        self.bob.send("JOIN #dev")
+        carol.take()
+        self.alice.take()
+        self.bob.take()
+        transport.clear()
+        self.alice.send("NICK alicia")
+        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "NICK", ["alicia"])])
+        self.assertEqual(self.alice.take(), [("alice!irc@irc.sockproto", "NICK", ["alicia"])])
+        self.assertEqual(carol.take(), [])
+        self.assertEqual(transport.value().count(b"alicia"), 1)
+        transport.clear()
+        self.alice.send("QUIT :done")
+        self.assertEqual(self.bob.take(), [("alicia!irc@irc.sockproto", "QUIT", ["Quit: done"])])
+        self.assertEqual(transport.value().count(b"alicia"), 1)
+        self.assertEqual(carol.take(), [])
+        self.assertNotIn(self.alice.proto, self.setup.hub.extraRooms)
 
     def test_partRefusals(self):
         self.alice.send("PART #nowhere", "PART")
@@ -369,7 +415,7 @@ class FormatTests(unittest.TestCase):
     def test_longMessagesAreSplitUnder512(self):
         setup = Setup()
         alice = setup.connect()
-        alice.register("alice")
+        alice.register("alice", join="#lobby")
         line, _ = setup.line()
         alice.take()
         line.dataReceived(("é" * 250 + "\n").encode())

@@ -91,6 +91,7 @@ class IrcFaceTests(unittest.TestCase):
         client = BlockingIRC(self.chat.port("chat-irc"), nick)
         self.addCleanup(client.close)
         client.until(isEvent("signedOn"))
+        client.client.join("#lobby")  # an IRC client is in no channel until it joins one
         client.until(isEvent("joined", "#lobby"))
         return client
 
@@ -171,19 +172,19 @@ class TerminalClientTests(unittest.TestCase):
             check=True,
         )
         self.addCleanup(subprocess.run, ["tmux", "kill-session", "-t", session], check=False)
-        line.until("is now known as irssiuser")
 
         def screen() -> str:
             return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
                                   text=True, check=True).stdout
 
         deadline = time.monotonic() + 10
-        while "#lobby" not in screen():
+        while "irssiuser" not in screen():  # registered: its nick is in the status bar
             if time.monotonic() > deadline:
                 raise AssertionError(screen())
             time.sleep(0.1)
-        # The lobby was joined for irssi (a forced join): its window is made the active one, then typed in.
-        subprocess.run(["tmux", "send-keys", "-t", session, "/window goto #lobby", "Enter"], check=True)
+        # The joined channel's window becomes the active one, where the text is typed.
+        subprocess.run(["tmux", "send-keys", "-t", session, "/join #lobby", "Enter"], check=True)
+        line.until("irssiuser joined #lobby")
         subprocess.run(["tmux", "send-keys", "-t", session, "hello from irssi", "Enter"], check=True)
         self.assertRegex(line.until("hello from irssi")[-1], r"<irssiuser> hello from irssi$")
         line.send("hello back from nc\n")

@@ -9,6 +9,13 @@ once, and every member is written one buffer holding all it should see (its
 own messages left out).  Anything addressed to a single member first flushes
 that member's room, so each member sees events in the order the hub handled
 them.
+
+Members of most faces are in one room at a time (``member.room``): ``/join``
+moves them.  A member of a face that keeps several rooms (IRC's channels)
+joins more with :meth:`ChatHub.joinAlso` and leaves one with
+:meth:`ChatHub.part`; ``member.room`` is then the first of them, the others
+are in ``ChatHub.extraRooms``, and a quit or a nick change is told once to
+everyone who shares a room with it.
 """
 
 from __future__ import annotations
@@ -163,6 +170,9 @@ class ChatHub:
         self.nicks: dict[str, Member] = {}  # casefolded nick -> member
         self.present: dict[Member, None] = {}  # members who entered and have not left
         self.identities: set[str] = set()  # casefolded names of verified users online
+        #: The rooms a member is in besides ``member.room`` (only members that
+        #: used joinAlso; none for the line and web faces).
+        self.extraRooms: dict[Member, dict[Room, None]] = {}
         # New guests are numbered after those in the history that can be
         # replayed: after a restart, a new guest1 is not taken for the old one.
         self._guests = history.highestGuest()
@@ -179,16 +189,19 @@ class ChatHub:
     # -- arriving and leaving -------------------------------------------------
 
     def enter(self, member: Member, identity: str | None = None,
-              greeting: ChatEvent | None = None) -> defer.Deferred[None]:
+              greeting: ChatEvent | None = None, lobby: bool = True) -> defer.Deferred[None]:
         """
         Let a member in: as ``identity`` (a logged-in user or a certificate's
         name, which no one else may hold, on any server), or as a new
         ``guest<N>``.  Fires once the member is in (at once on a server alone).
         ``greeting`` is sent to the member just before it is let in, and
         only if it is: one who loses a race for its name hears only the refusal.
+        ``lobby``: the member starts in the lobby (else in no room, as an
+        IRC client does until its first ``JOIN``).
         """
         if identity is None:
-            return settled(self.bus.claimGuest(self._guestNick()).addCallback(lambda nick: self._admit(member, nick)))
+            return settled(self.bus.claimGuest(self._guestNick()).addCallback(
+                lambda nick: self._admit(member, nick, lobby)))
         if not validNick(identity):
             raise ChatError(f"{identity!r} cannot be a nickname (1-24 of A-Z a-z 0-9 _ -)", RefusalCode.BAD_NICK)
         key = identity.casefold()
@@ -208,16 +221,17 @@ class ChatHub:
             self.identities.add(key)
             if greeting is not None:
                 member.send(faceOf(member).render(greeting, member))
-            self._admit(member, identity)
+            self._admit(member, identity, lobby)
 
         return settled(self.bus.claimIdentity(member, identity).addCallback(claimed))
 
-    def _admit(self, member: Member, nick: str) -> None:
+    def _admit(self, member: Member, nick: str, lobby: bool = True) -> None:
         member.nick = nick
         member.room = None
         self.nicks[nick.casefold()] = member
         self.present[member] = None
-        self._join(member, self._room(LOBBY))
+        if lobby:
+            self._join(member, self._room(LOBBY))
 
     def evict(self, squatter: Member) -> None:
         """A guest holds a verified user's name: the user wins, the guest gets a new name."""
@@ -241,7 +255,9 @@ class ChatHub:
             del self.nicks[key]
             self.identities.discard(key)
         room = member.room
-        if room is not None:
+        if member in self.extraRooms:
+            self._leaveRooms(member, reason)
+        elif room is not None:
             self._flushRoom(room)
             room.remove(member)
             member.room = None
@@ -249,6 +265,19 @@ class ChatHub:
                 self._notice(room, Quit(room.name, who(member), self.clock.seconds(), reason))
             self._forget(room)
         self.bus.release(member, room.name if room is not None else None)
+
+    def _leaveRooms(self, member: Member, reason: str) -> None:
+        """A member in several rooms is gone: everyone who shared one with it is told once."""
+        rooms = self.roomsOf(member)
+        del self.extraRooms[member]
+        for room in rooms:
+            room.remove(member)
+        member.room = None
+        if not self.closing:
+            now = self.clock.seconds()
+            self._noticeOnce(rooms, lambda name: Quit(name, who(member), now, reason))
+        for room in rooms:
+            self._forget(room)
 
     def _guestNick(self) -> str:
         while True:
@@ -259,16 +288,20 @@ class ChatHub:
 
     # -- messages -------------------------------------------------------------
 
-    def say(self, member: Member, text: str) -> None:
-        """A message to the member's room; everyone else there gets it at the end of the turn."""
-        self._speak(member, Message, "say", text)
+    def say(self, member: Member, text: str, room: str | None = None) -> None:
+        """
+        A message to the member's room (or to ``room``, one of its rooms);
+        everyone else there gets it at the end of the turn.
+        """
+        self._speak(member, Message, "say", text, room)
 
-    def act(self, member: Member, text: str) -> None:
+    def act(self, member: Member, text: str, room: str | None = None) -> None:
         """``/me text``."""
-        self._speak(member, Action, "me", text)
+        self._speak(member, Action, "me", text, room)
 
-    def _speak(self, member: Member, event: type[Message | Action], kind: str, text: str) -> None:
-        room = member.room
+    def _speak(self, member: Member, event: type[Message | Action], kind: str, text: str,
+               name: str | None = None) -> None:
+        room = member.room if name is None else self.inRoom(member, name)
         if room is None:
             raise ChatError("you are not in a room", RefusalCode.NOT_IN_ROOM)
         now = self.clock.seconds()
@@ -300,9 +333,13 @@ class ChatHub:
         return settled(self.bus.privateTo(member, nick, now, text).addCallback(sent))
 
     def tell(self, member: Member, event: ChatEvent) -> None:
-        """Tell one member something of its own, in order with what its room saw before."""
+        """Tell one member something of its own, in order with what its rooms saw before."""
         if member.room is not None and member.room.batch:
             self._flushRoom(member.room)
+        if self.extraRooms:
+            for room in self.extraRooms.get(member, ()):
+                if room.batch:
+                    self._flushRoom(room)
         member.send(faceOf(member).render(event, member))
 
     # -- nicknames and rooms --------------------------------------------------
@@ -336,6 +373,10 @@ class ChatHub:
         self.nicks[nick.casefold()] = member
         member.nick = nick
         room = member.room
+        if member in self.extraRooms:
+            now = self.clock.seconds()
+            self._noticeOnce(self.roomsOf(member), lambda name: NickChanged(name, old, nick, now, reason))
+            return
         event = NickChanged(room.name if room is not None else None, old, nick, self.clock.seconds(), reason)
         if room is not None:
             self._flushRoom(room)
@@ -372,6 +413,83 @@ class ChatHub:
         self._notice(room, Joined(room.name, who(member), self.clock.seconds()))
         self.replay(member, self.historyOnJoin, quiet=True)
 
+    # -- several rooms at once (IRC) ---------------------------------------------
+
+    def roomsOf(self, member: Member) -> list[Room]:
+        """Every room ``member`` is in: ``member.room`` first, then the others in the order joined."""
+        rooms = [member.room] if member.room is not None else []
+        rooms.extend(self.extraRooms.get(member, ()))
+        return rooms
+
+    def inRoom(self, member: Member, name: str) -> Room | None:
+        """``member``'s room called ``name``, or None if it is not in it."""
+        room = self.rooms.get(name)
+        if room is None or member not in room.members:
+            return None
+        return room
+
+    def joinAlso(self, member: Member, name: str, history: bool = True) -> defer.Deferred[None]:
+        """
+        ``member`` enters ``name`` and stays in its other rooms (IRC's
+        ``JOIN``); the first room it enters is its ``room``.  ``history``:
+        the room's recent messages are replayed to it (else the face does it
+        when it likes).
+        """
+        if not validRoom(name):
+            raise ChatError(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -", RefusalCode.BAD_ROOM)
+        if self.inRoom(member, name) is not None:
+            raise ChatError(f"you are already in {name}", RefusalCode.ALREADY_IN_ROOM)
+        if member.room is None:
+            allowed = self.bus.moveTo(member, name, self.maxRooms)
+        else:
+            # The cluster knows a member's first room only: the others count on this server.
+            allowed = defer.succeed(name in self.rooms or len(self.rooms) < self.maxRooms)
+
+        def entered(allowed: bool) -> None:
+            if not allowed:
+                raise ChatError("too many rooms; join an existing one", RefusalCode.TOO_MANY_ROOMS)
+            if member not in self.present or self.inRoom(member, name) is not None:
+                return  # gone, or there meanwhile
+            room = self._room(name)
+            self._flushRoom(room)  # what was said before is not for the newcomer
+            room.add(member)
+            if member.room is None:
+                member.room = room
+            else:
+                self.extraRooms.setdefault(member, {})[room] = None
+            self._notice(room, Joined(room.name, who(member), self.clock.seconds()))
+            if history:
+                self.replay(member, self.historyOnJoin, quiet=True, name=name)
+
+        return settled(allowed.addCallback(entered))
+
+    def part(self, member: Member, name: str, reason: str = "") -> None:
+        """
+        ``member`` leaves ``name`` and stays in its other rooms (IRC's
+        ``PART``); leaving its ``room``, the next room it joined becomes its
+        ``room`` (or none).
+        """
+        room = self.inRoom(member, name)
+        if room is None:
+            raise ChatError(f"you are not in {name}", RefusalCode.NOT_IN_ROOM)
+        self._flushRoom(room)
+        room.remove(member)
+        extra = self.extraRooms.get(member)
+        if room is member.room:
+            member.room = None
+            if extra:
+                first = next(iter(extra))
+                del extra[first]
+                member.room = first
+        elif extra is not None:
+            del extra[room]
+        if extra is not None and not extra:
+            del self.extraRooms[member]
+        event = Parted(room.name, who(member), self.clock.seconds(), reason)
+        self._notice(room, event)
+        self.tell(member, event)  # the member hears its own leaving, as IRC wants
+        self._forget(room)
+
     def _room(self, name: str) -> Room:
         room = self.rooms.get(name)
         if room is None:
@@ -387,25 +505,27 @@ class ChatHub:
         """This server's rooms and how many of its members are in each."""
         return sorted((room.name, len(room.members)) for room in self.rooms.values())
 
-    def names(self, member: Member) -> list[str]:
-        """The nicks of this server's members in ``member``'s room."""
-        room = member.room
+    def names(self, member: Member, name: str | None = None) -> list[str]:
+        """The nicks of this server's members in ``member``'s room (or in the room ``name``)."""
+        room = member.room if name is None else self.rooms.get(name)
         return sorted((m.nick for m in room.members), key=str.casefold) if room else []
 
     def whenRooms(self) -> defer.Deferred[list[tuple[str, int]]]:
         """Every room of the chat (of every server) and how many are in each."""
         return self.bus.roomList(self.roomList())
 
-    def whenNames(self, member: Member) -> defer.Deferred[list[str]]:
-        """Everyone in ``member``'s room, on every server."""
-        local = self.names(member)
-        if member.room is None:
-            return defer.succeed(local)
-        return self.bus.names(member.room.name, local).addCallback(lambda names: sorted(names, key=str.casefold))
+    def whenNames(self, member: Member, name: str | None = None) -> defer.Deferred[list[str]]:
+        """Everyone in ``member``'s room (or in the room ``name``), on every server."""
+        local = self.names(member, name)
+        if name is None:
+            if member.room is None:
+                return defer.succeed(local)
+            name = member.room.name
+        return self.bus.names(name, local).addCallback(lambda names: sorted(names, key=str.casefold))
 
-    def replay(self, member: Member, count: int, quiet: bool = False) -> None:
-        """Send a member the last ``count`` messages of its room."""
-        room = member.room
+    def replay(self, member: Member, count: int, quiet: bool = False, name: str | None = None) -> None:
+        """Send a member the last ``count`` messages of its room (or of ``name``, one of its rooms)."""
+        room = member.room if name is None else self.inRoom(member, name)
         if room is None:
             raise ChatError("you are not in a room", RefusalCode.NOT_IN_ROOM)
         entries = self.history.recent(room.name, min(count, HISTORY_MAX))
@@ -456,6 +576,28 @@ class ChatHub:
         """A notice to everyone in ``room``, here and on the other servers."""
         self._post(room, event)
         self.bus.noticed(event)
+
+    def _noticeOnce(self, rooms: list[Room], eventFor: Any) -> None:
+        """
+        A quit or nick change of a member of several ``rooms``: each member
+        who shares one or more of them with it is told once (in the first
+        shared room's terms), here and through the bus, after what was said before.
+        """
+        self.flush()
+        told: set[Member] = set()
+        for room in rooms:
+            event = eventFor(room.name)
+            self.bus.noticed(event)
+            for face, members in list(room.faces.items()):
+                data = None
+                for recipient in list(members):
+                    if recipient in told:
+                        continue
+                    told.add(recipient)
+                    if data is None:
+                        data = face.render(event, None)
+                    recipient.send(data)
+                face.membersChanged(room.name, members)
 
     def _post(self, room: Room, event: ChatEvent, sender: Member | None = None) -> None:
         room.batch.append(event)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ CHANNELLEN = 33
 TOPICLEN = 300
 #: Targets one PRIVMSG or NOTICE may name (ISUPPORT TARGMAX).
 MAX_TARGETS = 4
+#: Channels one client may be in at once (ISUPPORT CHANLIMIT).
+CHANLIMIT = 20
 #: Lines a client may send while its registration is not finished (CAP, NICK, USER, PASS, AUTHENTICATE).
 MAX_REGISTRATION_LINES = 64
 #: Capabilities offered (``sasl`` only where there are logins).
@@ -316,8 +319,6 @@ class IrcProtocol(LineServerProtocol):
     entered = False
     preludeLines = 0
     # -- later
-    #: The channel the client was last told it is in (the hub moves a member between rooms).
-    shownChannel: str | None = None
     awayText = ""
     congested = False
     backlog = 0
@@ -363,17 +364,22 @@ class IrcProtocol(LineServerProtocol):
     def send(self, data: bytes) -> None:
         """Output from the hub.  A client that does not read is dropped, not buffered without end."""
         if not self.registered or self.dropped:
-            return  # what the hub says while a guest is being renamed is told again after 001
-        room = self.room
-        if room is not None and room.name != self.shownChannel:
-            # The hub moved this member (a JOIN, a PART): the client is told it left the old channel.
-            self._showMove(room.name)
+            return  # what the hub says while a guest is being renamed is not for the client
         self.write(data)
 
-    def _showMove(self, newRoom: str) -> None:
-        old, self.shownChannel = self.shownChannel, newRoom
-        if old is not None:
-            self.write(ircLine(self.mask, "PART", old, "moved to " + newRoom))
+    def channels(self) -> list[str]:
+        """The channels (rooms) this client is in, in the order joined."""
+        return [room.name for room in self.factory.hub.roomsOf(self)]
+
+    def ownChannel(self, target: str) -> str:
+        """The room ``target`` names, which this client must be in: else 403 or 442."""
+        room = channelName(target)
+        hub = self.factory.hub
+        if room is None or room not in hub.rooms:
+            raise _Refused(N.ERR_NOSUCHCHANNEL, clean(target)[:CHANNELLEN + 8], "No such channel")
+        if hub.inRoom(self, room) is None:
+            raise _Refused(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
+        return room
 
     def write(self, data: bytes) -> None:
         if self.dropped:
@@ -684,7 +690,7 @@ class IrcProtocol(LineServerProtocol):
         self.registering = True
         self.awaiting = True
         try:
-            d = factory.hub.enter(self, identity)
+            d = factory.hub.enter(self, identity, lobby=False)
         except ChatError as e:
             self.registering = self.awaiting = False
             self.closeWithError(str(e))
@@ -745,13 +751,6 @@ class IrcProtocol(LineServerProtocol):
         self.write(b"".join(lines))
         self.irc_LUSERS([])
         self.irc_MOTD([])
-        # The hub put the member in the lobby while it was a guest: the client hears it now, under its name.
-        room = self.room
-        if room is not None:
-            self.shownChannel = room.name
-            self.write(ircLine(self.mask, "JOIN", room.name))
-            self.showNames(room.name)
-            self.factory.hub.replay(self, self.factory.hub.historyOnJoin, quiet=True)
         self.release()
 
     # -- answers the hub may give later ------------------------------------------------
@@ -802,50 +801,52 @@ class IrcProtocol(LineServerProtocol):
         if not params or not params[0]:
             raise _Refused(N.ERR_NEEDMOREPARAMS, "JOIN", "Not enough parameters")
         if params[0] == "0":
-            self._part(self.shownChannel, "left all channels", quiet=True)
+            for joined in self.channels():
+                self.factory.hub.part(self, joined, "Left all channels")
             return
         # Keys are accepted and not needed: the chat's rooms have no keys (yet).
-        for target in params[0].split(","):
+        targets = params[0].split(",")
+        for index, target in enumerate(targets):
             room = channelName(target)
             if room is None:
                 self.numeric(N.ERR_NOSUCHCHANNEL, clean(target)[:CHANNELLEN + 8], "No such channel")
                 continue
-            if room == self.shownChannel:
+            if self.factory.hub.inRoom(self, room) is not None:
                 continue
-            self.answer(self.factory.hub.join(self, room), then=lambda _, room=room: self.showNames(room),
+            if len(self.factory.hub.roomsOf(self)) >= CHANLIMIT:
+                self.numeric(N.ERR_TOOMANYCHANNELS, room, "You have joined too many channels")
+                continue
+            try:
+                d = self.factory.hub.joinAlso(self, room, history=False)
+            except ChatError as e:
+                d = defer.fail(e)
+            self.answer(d, then=lambda _, room=room: self.joined(room),
                         refused=lambda why, room=room: self.numeric(N.ERR_TOOMANYCHANNELS, room, why))
             if self.awaiting:
-                rest = ",".join(params[0].split(",")[params[0].split(",").index(target) + 1:])
+                rest = ",".join(targets[index + 1:])
                 if rest:
                     self.held = (f"JOIN {rest}".encode(), *self.held)
                 return
+
+    def joined(self, room: str) -> None:
+        """In ``room`` now (the JOIN line came from the hub): its topic, names and history."""
+        hub = self.factory.hub
+        if hub.inRoom(self, room) is None:
+            return
+        self.showNames(room)
+        hub.replay(self, hub.historyOnJoin, quiet=True, name=room)
 
     def irc_PART(self, params: list[str]) -> None:
         if not params or not params[0]:
             raise _Refused(N.ERR_NEEDMOREPARAMS, "PART", "Not enough parameters")
         reason = clean(params[1])[:200] if len(params) > 1 else ""
         for target in params[0].split(","):
-            room = channelName(target)
-            if room is None or (room != self.shownChannel and room not in self.factory.hub.rooms):
-                self.numeric(N.ERR_NOSUCHCHANNEL, clean(target)[:CHANNELLEN + 8], "No such channel")
-            elif room != self.shownChannel:
-                self.numeric(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
-            else:
-                self._part(room, reason)
-
-    def _part(self, room: str | None, reason: str, quiet: bool = False) -> None:
-        """
-        Leave ``room``.  A member of the chat is always in a room: leaving one
-        is going back to the lobby, and the lobby cannot be left.
-        """
-        if room is None or room == LOBBY:
-            if not quiet:
-                self.notice(f"You stay in {LOBBY} until you join another channel")
-            return
-        # The client hears its PART (with its reason) now, and the hub's move to the lobby after.
-        self.reply(ircLine(self.mask, "PART", room, reason))
-        self.shownChannel = None
-        self.answer(self.factory.hub.join(self, LOBBY), then=lambda _: self.showNames(LOBBY))
+            try:
+                room = self.ownChannel(target)
+            except _Refused as refusal:
+                self.numeric(*refusal.args)
+                continue
+            self.factory.hub.part(self, room, reason)
 
     def irc_PRIVMSG(self, params: list[str], command: str = "PRIVMSG") -> None:
         quiet = command == "NOTICE"  # RFC 2812 3.3.2: no automatic reply to a NOTICE
@@ -880,18 +881,18 @@ class IrcProtocol(LineServerProtocol):
         for target in targets:
             if target.startswith("#"):
                 room = channelName(target)
-                if room is None or (room != self.shownChannel and room not in hub.rooms):
+                if room is None or room not in hub.rooms:
                     if not quiet:
                         self.numeric(N.ERR_NOSUCHNICK, clean(target)[:40], "No such nick/channel")
                     continue
-                if room != self.shownChannel:
+                if hub.inRoom(self, room) is None:
                     if not quiet:
                         self.numeric(N.ERR_CANNOTSENDTOCHAN, room, "Cannot send to channel (you are not in it)")
                     continue
                 if action is not None:
-                    hub.act(self, text)
+                    hub.act(self, text, room)
                 else:
-                    hub.say(self, text)
+                    hub.say(self, text, room)
                 if self.hasCap("echo-message"):
                     self.reply(self.face._said(self.mask, room, text, self.factory.clock.seconds(),
                                                action is not None))
@@ -914,28 +915,26 @@ class IrcProtocol(LineServerProtocol):
 
     def irc_NAMES(self, params: list[str]) -> None:
         if not params or not params[0]:
-            if self.shownChannel is not None:
-                self.showNames(self.shownChannel)
-            else:
+            for joined in self.channels():
+                self.showNames(joined)
+            if not self.channels():
                 self.numeric(N.RPL_ENDOFNAMES, "*", "End of /NAMES list")
             return
         for target in params[0].split(","):
             room = channelName(target)
-            if room is not None and room == self.shownChannel:
+            if room is not None and room in self.factory.hub.rooms:
                 self.showNames(room)
             else:
-                # Only the names of one's own room are shown (the chat's /names), as for a secret channel.
                 self.numeric(N.RPL_ENDOFNAMES, room or clean(target)[:40], "End of /NAMES list")
 
     def showNames(self, room: str) -> None:
-        if self.room is None or self.room.name != room:
-            return
+        """353 and 366 for ``room`` (the rooms are public: anyone may see who is in one)."""
 
         def show(names: list[str]) -> None:
             members = [events.Membership(name) for name in names]
             self.reply(namesReply(self.server, self.nick, room, members, self.hasCap("multi-prefix")))
 
-        self.answer(self.factory.hub.whenNames(self), show)
+        self.answer(self.factory.hub.whenNames(self, room), show)
 
     def irc_LIST(self, params: list[str]) -> None:
         wanted = {channelName(t) for t in params[0].split(",")} if params and params[0] else None
@@ -952,11 +951,7 @@ class IrcProtocol(LineServerProtocol):
     def irc_TOPIC(self, params: list[str]) -> None:
         if not params or not params[0]:
             raise _Refused(N.ERR_NEEDMOREPARAMS, "TOPIC", "Not enough parameters")
-        room = channelName(params[0])
-        if room is None or (room != self.shownChannel and room not in self.factory.hub.rooms):
-            raise _Refused(N.ERR_NOSUCHCHANNEL, clean(params[0])[:40], "No such channel")
-        if room != self.shownChannel:
-            raise _Refused(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
+        room = self.ownChannel(params[0])
         if len(params) > 1:
             # Topics come with room moderation (operators), which this chat does not have yet.
             raise _Refused(N.ERR_CHANOPRIVSNEEDED, room, "You're not channel operator")
@@ -977,7 +972,7 @@ class IrcProtocol(LineServerProtocol):
                 raise _Refused(N.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag (no user modes here)")
             return
         room = channelName(target)
-        if room is None or (room != self.shownChannel and room not in self.factory.hub.rooms):
+        if room is None or room not in self.factory.hub.rooms:
             raise _Refused(N.ERR_NOSUCHCHANNEL, clean(target)[:40], "No such channel")
         if len(params) == 1:
             # +n is true of every room: only its members can say anything in it.
@@ -994,20 +989,15 @@ class IrcProtocol(LineServerProtocol):
         for letter in change:
             if letter not in "+-" and letter not in "bklimnstov":
                 raise _Refused(N.ERR_UNKNOWNMODE, letter, f"is unknown mode char to me for {room}")
-        if room != self.shownChannel:
-            raise _Refused(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
+        self.ownChannel(room)
         raise _Refused(N.ERR_CHANOPRIVSNEEDED, room, "You're not channel operator")
 
     def irc_KICK(self, params: list[str]) -> None:
         if len(params) < 2:
             raise _Refused(N.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters")
-        room = channelName(params[0])
-        if room is None or (room != self.shownChannel and room not in self.factory.hub.rooms):
-            raise _Refused(N.ERR_NOSUCHCHANNEL, clean(params[0])[:40], "No such channel")
-        if room != self.shownChannel:
-            raise _Refused(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
+        room = self.ownChannel(params[0])
         target = self.factory.hub.nicks.get(params[1].casefold())
-        if target is None or target.room is None or target.room.name != room:
+        if target is None or self.factory.hub.inRoom(target, room) is None:
             raise _Refused(N.ERR_USERNOTINCHANNEL, clean(params[1])[:40], room, "They aren't on that channel")
         raise _Refused(N.ERR_CHANOPRIVSNEEDED, room, "You're not channel operator")
 
@@ -1020,11 +1010,8 @@ class IrcProtocol(LineServerProtocol):
         member = hub.nicks.get(nick.casefold())
         if member is None:
             raise _Refused(N.ERR_NOSUCHNICK, clean(nick)[:40], "No such nick/channel")
-        if room is None or (room != self.shownChannel and room not in hub.rooms):
-            raise _Refused(N.ERR_NOSUCHCHANNEL, clean(target)[:40], "No such channel")
-        if room != self.shownChannel:
-            raise _Refused(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
-        if member.room is not None and member.room.name == room:
+        room = self.ownChannel(target)
+        if hub.inRoom(member, room) is not None:
             raise _Refused(N.ERR_USERONCHANNEL, member.nick, room, "is already on channel")
         # Rooms are open to all (no +i yet): an invitation is a private message saying where to come.
         self.numeric(N.RPL_INVITING, member.nick, room)
@@ -1041,14 +1028,14 @@ class IrcProtocol(LineServerProtocol):
             self.numeric(N.RPL_NOWAWAY, "You have been marked as being away")
         else:
             self.numeric(N.RPL_UNAWAY, "You are no longer marked as being away")
-        room = self.room
-        if room is None:
-            return
-        # away-notify, for this server's IRC members of the room (the other faces have no away yet).
+        # away-notify, once to each of this server's IRC members sharing a room (the other faces have no away yet).
         line = ircLine(self.mask, "AWAY", text) if text else ircLine(self.mask, "AWAY")
-        for member in list(room.members):
-            if member is not self and isinstance(member, IrcProtocol) and member.hasCap("away-notify"):
-                member.reply(line)
+        told: set[Any] = {self}
+        for room in self.factory.hub.roomsOf(self):
+            for member in list(room.members):
+                if member not in told and isinstance(member, IrcProtocol) and member.hasCap("away-notify"):
+                    told.add(member)
+                    member.reply(line)
 
     def irc_WHOIS(self, params: list[str]) -> None:
         if not params or not params[0]:
@@ -1063,8 +1050,9 @@ class IrcProtocol(LineServerProtocol):
             who = whoOf(member)
             name = member.nick
             self.numeric(N.RPL_WHOISUSER, name, who.user, who.host, "*", getattr(member, "realname", "") or name)
-            if member.room is not None:
-                self.numeric(N.RPL_WHOISCHANNELS, name, member.room.name)
+            channels = [room.name for room in self.factory.hub.roomsOf(member)]
+            if channels:
+                self.numeric(N.RPL_WHOISCHANNELS, name, " ".join(channels))
             self.numeric(N.RPL_WHOISSERVER, name, self.server, f"{self.factory.network} chat")
             away = getattr(member, "awayText", "")
             if away:
@@ -1080,18 +1068,28 @@ class IrcProtocol(LineServerProtocol):
         mask = params[0] if params and params[0] else "*"
         hub = self.factory.hub
         room = channelName(mask) if mask.startswith("#") else None
+        found: list[tuple[str, Any]] = []
         if room is not None:
-            members = list(hub.rooms[room].members) if room == self.shownChannel and room in hub.rooms else []
-        elif mask in ("*", "0"):
-            members = [m for m in ([] if self.room is None else self.room.members)]
+            if room in hub.rooms:
+                found = [(room, member) for member in hub.rooms[room].members]
         else:
-            member = hub.nicks.get(mask.casefold())
-            members = [member] if member is not None else []
+            # A nick, or a mask matched against nick, user, host and real name (no one is invisible here).
+            pattern = "*" if mask == "0" else mask.casefold()
+            wild = any(c in pattern for c in "*?")
+            candidates = list(hub.present) if wild else [hub.nicks.get(pattern)]
+            for member in candidates:
+                if member is None:
+                    continue
+                who = whoOf(member)
+                fields = (member.nick, who.user, who.host, getattr(member, "realname", ""))
+                if wild and not any(fnmatch.fnmatchcase(field.casefold(), pattern) for field in fields if field):
+                    continue
+                rooms = hub.roomsOf(member)
+                found.append((rooms[0].name if rooms else "*", member))
         lines = []
-        for member in members:
+        for channel, member in found:
             who = whoOf(member)
             flags = "G" if getattr(member, "awayText", "") else "H"
-            channel = member.room.name if member.room is not None else "*"
             lines.append(ircLine(self.server, N.RPL_WHOREPLY, self.nick, channel, who.user, who.host, self.server,
                                  member.nick, flags, f"0 {getattr(member, 'realname', '') or member.nick}"))
         lines.append(ircLine(self.server, N.RPL_ENDOFWHO, self.nick, clean(mask)[:40], "End of WHO list"))
@@ -1214,7 +1212,7 @@ class IrcFactory(ServerFactory):
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(clock.seconds()))
         self.motd = (
             f"This is the {network} chat: IRC, line (nc) and browser users share its rooms.",
-            f"You are in {LOBBY}; JOIN another channel to move there (one channel at a time).",
+            f"Its main room is {LOBBY}: /join {LOBBY}.",
         )
 
     def isupport(self) -> list[str]:
@@ -1227,7 +1225,7 @@ class IrcFactory(ServerFactory):
             f"CHANNELLEN={CHANNELLEN}",
             f"TOPICLEN={TOPICLEN}",
             f"NETWORK={self.network}",
-            "CHANLIMIT=#:1",
+            f"CHANLIMIT=#:{CHANLIMIT}",
             f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,WHOIS:{MAX_TARGETS}",
             "AWAYLEN=300",
             "SAFELIST",
