@@ -100,7 +100,7 @@ class RegistrationTests(unittest.TestCase):
         self.assertEqual(setup.hub.nicks["alice"], client.proto)
         client.send("JOIN #lobby")
         got = client.take()
-        self.assertEqual([(p, c, a) for p, c, a in got][0], ("alice!irc@irc.sockproto", "JOIN", ["#lobby"]))
+        self.assertEqual([(p, c, a) for p, c, a in got][0], ("alice!~u@irc.sockproto", "JOIN", ["#lobby"]))
         self.assertEqual([c for _, c, _ in got][1:], ["353", "366"])
 
     def test_commandsBeforeRegistrationAreRefused(self):
@@ -145,7 +145,7 @@ class RegistrationTests(unittest.TestCase):
         bob.send("PRIVMSG #lobby :hello")
         setup.hub.flush()
         data = alice.transport.value().decode()
-        self.assertRegex(data, r"^@time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z :bob!irc@irc\.sockproto PRIVMSG "
+        self.assertRegex(data, r"^@time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z :bob!~u@irc\.sockproto PRIVMSG "
                                r"#lobby :hello\r\n$")
 
     def test_passwordLogin(self):
@@ -212,7 +212,7 @@ class CommandTests(unittest.TestCase):
 
     def test_channelMessageReachesOthersNotTheSender(self):
         self.alice.send("PRIVMSG #lobby :hi all")
-        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "PRIVMSG", ["#lobby", "hi all"])])
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "PRIVMSG", ["#lobby", "hi all"])])
         self.assertEqual(self.alice.take(), [])
 
     def test_echoMessage(self):
@@ -224,11 +224,11 @@ class CommandTests(unittest.TestCase):
 
     def test_actionIsCtcpAction(self):
         self.alice.send("PRIVMSG #lobby :\x01ACTION waves\x01")
-        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "PRIVMSG", ["#lobby", "\x01ACTION waves\x01"])])
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "PRIVMSG", ["#lobby", "\x01ACTION waves\x01"])])
 
     def test_privateMessage(self):
         self.alice.send("PRIVMSG bob :psst", "PRIVMSG nobody :hello")
-        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "PRIVMSG", ["bob", "psst"])])
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "PRIVMSG", ["bob", "psst"])])
         self.assertEqual([c for _, c, _ in self.alice.take()], ["401"])
 
     def test_noticeGetsNoErrorReply(self):
@@ -249,9 +249,9 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(self.bob.take(), [])  # still in #lobby with bob
         self.assertEqual([r.name for r in self.setup.hub.roomsOf(self.alice.proto)], ["#lobby", "#dev", "#ops"])
         self.bob.send("PRIVMSG #lobby :still here?")
-        self.assertEqual(self.alice.take(), [("bob!irc@irc.sockproto", "PRIVMSG", ["#lobby", "still here?"])])
+        self.assertEqual(self.alice.take(), [("bob!~u@irc.sockproto", "PRIVMSG", ["#lobby", "still here?"])])
         self.alice.send("PRIVMSG #dev :one", "PRIVMSG #lobby :two")
-        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "PRIVMSG", ["#lobby", "two"])])
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "PRIVMSG", ["#lobby", "two"])])
 
     def test_partLeavesOneChannel(self):
         self.alice.send("JOIN #dev")
@@ -259,8 +259,8 @@ class CommandTests(unittest.TestCase):
         self.alice.take()
         self.bob.take()
         self.alice.send("PART #dev :bye now")
-        self.assertEqual(self.alice.take(), [("alice!irc@irc.sockproto", "PART", ["#dev", "bye now"])])
-        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "PART", ["#dev", "bye now"])])
+        self.assertEqual(self.alice.take(), [("alice!~u@irc.sockproto", "PART", ["#dev", "bye now"])])
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "PART", ["#dev", "bye now"])])
         self.alice.send("PART #dev", "PART #lobby")
         self.assertEqual(self.alice.commands(), ["442", "PART"])
         self.assertEqual(self.setup.hub.roomsOf(self.alice.proto), [])
@@ -285,13 +285,13 @@ class CommandTests(unittest.TestCase):
         self.bob.take()
         transport.clear()
         self.alice.send("NICK alicia")
-        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "NICK", ["alicia"])])
-        self.assertEqual(self.alice.take(), [("alice!irc@irc.sockproto", "NICK", ["alicia"])])
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "NICK", ["alicia"])])
+        self.assertEqual(self.alice.take(), [("alice!~u@irc.sockproto", "NICK", ["alicia"])])
         self.assertEqual(carol.take(), [])
         self.assertEqual(transport.value().count(b"alicia"), 1)
         transport.clear()
         self.alice.send("QUIT :done")
-        self.assertEqual(self.bob.take(), [("alicia!irc@irc.sockproto", "QUIT", ["Quit: done"])])
+        self.assertEqual(self.bob.take(), [("alicia!~u@irc.sockproto", "QUIT", ["Quit: done"])])
         self.assertEqual(transport.value().count(b"alicia"), 1)
         self.assertEqual(carol.take(), [])
         self.assertNotIn(self.alice.proto, self.setup.hub.extraRooms)
@@ -316,7 +316,7 @@ class CommandTests(unittest.TestCase):
         self.alice.send("WHOIS bob")
         got = self.alice.take()
         self.assertEqual([c for _, c, _ in got], ["311", "319", "312", "317", "318"])
-        self.assertEqual(got[0][2][:4], ["alice", "bob", "irc", "irc.sockproto"])
+        self.assertEqual(got[0][2][:4], ["alice", "bob", "~u", "irc.sockproto"])
         self.alice.send("WHO #lobby")
         got = self.alice.take()
         self.assertEqual(sorted(p[5] for _, c, p in got if c == "352"), ["alice", "bob"])
@@ -328,7 +328,7 @@ class CommandTests(unittest.TestCase):
         self.alice.send("ISON bob nobody", "USERHOST bob")
         got = self.alice.take()
         self.assertEqual(got[0][2][-1], "bob")
-        self.assertEqual(got[1][2][-1], "bob=+irc@irc.sockproto")
+        self.assertEqual(got[1][2][-1], "bob=+~u@irc.sockproto")
         self.alice.send("LUSERS")
         self.assertIn("2 users", self.alice.take()[0][2][-1])
 
@@ -337,15 +337,50 @@ class CommandTests(unittest.TestCase):
         self.bob.take()
         self.alice.send("AWAY :lunch")
         self.assertEqual(self.alice.commands(), ["306"])
-        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "AWAY", ["lunch"])])
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "AWAY", ["lunch"])])
         self.bob.send("WHOIS alice")
         self.assertIn(("301", ["bob", "alice", "lunch"]), [(c, p) for _, c, p in self.bob.take()])
         self.alice.send("AWAY")
         self.assertEqual(self.alice.commands(), ["305"])
 
+    def test_privateMessageToAnAwayMemberIsAnswered301(self):
+        self.bob.send("AWAY :lunch")
+        self.bob.take()
+        self.alice.send("PRIVMSG bob :there?", "NOTICE bob :psst")
+        self.assertEqual([(c, p) for _, c, p in self.alice.take()], [("301", ["alice", "bob", "lunch"])])
+        self.bob.send("AWAY")
+        self.alice.send("PRIVMSG bob :back?")
+        self.assertEqual(self.alice.take(), [])
+
+    def test_whowas(self):
+        self.bob.send("NICK robert")
+        self.bob.send("QUIT :bye")
+        self.alice.take()
+        self.alice.send("WHOWAS bob", "WHOWAS robert 1", "WHOWAS nobody", "WHOWAS")
+        got = [(c, p) for _, c, p in self.alice.take()]
+        self.assertEqual([c for c, _ in got], ["314", "312", "369", "314", "312", "369", "406", "369", "431"])
+        self.assertEqual(got[0][1], ["alice", "bob", "~u", "irc.sockproto", "*", "Real Name"])
+        self.assertEqual(got[3][1][:2], ["alice", "robert"])
+        self.assertEqual(got[4][1][:3], ["alice", "robert", "irc.test"])
+
+    def test_whowasKeepsTheLatestFirstAndIsBounded(self):
+        for n in range(3):
+            client = self.setup.connect()
+            client.send("NICK again", f"USER id{n} 0 * :R")
+            client.send("QUIT")
+        self.alice.send("WHOWAS again 2")
+        users = [p[2] for _, c, p in self.alice.take() if c == "314"]
+        self.assertEqual(users, ["~id2", "~id1"])
+        self.assertLessEqual(self.setup.factory.whowas.maxlen, 200)
+
+    def test_identIsTheUserOfTheMask(self):
+        client = self.setup.connect()
+        client.send("NICK carol", "USER a-very-long~name 0 * :R", "JOIN #lobby")
+        self.assertEqual(self.alice.take()[0][0], "carol!~a-very-lo@irc.sockproto")
+
     def test_nickChange(self):
         self.alice.send("NICK alicia")
-        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "NICK", ["alicia"])])
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "NICK", ["alicia"])])
         self.assertIn("alicia", self.setup.hub.nicks)
         self.alice.send("NICK bob")
         self.assertEqual(self.alice.commands(), ["NICK", "433"])
@@ -354,7 +389,7 @@ class CommandTests(unittest.TestCase):
         self.alice.send("QUIT :gone fishing")
         self.assertEqual(self.alice.commands(), ["ERROR"])
         self.assertTrue(self.alice.transport.disconnecting)
-        self.assertEqual(self.bob.take(), [("alice!irc@irc.sockproto", "QUIT", ["Quit: gone fishing"])])
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "QUIT", ["Quit: gone fishing"])])
 
     def test_tooLongLine(self):
         self.alice.send("PRIVMSG #lobby :" + "x" * 600)

@@ -119,7 +119,7 @@ class IrcFaceTests(unittest.TestCase):
         alice.client.msg("#dev", "hello from irc")
         self.assertRegex(line.until("hello from irc")[-1], r"<alice> hello from irc$")
         web.until(lambda event: event.get("type") == "message" and event.get("text") == "hello from irc")
-        self.assertEqual(bob.until(isEvent("privmsg"))[1:], ("alice!irc@irc.sockproto", "#dev", "hello from irc"))
+        self.assertEqual(bob.until(isEvent("privmsg"))[1:], ("alice!~alice@irc.sockproto", "#dev", "hello from irc"))
 
         line.send("hello from nc\n/me waves\n")
         self.assertEqual(alice.until(isEvent("privmsg"))[1:], ("liner!line@line.sockproto", "#dev", "hello from nc"))

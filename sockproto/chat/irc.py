@@ -20,6 +20,7 @@ import base64
 import binascii
 import fnmatch
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -50,6 +51,8 @@ IRC_LINE = 512
 #: Room for the tags a client may send before its message (IRCv3 message-tags).
 CLIENT_TAGS = 4096
 NICKLEN = 24
+#: The longest name kept from USER (a mask's user part is ``~`` and it, as servers without ident checks show it).
+USERLEN = 9
 CHANNELLEN = 33
 TOPICLEN = 300
 #: Targets one PRIVMSG or NOTICE may name (ISUPPORT TARGMAX).
@@ -60,8 +63,13 @@ CHANLIMIT = 20
 MAX_REGISTRATION_LINES = 64
 #: Capabilities offered (``sasl`` only where there are logins).
 CAPABILITIES = ("away-notify", "echo-message", "message-tags", "multi-prefix", "server-time")
-#: The face's name: the user and host of IRC members' masks.
+#: The face's name: the host of IRC members' masks (``nick!~user@irc.sockproto``).
 FACE = "irc"
+#: Idents of IRC members that left or changed nick, kept for the events that still name them
+#: (a QUIT rendered after the member is gone) and for WHOWAS.
+REMEMBERED = 1000
+#: WHOWAS entries kept (the oldest forgotten first).
+WHOWAS_KEEP = 200
 
 # Numerics twisted.words' table does not name (IRCv3 and later RFCs).
 RPL_ISUPPORT = "005"
@@ -134,9 +142,18 @@ class IrcFace:
 
     name = FACE
 
-    def __init__(self, server: str, withTime: bool) -> None:
+    def __init__(self, server: str, withTime: bool, idents: IdentBook | None = None) -> None:
         self.server = server
         self.withTime = withTime
+        self.idents = idents if idents is not None else IdentBook({})
+
+    def mask(self, who: Who) -> str:
+        """``nick!user@host``; an IRC member's user is its ident (``~`` and the name it gave to USER)."""
+        if who.face == FACE:
+            ident = self.idents.identOf(who.nick)
+            if ident is not None:
+                return f"{who.nick}!{ident}@{who.host}"
+        return who.mask
 
     def _tags(self, when: float) -> str:
         return f"time={serverTime(when)}" if self.withTime else ""
@@ -153,29 +170,29 @@ class IrcFace:
         kind = event.kind
         if kind == "message" or kind == "action":
             assert isinstance(event, events.Message | events.Action)
-            return self._said(event.sender.mask, event.room, event.text, event.time, kind == "action")
+            return self._said(self.mask(event.sender), event.room, event.text, event.time, kind == "action")
         if kind == "join":
             assert isinstance(event, events.Joined)
-            return ircLine(event.who.mask, "JOIN", event.room, tags=self._tags(event.time))
+            return ircLine(self.mask(event.who), "JOIN", event.room, tags=self._tags(event.time))
         if kind == "part":
             assert isinstance(event, events.Parted)
-            return ircLine(event.who.mask, "PART", event.room, event.reason, tags=self._tags(event.time))
+            return ircLine(self.mask(event.who), "PART", event.room, event.reason, tags=self._tags(event.time))
         if kind == "quit":
             assert isinstance(event, events.Quit)
-            return ircLine(event.who.mask, "QUIT", f"Quit: {event.reason}", tags=self._tags(event.time))
+            return ircLine(self.mask(event.who), "QUIT", f"Quit: {event.reason}", tags=self._tags(event.time))
         if kind == "nick":
             assert isinstance(event, events.NickChanged)
-            return ircLine(event.who.mask, "NICK", event.nick, tags=self._tags(event.time))
+            return ircLine(self.mask(event.who), "NICK", event.nick, tags=self._tags(event.time))
         if kind == "topic":
             assert isinstance(event, events.TopicChanged)
-            return ircLine(event.who.mask, "TOPIC", event.room, event.topic, tags=self._tags(event.time))
+            return ircLine(self.mask(event.who), "TOPIC", event.room, event.topic, tags=self._tags(event.time))
         if kind == "kick":
             assert isinstance(event, events.Kicked)
-            return ircLine(event.who.mask, "KICK", event.room, event.nick, event.reason or event.who.nick,
+            return ircLine(self.mask(event.who), "KICK", event.room, event.nick, event.reason or event.who.nick,
                            tags=self._tags(event.time))
         if kind == "mode":
             assert isinstance(event, events.ModeChanged)
-            return ircLine(event.who.mask, "MODE", event.room, event.modes, *event.arguments,
+            return ircLine(self.mask(event.who), "MODE", event.room, event.modes, *event.arguments,
                            tags=self._tags(event.time))
         return self.renderFor(event, recipient)
 
@@ -189,7 +206,7 @@ class IrcFace:
                 if not (recipient is not None and recipient.hasCap("echo-message")):
                     return b""
                 return self._said(recipient.mask, event.recipient, event.text, event.time, False)
-            return self._said(event.sender.mask, nick, event.text, event.time, False)
+            return self._said(self.mask(event.sender), nick, event.text, event.time, False)
         if kind == "history":
             assert isinstance(event, events.History)
             return b"".join(self._replayed(entry) for entry in event.entries)
@@ -231,6 +248,34 @@ class IrcFace:
 
     def membersChanged(self, room: str, members: Iterable[Any]) -> None:
         """IRC clients keep their member lists from JOIN, PART, QUIT and NICK lines."""
+
+
+class IdentBook:
+    """
+    The idents of this server's IRC members by nick, for masks: the live
+    members' from the hub, and those of the last :data:`REMEMBERED` nicks
+    that went away (a QUIT or NICK line is rendered after the change).
+    """
+
+    def __init__(self, nicks: dict[str, Any]) -> None:
+        self.nicks = nicks
+        self.gone: dict[str, str] = {}
+
+    def identOf(self, nick: str) -> str | None:
+        key = nick.casefold()
+        member = self.nicks.get(key)
+        if member is not None and member.nick == nick:
+            ident = getattr(member, "ident", None)
+            if ident is not None:
+                return str(ident)
+        return self.gone.get(key)
+
+    def remember(self, nick: str, ident: str) -> None:
+        gone = self.gone
+        gone.pop(nick.casefold(), None)
+        gone[nick.casefold()] = ident
+        if len(gone) > REMEMBERED:
+            del gone[next(iter(gone))]
 
 
 def namesReply(server: str, nick: str, room: str, members: Iterable[Any], multiPrefix: bool) -> bytes:
@@ -301,8 +346,8 @@ class IrcProtocol(LineServerProtocol):
 
     factory: IrcFactory
     errorPrefix = "ERROR :"
-    # -- what the hub sets and reads
-    nick = ""
+    # -- what the hub sets and reads (nick: a property below)
+    _nick = ""
     room: Room | None = None
     face: IrcFace
     # -- registration
@@ -349,12 +394,31 @@ class IrcProtocol(LineServerProtocol):
             self.bucket = TokenBucket(factory.floodRate, factory.floodBurst, factory.clock.seconds())
 
     @property
+    def nick(self) -> str:
+        return self._nick
+
+    @nick.setter
+    def nick(self, nick: str) -> None:
+        # The hub renames members (a NICK, a verified user taking a guest's name): the old
+        # name's ident is kept for the NICK line rendered after, and for WHOWAS.
+        old = self._nick
+        if old and old != nick and self.registered:
+            self.factory.idents.remember(old, self.ident)
+            self.factory.rememberGone(self)
+        self._nick = nick
+
+    @property
+    def ident(self) -> str:
+        """The user part of this client's mask: ``~`` (no ident check) and the name it gave to USER."""
+        return "~" + self.username
+
+    @property
     def server(self) -> str:
         return self.factory.serverName
 
     @property
     def mask(self) -> str:
-        return Who(self.nick, FACE).mask
+        return f"{self.nick}!{self.ident}@{Who(self.nick, FACE).host}"
 
     def hasCap(self, name: str) -> bool:
         return name in self.caps
@@ -565,7 +629,7 @@ class IrcProtocol(LineServerProtocol):
             raise _Refused(N.ERR_ALREADYREGISTRED, "You may not reregister")
         if len(params) < 4 or not params[0]:
             raise _Refused(N.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
-        self.username = "".join(c for c in params[0] if c.isalnum() or c in "_-.")[:10] or "user"
+        self.username = "".join(c for c in params[0] if c.isascii() and (c.isalnum() or c in "_-."))[:USERLEN] or "user"
         self.realname = clean(params[3])[:100]
         self.tryRegistration()
 
@@ -903,11 +967,19 @@ class IrcProtocol(LineServerProtocol):
                 d = hub.privateMessage(self, target, text)
             except ChatError:
                 d = defer.fail(ChatError(target))
-            self.answer(d, refused=(lambda why: None) if quiet else (
+            self.answer(d, then=None if quiet else lambda _, target=target: self.tellIfAway(target),
+                        refused=(lambda why: None) if quiet else (
                 lambda why, target=target: self.numeric(N.ERR_NOSUCHNICK, clean(target)[:40],
                                                         "No such nick/channel")))
             if self.awaiting:
                 return
+
+    def tellIfAway(self, nick: str) -> None:
+        """301 RPL_AWAY after a private message to a member who is away (not after a NOTICE)."""
+        member = self.factory.hub.nicks.get(nick.casefold())
+        away = getattr(member, "awayText", "")
+        if member is not None and away:
+            self.numeric(N.RPL_AWAY, member.nick, away)
 
     def irc_NOTICE(self, params: list[str]) -> None:
         # The chat has no notices between members: a NOTICE is delivered as a message.
@@ -1049,7 +1121,7 @@ class IrcProtocol(LineServerProtocol):
                 continue
             who = whoOf(member)
             name = member.nick
-            self.numeric(N.RPL_WHOISUSER, name, who.user, who.host, "*", getattr(member, "realname", "") or name)
+            self.numeric(N.RPL_WHOISUSER, name, who.user, who.host, "*", who.realname)
             channels = [room.name for room in self.factory.hub.roomsOf(member)]
             if channels:
                 self.numeric(N.RPL_WHOISCHANNELS, name, " ".join(channels))
@@ -1081,7 +1153,7 @@ class IrcProtocol(LineServerProtocol):
                 if member is None:
                     continue
                 who = whoOf(member)
-                fields = (member.nick, who.user, who.host, getattr(member, "realname", ""))
+                fields = (member.nick, who.user, who.host, who.realname)
                 if wild and not any(fnmatch.fnmatchcase(field.casefold(), pattern) for field in fields if field):
                     continue
                 rooms = hub.roomsOf(member)
@@ -1091,9 +1163,30 @@ class IrcProtocol(LineServerProtocol):
             who = whoOf(member)
             flags = "G" if getattr(member, "awayText", "") else "H"
             lines.append(ircLine(self.server, N.RPL_WHOREPLY, self.nick, channel, who.user, who.host, self.server,
-                                 member.nick, flags, f"0 {getattr(member, 'realname', '') or member.nick}"))
+                                 member.nick, flags, f"0 {who.realname}"))
         lines.append(ircLine(self.server, N.RPL_ENDOFWHO, self.nick, clean(mask)[:40], "End of WHO list"))
         self.reply(b"".join(lines))
+
+    def irc_WHOWAS(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            raise _Refused(N.ERR_NONICKNAMEGIVEN, "No nickname given")
+        try:
+            count = int(params[1]) if len(params) > 1 else 0
+        except ValueError:
+            count = 0
+        for nick in params[0].split(",")[:MAX_TARGETS]:
+            key = nick.casefold()
+            found = [(shown, when) for shown, when in reversed(self.factory.whowas) if shown.nick.casefold() == key]
+            if count > 0:
+                found = found[:count]
+            shownNick = clean(nick)[:NICKLEN + 8]
+            if not found:
+                self.numeric(N.ERR_WASNOSUCHNICK, shownNick, "There was no such nickname")
+            for shown, when in found:
+                self.numeric(N.RPL_WHOWASUSER, shown.nick, shown.user, shown.host, "*", shown.realname)
+                self.numeric(N.RPL_WHOISSERVER, shown.nick, self.server,
+                             time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(when)))
+            self.numeric(N.RPL_ENDOFWHOWAS, shownNick, "End of WHOWAS")
 
     def irc_ISON(self, params: list[str]) -> None:
         if not params:
@@ -1147,6 +1240,9 @@ class IrcProtocol(LineServerProtocol):
     def leaveHub(self, reason: str) -> None:
         if self.entered:
             self.entered = False
+            if self.registered:
+                self.factory.idents.remember(self.nick, self.ident)
+                self.factory.rememberGone(self)
             self.factory.hub.leave(self, reason)
 
     def idleTimedOut(self) -> None:
@@ -1168,10 +1264,21 @@ class IrcProtocol(LineServerProtocol):
 _BEFORE_REGISTRATION = frozenset({"CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "QUIT"})
 
 
-def whoOf(member: Any) -> Who:
-    """A member as IRC shows it: its face is in its mask, never its address."""
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """A member as WHO, WHOIS and WHOWAS show it: its face is in its mask, never its address."""
+
+    nick: str
+    user: str
+    host: str
+    realname: str
+
+
+def whoOf(member: Any) -> Shown:
     face = getattr(getattr(member, "face", None), "name", None)
-    return Who(member.nick, face or events.UNKNOWN_FACE)
+    who = Who(member.nick, face or events.UNKNOWN_FACE)
+    ident = getattr(member, "ident", None)
+    return Shown(member.nick, ident or who.user, who.host, getattr(member, "realname", "") or member.nick)
 
 
 class IrcFactory(ServerFactory):
@@ -1207,13 +1314,20 @@ class IrcFactory(ServerFactory):
         self.floodBurst = floodBurst
         self.maxOutputBuffer = maxOutputBuffer
         self.keepAlive = keepAlive
-        self.faces = {False: IrcFace(serverName, False), True: IrcFace(serverName, True)}
+        self.idents = IdentBook(hub.nicks)
+        self.faces = {False: IrcFace(serverName, False, self.idents), True: IrcFace(serverName, True, self.idents)}
+        #: WHOWAS: who went away or changed nick, the latest last.
+        self.whowas: deque[tuple[Shown, float]] = deque(maxlen=WHOWAS_KEEP)
         self.capabilities = CAPABILITIES + (("sasl",) if loginGate is not None else ())
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(clock.seconds()))
         self.motd = (
             f"This is the {network} chat: IRC, line (nc) and browser users share its rooms.",
             f"Its main room is {LOBBY}: /join {LOBBY}.",
         )
+
+    def rememberGone(self, member: IrcProtocol) -> None:
+        """``member`` leaves, or leaves its nick: for WHOWAS."""
+        self.whowas.append((whoOf(member), self.clock.seconds()))
 
     def isupport(self) -> list[str]:
         return [
