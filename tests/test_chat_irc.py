@@ -330,7 +330,9 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(got[0][2][-1], "bob")
         self.assertEqual(got[1][2][-1], "bob=+~u@irc.sockproto")
         self.alice.send("LUSERS")
-        self.assertIn("2 users", self.alice.take()[0][2][-1])
+        got = self.alice.take()
+        self.assertIn("2 users", got[0][2][-1])
+        self.assertEqual([c for _, c, _ in got], ["251", "252", "254", "255", "265", "266"])
 
     def test_awayIsShownToWhoisAndPrivateMessages(self):
         self.bob.send("CAP REQ away-notify")

@@ -73,6 +73,8 @@ WHOWAS_KEEP = 200
 
 # Numerics twisted.words' table does not name (IRCv3 and later RFCs).
 RPL_ISUPPORT = "005"
+RPL_LOCALUSERS = "265"
+RPL_GLOBALUSERS = "266"
 RPL_TOPICWHOTIME = "333"
 ERR_INPUTTOOLONG = "417"
 ERR_BADCHANNAME = "479"
@@ -1215,6 +1217,8 @@ class IrcProtocol(LineServerProtocol):
             ircLine(self.server, N.RPL_LUSEROP, self.nick, "0", "operator(s) online"),
             ircLine(self.server, N.RPL_LUSERCHANNELS, self.nick, str(len(hub.rooms)), "channels formed"),
             ircLine(self.server, N.RPL_LUSERME, self.nick, f"I have {users} clients and 0 servers"),
+            ircLine(self.server, RPL_LOCALUSERS, self.nick, f"Current local users: {users}"),
+            ircLine(self.server, RPL_GLOBALUSERS, self.nick, f"Current global users: {users}"),
         ]))
 
     def irc_MOTD(self, params: list[str]) -> None:
