@@ -115,6 +115,14 @@ class RegistrationTests(unittest.TestCase):
         other.send("NICK alice", "NICK bad!nick", "NICK")
         self.assertEqual(other.commands(), ["433", "432", "431"])
 
+    def test_nickWithIrcSpecials(self):
+        setup = Setup()
+        got = setup.connect().register("[alice]|x")
+        self.assertEqual(got[0][1:], ("001", ["[alice]|x", got[0][2][1]]))
+        other = setup.connect()
+        other.send("NICK [ALICE]|X", "NICK {alice}|x", "USER u 0 * :R")
+        self.assertEqual([c for _, c, _ in other.take()][:2], ["433", "001"])
+
     def test_userNeedsFourParameters(self):
         client = Setup().connect()
         client.send("USER u 0")

@@ -9,6 +9,7 @@ from sockproto.chat.events import ChatEvent, Joined, Message, NickChanged, Parte
 from sockproto.chat.events import History as HistoryEvent
 from sockproto.chat.history import MEMORY, History
 from sockproto.chat.hub import LOBBY, ChatError, ChatHub
+from sockproto.chat.text import validNick
 from tests.test_chat import FakeMember
 
 
@@ -204,3 +205,26 @@ class SeveralRoomsTests(unittest.TestCase):
         self.hub.join(self.line, "#a")
         self.assertEqual(self.names(self.line), ["#a"])  # type: ignore[arg-type]
         self.assertEqual(self.hub.extraRooms, {})
+
+
+class NickCharactersTests(unittest.TestCase):
+    def test_ircSpecialsAreNickCharacters(self) -> None:
+        """IRC's special characters are valid in nicks on every face; IRC's separators are not."""
+        for nick in ("[alice]", "bob|away", "a\\b", "x^", "{y}", "z`", "_-"):
+            self.assertTrue(validNick(nick), nick)
+        for nick in ("a!b", "a@b", "a,b", "a*b", "a?b", "#a", "a:b", "a.b", "a b"):
+            self.assertFalse(validNick(nick), nick)
+
+    def test_uniquenessIsAsciiCaseInsensitive(self) -> None:
+        """[Bob] and [bob] are one name; [bob] and {bob} are two (CASEMAPPING=ascii)."""
+        clock = Clock()
+        hub = ChatHub(clock, History(MEMORY, clock))
+        first, second = FakeMember(), FakeMember()
+        hub.enter(first)
+        hub.enter(second)
+        hub.changeNick(first, "[Bob]")
+        with self.assertRaises(ChatError) as caught:
+            hub.changeNick(second, "[bob]")
+        self.assertEqual(caught.exception.code, RefusalCode.NICK_IN_USE)
+        hub.changeNick(second, "{bob}")
+        self.assertEqual(second.nick, "{bob}")

@@ -48,7 +48,7 @@ from sockproto.chat.events import (
 )
 from sockproto.chat.history import Entry, History
 from sockproto.chat.lineface import LINE_FACE
-from sockproto.chat.text import validNick, validRoom
+from sockproto.chat.text import NICK_RULE, validNick, validRoom
 
 LOBBY = "#lobby"
 HISTORY_DEFAULT = 20
@@ -203,7 +203,7 @@ class ChatHub:
             return settled(self.bus.claimGuest(self._guestNick()).addCallback(
                 lambda nick: self._admit(member, nick, lobby)))
         if not validNick(identity):
-            raise ChatError(f"{identity!r} cannot be a nickname (1-24 of A-Z a-z 0-9 _ -)", RefusalCode.BAD_NICK)
+            raise ChatError(f"{identity!r} cannot be a nickname ({NICK_RULE})", RefusalCode.BAD_NICK)
         key = identity.casefold()
         if key in self.identities:
             raise ChatError(f"{identity} is already connected", RefusalCode.NICK_IN_USE)
@@ -346,7 +346,7 @@ class ChatHub:
 
     def changeNick(self, member: Member, nick: str) -> defer.Deferred[None]:
         if not validNick(nick):
-            raise ChatError(f"bad nickname {nick!r}: use 1 to 24 of A-Z a-z 0-9 _ -", RefusalCode.BAD_NICK)
+            raise ChatError(f"bad nickname {nick!r}: use {NICK_RULE}", RefusalCode.BAD_NICK)
         if member.nick.casefold() in self.identities:
             raise ChatError("your nickname is your verified name and cannot change", RefusalCode.NICK_FIXED)
         key = nick.casefold()

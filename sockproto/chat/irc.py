@@ -37,7 +37,7 @@ from sockproto.chat import events
 from sockproto.chat.events import ChatEvent, IChatFace, IChatMember, Who
 from sockproto.chat.hub import LOBBY, ChatError, ChatHub, Room
 from sockproto.chat.login import IChatUser, LoginGate, LoginRefused
-from sockproto.chat.text import NICK_RE, ROOM_RE, clean, decode
+from sockproto.chat.text import NICK_RE, NICK_RULE, ROOM_RE, clean, decode
 from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory, setSocketOptions
 from sockproto.server.lines import TOO_LONG, LineServerProtocol
@@ -607,7 +607,7 @@ class IrcProtocol(LineServerProtocol):
         wanted = params[0]
         if not NICK_RE.fullmatch(wanted):
             raise _Refused(N.ERR_ERRONEUSNICKNAME, clean(wanted)[:32],
-                           f"Erroneous nickname (1 to {NICKLEN} of A-Z a-z 0-9 _ -)")
+                           f"Erroneous nickname ({NICK_RULE})")
         hub = self.factory.hub
         if not self.registered:
             holder = hub.nicks.get(wanted.casefold())

@@ -6,7 +6,12 @@ import re
 import time
 import unicodedata
 
-NICK_RE = re.compile(r"[A-Za-z0-9_-]{1,24}")
+#: Nicknames: IRC's letters, digits and specials (RFC 2812 2.3.1), so an IRC user's usual nick
+#: (``[alice]``, ``bob|away``) is valid on every face; compared case-insensitively in ASCII
+#: (the IRC face's ``CASEMAPPING=ascii``: ``[`` and ``{`` are different).
+NICK_RE = re.compile(r"[A-Za-z0-9_\-\[\]\\`^{}|]{1,24}")
+#: What NICK_RE allows, in words.
+NICK_RULE = "1 to 24 of A-Z a-z 0-9 _ - [ ] \\ ` ^ { } |"
 ROOM_RE = re.compile(r"#[a-z0-9_-]{1,32}")
 
 # Terminal escape sequences: CSI (ESC [ or the C1 byte 0x9b ... final byte),

@@ -83,11 +83,11 @@ class PasswdOptions(GnuOptions):
 
 def runPasswd(options: PasswdOptions) -> int:
     from sockproto.chat.passwords import PasswordFileError, setPassword
-    from sockproto.chat.text import validNick
+    from sockproto.chat.text import NICK_RULE, validNick
 
     name = options["name"]
     if not validNick(name):
-        err(f"sockproto passwd: {name!r} cannot be a chat name (1-24 of A-Z a-z 0-9 _ -)")
+        err(f"sockproto passwd: {name!r} cannot be a chat name ({NICK_RULE})")
         return 2
     if sys.stdin.isatty():
         password = getpass.getpass(f"Password for {name}: ")
