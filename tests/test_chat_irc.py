@@ -362,6 +362,26 @@ class CommandTests(unittest.TestCase):
         self.alice.send("PRIVMSG bob :back?")
         self.assertEqual(self.alice.take(), [])
 
+    def test_userhostInNames(self):
+        self.alice.send("CAP REQ userhost-in-names", "NAMES #lobby")
+        got = [(c, p) for _, c, p in self.alice.take()]
+        self.assertEqual(got[1], ("353", ["alice", "=", "#lobby", "alice!~u@irc.sockproto bob!~u@irc.sockproto"]))
+        self.bob.send("NAMES #lobby")
+        self.assertEqual(self.bob.take()[0][2][-1], "alice bob")
+
+    def test_awayMemberJoiningIsToldToAwayNotifyClients(self):
+        self.bob.send("CAP REQ away-notify", "JOIN #dev")
+        self.alice.send("AWAY :lunch")
+        self.bob.take()
+        self.alice.send("JOIN #dev")
+        self.assertEqual([(p, c, a) for p, c, a in self.bob.take()], [
+            ("alice!~u@irc.sockproto", "JOIN", ["#dev"]), ("alice!~u@irc.sockproto", "AWAY", ["lunch"])])
+
+    def test_tooManyTagsAreRefused(self):
+        self.alice.send("@+x=" + "a" * 4091 + " PRIVMSG #lobby :fits", "@+x=" + "a" * 4092 + " PRIVMSG #lobby :no")
+        self.assertEqual(self.alice.commands(), ["417"])
+        self.assertEqual([p[-1] for _, _, p in self.bob.take()], ["fits"])
+
     def test_whowas(self):
         self.bob.send("NICK robert")
         self.bob.send("QUIT :bye")

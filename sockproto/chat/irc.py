@@ -50,6 +50,8 @@ log = Logger()
 IRC_LINE = 512
 #: Room for the tags a client may send before its message (IRCv3 message-tags).
 CLIENT_TAGS = 4096
+#: The longest tag data a client may send (IRCv3 message-tags: 4094 bytes, without the ``@`` and the space).
+CLIENT_TAG_DATA = CLIENT_TAGS - 2
 NICKLEN = 24
 #: The longest name kept from USER (a mask's user part is ``~`` and it, as servers without ident checks show it).
 USERLEN = 9
@@ -62,7 +64,7 @@ CHANLIMIT = 20
 #: Lines a client may send while its registration is not finished (CAP, NICK, USER, PASS, AUTHENTICATE).
 MAX_REGISTRATION_LINES = 64
 #: Capabilities offered (``sasl`` only where there are logins).
-CAPABILITIES = ("away-notify", "echo-message", "message-tags", "multi-prefix", "server-time")
+CAPABILITIES = ("away-notify", "echo-message", "message-tags", "multi-prefix", "server-time", "userhost-in-names")
 #: The face's name: the host of IRC members' masks (``nick!~user@irc.sockproto``).
 FACE = "irc"
 #: Idents of IRC members that left or changed nick, kept for the events that still name them
@@ -280,8 +282,12 @@ class IdentBook:
             del gone[next(iter(gone))]
 
 
-def namesReply(server: str, nick: str, room: str, members: Iterable[Any], multiPrefix: bool) -> bytes:
-    """353 lines (as many as the names need, each under 512 bytes) and 366."""
+def namesReply(server: str, nick: str, room: str, members: Iterable[Any], multiPrefix: bool,
+               masks: dict[str, str] | None = None) -> bytes:
+    """
+    353 lines (as many as the names need, each under 512 bytes) and 366;
+    with ``masks`` (``userhost-in-names``), each nick found there is shown as its mask.
+    """
     head = f":{server} {N.RPL_NAMREPLY} {nick} = {room} :"
     room_for_names = IRC_LINE - 2 - len(head.encode())
     lines = []
@@ -292,7 +298,7 @@ def namesReply(server: str, nick: str, room: str, members: Iterable[Any], multiP
             prefix = ("@" if member.operator else "") + ("+" if member.voiced else "")
         else:
             prefix = member.prefix
-        name = prefix + member.nick
+        name = prefix + (masks.get(member.nick, member.nick) if masks is not None else member.nick)
         if current and used + 1 + len(name) > room_for_names:
             lines.append(ircLine(server, N.RPL_NAMREPLY, nick, "=", room, " ".join(current) + " "))
             current, used = [], 0
@@ -519,7 +525,10 @@ class IrcProtocol(LineServerProtocol):
     def lineReceived(self, line: bytes) -> None:
         if line[:1] == b"@":
             # IRCv3 tags from the client: none is acted on (no client-only tags are relayed).
-            _, _, line = line.partition(b" ")
+            tags, _, line = line.partition(b" ")
+            if len(tags) - 1 > CLIENT_TAG_DATA:
+                self.numeric(ERR_INPUTTOOLONG, "Input line was too long")
+                return
             line = line.lstrip(b" ")
         if len(line) > IRC_LINE - 2:
             self.numeric(ERR_INPUTTOOLONG, "Input line was too long")
@@ -901,6 +910,9 @@ class IrcProtocol(LineServerProtocol):
             return
         self.showNames(room)
         hub.replay(self, hub.historyOnJoin, quiet=True, name=room)
+        if self.awayText:
+            # away-notify: who is away is told when it arrives, as when it goes away.
+            self.tellAway([hub.rooms[room]])
 
     def irc_PART(self, params: list[str]) -> None:
         if not params or not params[0]:
@@ -1006,7 +1018,16 @@ class IrcProtocol(LineServerProtocol):
 
         def show(names: list[str]) -> None:
             members = [events.Membership(name) for name in names]
-            self.reply(namesReply(self.server, self.nick, room, members, self.hasCap("multi-prefix")))
+            masks = None
+            if self.hasCap("userhost-in-names"):
+                hub = self.factory.hub
+                masks = {}
+                for name in names:
+                    member = hub.nicks.get(name.casefold())
+                    if member is not None:
+                        shown = whoOf(member)
+                        masks[name] = f"{name}!{shown.user}@{shown.host}"
+            self.reply(namesReply(self.server, self.nick, room, members, self.hasCap("multi-prefix"), masks))
 
         self.answer(self.factory.hub.whenNames(self, room), show)
 
@@ -1102,10 +1123,14 @@ class IrcProtocol(LineServerProtocol):
             self.numeric(N.RPL_NOWAWAY, "You have been marked as being away")
         else:
             self.numeric(N.RPL_UNAWAY, "You are no longer marked as being away")
-        # away-notify, once to each of this server's IRC members sharing a room (the other faces have no away yet).
+        self.tellAway(self.factory.hub.roomsOf(self))
+
+    def tellAway(self, rooms: list[Room]) -> None:
+        """away-notify, once to each of this server's IRC members in ``rooms`` (the other faces have no away yet)."""
+        text = self.awayText
         line = ircLine(self.mask, "AWAY", text) if text else ircLine(self.mask, "AWAY")
         told: set[Any] = {self}
-        for room in self.factory.hub.roomsOf(self):
+        for room in rooms:
             for member in list(room.members):
                 if member not in told and isinstance(member, IrcProtocol) and member.hasCap("away-notify"):
                     told.add(member)
