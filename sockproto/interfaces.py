@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary_redisstore -*-
 """What the server machinery looks for in a service, as zope interfaces.
 
 The machinery (:mod:`sockproto.server`) never imports a service; it asks

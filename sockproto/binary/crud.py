@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary,tests.test_listen,tests.test_shutdown -*-
 """The text twin of SPB/1: ``twistd -n sockproto-crud``, the seeds' CRUD server over the same store.
 
 Lines ``create KEY VALUE``, ``read KEY``, ``update KEY VALUE``, ``delete KEY``,

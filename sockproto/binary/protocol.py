@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary,tests.test_binary_client,tests.test_binary_redisstore -*-
 """The SPB/1 server protocol: frames in, store calls, replies out in request order."""
 
 from __future__ import annotations

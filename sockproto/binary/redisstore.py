@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary_redisstore -*-
 """The key-value store over a shared Redis (``--db redis://...``): front-ends hold no data.
 
 Every sockproto-binary or sockproto-crud process (and every worker) naming

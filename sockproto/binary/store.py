@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary_redisstore,tests.test_binary_store,tests.test_binary -*-
 """The durable key-value store behind SPB/1 and the CRUD text service.
 
 :class:`sockproto.interfaces.IKeyValueStore` is the interface the protocols use; :class:`SQLiteStore`

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """Prometheus metrics: ``--metrics ENDPOINT`` serves ``/metrics`` over HTTP.
 
 The services count in plain attributes on their hot paths (see
