@@ -453,7 +453,9 @@ class SQLiteStore(GroupCommitStore):
             except sqlite3.Error as e:
                 if not isDiskFull(e):
                     raise
+                # Folding now would only grow the WAL: serve, and fold once there is room.
                 self._diskIsFull("checkpointing at start", e)
+                return
             if not self._foreign:  # nothing left in the log
                 return
             if not self.fold():
@@ -685,11 +687,14 @@ class SQLiteStore(GroupCommitStore):
             self._foldWhileFull()
             return
         self._diskRetry = self._inWorker(worker.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
-        self._diskRetry.addErrback(self._checkpointFailedWhileFull).addCallback(lambda _: self._foldWhileFull())
+        self._diskRetry.addCallbacks(lambda _: self._foldWhileFull(), self._checkpointFailedWhileFull)
 
     def _checkpointFailedWhileFull(self, failure: Failure) -> None:
+        # Folding now would only grow the WAL: try again later.
+        self._diskRetry = None
         if not isDiskFull(failure.value):
             log.failure("kv store: checkpoint failed", failure)
+        self._retryDiskLater(self.diskRetryInterval)
 
     def _foldWhileFull(self) -> None:
         self._diskRetry = None
