@@ -2,7 +2,6 @@
 
 import os
 import sqlite3
-import subprocess
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -13,6 +12,7 @@ from twisted.trial import unittest
 from sockproto.binary import store as store_module
 from sockproto.binary.codec import Code, Op
 from sockproto.binary.store import SQLiteStore, decodeBatch, encodeBatch
+from tests.support import fillDisk, smallDisk
 
 
 class SQLiteStoreTests(unittest.TestCase):
@@ -645,15 +645,7 @@ class RealFullDiskTests(unittest.TestCase):
     """A real small file system: a tmpfs of 2 MB (mounting needs root; skipped otherwise)."""
 
     def smallDisk(self):
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("mounting a small tmpfs needs root")
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(directory)],
-                                 capture_output=True, text=True)
-        if mounted.returncode:
-            raise unittest.SkipTest(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-        self.addCleanup(subprocess.run, ["umount", "-l", str(directory)], check=False)
+        directory = smallDisk(self)
         (directory / "filler").write_bytes(b"\0" * (256 << 10))  # room to give back later
         return directory
 
@@ -719,12 +711,7 @@ class RealFullDiskTests(unittest.TestCase):
         copyImage(str(disk / "kv.sqlite3"), str(second / "kv.sqlite3"))
         # (A kill leaves the -shm too; without it, SQLite needs 32 KB to make one.)
         Path(second / "kv.sqlite3-shm").write_bytes((disk / "kv.sqlite3-shm").read_bytes())
-        while True:  # as full as the first
-            try:
-                with open(second / "fill", "ab") as fill:
-                    fill.write(b"\0" * 4096)
-            except OSError:
-                break
+        fillDisk(second)  # as full as the first
         restarted = self.newStore(str(second / "kv.sqlite3"))
         restarted.open()
         self.addCleanup(restarted.close)
