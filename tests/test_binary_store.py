@@ -641,6 +641,25 @@ class BoundedFoldTests(unittest.TestCase):
         self.assertEqual(check.execute("SELECT COUNT(*) FROM log").fetchone()[0], 0)
 
 
+class CloseFoldsEverythingTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_closeFoldsTheWholeLogStepByStep(self):
+        path = str(Path(self.mktemp()))
+        store = SQLiteStore(path, reactor, pollInterval=0)
+        store.open()
+        store.foldInterval = 3600
+        for i in range(20):
+            store.write(Op.CREATE, b"k%d" % i, b"v%d" % i, lambda code: None)
+            yield store.whenIdle()  # a log row each
+        store.foldStepBytes = 1  # a row a step
+        store._foreign = True  # as after a failed fold: from the log itself
+        yield store.close()
+        raw = sqlite3.connect(path)
+        self.assertEqual(raw.execute("SELECT COUNT(*) FROM log").fetchone()[0], 0)
+        self.assertEqual(raw.execute("SELECT COUNT(*) FROM kv").fetchone()[0], 20)
+        self.assertGreaterEqual(store.folds, 20)
+
+
 class RealFullDiskTests(unittest.TestCase):
     """A real small file system: a tmpfs of 2 MB (mounting needs root; skipped otherwise)."""
 

@@ -490,7 +490,9 @@ class SQLiteStore(GroupCommitStore):
             self._poller.stop()
         yield self.whenIdle()
         self._stopDiskRetry()
-        self.fold()
+        while self.fold() and self._foreign:  # the whole log, step by step (what is left waits for the next start)
+            pass
+        self._cancelFold()
         self._stopDiskRetry()
         # The worker is one thread: this runs after any checkpoint already queued.
         pool, worker = self._pool, self._worker
