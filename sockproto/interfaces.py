@@ -103,6 +103,10 @@ class IKeyValueStore(Interface):
     through Redis), writes acknowledged once durable.
     """
 
+    writeProblem = Attribute(
+        "None, or why writes are refused now, in words for the clients (e.g. the disk is full)"
+    )
+
     def fetch(key: bytes, then: Callable[[bytes | None, object], None]) -> None:
         """
         ``then(value, None)`` with the committed value (or None), or

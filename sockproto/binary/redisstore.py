@@ -102,6 +102,9 @@ class Unavailable(Exception):
 class RedisStore:
     """An IKeyValueStore whose reads are answered by Redis too: not an ILocalKeyValueStore."""
 
+    #: Writes are refused only while Redis is out of reach, which the replies say per request.
+    writeProblem: str | None = None
+
     def __init__(self, reactor: IServerReactor, address: RedisAddress, prefix: str = "sockproto:kv:") -> None:
         self.reactor = reactor
         self.address = address
