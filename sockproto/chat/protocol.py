@@ -11,7 +11,24 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sockproto.chat.events import (
+    ChatEvent,
+    Goodbye,
+    Help,
+    IChatFace,
+    IChatMember,
+    LoggedIn,
+    MemberList,
+    Membership,
+    Refusal,
+    RefusalCode,
+    RoomInfo,
+    RoomList,
+    ServerNotice,
+    Welcome,
+)
 from sockproto.chat.hub import HISTORY_DEFAULT, HISTORY_MAX, ChatError, ChatHub, Room
+from sockproto.chat.lineface import LINE_FACE
 from sockproto.chat.login import IChatUser, LoginGate, LoginRefused
 from sockproto.chat.text import clean, counted, decode
 from sockproto.interfaces import IReloadable
@@ -26,19 +43,19 @@ log = Logger()
 #: Seconds after a line is dropped by flood control before the sender is told how many were (a paste is one count).
 FLOOD_REPORT_DELAY = 1.0
 
-HELP = """\
-*** Commands:
-***   text            say text to your room (//text says /text)
-***   /nick NAME      change your nickname
-***   /join #room     leave your room and enter another
-***   /rooms          list rooms and how many are in each
-***   /list, /who     list the nicknames in your room
-***   /msg NICK text  private message
-***   /me text        action
-***   /history [N]    the last N messages of your room (default 20, at most 500)
-***   /login NAME PASSWORD   log in, where the server asks for it
-***   /quit [reason]  leave
-"""
+#: The commands of /help: usage, and what it does.
+COMMANDS = (
+    ("text", "say text to your room (//text says /text)"),
+    ("/nick NAME", "change your nickname"),
+    ("/join #room", "leave your room and enter another"),
+    ("/rooms", "list rooms and how many are in each"),
+    ("/list, /who", "list the nicknames in your room"),
+    ("/msg NICK text", "private message"),
+    ("/me text", "action"),
+    ("/history [N]", "the last N messages of your room (default 20, at most 500)"),
+    ("/login NAME PASSWORD", "log in, where the server asks for it"),
+    ("/quit [reason]", "leave"),
+)
 
 
 def looksBinary(raw: bytes, text: str) -> bool:
@@ -67,10 +84,13 @@ class _OutputGauge:
         pass
 
 
+@implementer(IChatMember)
 class ChatProtocol(LineServerProtocol):
-    """One chat client."""
+    """One chat client (a member of the hub: told events, shown them through its ``face``)."""
 
     factory: ChatFactory
+    #: How what this client is told is rendered (the web face sets its own).
+    face: IChatFace = LINE_FACE
     errorPrefix = "!!! "
     nick = ""
     room: Room | None = None
@@ -113,15 +133,15 @@ class ChatProtocol(LineServerProtocol):
         factory = self.factory
         identity = peerIdentity(self.transport)
         if identity is not None:
-            self.send(f"Welcome to sockproto chat, {identity}! Type /help for commands.\n".encode())
+            self.show(Welcome(identity))
             self._enter(identity)
         elif factory.portal is not None:
-            self.send(b"Welcome to sockproto chat! Please log in: /login NAME PASSWORD\n")
+            self.show(Welcome(loginRequired=True))
         else:
-            self.send(b"Welcome to sockproto chat! Type /help for commands.\n")
+            self.show(Welcome())
             self._enter(None)
 
-    def _enter(self, identity: str | None, greeting: bytes = b"") -> None:
+    def _enter(self, identity: str | None, greeting: ChatEvent | None = None) -> None:
         # In a cluster the name is decided by Redis: what the client sends
         # meanwhile waits, as it does during a login.
         self.awaiting = True
@@ -139,14 +159,14 @@ class ChatProtocol(LineServerProtocol):
             if not failure.check(ChatError):
                 log.failure("chat could not let {peer} in", failure, peer=self.peer)
             if not self.closed:
-                self.error(str(failure.value) if failure.check(ChatError) else "the chat cannot take you now")
+                self.refused(failure, "the chat cannot take you now")
                 self.closeConnection()
 
         try:
             d = self.factory.hub.enter(self, identity, greeting)
         except ChatError as e:
             self.awaiting = False
-            self.error(str(e))
+            self.error(str(e), e.code)
             self.closeConnection()
             return
         d.addCallbacks(entered, refused)
@@ -161,7 +181,7 @@ class ChatProtocol(LineServerProtocol):
             if not failure.check(ChatError):
                 log.failure("chat request failed for {peer}", failure, peer=self.peer)
             if not self.closed and not self.dropped:
-                self.error(str(failure.value) if failure.check(ChatError) else "the server could not do that now")
+                self.refused(failure, "the server could not do that now")
 
         def done(result: Any) -> None:
             if then is not None and not self.closed and not self.dropped:
@@ -204,15 +224,26 @@ class ChatProtocol(LineServerProtocol):
         )
         self.transport.abortConnection()
 
-    def reply(self, text: str) -> None:
+    def show(self, event: ChatEvent) -> None:
+        """Tell this client ``event`` at once."""
+        self.send(self.face.render(event, self))
+
+    def reply(self, event: ChatEvent) -> None:
         """An answer for this client alone, after what its room said before."""
         if self.room is not None:
-            self.factory.hub.tell(self, text)
+            self.factory.hub.tell(self, event)
         else:
-            self.send(text.encode())
+            self.show(event)
 
-    def error(self, text: str) -> None:
-        self.reply(f"!!! {text}\n")
+    def error(self, text: str, code: RefusalCode = RefusalCode.GENERAL) -> None:
+        self.reply(Refusal(text, code))
+
+    def refused(self, failure: Any, otherwise: str) -> None:
+        """Say why a request failed: the ChatError's words, else ``otherwise`` (the log has the rest)."""
+        if failure.check(ChatError):
+            self.error(str(failure.value), failure.value.code)
+        else:
+            self.error(otherwise, RefusalCode.UNAVAILABLE)
 
     # -- input ------------------------------------------------------------------
 
@@ -231,7 +262,8 @@ class ChatProtocol(LineServerProtocol):
                 continue
             self.floodWarned = False
             if line is TOO_LONG:
-                self.error(f"line too long (at most {counted(self.maxLineLength, 'byte')}): not sent")
+                self.error(f"line too long (at most {counted(self.maxLineLength, 'byte')}): not sent",
+                           RefusalCode.LINE_TOO_LONG)
                 continue
             if line[:1] == b"/" and line[:2] != b"//":
                 self.command(decode(line))
@@ -240,11 +272,11 @@ class ChatProtocol(LineServerProtocol):
                     return
                 continue
             if not self.entered:
-                self.error("please log in first: /login NAME PASSWORD")
+                self.error("please log in first: /login NAME PASSWORD", RefusalCode.LOGIN_NEEDED)
                 continue
             text = clean(decode(line[1:] if line[:1] == b"/" else line))
             if looksBinary(line, text):
-                self.error("that looks like binary data, not text: not sent")
+                self.error("that looks like binary data, not text: not sent", RefusalCode.BINARY)
             elif text.strip():
                 hub.say(self, text)
 
@@ -252,7 +284,7 @@ class ChatProtocol(LineServerProtocol):
         """A line over the flood limit is not sent: say so at once, and a moment later how many in all."""
         if not self.floodWarned:
             self.floodWarned = True
-            self.error("rate limited: too many lines, slow down")
+            self.error("rate limited: too many lines, slow down", RefusalCode.FLOOD)
         self.floodDropped += 1
         if self._floodReport is None:
             self._floodReport = self.factory.clock.callLater(FLOOD_REPORT_DELAY, self.reportFloodDrops)
@@ -261,7 +293,7 @@ class ChatProtocol(LineServerProtocol):
         self._floodReport = None
         dropped, self.floodDropped = self.floodDropped, 0
         if not self.closed and not self.dropped and not self.transport.disconnecting:
-            self.error(f"rate limited: {counted(dropped, 'line')} not sent")
+            self.error(f"rate limited: {counted(dropped, 'line')} not sent", RefusalCode.FLOOD)
 
     def command(self, line: str) -> None:
         name, _, rest = line[1:].partition(" ")
@@ -269,35 +301,35 @@ class ChatProtocol(LineServerProtocol):
         rest = rest.strip()
         handler = getattr(self, f"do_{name}", None) if name.isalnum() else None
         if handler is None:
-            self.error(f"unknown command /{clean(name)[:32]} (try /help)")
+            self.error(f"unknown command /{clean(name)[:32]} (try /help)", RefusalCode.UNKNOWN_COMMAND)
             return
         if not self.entered and name not in ("login", "help", "quit"):
-            self.error("please log in first: /login NAME PASSWORD")
+            self.error("please log in first: /login NAME PASSWORD", RefusalCode.LOGIN_NEEDED)
             return
         try:
             handler(rest)
         except ChatError as e:
-            self.error(str(e))
+            self.error(str(e), e.code)
 
     def do_help(self, rest: str) -> None:
-        self.reply(HELP) if self.room is not None else self.send(HELP.encode())
+        self.reply(Help(COMMANDS))
 
     def do_nick(self, rest: str) -> None:
         if not rest:
-            raise ChatError("usage: /nick NAME")
+            raise ChatError("usage: /nick NAME", RefusalCode.USAGE)
         if self.factory.portal is not None:
-            raise ChatError("your nickname is your user name here")
+            raise ChatError("your nickname is your user name here", RefusalCode.NICK_FIXED)
         self.answer(self.factory.hub.changeNick(self, rest))
 
     def do_join(self, rest: str) -> None:
         if not rest:
-            raise ChatError("usage: /join #room")
+            raise ChatError("usage: /join #room", RefusalCode.USAGE)
         # "/join dev" means #dev, as the page's join box does.
         self.answer(self.factory.hub.join(self, rest if rest.startswith("#") else "#" + rest))
 
     def do_rooms(self, rest: str) -> None:
         def show(rooms: list[tuple[str, int]]) -> None:
-            self.reply("*** rooms:\n" + "".join(f"***   {name} ({count})\n" for name, count in rooms))
+            self.reply(RoomList(tuple(RoomInfo(name, count) for name, count in rooms)))
 
         self.answer(self.factory.hub.whenRooms(), show)
 
@@ -305,7 +337,7 @@ class ChatProtocol(LineServerProtocol):
         room = self.room.name if self.room else "?"
 
         def show(names: list[str]) -> None:
-            self.reply(f"*** {len(names)} in {room}: {' '.join(names)}\n")
+            self.reply(MemberList(room, tuple(Membership(nick) for nick in names)))
 
         self.answer(self.factory.hub.whenNames(self), show)
 
@@ -315,40 +347,40 @@ class ChatProtocol(LineServerProtocol):
         nick, _, text = rest.partition(" ")
         text = clean(text)
         if not nick or not text.strip():
-            raise ChatError("usage: /msg NICK text")
+            raise ChatError("usage: /msg NICK text", RefusalCode.USAGE)
         self.answer(self.factory.hub.privateMessage(self, nick, text))
 
     def do_me(self, rest: str) -> None:
         text = clean(rest)
         if not text.strip():
-            raise ChatError("usage: /me text")
+            raise ChatError("usage: /me text", RefusalCode.USAGE)
         self.factory.hub.act(self, text)
 
     def do_history(self, rest: str) -> None:
         count = HISTORY_DEFAULT
         if rest:
             if not rest.isdigit() or not 1 <= int(rest) <= HISTORY_MAX:
-                raise ChatError(f"usage: /history [N], N from 1 to {HISTORY_MAX}")
+                raise ChatError(f"usage: /history [N], N from 1 to {HISTORY_MAX}", RefusalCode.USAGE)
             count = int(rest)
         self.factory.hub.replay(self, count)
 
     def do_quit(self, rest: str) -> None:
         reason = clean(rest)[:200].strip() or "quit"
-        self.reply("*** Goodbye!\n")
+        self.reply(Goodbye("Goodbye!", "quit"))
         self.leaveHub(reason)
         self.closeConnection()
 
     def do_login(self, rest: str) -> None:
         gate = self.factory.loginGate
         if gate is None:
-            raise ChatError("this server has no logins")
+            raise ChatError("this server has no logins", RefusalCode.NO_LOGINS)
         if self.entered:
-            raise ChatError("you are already logged in")
+            raise ChatError("you are already logged in", RefusalCode.ALREADY_LOGGED_IN)
         if self.awaiting:
-            raise ChatError("a login is already under way")
+            raise ChatError("a login is already under way", RefusalCode.ALREADY_LOGGED_IN)
         name, _, password = rest.partition(" ")
         if not name or not password:
-            raise ChatError("usage: /login NAME PASSWORD")
+            raise ChatError("usage: /login NAME PASSWORD", RefusalCode.USAGE)
         self.awaiting = True
         host = str(getattr(self.transport.getPeer(), "host", self.peer))
         creds = credentials.UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))
@@ -366,7 +398,7 @@ class ChatProtocol(LineServerProtocol):
                 return
             log.info("chat login by {user} from {peer}", user=avatar, peer=self.peer)
             # "logged in as" is said once the name is ours (in a cluster, once Redis agrees).
-            self._enter(avatar, greeting=f"*** logged in as {avatar}\n".encode())
+            self._enter(avatar, greeting=LoggedIn(avatar))
             self.releaseHeldLines()
 
         def refused(failure: Any) -> None:
@@ -377,7 +409,7 @@ class ChatProtocol(LineServerProtocol):
                 self.factory.errors["login_refused"] += 1
                 settle()
                 if not self.closed:
-                    self.error(f"login refused: {failure.value}")
+                    self.error(f"login refused: {failure.value}", RefusalCode.LOGIN_REFUSED)
                     self.releaseHeldLines()
                 return
             self.factory.errors["login_failed"] += 1
@@ -386,7 +418,7 @@ class ChatProtocol(LineServerProtocol):
             def answer() -> None:
                 settle()
                 if not self.closed:
-                    self.error("login failed: wrong name or password")
+                    self.error("login failed: wrong name or password", RefusalCode.LOGIN_FAILED)
                     self.releaseHeldLines()
 
             # Answered once the host may try again: a client that waits for
@@ -397,7 +429,7 @@ class ChatProtocol(LineServerProtocol):
             settle()
             log.failure("chat login check failed", failure)
             if not self.closed:
-                self.error("login failed: the server could not check it")
+                self.error("login failed: the server could not check it", RefusalCode.UNAVAILABLE)
                 self.releaseHeldLines()
 
         d.addCallbacks(loggedIn, refused).addErrback(broken)
@@ -405,7 +437,7 @@ class ChatProtocol(LineServerProtocol):
     def serverStopping(self) -> None:
         # Members heard it from the hub; tell the ones not logged in yet too.
         if not self.entered:
-            self.send(b"*** the server is going down\n")
+            self.show(ServerNotice("the server is going down"))
         self.closeConnection()
 
     def holdUntilAnswered(self, lines: list[Any]) -> None:
@@ -433,7 +465,7 @@ class ChatProtocol(LineServerProtocol):
             self.factory.hub.leave(self, reason)
 
     def idleTimedOut(self) -> None:
-        self.reply("*** idle too long: goodbye\n")
+        self.reply(Goodbye("idle too long: goodbye", "idle"))
         self.leaveHub("idle")
         self.closeConnection()
 
