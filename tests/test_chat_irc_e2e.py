@@ -178,7 +178,7 @@ class TerminalClientTests(unittest.TestCase):
                                   text=True, check=True).stdout
 
         deadline = time.monotonic() + 10
-        while "irssiuser" not in screen():  # registered: its nick is in the status bar
+        while "Welcome to the" not in screen():  # registered: 001 is shown
             if time.monotonic() > deadline:
                 raise AssertionError(screen())
             time.sleep(0.1)
