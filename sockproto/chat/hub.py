@@ -23,6 +23,10 @@ from sockproto.chat.text import Stamper, counted, validNick, validRoom
 LOBBY = "#lobby"
 HISTORY_DEFAULT = 20
 HISTORY_MAX = 500
+#: Rooms of at most this many members hear who joins, leaves and changes name;
+#: bigger ones do not (IRC's auditorium mode, Twitch and Discord): each arrival
+#: would cost a notice to everyone there (docs/scaling.rst).
+ANNOUNCE_JOINS_DEFAULT = 100
 
 
 class ChatError(Exception):
@@ -80,8 +84,10 @@ class ChatHub:
         maxRooms: int = 1000,
         historyOnJoin: int = HISTORY_DEFAULT,
         bus: IChatBus | None = None,
+        announceJoinsUpTo: int = ANNOUNCE_JOINS_DEFAULT,
     ) -> None:
         self.clock = clock
+        self.announceJoinsUpTo = announceJoinsUpTo
         self.history = history
         self.maxRooms = maxRooms
         self.historyOnJoin = historyOnJoin
@@ -171,7 +177,8 @@ class ChatHub:
             self._flushRoom(room)
             room.members.pop(member, None)
             member.room = None
-            if not self.closing:  # when everyone is leaving, no notices
+            # When everyone is leaving, no notices; nor in a big room.
+            if not self.closing and self.announces(room, len(room.members) + 1):
                 self._notice(room, f"*** {member.nick} left {room.name} ({reason})\n")
             self._forget(room)
         self.bus.release(member, room.name if room is not None else None)
@@ -261,11 +268,11 @@ class ChatHub:
         self.nicks[nick.casefold()] = member
         member.nick = nick
         text = f"*** {old} is now known as {nick}{' ' + note if note else ''}\n"
-        if member.room is not None:
+        if member.room is not None and self.announces(member.room, len(member.room.members)):
             self._flushRoom(member.room)
             self._notice(member.room, text)
         else:
-            member.send(text.encode())
+            self.tell(member, text)
 
     def join(self, member: Member, name: str) -> defer.Deferred[None]:
         if not validRoom(name):
@@ -283,7 +290,8 @@ class ChatHub:
                 self._flushRoom(old)
                 del old.members[member]
                 member.room = None
-                self._notice(old, f"*** {member.nick} left {old.name}\n")
+                if self.announces(old, len(old.members) + 1):
+                    self._notice(old, f"*** {member.nick} left {old.name}\n")
                 self._forget(old)
             self._join(member, self._room(name))
 
@@ -293,8 +301,21 @@ class ChatHub:
         self._flushRoom(room)  # what was said before is not for the newcomer
         room.members[member] = None
         member.room = room
-        self._notice(room, f"*** {member.nick} joined {room.name}\n")
+        text = f"*** {member.nick} joined {room.name}\n"
+        if self.announces(room, len(room.members)):
+            self._notice(room, text)
+        else:
+            member.send(text.encode())  # the newcomer alone: it learns its name and room
         self.replay(member, self.historyOnJoin, quiet=True)
+
+    def announces(self, room: Room, size: int) -> bool:
+        """
+        Whether a room of ``size`` members (counting the one who comes or
+        goes) hears who joins, leaves and changes name: only up to
+        ``announceJoinsUpTo``, so that an arrival costs the same in a room of
+        ten thousand as in a room of ten.  Member lists are on request there.
+        """
+        return size <= self.announceJoinsUpTo
 
     def _room(self, name: str) -> Room:
         room = self.rooms.get(name)
