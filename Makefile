@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run local fuzz soak test test-unit test-oldest trial pytest lint package-check docs screenshot clean
+.PHONY: install run local fuzz soak test test-unit test-oldest test-prerelease trial pytest lint package-check docs screenshot clean
 
 install: $(STAMP)
 
@@ -45,6 +45,20 @@ $(OLDEST_STAMP): setup.cfg pyproject.toml
 test-oldest: $(OLDEST_STAMP)
 	$(OLDEST_VENV)/bin/python -c "import twisted; print('Twisted', twisted.__version__)"
 	$(OLDEST_VENV)/bin/trial -j2 tests
+
+# The trial suite on Twisted's newest pre-release, where the index has one newer
+# than the newest release: a break in the private-API fence is found before the
+# release reaches users.  Says so and does nothing when there is none.
+PRE_VENV := .venv-prerelease
+test-prerelease: install
+	@pre=$$($(PY) tests/twisted_prerelease.py) || exit $$?; \
+	if [ -z "$$pre" ]; then echo "test-prerelease: no Twisted pre-release newer than the newest release; nothing to test"; exit 0; fi; \
+	echo "test-prerelease: Twisted $$pre"; \
+	test -x $(PRE_VENV)/bin/python || $(PYTHON) -m venv $(PRE_VENV); \
+	$(PRE_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel && \
+	$(PRE_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+	    --config-settings editable_mode=compat -e '.[test]' "twisted[tls]==$$pre" && \
+	$(PRE_VENV)/bin/trial -j2 tests
 
 # The edit loop: everything but the end-to-end files (no subprocesses), under trial.
 UNIT_TESTS = $(filter-out %_e2e,$(basename $(subst /,.,$(wildcard tests/test_*.py))))
@@ -92,7 +106,7 @@ screenshot: install
 	    $(VENV)/bin/trial tests.test_chat_browser_e2e.BrowserChatTests.test_browsersAndALineClientChat
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) build dist *.egg-info _trial_temp* .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) $(PRE_VENV) build dist *.egg-info _trial_temp* .pytest_cache .hypothesis .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	rm -f twisted/plugins/dropin.cache
 	rm -rf tests.test_*

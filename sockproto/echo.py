@@ -22,7 +22,7 @@ from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory, ServerProtocol
 from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.lines import LineServerProtocol
-from sockproto.server.listen import ServerOptions, positiveInt
+from sockproto.server.options import ServerOptions, positiveInt
 from sockproto.server.ratelimit import TokenBucket
 
 log = Logger()

@@ -17,7 +17,7 @@ from zope.interface import Attribute, Interface
 class IDrainable(Interface):
     """A factory whose connections can finish what they owe before the process stops."""
 
-    def stopServing(timeout: float) -> object:
+    def stopServing(timeout: float) -> Deferred[None]:
         """
         Ask every connection to finish (answer what it has read, say goodbye)
         and close.
@@ -62,12 +62,12 @@ class IMetricsSource(Interface):
 
 
 class IKeyValueStore(Interface):
-    """What the binary and crud protocols need of a store (see ``sockproto.binary.store``)."""
-
-    local = Attribute(
-        "True: get, keys and len answer at once from this process; False (a store shared through "
-        "Redis): reads are asked with fetch, listKeys and count, whose Deferreds fire later"
-    )
+    """
+    What the binary and crud protocols need of every store (see
+    ``sockproto.binary``): reads and lists answered when the store can
+    (at once for a store in this process, after a round trip for one shared
+    through Redis), writes acknowledged once durable.
+    """
 
     def fetch(key: bytes, then: Callable[[bytes | None, object], None]) -> None:
         """
@@ -81,15 +81,6 @@ class IKeyValueStore(Interface):
     def count() -> Deferred[int]:
         """How many keys are committed."""
 
-    def get(key: bytes) -> bytes | None:
-        """The committed value, without I/O."""
-
-    def keys(prefix: bytes) -> list[bytes]:
-        """Committed keys starting with ``prefix``, in byte order."""
-
-    def __len__() -> int:
-        """How many keys are committed."""
-
     def write(op: int, key: bytes, value: bytes, done: Callable[[int | None], None]) -> int | None:
         """
         Accept CREATE, UPDATE or DELETE: return an error code at once if it
@@ -99,3 +90,19 @@ class IKeyValueStore(Interface):
 
     def stats() -> dict[str, int]:
         """Counters for STATS and the metrics: keys, commits, committed writes..."""
+
+
+class ILocalKeyValueStore(IKeyValueStore):
+    """
+    A store whose data set is in this process: what it adds, reads answered
+    at once without I/O (the protocols answer them inline, on the hot path).
+    """
+
+    def get(key: bytes) -> bytes | None:
+        """The committed value, without I/O."""
+
+    def keys(prefix: bytes) -> list[bytes]:
+        """Committed keys starting with ``prefix``, in byte order."""
+
+    def __len__() -> int:
+        """How many keys are committed."""

@@ -19,8 +19,9 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from sockproto.server.connections import ServerFactory, ServerProtocol, setSocketOptions
+from sockproto.server.endpointstrings import endpointErrorText
 from sockproto.server.lifecycle import defaultReactor, standalone
-from sockproto.server.listen import ServerOptions, endpointErrorText, nonNegativeFloat
+from sockproto.server.options import ServerOptions, nonNegativeFloat
 from sockproto.server.targets import TLSSettings, clientTarget, halfClose
 
 log = Logger()

@@ -8,6 +8,9 @@ from twisted.trial import unittest
 PACKAGE = Path(__file__).resolve().parent.parent / "sockproto"
 SERVICES = ("echo", "chat", "joke", "binary", "proxy")
 MACHINERY = ("server", "privateapi", "interfaces")
+#: Private names of Twisted's and of libraries' (txredisapi's) that only privateapi.py may use or override.
+PRIVATE_NAMES = ("_parse", "_dispatch", "_doReadOrWrite", "_selectables", "_tempDataLen", "_build_command",
+                 "_encode_value", "_shutdownTLS", "_aggregator", "_accept", "_reservedFD")
 
 
 def importsOf(path):
@@ -53,6 +56,7 @@ class LayoutTests(unittest.TestCase):
             if path == fence:
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Attribute) and node.attr in ("_parse", "_dispatch", "_doReadOrWrite",
-                                                                     "_selectables", "_tempDataLen"):
+                if isinstance(node, ast.Attribute) and node.attr in PRIVATE_NAMES:
                     self.fail(f"{path.relative_to(PACKAGE)} uses Twisted's private {node.attr}")
+                if isinstance(node, ast.FunctionDef) and node.name in PRIVATE_NAMES:
+                    self.fail(f"{path.relative_to(PACKAGE)} overrides a library's private {node.name}")

@@ -13,7 +13,8 @@ from twisted.trial import unittest
 from sockproto.binary import codec
 from sockproto.binary.codec import Code, Op, encodeKey, frame
 from sockproto.binary.crud import CrudFactory
-from sockproto.binary.protocol import FLUSH_BYTES, SPBFactory
+from sockproto.binary.protocol import SPBFactory
+from sockproto.binary.replies import FLUSH_BYTES
 from sockproto.binary.store import MemoryStore
 
 PEER = IPv4Address("TCP", "127.0.0.1", 4000)

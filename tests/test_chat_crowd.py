@@ -40,8 +40,8 @@ class RecordingBus(LocalBus):
     def __init__(self):
         self.notices = []
 
-    def noticed(self, room, text):
-        self.notices.append((room, text))
+    def noticed(self, event):
+        self.notices.append((event.kind, event.room, event.who.nick))
 
 
 class ThresholdTests(unittest.TestCase):
@@ -97,7 +97,7 @@ class ThresholdTests(unittest.TestCase):
         self.hub.leave(self.members[1], "connection closed")
         self.clock.advance(0)
         self.assertEqual(self.members[2].lines(), ["*** guest2 left #lobby (connection closed)"])
-        self.assertEqual(self.bus.notices, [("#lobby", "*** guest2 left #lobby (connection closed)\n")])
+        self.assertEqual(self.bus.notices, [("quit", "#lobby", "guest2")])
 
     def test_movingBetweenRooms(self):
         """Leaving a big room for a small one: announced where it is small only."""
@@ -110,7 +110,7 @@ class ThresholdTests(unittest.TestCase):
         self.assertEqual(self.members[1].lines(), [], "the lobby held 4: no part notice")
         self.assertEqual(self.members[0].lines(), ["*** guest5 joined #dev"])
         self.assertEqual(mover.lines(), ["*** guest5 joined #dev"])
-        self.assertEqual(self.bus.notices, [("#dev", "*** guest5 joined #dev\n")])
+        self.assertEqual(self.bus.notices, [("join", "#dev", "guest5")])
         self.hub.join(self.members[1], "#dev")
         self.clock.advance(0)
         self.assertEqual(self.members[2].lines(), ["*** guest2 left #lobby"], "the lobby held 3")

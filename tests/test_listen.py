@@ -12,14 +12,8 @@ from twisted.trial import unittest
 
 from sockproto import echo
 from sockproto.privateapi import leanDispatch
-from sockproto.server.listen import (
-    DEFAULT_BACKLOG,
-    DescriptorLimitReport,
-    ListenError,
-    checkEndpoint,
-    parseUDP,
-    withSafeDefaults,
-)
+from sockproto.server.endpointstrings import DEFAULT_BACKLOG, checkEndpoint, parseUDP, withSafeDefaults
+from sockproto.server.listen import DescriptorLimitReport, ListenError
 
 
 def parse(*argv):
@@ -278,3 +272,20 @@ class DescriptorLimitReportTests(unittest.TestCase):
         report.refused(1)
         report.stop()
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class WorkerSettingsTests(unittest.TestCase):
+    def test_whatTheParentSaysIsParsedOnce(self):
+        """The environment a worker gets round-trips, and is parsed once however many ask."""
+        from sockproto.server import workers
+
+        settings = workers.WorkerSettings(2, {"echo": [[7, 2, "stream"]]}, "/tmp/w-2.sock", 9)
+        self.assertEqual(workers.WorkerSettings.decode(settings.encode()), settings)
+        self.addCleanup(workers.workerSettings.cache_clear)
+        self.addCleanup(os.environ.pop, workers.ENVIRONMENT, None)
+        workers.workerSettings.cache_clear()
+        os.environ[workers.ENVIRONMENT] = settings.encode()
+        first = workers.workerSettings()
+        os.environ[workers.ENVIRONMENT] = "not JSON: not read again"
+        self.assertIs(workers.workerSettings(), first)
+        self.assertEqual(first, settings)

@@ -89,3 +89,14 @@ class HelpTests(unittest.TestCase):
 
     def test_theSuitesHelp(self):
         self.assertHelpsAPipUser(str(suite.Options()))
+
+
+class PreReleaseTests(unittest.TestCase):
+    def test_onlyAPreReleaseNewerThanEveryRelease(self):
+        """make test-prerelease runs on 27.1.0rc1 beside 26.10.0, and on nothing when the newest is a release."""
+        from tests.twisted_prerelease import newerPreRelease
+
+        self.assertEqual(newerPreRelease(["26.10.0", "27.1.0rc1", "26.10.0rc2", "24.7.0"]), "27.1.0rc1")
+        self.assertIsNone(newerPreRelease(["26.10.0", "26.10.0rc2", "26.4.0"]))
+        self.assertIsNone(newerPreRelease(["26.10.0"]))
+        self.assertEqual(newerPreRelease(["27.1.0rc2", "not a version", "27.1.0rc10"]), "27.1.0rc10")

@@ -8,6 +8,8 @@ import errno
 import inspect
 import socket
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, protocol, reactor
 from twisted.python import usage
 from twisted.trial import unittest
@@ -418,3 +420,44 @@ class DescriptorLimitTests(unittest.TestCase):
         accepted = list(privateapi._acceptOrRefuse(None, range(3), listening, None))
         self.assertEqual(len(accepted), 1)
         accepted[0][0].close()
+
+
+arguments = st.lists(
+    st.one_of(st.binary(max_size=300), st.text(max_size=50), st.integers(-(2**63), 2**63), st.floats(allow_nan=False)),
+    max_size=60,
+)
+
+
+class RedisCommandEncodingTests(unittest.TestCase):
+    """encodeRedisCommandsInOnePass: txredisapi's _build_command and _encode_value, as the link uses them."""
+
+    def ours(self):
+        import txredisapi
+
+        class OnePass(txredisapi.RedisProtocol):
+            pass
+
+        privateapi.encodeRedisCommandsInOnePass(OnePass)
+        return OnePass(charset=None)
+
+    @settings(max_examples=300, deadline=None)
+    @given(arguments)
+    def test_theSameBytesAsTxredisapi(self, args):
+        import txredisapi
+
+        theirs = txredisapi.RedisProtocol(charset=None)
+        self.assertEqual(self.ours()._build_command(*args), theirs._build_command(*args))
+
+    def test_aTurnOfWrites(self):
+        args = ["EVALSHA", "ab" * 20, 2, b"p:v:k1", b"p:index", b"c", b"k1", b"\x00value\r\n"]
+        self.assertEqual(
+            self.ours()._build_command(*args),
+            b"*8\r\n$7\r\nEVALSHA\r\n$40\r\n" + b"ab" * 20 + b"\r\n$1\r\n2\r\n$6\r\np:v:k1\r\n$7\r\np:index\r\n"
+            b"$1\r\nc\r\n$2\r\nk1\r\n$8\r\n\x00value\r\n\r\n",
+        )
+
+    def test_theLinksCommandConnectionUsesIt(self):
+        from sockproto.server.redis import _CommandProtocol
+
+        encoded = _CommandProtocol(charset=None)._build_command("PING", b"x", 3)
+        self.assertEqual(encoded, b"*3\r\n$4\r\nPING\r\n$1\r\nx\r\n$1\r\n3\r\n")

@@ -22,6 +22,16 @@ U16 = struct.Struct(">H")
 U32 = struct.Struct(">I")
 
 MIN_LENGTH = 5  # op + request id
+#: A frame's length prefix.
+LENGTH_SIZE = U32.size  # 4
+#: Bytes before a frame's payload: its length, op and request id.
+HEADER_SIZE = HEADER.size  # 9
+#: A key's length prefix.
+KEY_LENGTH_SIZE = U16.size  # 2
+#: Bytes of a frame before its key (READ, DELETE): the header and the key's length.
+KEY_OFFSET = HEADER_SIZE + KEY_LENGTH_SIZE  # 11
+#: The same, counted in a frame's body (after its length prefix): op, request id, key length.
+BODY_KEY_OFFSET = MIN_LENGTH + KEY_LENGTH_SIZE  # 7
 MAX_KEY = 1024
 DEFAULT_MAX_FRAME = 1 << 20
 

@@ -13,13 +13,13 @@ from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
 
 from sockproto.binary.codec import MAX_KEY, Code, Op
-from sockproto.binary.protocol import OrderedReplies, StoreFactory
+from sockproto.binary.replies import OrderedReplies, StoreFactory
 from sockproto.binary.service import StoreRegistry, StoreServerOptions, makeStoreService
-from sockproto.binary.store import KeyValueStore
+from sockproto.interfaces import IKeyValueStore, ILocalKeyValueStore
 from sockproto.server.connections import RequestReplyProtocol
 from sockproto.server.lifecycle import standalone
 from sockproto.server.lines import LineServerProtocol
-from sockproto.server.listen import positiveInt
+from sockproto.server.options import positiveInt
 
 HELP = (
     "OK commands: create KEY VALUE | read KEY | update KEY VALUE | delete KEY | "
@@ -91,8 +91,9 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
             error = checkKey(rest)
             if error:
                 return self.replies.ready(f"ERR {error}\n".encode())
-            if store.local:
-                self.replies.answer(lambda: self.readReply(store, rest.encode()))
+            local = self.factory.localStore
+            if local is not None:
+                self.replies.answer(lambda: self.readReply(local, rest.encode()))
             else:
                 entry = self.replies.slot()
                 store.fetch(rest.encode(), lambda value, failure: self.replies.fill(
@@ -101,8 +102,9 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
         elif command == "list":
             if " " in rest:
                 return self.replies.ready(b"ERR usage: list [PREFIX]\n")
-            if store.local:
-                self.replies.answer(lambda: self.listReply(store, rest.encode()))
+            local = self.factory.localStore
+            if local is not None:
+                self.replies.answer(lambda: self.listReply(local, rest.encode()))
             else:
                 self.answerLater(store.listKeys(rest.encode()), self.keysReply)
         elif command == "help":
@@ -147,7 +149,7 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
         return f"ERR the store cannot answer: {failure.getErrorMessage()}\n".encode()
 
     @classmethod
-    def readReply(cls, store: KeyValueStore, key: bytes) -> bytes:
+    def readReply(cls, store: ILocalKeyValueStore, key: bytes) -> bytes:
         return cls.valueReply(store.get(key))
 
     @staticmethod
@@ -157,7 +159,7 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
         return f"OK {showValue(value)}\n".encode()
 
     @classmethod
-    def listReply(cls, store: KeyValueStore, prefix: bytes) -> bytes:
+    def listReply(cls, store: ILocalKeyValueStore, prefix: bytes) -> bytes:
         return cls.keysReply(store.keys(prefix))
 
     @staticmethod
@@ -181,7 +183,7 @@ class CrudFactory(StoreFactory):
     refusal = b"ERR server busy: too many connections\n"
 
     def __init__(
-        self, clock: IReactorTime, store: KeyValueStore, maxLineLength: int = 65536, **settings: Any
+        self, clock: IReactorTime, store: IKeyValueStore, maxLineLength: int = 65536, **settings: Any
     ) -> None:
         StoreFactory.__init__(self, clock, store, **settings)
         self.maxLineLength = maxLineLength

@@ -6,19 +6,20 @@ import json
 import struct
 import time
 from bisect import bisect_left as _bisect
-from collections import deque
-from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.basic import Int32StringReceiver
 
 from sockproto.binary.codec import (
+    BODY_KEY_OFFSET,
     DEFAULT_MAX_FRAME,
     HEADER,
+    HEADER_SIZE,
+    KEY_OFFSET,
+    LENGTH_SIZE,
     MAX_KEY,
     MIN_LENGTH,
     OP_ID,
@@ -34,8 +35,9 @@ from sockproto.binary.codec import (
     parseExactKey,
     parseKey,
 )
-from sockproto.binary.store import KeyValueStore
-from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT, RequestReplyProtocol, ServerFactory
+from sockproto.binary.replies import FLUSH_BYTES, OrderedReplies, StoreFactory
+from sockproto.interfaces import IKeyValueStore
+from sockproto.server.connections import RequestReplyProtocol
 from sockproto.server.latency import BOUNDS as _BOUNDS
 from sockproto.server.latency import LatencyHistogram
 
@@ -61,106 +63,32 @@ def opName(op: int) -> str:
     return OP_NAMES.get(op, f"0x{op:02x}")
 
 
-#: Replies are written in pieces of about this size, so that a full
-#: transport can pause the connection between them.
-FLUSH_BYTES = 1 << 16
-
-
-class OrderedReplies:
-    """
-    Keeps a connection's replies in request order while writes wait for their commit.
-
-    Requests that are not writes are answered at once when nothing is
-    waiting; behind a waiting write they are evaluated when they reach the
-    front, so they see every earlier write of the connection.  While
-    ``blocked`` (the peer is not taking its replies) nothing more is taken
-    off the queue; :meth:`flush` goes on once it is unblocked.
-    """
-
-    __slots__ = ("queue", "send", "onEmpty", "blocked")
-
-    def __init__(self, send: Any) -> None:
-        self.queue: deque[list[Any]] = deque()  # [ready bytes] or [None] or [callable]
-        self.send = send
-        self.onEmpty: Any = None
-        self.blocked = False
-
-    def answer(self, compute: Any) -> None:
-        """A reply computed now, or when its turn comes."""
-        if self.queue:
-            self.queue.append([compute])
-        else:
-            self.send(compute())
-
-    def ready(self, data: bytes) -> None:
-        if self.queue:
-            self.queue.append([data])
-        else:
-            self.send(data)
-
-    def whenAnswered(self, then: Callable[[], None]) -> None:
-        """Call ``then`` once every reply owed is written (now, if none is)."""
-        if self.queue:
-            self.onEmpty = then
-        else:
-            then()
-
-    def slot(self) -> list[Any]:
-        entry: list[Any] = [None]
-        self.queue.append(entry)
-        return entry
-
-    def fill(self, entry: list[Any], data: bytes) -> None:
-        entry[0] = data
-        if self.queue[0] is entry:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the replies at the front that are ready, in pieces, until one is not or the peer is blocked."""
-        queue = self.queue
-        if len(queue) == 1 and not self.blocked:
-            # One reply owed, the usual case: without the loop and the join.
-            value = queue[0][0]
-            if value is None:
-                return
-            queue.popleft()
-            self.send(value if value.__class__ is bytes else value())
-            if self.onEmpty is not None:
-                self.onEmpty()
-            return
-        out: list[bytes] = []
-        size = 0
-        while queue and not self.blocked:
-            value = queue[0][0]
-            if value is None:
-                break
-            queue.popleft()
-            if value.__class__ is not bytes:
-                value = value()
-            out.append(value)
-            size += len(value)
-            if size >= FLUSH_BYTES:
-                self.send(b"".join(out))  # may block: the loop stops there
-                out, size = [], 0
-        if out:
-            self.send(b"".join(out))
-        if not queue and self.onEmpty is not None:
-            self.onEmpty()
+# The fields of a reply's slot (a list, as every entry of OrderedReplies' queue is).
+#: The reply, None until the store has answered (OrderedReplies reads it there).
+_REPLY = 0
+#: The connection the reply is owed to.
+_PROTOCOL = 1
+#: A write's slot: its success reply, made when the request came (the error replies carry its request id).
+_SUCCESS = 2
+#: A READ's slot: its request id.
+_REQUEST_ID = 2
+#: When the request came (``time.monotonic``), for its latency.
+_ARRIVAL = 3
 
 
 class _Slot(list):
     """
     A reply's place in its connection's :class:`OrderedReplies` queue, for a
-    request the store answers later: ``[reply or None, protocol, ...]``.  A
-    list, as every queue entry is; a class for its methods, which cost half
-    of a closure made per request.
+    request the store answers later: ``[reply or None, protocol, ...]`` (the
+    fields named above).  A list, as every queue entry is; a class for its
+    methods, which cost half of a closure made per request.
     """
 
     __slots__ = ()
 
     def _filled(self, reply: bytes, op: int, received: float) -> None:
-        self[0] = reply
-        proto: SPBProtocol = self[1]
+        self[_REPLY] = reply
+        proto: SPBProtocol = self[_PROTOCOL]
         latency = proto.factory.latency[op]  # its observe(), inline
         elapsed = monotonic() - received
         latency.counts[_bisect(_BOUNDS, elapsed)] += 1
@@ -186,12 +114,13 @@ class _WriteSlot(_Slot):
     __slots__ = ()
 
     def done(self, code: int | None) -> None:
-        success: bytes = self[2]
+        success: bytes = self[_SUCCESS]
         if code is not None:
-            reply = self[1].factory.error(_ID.unpack_from(success, 5)[0], code, _MESSAGES[code])
+            requestId = _ID.unpack_from(success, LENGTH_SIZE + 1)[0]
+            reply = self[_PROTOCOL].factory.error(requestId, code, _MESSAGES[code])
         else:
             reply = success
-        self._filled(reply, success[4] & ~REPLY, self[3])
+        self._filled(reply, success[LENGTH_SIZE] & ~REPLY, self[_ARRIVAL])
 
 
 class _ReadSlot(_Slot):
@@ -200,22 +129,32 @@ class _ReadSlot(_Slot):
     __slots__ = ()
 
     def got(self, value: bytes | None, failure: Any) -> None:
-        requestId = self[2]
+        requestId = self[_REQUEST_ID]
         if failure is not None:
-            factory = self[1].factory
+            factory = self[_PROTOCOL].factory
             reply = factory.error(requestId, Code.SERVER_ERROR, f"the store cannot answer: {failure.value}")
         elif value is None:
-            reply = self[1].factory.error(requestId, Code.NOT_FOUND, "no such key")
+            reply = self[_PROTOCOL].factory.error(requestId, Code.NOT_FOUND, "no such key")
         else:
             reply = _HEADER_PACK(len(value) + MIN_LENGTH, _READ_REPLY, requestId) + value
-        self._filled(reply, _READ, self[3])
+        self._filled(reply, _READ, self[_ARRIVAL])
 
 
-class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
-    """One SPB/1 client."""
+class SPBProtocol(RequestReplyProtocol):
+    """
+    One SPB/1 client: frames parsed in one pass over each chunk, store calls,
+    replies in request order (:class:`OrderedReplies`).
+
+    @ivar MAX_LENGTH: the longest frame accepted (``--max-frame``).
+    @ivar paused: True while the peer owes a drain or the connection is
+        closing: no more frames are taken from what was read.
+    """
 
     factory: SPBFactory
     closing = False
+    MAX_LENGTH = DEFAULT_MAX_FRAME
+    paused = False
+    _unprocessed = b""
     _batch: list[bytes] | None = None
     _batchBytes = 0
 
@@ -225,7 +164,8 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         self.produceReplies(self.factory.maxOutputBuffer, self.factory.sendTimeout)
         self.replies = OrderedReplies(self.send)
         self._owed = self.replies.queue  # replies waiting for their turn
-        self._localGet = self.factory.store.get if self.factory.storeIsLocal else None
+        local = self.factory.localStore
+        self._localGet = local.get if local is not None else None
         self._storeWrite = self.factory.store.write
         # Instance attributes, not the classes' defaults: the read path finds them faster.
         self._unprocessed = b""
@@ -243,26 +183,25 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         self.transmit(data)
 
     def dataReceived(self, data: bytes) -> None:
-        # One pass over the chunk instead of Int32StringReceiver's loop (the
-        # same attributes: _unprocessed, paused, MAX_LENGTH), so that a READ
-        # of a key this process holds is answered inline, without a call per
-        # step: at one request per chunk, the calls were most of a read's
-        # cost.  Anything else, and a READ that does not find its key (the
-        # error needs the key checked), goes through stringReceived.
+        # One pass over the chunk, so that a READ of a key this process holds
+        # is answered inline, without a call per step: at one request per
+        # chunk, the calls were most of a read's cost.  Anything else, and a
+        # READ that does not find its key (the error needs the key checked),
+        # goes through stringReceived.
         self.heard = True
         size = len(data)
         self.traffic.bytesIn += size
-        if size >= 9 and not self._unprocessed and not self.paused:
+        if size >= HEADER_SIZE and not self._unprocessed and not self.paused:
             length, op, requestId = _HEADER_FROM(data)
-            if length + 4 == size and length <= self.MAX_LENGTH:
+            if length + LENGTH_SIZE == size and length <= self.MAX_LENGTH:
                 # The commonest chunk: exactly one frame, so at most one
                 # reply now.  No batch, no loop.
                 self._received = received = monotonic()
-                if op == _READ and size > 11 and _U16_FROM(data, 9)[0] + 11 == size:
+                if op == _READ and size > KEY_OFFSET and _U16_FROM(data, HEADER_SIZE)[0] + KEY_OFFSET == size:
                     value = None
                     if self._localGet is None:
                         # The store answers later (Redis): the READ takes its place in the order.
-                        key = data[11:]
+                        key = data[KEY_OFFSET:]
                         if len(key) <= MAX_KEY and key.isascii():
                             self.factory.operations[_READ] += 1
                             slot = _ReadSlot((None, self, requestId, received))
@@ -271,7 +210,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
                             return
                     elif not self._owed:
                         # A stored key is valid (UTF-8, not too long): no checks when found.
-                        value = self._localGet(data[11:])
+                        value = self._localGet(data[KEY_OFFSET:])
                     if value is not None:
                         self._write(_HEADER_PACK(len(value) + MIN_LENGTH, _READ_REPLY, requestId) + value)
                         if self._overMark:
@@ -285,9 +224,9 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
                         return
                 if op in WRITES:
                     self.factory.operations[op] += 1
-                    self.handleWrite(op, requestId, data[9:])
+                    self.handleWrite(op, requestId, data[HEADER_SIZE:])
                 else:
-                    self.stringReceived(data[4:])
+                    self.stringReceived(data[LENGTH_SIZE:])
                 if self.partialSince is not None:
                     self.noteUnfinished(False, True)
                 return
@@ -302,21 +241,21 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         end = len(data)
         offset = reads = inline = 0
         try:
-            while end - offset >= 4 and not self.paused:
+            while end - offset >= LENGTH_SIZE and not self.paused:
                 (length,) = _LENGTH(data, offset)
                 if length > self.MAX_LENGTH:
                     self.lengthLimitExceeded(length)
                     return
-                start = offset + 4
+                start = offset + LENGTH_SIZE
                 offset = start + length
                 if offset > end:
-                    offset = start - 4
+                    offset = start - LENGTH_SIZE
                     break
-                if length > 7 and data[start] == _READ and get is not None and not queue:
+                if length > BODY_KEY_OFFSET and data[start] == _READ and get is not None and not queue:
                     # A stored key is valid (UTF-8, not too long): no checks when found.
                     requestId, size = _ID_KEY_SIZE(data, start + 1)
-                    if size + 7 == length:
-                        value = get(data[start + 7 : offset])
+                    if size + BODY_KEY_OFFSET == length:
+                        value = get(data[start + BODY_KEY_OFFSET : offset])
                         if value is not None:
                             batch.append(_HEADER_PACK(len(value) + MIN_LENGTH, _READ_REPLY, requestId) + value)
                             reads += 1
@@ -349,7 +288,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
         self.transmit(joined)
 
     def holdInput(self) -> None:
-        self.paused = True  # Int32StringReceiver keeps the rest of the chunk
+        self.paused = True  # dataReceived keeps the rest of the chunk in _unprocessed
         self.replies.blocked = True
 
     def releaseInput(self) -> None:
@@ -441,7 +380,7 @@ class SPBProtocol(RequestReplyProtocol, Int32StringReceiver):
     def fatal(self, code: int, message: str) -> None:
         """The stream cannot be trusted any more: answer (request id 0) and close."""
         self.closing = True
-        self.paused = True  # stop Int32StringReceiver's parsing loop
+        self.paused = True  # stop dataReceived's parsing loop
         log.info("binary {peer}: {message}; closing", peer=self.peer, message=message)
         self.replies.ready(self.factory.error(0, code, message))
         self.replies.whenAnswered(self.closeConnection)
@@ -462,35 +401,12 @@ _MESSAGES: dict[int, str] = {
 }
 
 
-class StoreFactory(ServerFactory):
-    """What binary and crud share: the store, and how much a connection may owe (see produceReplies)."""
-
-    protocol: Any = None  # as on ServerFactory: mypy asks again on each level of subclass
-
-    def __init__(
-        self,
-        clock: IReactorTime,
-        store: KeyValueStore,
-        maxOutputBuffer: int = MAX_OUTPUT_BUFFER,
-        sendTimeout: float = SEND_TIMEOUT,
-        **limits: Any,
-    ) -> None:
-        ServerFactory.__init__(self, clock, **limits)
-        self.store = store
-        self.storeIsLocal = store.local
-        self.maxOutputBuffer = maxOutputBuffer
-        self.sendTimeout = sendTimeout
-
-    def metricsSnapshot(self) -> dict[str, Any]:
-        return {"store": self.store.stats()}
-
-
 class SPBFactory(StoreFactory):
     serviceName = "binary"
     protocol = SPBProtocol
 
     def __init__(
-        self, clock: IReactorTime, store: KeyValueStore, maxFrame: int = DEFAULT_MAX_FRAME, **settings: Any
+        self, clock: IReactorTime, store: IKeyValueStore, maxFrame: int = DEFAULT_MAX_FRAME, **settings: Any
     ) -> None:
         StoreFactory.__init__(self, clock, store, **settings)
         self.maxFrame = maxFrame
@@ -535,7 +451,8 @@ class SPBFactory(StoreFactory):
         """The reply to a request that is not a write."""
         try:
             if op == _READ:
-                value = self.store.get(parseExactKey(payload))
+                assert self.localStore is not None  # a store that answers later is asked in answerLater
+                value = self.localStore.get(parseExactKey(payload))
                 if value is None:
                     return self.error(requestId, Code.NOT_FOUND, "no such key")
                 return frame(_READ | REPLY, requestId, value)
@@ -544,7 +461,8 @@ class SPBFactory(StoreFactory):
             if op == Op.ECHO:
                 return frame(Op.ECHO | REPLY, requestId, payload)
             if op == Op.LIST:
-                keys = self.store.keys(parseExactKey(payload, allowEmpty=True))
+                assert self.localStore is not None
+                keys = self.localStore.keys(parseExactKey(payload, allowEmpty=True))
                 body = encodeKeyList(keys)
                 if len(body) + MIN_LENGTH > self.maxFrame:
                     return self.error(requestId, Code.TOO_LARGE, f"{len(keys)} keys do not fit in a frame")
@@ -589,7 +507,7 @@ class SPBFactory(StoreFactory):
             "uptime": round(time.monotonic() - self.started, 3),
             "connections": len(self.connections),
             "connections_total": self.totalConnections,
-            "keys": len(self.store),
+            "keys": self.store.stats()["keys"],
             "operations": {opName(op): n for op, n in self.operationCounts()},
             "bytes_in": sum(t.bytesIn for t in self.traffic.values()),
             "bytes_out": sum(t.bytesOut for t in self.traffic.values()),

@@ -99,9 +99,7 @@ class Unavailable(Exception):
 
 @implementer(IKeyValueStore)
 class RedisStore:
-    """An IKeyValueStore whose reads are answered by Redis too (``local`` is False)."""
-
-    local = False
+    """An IKeyValueStore whose reads are answered by Redis too: not an ILocalKeyValueStore."""
 
     def __init__(self, reactor: Any, address: RedisAddress, prefix: str = "sockproto:kv:") -> None:
         self.reactor = reactor
@@ -266,14 +264,6 @@ class RedisStore:
             self.reactor.callLater(0, self._sendTurn)
         turn.append((_WRITE, self.valuePrefix + key, done, _OP_LETTERS[op], value))
         return None
-
-    # -- what IKeyValueStore also asks, for a local store -------------------------
-
-    def get(self, key: bytes) -> bytes | None:
-        raise TypeError("a Redis store answers reads with fetch()")
-
-    def keys(self, prefix: bytes) -> list[bytes]:
-        raise TypeError("a Redis store answers lists with listKeys()")
 
     def __len__(self) -> int:
         """The key count last seen (STATS asks Redis afresh)."""

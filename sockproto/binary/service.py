@@ -14,7 +14,8 @@ from sockproto.binary.store import FSYNC_MODES, MEMORY, MemoryStore, SQLiteStore
 from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
-from sockproto.server.listen import CloseOnStop, ServerOptions, StopInOrder, nonNegativeFloat, positiveInt
+from sockproto.server.listen import CloseOnStop, StopInOrder
+from sockproto.server.options import ServerOptions, nonNegativeFloat, positiveInt
 from sockproto.server.redis import parseRedisURL, waitForRedis
 
 

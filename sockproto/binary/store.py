@@ -36,7 +36,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from sockproto.binary.codec import Code, Op
-from sockproto.interfaces import IKeyValueStore
+from sockproto.interfaces import ILocalKeyValueStore
 from sockproto.server.files import createOwnerOnly
 
 log = Logger()
@@ -52,16 +52,12 @@ class StoreError(Exception):
     """The store cannot do what was asked; the message says why."""
 
 
-#: What the protocols need of a store; another backend implements it too.
-KeyValueStore = IKeyValueStore
-
-
 _DELETED = object()
 # Plain ints: an enum member lookup costs a tenth of a microsecond on the write path.
 _CREATE, _DELETE_OP = int(Op.CREATE), int(Op.DELETE)
 
 
-@implementer(IKeyValueStore)
+@implementer(ILocalKeyValueStore)
 class GroupCommitStore:
     """
     The in-memory copy, write checking and grouping; subclasses persist.
@@ -70,9 +66,6 @@ class GroupCommitStore:
     turn with that turn's writes, and calls :meth:`_committed` (in the
     reactor thread) once a group is durable or has failed.
     """
-
-    #: Reads are answered at once from this process's copy.
-    local = True
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor

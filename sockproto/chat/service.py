@@ -16,18 +16,11 @@ from sockproto.chat.history import History
 from sockproto.chat.hub import ANNOUNCE_JOINS_DEFAULT, ChatHub
 from sockproto.chat.login import AnyOfCheckers, ChatRealm
 from sockproto.chat.protocol import ChatFactory
+from sockproto.server.endpointstrings import checkEndpoint
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
-from sockproto.server.listen import (
-    CloseOnStop,
-    ListeningService,
-    ServerOptions,
-    StopInOrder,
-    checkEndpoint,
-    nonNegativeFloat,
-    nonNegativeInt,
-    positiveInt,
-)
+from sockproto.server.listen import CloseOnStop, ListeningService, StopInOrder
+from sockproto.server.options import ServerOptions, nonNegativeFloat, nonNegativeInt, positiveInt
 from sockproto.server.redis import redisURL
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")

@@ -15,7 +15,7 @@ from importlib.resources.abc import Traversable
 
 from twisted.python import usage
 
-from sockproto.server.listen import showVersion
+from sockproto.server.options import showVersion
 
 #: The example printed when no NAME is given: the one that explains every key.
 DEFAULT_EXAMPLE = "sockproto"

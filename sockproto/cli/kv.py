@@ -11,7 +11,7 @@ from twisted.internet import defer, endpoints
 
 from sockproto.binary.client import Exists, NotFound, SPBClientProtocol, SPBError
 from sockproto.cli.run import FAILED, NO, OK, UNREACHABLE, USAGE, runReactor
-from sockproto.server.listen import endpointErrorText
+from sockproto.server.endpointstrings import endpointErrorText
 from sockproto.server.targets import clientDescription
 
 

@@ -14,7 +14,7 @@ from twisted.python import usage
 from sockproto.cli.examples import ExampleConfigOptions, runExampleConfig
 from sockproto.cli.run import EXIT_STATUSES, interrupted
 from sockproto.privateapi import nameOptionsInErrors
-from sockproto.server.listen import showVersion
+from sockproto.server.options import showVersion
 
 
 def out(text: str) -> None:

@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from sockproto.cli.run import FAILED, OK, UNREACHABLE, USAGE, runReactor, wasInterrupted
 from sockproto.server.connections import setSocketOptions
-from sockproto.server.listen import describeAddress, endpointErrorText
+from sockproto.server.endpointstrings import describeAddress, endpointErrorText
 from sockproto.server.targets import Target, TLSSettings, canHalfClose, clientTarget, describeCertificate, halfClose
 
 

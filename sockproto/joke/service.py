@@ -25,7 +25,7 @@ from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory
 from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.lines import LineServerProtocol
-from sockproto.server.listen import ServerOptions, positiveInt
+from sockproto.server.options import ServerOptions, positiveInt
 
 PROMPT = b">> "
 MAX_LINE = 1024

@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from sockproto.interfaces import IDrainable, IMetricsSource
 from sockproto.privateapi import eagerWriter, unsentBytes
-from sockproto.server.listen import describeAddress
+from sockproto.server.endpointstrings import describeAddress
 from sockproto.server.ratelimit import Episodes
 from sockproto.server.tls import logHandshakeFailure
 

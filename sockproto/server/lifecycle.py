@@ -17,7 +17,7 @@ from twisted.application import service
 from twisted.logger import Logger, LogLevel
 
 from sockproto.interfaces import IReloadable
-from sockproto.privateapi import filterLogs
+from sockproto.privateapi import filterLogs, leanDispatch
 from sockproto.server.listen import StopInOrder, listeningServices
 from sockproto.server.workers import workerSettings
 
@@ -119,10 +119,12 @@ def operate(
     endpoint; the process logs at ``logLevel`` and above.
     """
     filterLogs(LogLevel.levelWithName(logLevel))
+    # The reactor is chosen by now (twistd and twist install it before building the service).
+    leanDispatch(reactor)
     worker = workerSettings()
     if worker is not None:
         # A worker of --workers: the parent serves the sum of what each serves on its private socket.
-        metrics = f"unix:{worker['metrics']}:mode=600"
+        metrics = f"unix:{worker.metrics}:mode=600"
     top = StopInOrder()
     if metrics:
         from sockproto.server.metrics import metricsService
@@ -133,7 +135,7 @@ def operate(
     if worker is not None:
         from sockproto.server.workers import SayReady
 
-        SayReady(worker["ready"]).setServiceParent(top)
+        SayReady(worker.ready).setServiceParent(top)
     return top
 
 
@@ -174,6 +176,7 @@ def supervise(
     from sockproto.server.workers import Supervisor
 
     filterLogs(LogLevel.levelWithName(logLevel))
+    leanDispatch(reactor)  # the parent serves the summed metrics
     holders = [
         ListeningService(name, descriptions, Factory(), reactor, datagramProtocol=DatagramProtocol)
         for name, descriptions in listeners

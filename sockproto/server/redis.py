@@ -32,7 +32,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 
-from sockproto.privateapi import sendAtOnce
+from sockproto.privateapi import encodeRedisCommandsInOnePass, sendAtOnce
 from sockproto.server.targets import TLSSettings, tlsOptions
 
 log = Logger()
@@ -260,11 +260,6 @@ class Script:
         return d.addErrback(unknown)
 
 
-#: RESP bulk-string headers (``$LENGTH\r\n``) of the usual sizes, made once.
-_CACHED_HEADERS = 4096
-_BULK_HEADERS = [b"$%d\r\n" % size for size in range(_CACHED_HEADERS)]
-
-
 class _CommandProtocol(txredisapi.RedisProtocol):
     link: RedisLink
 
@@ -272,20 +267,6 @@ class _CommandProtocol(txredisapi.RedisProtocol):
         # A turn's commands go to Redis in that turn, not at the next poll.
         sendAtOnce(self.transport)
         return txredisapi.RedisProtocol.connectionMade(self)
-
-    def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
-        # txredisapi's RESP encoder, the same bytes (tests compare them), in
-        # one pass: its own converts every length through str.format and
-        # cost a sixth of a turn's CPU with a few hundred arguments (a
-        # turn's writes in one script call).
-        parts = [b"*%d\r\n" % len(args)]
-        encode = self._encode_value
-        for arg in args:
-            if arg.__class__ is not bytes:
-                arg = encode(arg)
-            size = len(arg)
-            parts += (_BULK_HEADERS[size] if size < _CACHED_HEADERS else b"$%d\r\n" % size, arg, b"\r\n")
-        return b"".join(parts)
 
     def tryConvertData(self, data: Any) -> Any:
         # The link's protocols convert nothing (no charset, no numbers), so
@@ -298,6 +279,12 @@ class _CommandProtocol(txredisapi.RedisProtocol):
     def connectionLost(self, why: Any) -> None:
         txredisapi.RedisProtocol.connectionLost(self, why)
         self.link._lost(self)
+
+
+# txredisapi's command encoder converted every length through str.format: a
+# sixth of a turn's CPU with a few hundred arguments (a turn's writes in one
+# script call).  The same bytes, in one pass.
+encodeRedisCommandsInOnePass(_CommandProtocol)
 
 
 class _SubscriberProtocol(txredisapi.SubscriberProtocol):

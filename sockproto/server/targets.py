@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet import endpoints, interfaces, ssl
 from twisted.python.filepath import FilePath
 
-from sockproto.server.listen import splitDescription
+from sockproto.server.endpointstrings import splitDescription
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ UNIX socket.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ import socket
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application import service
@@ -64,10 +66,40 @@ def workerCount(value: str) -> int:
 workerCount.coerceDoc = "1 or more, or auto: one per usable CPU."  # type: ignore[attr-defined]
 
 
-def workerSettings() -> dict[str, Any] | None:
-    """In a worker: what the parent said (its number, inherited sockets, metrics socket); else None."""
+@dataclass(frozen=True)
+class WorkerSettings:
+    """
+    What the parent of ``--workers`` tells each worker, in its environment
+    (``SOCKPROTO_WORKER``, JSON).
+
+    @ivar number: The worker's number, from 1.
+    @ivar sockets: Service name -> the listening sockets it inherits, in the
+        order of its endpoints: ``[file descriptor, address family, "stream" or "udp"]``.
+    @ivar metrics: The UNIX socket path where the worker serves its metrics to the parent.
+    @ivar ready: The file descriptor on which the worker says "ready".
+    """
+
+    number: int
+    sockets: dict[str, list[list[Any]]]
+    metrics: str
+    ready: int
+
+    def encode(self) -> str:
+        return json.dumps(
+            {"number": self.number, "sockets": self.sockets, "metrics": self.metrics, "ready": self.ready}
+        )
+
+    @classmethod
+    def decode(cls, raw: str) -> WorkerSettings:
+        fields = json.loads(raw)
+        return cls(int(fields["number"]), dict(fields["sockets"]), str(fields["metrics"]), int(fields["ready"]))
+
+
+@functools.cache
+def workerSettings() -> WorkerSettings | None:
+    """In a worker: what the parent said, parsed once; else None."""
     raw = os.environ.get(ENVIRONMENT)
-    return json.loads(raw) if raw else None
+    return WorkerSettings.decode(raw) if raw else None
 
 
 # -- in a worker --------------------------------------------------------------
@@ -110,7 +142,7 @@ class _NoPort:
 
 def adopt(reactor: Any, description: str, inherited: list[Any], factory: Any, datagramProtocol: Any) -> Any:
     """Serve ``factory`` on a socket the parent bound for ``description`` (its fd, family and kind)."""
-    from sockproto.server.listen import splitDescription, withSafeDefaults
+    from sockproto.server.endpointstrings import splitDescription, withSafeDefaults
 
     fd, family, kind = inherited
     if kind == "udp":
@@ -189,9 +221,9 @@ class Supervisor(service.Service):
 
     def privilegedStartService(self) -> None:
         for listening in self.listening:
-            listening._listenAll()  # logs "<service> listening on <address>", or stops the process
+            listening.listenAll()  # logs "<service> listening on <address>", or stops the process
             sockets = []
-            for description, port in listening.ports:
+            for description, port in listening.boundPorts():
                 port.stopReading()  # the workers accept; this process only holds the socket
                 kind = "udp" if description.startswith("udp:") else "stream"
                 sockets.append([port.fileno(), port.addressFamily, kind])
@@ -217,10 +249,8 @@ class Supervisor(service.Service):
                 fds[fd] = fd
         readyFD = max(fds) + 1
         fds[readyFD] = "r"  # the worker says "ready" on it
-        settings = {
-            "number": number, "sockets": self._inherited, "metrics": self.metricsSocket(number), "ready": readyFD,
-        }
-        environment = dict(os.environ, **{ENVIRONMENT: json.dumps(settings)})
+        settings = WorkerSettings(number, self._inherited, self.metricsSocket(number), readyFD)
+        environment = dict(os.environ, **{ENVIRONMENT: settings.encode()})
         worker = _Worker(self, number, readyFD)
         self.protocols[number] = worker
         self.workers[number] = self.reactor.spawnProcess(
@@ -281,7 +311,7 @@ class Supervisor(service.Service):
             if killer.active():
                 killer.cancel()
             for listening in self.listening:
-                for _, port in listening.ports:
+                for _, port in listening.boundPorts():
                     port.stopListening()
             shutil.rmtree(self.metricsDirectory, ignore_errors=True)
 

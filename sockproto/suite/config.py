@@ -26,7 +26,8 @@ from typing import Any
 from twisted.python import usage
 
 from sockproto.privateapi import optionHandler
-from sockproto.server.listen import _LOOPBACK, checkEndpoint, logLevel, nonNegativeFloat, splitDescription
+from sockproto.server.endpointstrings import LOOPBACK, checkEndpoint, splitDescription
+from sockproto.server.options import logLevel, nonNegativeFloat
 from sockproto.server.workers import workerCount
 
 #: table -> module with the service's Options and buildService.
@@ -233,7 +234,7 @@ def endpointIdentity(description: str) -> tuple[Any, ...] | None:
             port = args[0] if args else kwargs.get("port", "")
         if not port.isdigit() or int(port) == 0:
             return None
-        loopback = _LOOPBACK.get(kind, "127.0.0.1").replace("\\", "")
+        loopback = LOOPBACK.get(kind, "127.0.0.1").replace("\\", "")
         interface = kwargs.get("interface", loopback).replace("\\", "")
         family = "udp" if kind == "udp" else "tcp"
         return (family, int(port), interface)

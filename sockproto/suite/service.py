@@ -18,16 +18,10 @@ from twisted.application import service
 from twisted.python import usage
 
 from sockproto.binary.service import StoreRegistry
+from sockproto.server.endpointstrings import checkEndpoint
 from sockproto.server.lifecycle import defaultReactor, operate, supervise
-from sockproto.server.listen import (
-    LOG_LEVEL_HELP,
-    StopInOrder,
-    checkEndpoint,
-    logLevel,
-    nonNegativeFloat,
-    showVersion,
-    withUsageErrorLast,
-)
+from sockproto.server.listen import StopInOrder
+from sockproto.server.options import LOG_LEVEL_HELP, logLevel, nonNegativeFloat, showVersion, withUsageErrorLast
 from sockproto.server.workers import workerCount, workerSettings
 from sockproto.suite.config import Config, ServiceConfig, checkEndpointsAreDistinct, loadConfig
 
