@@ -65,6 +65,15 @@ def lowPort() -> int:
     raise RuntimeError("no free port below 32768")
 
 
+def listenOverflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (each: a 1 s SYN retry)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True))["ListenOverflows"])
+    return 0
+
+
 def buildCrowd(source: Path) -> str:
     if not source.exists():
         raise SystemExit(f"crowdbench: no crowd client at {source} (--crowd PATH)")
@@ -81,6 +90,7 @@ class Server:
         self.port = lowPort()
         self.redis = None
         extra: list[str] = []
+        backlog = f":backlog={args.backlog}" if args.backlog else ""
         if args.workers > 1:
             from tests.redisserver import RedisServer
 
@@ -89,7 +99,7 @@ class Server:
         # No flood control: the rooms figure sends faster than 5 lines a second.
         # No per-address limit: every client comes from 127.0.0.1.
         self.service = ServiceProcess(
-            "sockproto-chat", "--listen", f"tcp:{self.port}:interface=127.0.0.1", "--history", ":memory:",
+            "sockproto-chat", "--listen", f"tcp:{self.port}:interface=127.0.0.1{backlog}", "--history", ":memory:",
             "--flood-rate", "0", "--max-connections", "19000", "--max-connections-per-ip", "0",
             "--announce-joins-up-to", str(args.announce_joins_up_to), *extra,
         )
@@ -114,6 +124,14 @@ class Server:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
         return total
+
+    def cpu(self) -> float:
+        """Seconds of CPU the serving processes have used (user and system)."""
+        ticks = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.service.stop(timeout=60)
@@ -212,7 +230,7 @@ def storm(binary: str, args: argparse.Namespace) -> None:
     try:
         watcher = Watcher(server.port)
         time.sleep(1)
-        before = server.rss()
+        before, cpu, overflows = server.rss(), server.cpu(), listenOverflows()
         waits: list[float] = []
         stop = threading.Event()
         started = time.monotonic()
@@ -224,7 +242,11 @@ def storm(binary: str, args: argparse.Namespace) -> None:
         stop.set()
         probe.join()
         done = watcher.waitFor(lambda counts: counts.get("#lobby", 0) >= total + 1, args.timeout)
-        print(f"  all {total} in #lobby {done - started:.2f} s after the first connected")
+        cpu = server.cpu() - cpu
+        overflows = listenOverflows() - overflows
+        print(f"  all {total} in #lobby {done - started:.2f} s after the first connected; server CPU "
+              f"{cpu:.2f} s ({cpu / total * 1e6:.0f} us an arrival, the watcher's and newcomers' share included); "
+              f"listen queue overflows (on the whole machine) {overflows}")
         if waits:
             print(f"  newcomers during the storm ({len(waits)}): answered in "
                   f"max {max(waits) * 1000:.1f} ms, median {percentile(waits, 0.5) * 1000:.1f} ms")
@@ -283,6 +305,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--workers", type=int, default=1, help="workers of a cluster (a Redis is started)")
     parser.add_argument("--announce-joins-up-to", type=int, default=100)
+    parser.add_argument("--backlog", type=int, default=0, help="the listen backlog (default: the server's, 1024)")
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--client-cpus", default="1")
     parser.add_argument("--crowd", type=Path, default=CROWD_SOURCE, help="crowd.c")
