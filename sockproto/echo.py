@@ -18,6 +18,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python import usage
 
+from sockproto.interfaces import IServerReactor
 from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory, ServerProtocol
 from sockproto.server.lifecycle import defaultReactor, standalone
@@ -47,9 +48,9 @@ class RawEcho(ServerProtocol):
 
 
 class LineEcho(LineServerProtocol):
-    factory: EchoFactory
-
     """Answers each line; ``line`` mode with ``Echo: `` and a greeting, ``upper`` in upper case."""
+
+    factory: EchoFactory
 
     upper = False
 
@@ -75,6 +76,8 @@ class LineEcho(LineServerProtocol):
 
 
 class UpperEcho(LineEcho):
+    """``upper`` mode: each line answered in upper case."""
+
     upper = True
 
 
@@ -84,6 +87,8 @@ def _upper(line: bytes) -> bytes:
 
 
 class EchoFactory(ServerFactory):
+    """The echo service's connections, in the mode of ``--mode`` (raw bytes, lines or upper case)."""
+
     serviceName = "echo"
     refusal = b"ERROR server busy: too many connections, try again later\n"
 
@@ -243,6 +248,8 @@ answersPerSecond.coerceDoc = "Answers a second, 0 or more."  # type: ignore[attr
 
 
 class Options(ServerOptions):
+    """``sockproto-echo``'s options: the mode, the longest line and the UDP rules."""
+
     serviceName = "echo"
     defaultPort = 8124
     allowUDP = True
@@ -282,7 +289,7 @@ class Options(ServerOptions):
         ServerOptions.postOptions(self)
 
 
-def buildService(options: Options, reactor: Any = None) -> service.IService:
+def buildService(options: Options, reactor: IServerReactor | None = None) -> service.IService:
     reactor = defaultReactor(reactor)
     factory = EchoFactory(
         reactor,

@@ -11,7 +11,40 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorPluggableNameResolver,
+    IReactorProcess,
+    IReactorSocket,
+    IReactorSSL,
+    IReactorTCP,
+    IReactorThreads,
+    IReactorTime,
+    IReactorUDP,
+    IReactorUNIX,
+)
 from zope.interface import Attribute, Interface
+
+
+class IServerReactor(
+    IReactorCore,
+    IReactorTime,
+    IReactorTCP,
+    IReactorSSL,
+    IReactorUNIX,
+    IReactorUDP,
+    IReactorSocket,
+    IReactorProcess,
+    IReactorThreads,
+    IReactorPluggableNameResolver,
+):
+    """
+    The reactor sockproto's services are typed against: what they use of
+    Twisted's reactor interfaces, at once (as treq's ``_ITreqReactor`` does
+    for its own needs).  Twisted's epoll reactor provides all of these;
+    tests inject a ``MemoryReactorClock``, which provides what a test of one
+    piece needs.  Nothing declares it: it is for type checking.
+    """
 
 
 class IDrainable(Interface):
@@ -22,8 +55,8 @@ class IDrainable(Interface):
         Ask every connection to finish (answer what it has read, say goodbye)
         and close.
 
-        @param timeout: seconds after which connections still open are cut off.
-        @return: a Deferred that fires once every connection has closed.
+        :param timeout: seconds after which connections still open are cut off.
+        :return: a Deferred that fires once every connection has closed.
         """
 
 
@@ -34,8 +67,8 @@ class IReloadable(Interface):
         """
         Re-read what can change on disk (a joke book, a password file).
 
-        @return: what was reloaded, for the log (e.g. ``"12 jokes from jokes.txt"``).
-        @raise Exception: when a file is broken; the factory keeps what it had.
+        :return: what was reloaded, for the log (e.g. ``"12 jokes from jokes.txt"``).
+        :raises Exception: when a file is broken; the factory keeps what it had.
         """
 
 

@@ -9,7 +9,7 @@ terminates or originates TLS.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import service
 from twisted.internet import interfaces, protocol
@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
+from sockproto.interfaces import IServerReactor
 from sockproto.server.connections import ServerFactory, ServerProtocol, setSocketOptions
 from sockproto.server.endpointstrings import endpointErrorText
 from sockproto.server.lifecycle import defaultReactor, standalone
@@ -135,6 +136,8 @@ class ProxySide(_Side, ServerProtocol):
 
 
 class ProxyFactory(ServerFactory):
+    """The proxy's accepted connections, each relayed to a new connection to the target."""
+
     serviceName = "proxy"
     protocol = ProxySide
     refusal = b""
@@ -149,6 +152,8 @@ class ProxyFactory(ServerFactory):
 
 
 class Options(ServerOptions):
+    """``sockproto-proxy``'s options: ``--connect`` and the TLS settings of the target."""
+
     serviceName = "proxy"
     defaultPort = 8125  # not 8000, the web chat's (make run serves it)
     longdesc = (
@@ -171,7 +176,8 @@ class Options(ServerOptions):
         from twisted.internet.testing import MemoryReactor
 
         try:
-            clientTarget(MemoryReactor(), self["connect"], self.tlsSettings())
+            # A memory reactor: the endpoint is only built, to check the string.
+            clientTarget(cast(IServerReactor, MemoryReactor()), self["connect"], self.tlsSettings())
         except Exception as e:
             why = endpointErrorText(e, self["connect"])
             raise usage.UsageError(f"bad --connect {self['connect']!r}: {why}") from None
@@ -180,7 +186,7 @@ class Options(ServerOptions):
         return TLSSettings(ca=self["ca"], cert=self["cert"], key=self["key"])
 
 
-def buildService(options: Options, reactor: Any = None) -> service.IService:
+def buildService(options: Options, reactor: IServerReactor | None = None) -> service.IService:
     reactor = defaultReactor(reactor)
     target = clientTarget(reactor, options["connect"], options.tlsSettings(), options["connect-timeout"] or 10.0)
     factory = ProxyFactory(reactor, target, options["connect"], **options.limits())

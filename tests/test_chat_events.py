@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -17,6 +19,8 @@ from sockproto.chat.events import (
     Parted,
     PrivateMessage,
     Quit,
+    Refusal,
+    RefusalCode,
     ServerNotice,
     Who,
     membershipChanged,
@@ -211,3 +215,97 @@ class ProvidesTests(unittest.TestCase):
         member.makeConnection(StringTransport())
         self.assertTrue(verifyObject(IChatMember, member))
         self.assertEqual(member.face, LINE_FACE)
+
+
+class RefusalTests(unittest.TestCase):
+    """A refusal says why in words (the line face's ``!!!`` line) and as a code other faces map."""
+
+    def setUp(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from sockproto.chat.protocol import ChatFactory
+
+        self.clock = Clock()
+        self.hub = ChatHub(self.clock, History(MEMORY, self.clock))
+        self.factory = ChatFactory(self.clock, self.hub)
+        self.face = RecordingFace()
+        self.members = []
+        for _ in range(2):
+            member = self.factory.buildProtocol(None)
+            member.face = self.face
+            member.makeConnection(StringTransport())
+            self.members.append(member)
+        self.clock.advance(0)
+        self.face.take()
+
+    def refusals(self, line: bytes) -> list[tuple[str, RefusalCode]]:
+        self.members[0].dataReceived(line + b"\n")
+        return [(event.reason, event.code) for event, _ in self.face.take() if isinstance(event, Refusal)]
+
+    def test_codes(self) -> None:
+        other = self.members[1].nick
+        for line, code in [(b"/nick " + other.encode(), RefusalCode.NICK_IN_USE),
+                           (b"/nick bad!", RefusalCode.BAD_NICK),
+                           (b"/msg nobody hi", RefusalCode.NO_SUCH_NICK),
+                           (b"/join #lobby", RefusalCode.ALREADY_IN_ROOM),
+                           (b"/join #Bad", RefusalCode.BAD_ROOM),
+                           (b"/msg", RefusalCode.USAGE),
+                           (b"/frobnicate", RefusalCode.UNKNOWN_COMMAND),
+                           (b"/login a b", RefusalCode.NO_LOGINS),
+                           (b"x" * 600, RefusalCode.LINE_TOO_LONG),
+                           (b"\x00binary", RefusalCode.BINARY)]:
+            found = self.refusals(line)
+            self.assertEqual([c for _, c in found], [code], line)
+            self.assertTrue(found[0][0], line)  # and in words
+
+    def test_theLineFaceShowsTheWordsOnly(self) -> None:
+        from sockproto.chat.lineface import LINE_FACE
+
+        self.assertEqual(LINE_FACE.render(Refusal("nickname bob is taken", RefusalCode.NICK_IN_USE), None),
+                         b"!!! nickname bob is taken\n")
+
+    def test_everyCodeIsDistinct(self) -> None:
+        values = [code.value for code in RefusalCode]
+        self.assertEqual(len(values), len(set(values)))
+
+
+def everyKind() -> list[ChatEvent]:
+    """One event of each kind there is."""
+    from sockproto.chat import events as module
+
+    who = Who("bob", "web")
+    samples = [
+        Message("#a", who, "hi", 1.0), Action("#a", who, "waves", 1.0),
+        PrivateMessage(who, "alice", "psst", 1.0), PrivateMessage(who, "alice", "psst", 1.0, echo=True),
+        HistoryEvent("#a", (Message("#a", Who("old"), "then", 0.5),)), HistoryEvent("#a", ()),
+        Joined("#a", who, 1.0), Parted("#a", who, 1.0), Quit("#a", who, 1.0, "quit"),
+        NickChanged("#a", who, "rob", 1.0), module.TopicChanged("#a", who, "news", 1.0),
+        module.Kicked("#a", who, "eve", 1.0, "spam"), module.ModeChanged("#a", who, "+o", ("alice",), 1.0),
+        module.Away(who, "lunch"), module.MemberList("#a", (Membership("alice", operator=True), Membership("bob"))),
+        module.RoomList((module.RoomInfo("#a", 2, "news"),)), module.Welcome(), module.Welcome("alice"),
+        module.Welcome(loginRequired=True), module.LoggedIn("alice"), module.Help((("/x", "does x"),)),
+        ServerNotice("link restored"), Refusal("no", RefusalCode.USAGE), module.Goodbye("Goodbye!"),
+    ]
+    kinds = {c for c in vars(module).values()
+             if isinstance(c, type) and issubclass(c, ChatEvent) and c is not ChatEvent}
+    assert {type(sample) for sample in samples} == kinds, kinds - {type(sample) for sample in samples}
+    return samples
+
+
+class EveryFaceRendersEveryKindTests(unittest.TestCase):
+    def test_lineFace(self) -> None:
+        from sockproto.chat.lineface import LINE_FACE
+
+        for event in everyKind():
+            lines = LINE_FACE.render(event, None).decode().split("\n")
+            self.assertEqual(lines[-1], "", event)  # whole lines
+            self.assertTrue(all(line and line.isprintable() for line in lines[:-1]), event)
+
+    def test_webFace(self) -> None:
+        from sockproto.chat.web import jsonEvents
+
+        for event in everyKind():
+            objects = jsonEvents(event)
+            self.assertTrue(objects, event)
+            self.assertTrue(all(isinstance(o.get("type"), str) for o in objects), event)
+            json.dumps(objects)  # JSON, nothing else

@@ -62,11 +62,11 @@ class SPBError(Exception):
 
 
 class NotFound(SPBError):
-    pass
+    """The server answered NOT_FOUND: no such key."""
 
 
 class Exists(SPBError):
-    pass
+    """The server answered EXISTS: a CREATE of a key that is there."""
 
 
 class ConnectionClosed(SPBError):

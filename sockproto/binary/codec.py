@@ -37,6 +37,8 @@ DEFAULT_MAX_FRAME = 1 << 20
 
 
 class Op(IntEnum):
+    """SPB/1 request ops (a reply's op is the request's with the REPLY bit set; see docs/binary-protocol.rst)."""
+
     PING = 0x01
     ECHO = 0x02
     CREATE = 0x10
@@ -52,6 +54,8 @@ REPLY = 0x80  # a success reply's op is the request's op | 0x80
 
 
 class Code(IntEnum):
+    """SPB/1 error codes, the ``u16`` at the start of an ERROR reply's payload."""
+
     BAD_REQUEST = 1
     UNKNOWN_OP = 2
     NOT_FOUND = 3

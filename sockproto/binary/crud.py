@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from sockproto.binary.codec import MAX_KEY, Code, Op
 from sockproto.binary.replies import OrderedReplies, StoreFactory
 from sockproto.binary.service import StoreRegistry, StoreServerOptions, makeStoreService
-from sockproto.interfaces import IKeyValueStore, ILocalKeyValueStore
+from sockproto.interfaces import IKeyValueStore, ILocalKeyValueStore, IServerReactor
 from sockproto.server.connections import RequestReplyProtocol
 from sockproto.server.lifecycle import standalone
 from sockproto.server.lines import LineServerProtocol
@@ -42,6 +42,8 @@ def showValue(value: bytes) -> str:
 
 
 class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
+    """One crud client: create, read, update, delete and list lines over the SPB/1 store, answered in order."""
+
     factory: CrudFactory
     quitting = False
 
@@ -178,6 +180,8 @@ def checkKey(key: str) -> str | None:
 
 
 class CrudFactory(StoreFactory):
+    """The crud service's connections, on the same store as the binary service."""
+
     serviceName = "crud"
     protocol = CrudProtocol
     refusal = b"ERR server busy: too many connections\n"
@@ -190,6 +194,8 @@ class CrudFactory(StoreFactory):
 
 
 class Options(StoreServerOptions):
+    """``sockproto-crud``'s options: the store's (``--db``, ``--fsync``) and the longest line."""
+
     serviceName = "crud"
     defaultPort = 9001
     longdesc = "The seeds' CRUD database server: create/read/update/delete/list lines over the SPB/1 store."
@@ -198,7 +204,9 @@ class Options(StoreServerOptions):
     ]
 
 
-def buildService(options: Options, reactor: Any = None, stores: StoreRegistry | None = None) -> service.IService:
+def buildService(
+    options: Options, reactor: IServerReactor | None = None, stores: StoreRegistry | None = None
+) -> service.IService:
     return makeStoreService(options, reactor, CrudFactory, stores, maxLineLength=options["max-line-length"])
 
 

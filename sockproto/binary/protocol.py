@@ -145,8 +145,8 @@ class SPBProtocol(RequestReplyProtocol):
     One SPB/1 client: frames parsed in one pass over each chunk, store calls,
     replies in request order (:class:`OrderedReplies`).
 
-    @ivar MAX_LENGTH: the longest frame accepted (``--max-frame``).
-    @ivar paused: True while the peer owes a drain or the connection is
+    :ivar MAX_LENGTH: the longest frame accepted (``--max-frame``).
+    :ivar paused: True while the peer owes a drain or the connection is
         closing: no more frames are taken from what was read.
     """
 
@@ -402,6 +402,8 @@ _MESSAGES: dict[int, str] = {
 
 
 class SPBFactory(StoreFactory):
+    """The binary service's connections: the store, op counts and latency histograms for STATS and the metrics."""
+
     serviceName = "binary"
     protocol = SPBProtocol
 

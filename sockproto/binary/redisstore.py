@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sockproto.binary.codec import Code, Op
-from sockproto.interfaces import IKeyValueStore
+from sockproto.interfaces import IKeyValueStore, IServerReactor
 from sockproto.server.redis import FirstLink, RedisAddress, RedisLink, Script
 
 log = Logger()
@@ -101,7 +101,7 @@ class Unavailable(Exception):
 class RedisStore:
     """An IKeyValueStore whose reads are answered by Redis too: not an ILocalKeyValueStore."""
 
-    def __init__(self, reactor: Any, address: RedisAddress, prefix: str = "sockproto:kv:") -> None:
+    def __init__(self, reactor: IServerReactor, address: RedisAddress, prefix: str = "sockproto:kv:") -> None:
         self.reactor = reactor
         self.address = address
         self.prefix = prefix.encode()

@@ -11,6 +11,7 @@ from twisted.python import usage
 from sockproto.binary.codec import DEFAULT_MAX_FRAME, MIN_LENGTH
 from sockproto.binary.protocol import SPBFactory
 from sockproto.binary.store import FSYNC_MODES, MEMORY, MemoryStore, SQLiteStore
+from sockproto.interfaces import IServerReactor
 from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
@@ -85,7 +86,7 @@ class StoreRegistry(service.MultiService):
     closed, its accepted writes committed, when this service stops.
     """
 
-    def __init__(self, reactor: Any, storesOnly: bool = False) -> None:
+    def __init__(self, reactor: IServerReactor, storesOnly: bool = False) -> None:
         service.MultiService.__init__(self)
         self.reactor = reactor
         #: The process serves these stores and nothing else (no chat, no
@@ -137,7 +138,7 @@ class StoreRegistry(service.MultiService):
 
 def makeStoreService(
     options: StoreServerOptions,
-    reactor: Any,
+    reactor: IServerReactor | None,
     factoryClass: Any,
     stores: StoreRegistry | None = None,
     **settings: Any,
@@ -181,6 +182,8 @@ maxFrame.coerceDoc = "Bytes, at least 8."  # type: ignore[attr-defined]
 
 
 class Options(StoreServerOptions):
+    """``sockproto-binary``'s options: the store's (``--db``, ``--fsync``) and ``--max-frame``."""
+
     serviceName = "binary"
     defaultPort = 9000
     longdesc = "SPB/1, a framed binary request/response protocol over a durable key-value store."
@@ -189,7 +192,9 @@ class Options(StoreServerOptions):
     ]
 
 
-def buildService(options: Options, reactor: Any = None, stores: StoreRegistry | None = None) -> service.IService:
+def buildService(
+    options: Options, reactor: IServerReactor | None = None, stores: StoreRegistry | None = None
+) -> service.IService:
     return makeStoreService(options, reactor, SPBFactory, stores, maxFrame=options["max-frame"])
 
 

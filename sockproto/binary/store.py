@@ -36,7 +36,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from sockproto.binary.codec import Code, Op
-from sockproto.interfaces import ILocalKeyValueStore
+from sockproto.interfaces import ILocalKeyValueStore, IServerReactor
 from sockproto.server.files import createOwnerOnly
 
 log = Logger()
@@ -67,7 +67,7 @@ class GroupCommitStore:
     reactor thread) once a group is durable or has failed.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IServerReactor) -> None:
         self.reactor = reactor
         self._data: dict[bytes, bytes] = {}
         # Reads are the hot path: get is the dict's own method, no Python call.
@@ -301,7 +301,12 @@ class SQLiteStore(GroupCommitStore):
     foldKeys = 20000
 
     def __init__(
-        self, path: str, reactor: Any, fsync: str = "normal", pollInterval: float = 0.1, syncInline: bool = False
+        self,
+        path: str,
+        reactor: IServerReactor,
+        fsync: str = "normal",
+        pollInterval: float = 0.1,
+        syncInline: bool = False,
     ) -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {FSYNC_MODES}")

@@ -1,7 +1,7 @@
 """
 What happened in the chat, as the hub tells its members: structured events.
 
-In the spirit of :class:`twisted.words.iwords.IChatClient`, the hub does not
+In the spirit of ``twisted.words.iwords.IChatClient``, the hub does not
 speak in finished text.  It tells each member *what happened* with one of the
 event classes below (a message, an action, a private message, a join, a
 member list, a history replay...) and each *face* of the chat (the line
@@ -23,10 +23,11 @@ member (``recipient`` given), which is where a face that names its recipient
 
 Events are values, never changed once made (not frozen dataclasses only
 because a frozen one costs four times as much to make, on every message's
-path): a face must not keep state about one member in them.  New kinds of events (moderation:
-topics, kicks, modes) are new classes; a face that does not know a kind
-renders it from its ``kind`` as it sees fit, and the existing kinds keep their
-rendering, so adding one changes nothing a client sees of the others.
+path): a face must not keep state about one member in them.  New kinds of
+events (moderation: topics, kicks, modes) are new classes, which every face
+learns to render (``tests/test_chat_events.py`` checks that each face
+renders each kind); the existing kinds keep their rendering, so adding one
+changes nothing a client sees of the others.
 
 Identities: every event that names who did something carries a :class:`Who`:
 the nick, and the face the member came through.  IRC wants ``nick!user@host``;
@@ -37,14 +38,15 @@ A member of another server of a cluster has the face it has there; a name
 whose face is not known (a message replayed from the history) has the face
 ``"sockproto"``.
 
-Times are seconds since the epoch (``float``), as :meth:`IReactorTime.seconds`
+Times are seconds since the epoch (``float``), as ``IReactorTime.seconds()``
 gives them: what IRC's ``server-time`` tag and the web page's ``time`` show.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import ClassVar, Protocol
 
 from zope.interface import Attribute, Interface
@@ -58,8 +60,8 @@ class Who:
     """
     Who did something: a member's nick and the face it is connected through.
 
-    @ivar nick: the nickname, as shown (case kept).
-    @ivar face: the face's name (``"line"``, ``"web"``, ``"irc"``; ``"sockproto"`` when not known).
+    :ivar nick: the nickname, as shown (case kept).
+    :ivar face: the face's name (``"line"``, ``"web"``, ``"irc"``; ``"sockproto"`` when not known).
     """
 
     nick: str
@@ -85,11 +87,11 @@ class ChatEvent:
     """
     Something that happened, for members to be told.
 
-    @cvar kind: a short name of the kind of event (``"message"``, ``"join"``...),
+    :cvar kind: a short name of the kind of event (``"message"``, ``"join"``...),
         unique per class: faces dispatch on it.
-    @cvar roomEvent: True for events of a room, which go to every member
+    :cvar roomEvent: True for events of a room, which go to every member
         there in the room's batch; False for events for one member alone.
-    @cvar membership: True for events that change who is in a room (joins,
+    :cvar membership: True for events that change who is in a room (joins,
         leaves, nick changes, kicks): a face that shows member lists
         refreshes them.
     """
@@ -108,10 +110,10 @@ class Message(ChatEvent):
     """
     A line said to a room.
 
-    @ivar room: the room (``#name``).
-    @ivar sender: who said it.
-    @ivar text: what was said (cleaned: one line, printable).
-    @ivar time: when the hub took it (seconds since the epoch).
+    :ivar room: the room (``#name``).
+    :ivar sender: who said it.
+    :ivar text: what was said (cleaned: one line, printable).
+    :ivar time: when the hub took it (seconds since the epoch).
     """
 
     kind: ClassVar[str] = "message"
@@ -139,11 +141,11 @@ class PrivateMessage(ChatEvent):
     """
     A private message (``/msg``), to its recipient, or the copy shown to its sender.
 
-    @ivar sender: who sent it.
-    @ivar recipient: the nick it was sent to (as its holder spells it).
-    @ivar text: the message.
-    @ivar time: when it was sent.
-    @ivar echo: True in the copy shown to the sender (``-> *bob* text``),
+    :ivar sender: who sent it.
+    :ivar recipient: the nick it was sent to (as its holder spells it).
+    :ivar text: the message.
+    :ivar time: when it was sent.
+    :ivar echo: True in the copy shown to the sender (``-> *bob* text``),
         False in the one delivered to the recipient (``*alice* text``).
     """
 
@@ -160,8 +162,8 @@ class History(ChatEvent):
     """
     A replay of a room's recent messages (on joining it, or asked for with ``/history``).
 
-    @ivar room: the room.
-    @ivar entries: the messages, oldest first: :class:`Message` and
+    :ivar room: the room.
+    :ivar entries: the messages, oldest first: :class:`Message` and
         :class:`Action` events (their senders' faces are not known:
         ``UNKNOWN_FACE``).  Empty: the room has no messages yet (the hub
         sends an empty history only when asked, not on joining).
@@ -192,7 +194,7 @@ class Parted(ChatEvent):
     """
     ``who`` left ``room`` for another room, or with ``/part``; still connected.
 
-    @ivar reason: the reason given, or ``""``.
+    :ivar reason: the reason given, or ``""``.
     """
 
     kind: ClassVar[str] = "part"
@@ -209,7 +211,7 @@ class Quit(ChatEvent):
     """
     ``who``, who was in ``room``, is gone from the chat.
 
-    @ivar reason: why: ``"quit"``, the reason given with ``/quit``,
+    :ivar reason: why: ``"quit"``, the reason given with ``/quit``,
         ``"connection closed"``, ``"idle"``, ``"too slow"``, ``"server gone"``...
     """
 
@@ -227,9 +229,9 @@ class NickChanged(ChatEvent):
     """
     ``who`` (its old nick) is now known as ``nick``.
 
-    @ivar room: the member's room, where this is announced; ``None`` when it
+    :ivar room: the member's room, where this is announced; ``None`` when it
         is in none (then only the member itself is told).
-    @ivar reason: why, when the member did not ask for it (``"name reserved"``:
+    :ivar reason: why, when the member did not ask for it (``"name reserved"``:
         a verified user took the name), else ``""``.
     """
 
@@ -277,8 +279,8 @@ class ModeChanged(ChatEvent):
     """
     ``who`` changed the modes of ``room`` (or of members in it).
 
-    @ivar modes: the change as IRC writes it, e.g. ``"+o"``, ``"-t"``, ``"+kl"``.
-    @ivar arguments: the mode arguments in order (nicks, key, limit, masks).
+    :ivar modes: the change as IRC writes it, e.g. ``"+o"``, ``"-t"``, ``"+kl"``.
+    :ivar arguments: the mode arguments in order (nicks, key, limit, masks).
     """
 
     kind: ClassVar[str] = "mode"
@@ -307,9 +309,9 @@ class Membership:
     """
     One member in a :class:`MemberList`.
 
-    @ivar nick: the member's nick.
-    @ivar operator: an operator of the room (IRC's ``@``).
-    @ivar voiced: may speak in a moderated room (IRC's ``+``).
+    :ivar nick: the member's nick.
+    :ivar operator: an operator of the room (IRC's ``@``).
+    :ivar voiced: may speak in a moderated room (IRC's ``+``).
     """
 
     nick: str
@@ -327,7 +329,7 @@ class MemberList(ChatEvent):
     """
     Who is in ``room`` (on every server of a cluster), sorted as shown (case-insensitively).
 
-    @ivar members: :class:`Membership` values.
+    :ivar members: :class:`Membership` values.
     """
 
     kind: ClassVar[str] = "members"
@@ -340,9 +342,9 @@ class RoomInfo:
     """
     One room in a :class:`RoomList`.
 
-    @ivar name: the room (``#name``).
-    @ivar count: how many are in it (on every server).
-    @ivar topic: its topic (``""``: none).
+    :ivar name: the room (``#name``).
+    :ivar count: how many are in it (on every server).
+    :ivar topic: its topic (``""``: none).
     """
 
     name: str
@@ -366,9 +368,9 @@ class Welcome(ChatEvent):
     """
     The first thing a client is told on connecting.
 
-    @ivar nick: the verified name it is known by (a client certificate),
+    :ivar nick: the verified name it is known by (a client certificate),
         or ``None`` (a guest name comes with its :class:`Joined`).
-    @ivar loginRequired: the server wants a login before anything else.
+    :ivar loginRequired: the server wants a login before anything else.
     """
 
     kind: ClassVar[str] = "welcome"
@@ -389,7 +391,7 @@ class Help(ChatEvent):
     """
     The commands of the chat (``/help``).
 
-    @ivar commands: ``(usage, what it does)`` pairs, in the order shown.
+    :ivar commands: ``(usage, what it does)`` pairs, in the order shown.
     """
 
     kind: ClassVar[str] = "help"
@@ -403,11 +405,41 @@ class ServerNotice(ChatEvent):
     down, the cluster's link lost or restored, a line that did not reach the
     other servers, a name taken meanwhile).
 
-    @ivar text: what it says, one line, no marker (the line face adds ``*** ``).
+    :ivar text: what it says, one line, no marker (the line face adds ``***``).
     """
 
     kind: ClassVar[str] = "server"
     text: str
+
+
+class RefusalCode(StrEnum):
+    """
+    Why a request was refused, for faces that say it their own way (an IRC
+    face: with the numeric given here).  A refusal without a code
+    (``GENERAL``) is any other.
+    """
+
+    GENERAL = ""
+    BAD_NICK = "bad-nick"  # 432 ERR_ERRONEUSNICKNAME
+    NICK_IN_USE = "nick-in-use"  # 433 ERR_NICKNAMEINUSE
+    NICK_FIXED = "nick-fixed"  # a verified name, or logins: the nick cannot change (484 ERR_RESTRICTED)
+    NO_SUCH_NICK = "no-such-nick"  # 401 ERR_NOSUCHNICK
+    NOT_DELIVERED = "not-delivered"  # the link to the cluster's other servers is down or slow
+    NOT_IN_ROOM = "not-in-room"  # 442 ERR_NOTONCHANNEL
+    BAD_ROOM = "bad-room"  # 479 ERR_BADCHANNAME
+    ALREADY_IN_ROOM = "already-in-room"  # 443 ERR_USERONCHANNEL
+    TOO_MANY_ROOMS = "too-many-rooms"  # 405 ERR_TOOMANYCHANNELS
+    USAGE = "usage"  # 461 ERR_NEEDMOREPARAMS
+    UNKNOWN_COMMAND = "unknown-command"  # 421 ERR_UNKNOWNCOMMAND
+    LOGIN_NEEDED = "login-needed"  # 451 ERR_NOTREGISTERED
+    LOGIN_FAILED = "login-failed"  # 904 ERR_SASLFAIL / 464 ERR_PASSWDMISMATCH
+    LOGIN_REFUSED = "login-refused"  # too many failures from the host: try later
+    NO_LOGINS = "no-logins"  # the server has no logins
+    ALREADY_LOGGED_IN = "already-logged-in"  # 462 ERR_ALREADYREGISTERED
+    LINE_TOO_LONG = "line-too-long"  # 417 ERR_INPUTTOOLONG
+    BINARY = "binary"  # input that is not text
+    FLOOD = "flood"  # lines over the flood limit, not sent
+    UNAVAILABLE = "unavailable"  # the server could not do it now (a failure, not a rule)
 
 
 @dataclass(slots=True)
@@ -416,11 +448,13 @@ class Refusal(ChatEvent):
     A request refused or input not taken (a bad command, a nick taken, a
     login failed, flood control): the line face's ``!!!`` line.
 
-    @ivar reason: why, one line.
+    :ivar reason: why, one line, in words.
+    :ivar code: why, as a :class:`RefusalCode`.
     """
 
     kind: ClassVar[str] = "error"
     reason: str
+    code: RefusalCode = RefusalCode.GENERAL
 
 
 @dataclass(slots=True)
@@ -428,13 +462,13 @@ class Goodbye(ChatEvent):
     """
     The member is being disconnected by the server, and why (``/quit``, idle too long).
 
-    @ivar text: what the line face shows after ``*** `` (``"Goodbye!"``, ``"idle too long: goodbye"``).
-    @ivar reason: the reason in a word or two (``"quit"``, ``"idle"``), for faces that say it their way.
+    :ivar text: what the line face shows after ``***`` (``"Goodbye!"``, ``"idle too long: goodbye"``).
+    :ivar reason: the reason in a word or two (``"quit"``, ``"idle"``), for faces that say it their way.
     """
 
     kind: ClassVar[str] = "goodbye"
     text: str
-    reason: str = field(default="quit")
+    reason: str = "quit"
 
 
 # -- who is told ----------------------------------------------------------------------
@@ -463,12 +497,12 @@ class IChatFace(Interface):
         """
         The bytes that tell a member of this face about ``event``.
 
-        @param event: what happened.
-        @param recipient: the member it is for, when it is for one alone;
+        :param event: what happened.
+        :param recipient: the member it is for, when it is for one alone;
             ``None`` for a room's batch, whose rendering must be the same for
             every member of the room (it is written to each of them): then
             nothing of the recipient may go into it.
-        @return: whole lines (or frames), possibly empty (not shown on this face).
+        :return: whole lines (or frames), possibly empty (not shown on this face).
         """
 
     def membersChanged(room: str, members: Iterable[Recipient]) -> None:

@@ -52,6 +52,8 @@ def highestGuestNumber(nicks: Any) -> int:
 
 
 class Entry(NamedTuple):
+    """One message of a room's history: when, who, what, and whether it was an action (/me)."""
+
     time: float
     nick: str
     kind: str  # "say" or "me"

@@ -46,7 +46,7 @@ HELP_COLUMN = 16
 
 
 def helpLine(usage: str, description: str) -> str:
-    """One command of ``/help``, as the line face shows it (without its ``*** ``)."""
+    """One command of ``/help``, as the line face shows it (without its ``***``)."""
     gap = " " * (HELP_COLUMN - len(usage)) if len(usage) < HELP_COLUMN else "   "
     return f"  {usage}{gap}{description}"
 
@@ -54,7 +54,7 @@ def helpLine(usage: str, description: str) -> str:
 def noticeText(event: ChatEvent) -> str:
     """
     What a notice (a join, a nick change, a server notice...) says, as one
-    line without its ``*** `` or line end: the same words on every face that
+    line without its ``***`` or line end: the same words on every face that
     shows notices as text.
     """
     return _NOTICES[type(event)](event)
@@ -137,7 +137,7 @@ class LineFace:
             self._renderers.setdefault(kind, _asLine(notice))
 
     def render(self, event: ChatEvent, recipient: Recipient | None) -> bytes:
-        return self.text(event).encode()
+        return self._renderers[type(event)](event).encode()  # on every message's path: one call less
 
     def text(self, event: ChatEvent) -> str:
         """``event`` as lines of text (each ending in ``\\n``)."""

@@ -37,6 +37,8 @@ class IChatUser(Interface):
 
 @implementer(IRealm)
 class ChatRealm:
+    """The chat's realm: a logged-in user's avatar is its name."""
+
     def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, str, Any]:
         name = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
         return (IChatUser, name, lambda: None)

@@ -30,7 +30,7 @@ N, R, P = 2**14, 8, 1
 
 
 class PasswordFileError(ValueError):
-    pass
+    """A password file that cannot be used: the message says which line and why."""
 
 
 def hashPassword(password: str, salt: bytes | None = None) -> str:
@@ -92,6 +92,8 @@ def setPassword(path: str | Path, name: str, password: str) -> None:
 
 @implementer(ICredentialsChecker)
 class HashedPasswordChecker:
+    """Checks names and passwords against an scrypt-hashed password file (re-read on SIGHUP)."""
+
     credentialInterfaces = (credentials.IUsernamePassword,)
 
     def __init__(self, path: str | Path) -> None:
@@ -140,6 +142,8 @@ _DUMMY = f"{SCHEME}${N}${R}${P}$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAA
 
 @implementer(ICheckerFactory, IPlugin)
 class HashedPasswordCheckerFactory:
+    """``--auth hashed:FILE``: the checker factory of the plugin (see twisted/plugins)."""
+
     authType = "hashed"
     authHelp = HASHED_AUTH_HELP
     argStringFormat = HASHED_AUTH_ARGUMENT

@@ -16,6 +16,7 @@ from sockproto.chat.history import History
 from sockproto.chat.hub import ANNOUNCE_JOINS_DEFAULT, ChatHub
 from sockproto.chat.login import AnyOfCheckers, ChatRealm
 from sockproto.chat.protocol import ChatFactory
+from sockproto.interfaces import IServerReactor
 from sockproto.server.endpointstrings import checkEndpoint
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
@@ -83,6 +84,8 @@ linesPerSecond.coerceDoc = "Lines a second, 0 or more."  # type: ignore[attr-def
 
 
 class Options(ServerOptions, strcred.AuthOptionMixin):
+    """``sockproto-chat``'s options: history, flood control, limits, logins, the web and IRC faces and the cluster."""
+
     serviceName = "chat"
     defaultPort = 5000
     defaultIdleTimeout = 3600.0
@@ -199,7 +202,7 @@ class ClusterService(service.Service):
         return self.bus.stop()
 
 
-def buildService(options: Options, reactor: Any = None) -> service.IService:
+def buildService(options: Options, reactor: IServerReactor | None = None) -> service.IService:
     reactor = defaultReactor(reactor)
     top = StopInOrder()
     if options["cluster"]:

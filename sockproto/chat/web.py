@@ -133,7 +133,8 @@ _OBJECTS: dict[type, Callable[[Any], list[dict[str, Any]]]] = {
         {"type": "members", "room": event.room, "nicks": [member.nick for member in event.members]}
     ),
     RoomList: rooms,
-    Refusal: lambda event: [{"type": "error", "text": event.reason}],
+    Refusal: lambda event: [{"type": "error", "text": event.reason, "code": event.code.value} if event.code else
+                            {"type": "error", "text": event.reason}],
     Help: lambda event: [{"type": "notice", "kind": "help", "text": "Commands:"}] + [
         {"type": "notice", "kind": "help", "text": helpLine(usage, what)} for usage, what in event.commands
     ],
@@ -396,6 +397,8 @@ class WebChatProtocol(WebSocketServerProtocol):
 
 
 class WebChatFactory(WebSocketServerFactory):
+    """The chat's WebSockets: each a chat client of the chat's factory; the origin and host checks."""
+
     protocol = WebChatProtocol  # type: ignore[assignment]
 
     def __init__(self, chatFactory: ChatFactory, origins: list[str]) -> None:
@@ -437,6 +440,8 @@ class SecureRequest(Request):
 
 
 class StaticFile(Resource):
+    """One file of the page (HTML, JS, CSS, icon), served with the security headers."""
+
     isLeaf = True
 
     def __init__(self, body: bytes, contentType: bytes) -> None:

@@ -32,7 +32,7 @@ def exampleNames() -> list[str]:
 
 
 def exampleText(name: str) -> str:
-    """The text of the example ``name``; :class:`KeyError` if there is none of that name."""
+    """The text of the example ``name``; ``KeyError`` if there is none of that name."""
     if name not in exampleNames():
         raise KeyError(name)
     return (_examplesFolder() / f"{name}.toml").read_text(encoding="utf-8")
@@ -45,6 +45,8 @@ def exampleSummary(name: str) -> str:
 
 
 class ExampleConfigOptions(usage.Options):
+    """``sockproto example-config [NAME]``: print an example config file."""
+
     synopsis = "[NAME]"
 
     def __init__(self) -> None:

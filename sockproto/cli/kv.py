@@ -11,6 +11,7 @@ from twisted.internet import defer, endpoints
 
 from sockproto.binary.client import Exists, NotFound, SPBClientProtocol, SPBError
 from sockproto.cli.run import FAILED, NO, OK, UNREACHABLE, USAGE, runReactor
+from sockproto.interfaces import IServerReactor
 from sockproto.server.endpointstrings import endpointErrorText
 from sockproto.server.targets import clientDescription
 
@@ -24,7 +25,7 @@ def run(options: Any) -> int:
     return runReactor(lambda reactor: talk(reactor, options))
 
 
-async def talk(reactor: Any, options: Any) -> int:
+async def talk(reactor: IServerReactor, options: Any) -> int:
     try:
         endpoint = endpoints.clientFromString(reactor, clientDescription(options["endpoint"]))
     except Exception as e:

@@ -67,6 +67,8 @@ class GnuOptions(usage.Options):
 
 
 class PasswdOptions(GnuOptions):
+    """``sockproto passwd FILE NAME``: add or change a chat user in a hashed password file."""
+
     synopsis = "FILE NAME"
     longdesc = (
         "Add a chat user, or change its password, in a scrypt-hashed password file "
@@ -107,6 +109,8 @@ def runPasswd(options: PasswdOptions) -> int:
 
 
 class CertOptions(GnuOptions):
+    """``sockproto cert DIR``: development CA, server and client certificates."""
+
     synopsis = "DIR [--host NAME ...]"
     longdesc = (
         "Make a development CA, a server certificate for the given host names and IP addresses "
@@ -172,6 +176,8 @@ class ClientOptions(GnuOptions):
 
 
 class ConnectOptions(ClientOptions):
+    """``sockproto connect ENDPOINT``: an interactive client like nc, with TLS verified."""
+
     synopsis = "ENDPOINT [options]"
     longdesc = (
         "An interactive client like nc: standard input goes to the server, the server's bytes to standard output. "
@@ -189,6 +195,8 @@ class ConnectOptions(ClientOptions):
 
 
 class ProbeOptions(ClientOptions):
+    """``sockproto probe ENDPOINT...``: reachability, timings, addresses and certificates."""
+
     synopsis = "ENDPOINT [ENDPOINT ...] [options]"
     longdesc = (
         "For each target: reachable or not, time to connect and to finish the TLS handshake, local and remote "
@@ -204,6 +212,8 @@ class ProbeOptions(ClientOptions):
 
 
 class ScanOptions(GnuOptions):
+    """``sockproto scan HOST``: which TCP ports accept connections."""
+
     synopsis = "HOST [--ports 1-1024] [options]"
     longdesc = (
         "Which TCP ports of HOST accept connections, with a bounded number of attempts in flight. " + EXIT_STATUSES
@@ -242,6 +252,8 @@ KV_COMMANDS = {"create": 2, "read": 1, "update": 2, "delete": 1, "list": (0, 1),
 
 
 class KvOptions(GnuOptions):
+    """``sockproto kv ENDPOINT COMMAND``: the SPB/1 client for the shell."""
+
     synopsis = "ENDPOINT create KEY [VALUE] | read KEY | update KEY [VALUE] | delete KEY | list [PREFIX] | stats | ping"
     longdesc = (
         "Talk SPB/1 to sockproto-binary. ENDPOINT is a Twisted client endpoint string "
@@ -273,6 +285,8 @@ def runKv(options: KvOptions) -> int:
 
 
 class Options(usage.Options):
+    """The ``sockproto`` command: its subcommands."""
+
     synopsis = "sockproto COMMAND [options]"
 
     def getSynopsis(self) -> str:

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from sockproto.cli.run import FAILED, OK, UNREACHABLE, USAGE, runReactor, wasInterrupted
+from sockproto.interfaces import IServerReactor
 from sockproto.server.connections import setSocketOptions
 from sockproto.server.endpointstrings import describeAddress, endpointErrorText
 from sockproto.server.targets import Target, TLSSettings, canHalfClose, clientTarget, describeCertificate, halfClose
@@ -47,7 +48,7 @@ def tlsSettings(options: Any) -> TLSSettings:
     return TLSSettings(ca=options["ca"], cert=options["cert"], key=options["key"], insecure=options["insecure"])
 
 
-def _target(reactor: Any, description: str, options: Any) -> Target | None:
+def _target(reactor: IServerReactor, description: str, options: Any) -> Target | None:
     try:
         return clientTarget(reactor, description, tlsSettings(options), options["timeout"])
     except Exception as e:
@@ -119,7 +120,7 @@ class _Keyboard(protocol.Protocol):
 
 
 def runConnect(options: Any) -> int:
-    async def main(reactor: Any) -> int:
+    async def main(reactor: IServerReactor) -> int:
         target = _target(reactor, options["endpoint"], options)
         if target is None:
             return USAGE
@@ -195,7 +196,7 @@ def _demandsClientCertificate(value: Any) -> bool:
     return "certificate required" in text or "handshake failure" in text or "peer did not return" in text
 
 
-async def probeOne(reactor: Any, description: str, options: Any) -> dict[str, Any]:
+async def probeOne(reactor: IServerReactor, description: str, options: Any) -> dict[str, Any]:
     result: dict[str, Any] = {"target": description, "reachable": False}
     target = _target(reactor, description, options)
     if target is None:
@@ -250,7 +251,7 @@ async def probeOne(reactor: Any, description: str, options: Any) -> dict[str, An
 
 
 def runProbe(options: Any) -> int:
-    async def main(reactor: Any) -> int:
+    async def main(reactor: IServerReactor) -> int:
         results = [await probeOne(reactor, d, options) for d in options["endpoints"]]
         if options["json"]:
             sys.stdout.write(json.dumps(results, indent=2) + "\n")
@@ -296,7 +297,7 @@ def parsePorts(text: str) -> list[int]:
     return sorted(ports)
 
 
-async def _resolveOnce(reactor: Any, host: str) -> str:
+async def _resolveOnce(reactor: IServerReactor, host: str) -> str:
     """An address for ``host``, looked up once rather than once per port."""
     import ipaddress
 
@@ -307,7 +308,7 @@ async def _resolveOnce(reactor: Any, host: str) -> str:
 
 
 def runScan(options: Any) -> int:
-    async def main(reactor: Any) -> int:
+    async def main(reactor: IServerReactor) -> int:
         host, ports = options["host"], options["ports"]
         try:
             address = await _resolveOnce(reactor, host)

@@ -9,6 +9,8 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from sockproto.interfaces import IServerReactor
+
 #: It worked.
 OK = 0
 #: The server said no: the key is not there, or is there already (``kv``).
@@ -54,7 +56,7 @@ def runReactor(main: Callable[[Any], Awaitable[int]]) -> int:
     status: list[int] = []
     stopped: list[bool] = []
 
-    def run(reactor: Any) -> defer.Deferred[None]:
+    def run(reactor: IServerReactor) -> defer.Deferred[None]:
         def onInterrupt(signum: int, frame: Any) -> None:
             # Twisted's own handler would log and stop too; this one just stops.
             stopped.append(True)

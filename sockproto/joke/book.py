@@ -17,6 +17,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Joke:
+    """One knock-knock joke: what the door says after "Who's there?" and the punchline."""
+
     setup: str
     punchline: str
 

@@ -19,7 +19,7 @@ from twisted.application import service
 from twisted.python import usage
 from zope.interface import implementer
 
-from sockproto.interfaces import IReloadable
+from sockproto.interfaces import IReloadable, IServerReactor
 from sockproto.joke.book import Joke, JokeBookError, JokePicker, isSetupWho, isWhosThere, loadBooks
 from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory
@@ -97,6 +97,8 @@ class KnockKnock(LineServerProtocol):
 
 @implementer(IReloadable)
 class JokeFactory(ServerFactory):
+    """The joke service's connections and the joke book they share (reloaded on SIGHUP)."""
+
     serviceName = "joke"
     protocol = KnockKnock
     refusal = b"Too many people at the door, come back later!\r\n"
@@ -126,6 +128,8 @@ class JokeFactory(ServerFactory):
 
 
 class Options(ServerOptions):
+    """``sockproto-joke``'s options: the joke book, attempts and the random seed."""
+
     serviceName = "joke"
     defaultPort = 6789
     defaultIdleTimeout = 60.0
@@ -158,7 +162,7 @@ class Options(ServerOptions):
             raise usage.UsageError(str(e)) from None
 
 
-def buildService(options: Options, reactor: Any = None) -> service.IService:
+def buildService(options: Options, reactor: IServerReactor | None = None) -> service.IService:
     reactor = defaultReactor(reactor)
     factory = JokeFactory(
         reactor,

@@ -16,6 +16,8 @@ BOUNDS: tuple[float, ...] = (
 
 
 class LatencyHistogram:
+    """Seconds per request in Prometheus's buckets (:data:`BOUNDS`): counts per bucket and their sum."""
+
     __slots__ = ("counts", "sum")
 
     def __init__(self) -> None:

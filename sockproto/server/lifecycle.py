@@ -11,12 +11,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import service
 from twisted.logger import Logger, LogLevel
 
-from sockproto.interfaces import IReloadable
+from sockproto.interfaces import IReloadable, IServerReactor
 from sockproto.privateapi import filterLogs, leanDispatch
 from sockproto.server.listen import StopInOrder, listeningServices
 from sockproto.server.workers import workerSettings
@@ -44,7 +44,7 @@ class ReloadOnHangup(service.Service):
     #: SIGHUPs received since the last reload.
     _signals = 0
 
-    def __init__(self, root: service.IService, reactor: Any) -> None:
+    def __init__(self, root: service.IService, reactor: IServerReactor) -> None:
         self.setName("reload")
         self.root = root
         self.reactor = reactor
@@ -112,7 +112,7 @@ class ReloadOnHangup(service.Service):
 
 
 def operate(
-    root: service.IService, reactor: Any, metrics: str | None = None, logLevel: str = "info"
+    root: service.IService, reactor: IServerReactor, metrics: str | None = None, logLevel: str = "info"
 ) -> service.MultiService:
     """
     ``root`` with SIGHUP reloading and, given an endpoint, a metrics
@@ -142,7 +142,7 @@ def operate(
 def standalone(build: Callable[[Any, Any], service.IService]) -> Callable[..., service.IService]:
     """The ``makeService`` of a single-service plugin: its ``buildService`` under :func:`operate`."""
 
-    def makeService(options: Any, reactor: Any = None) -> service.IService:
+    def makeService(options: Any, reactor: IServerReactor | None = None) -> service.IService:
         reactor = defaultReactor(reactor)
         if workerSettings() is None and options["workers"] > 1:
             return supervise(
@@ -156,7 +156,7 @@ def standalone(build: Callable[[Any, Any], service.IService]) -> Callable[..., s
 
 
 def supervise(
-    reactor: Any,
+    reactor: IServerReactor,
     plugin: str,
     argv: list[str],
     listeners: list[tuple[str, list[str]]],
@@ -193,7 +193,7 @@ def supervise(
     return top
 
 
-def defaultReactor(reactor: Any = None) -> Any:
+def defaultReactor(reactor: IServerReactor | None = None) -> IServerReactor:
     """
     ``reactor`` if one was injected (tests pass a ``MemoryReactorClock``),
     else the global reactor, imported only now: importing it at module level
@@ -202,5 +202,5 @@ def defaultReactor(reactor: Any = None) -> Any:
     if reactor is None:
         from twisted.internet import reactor as installed
 
-        return installed
+        return cast(IServerReactor, installed)
     return reactor

@@ -21,7 +21,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sockproto.interfaces import IDrainable
+from sockproto.interfaces import IDrainable, IServerReactor
 from sockproto.privateapi import (
     flushBeforeTLSClose,
     refuseAtDescriptorLimit,
@@ -34,7 +34,7 @@ from sockproto.server.endpointstrings import (
     splitDescription,
     withSafeDefaults,
 )
-from sockproto.server.workers import adopt, workerSettings
+from sockproto.server.workers import UDP_MAX_PACKET, adopt, workerSettings
 
 log = Logger()
 
@@ -67,7 +67,7 @@ class DescriptorLimitReport:
 
     interval = 1.0
 
-    def __init__(self, reactor: Any, serviceName: str, refusal: bytes | None, errors: Any = None) -> None:
+    def __init__(self, reactor: IServerReactor, serviceName: str, refusal: bytes | None, errors: Any = None) -> None:
         self.reactor = reactor
         self.serviceName = serviceName
         self.refusal = refusal
@@ -124,7 +124,7 @@ class ListeningService(service.Service):
         serviceName: str,
         descriptions: Sequence[str],
         factory: interfaces.IProtocolFactory,
-        reactor: Any,
+        reactor: IServerReactor,
         datagramProtocol: Callable[[], DatagramProtocol] | None = None,
         shutdownTimeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
@@ -215,7 +215,7 @@ class ListeningService(service.Service):
                 raise ValueError("this service does not speak UDP")
             portNumber, interface = parseUDP(description)
             return self.reactor.listenUDP(
-                portNumber, self.datagramProtocol(), interface=interface
+                portNumber, self.datagramProtocol(), interface=interface, maxPacketSize=UDP_MAX_PACKET
             )
         endpoint = endpoints.serverFromString(self.reactor, withSafeDefaults(description))
         if kind == "unix":

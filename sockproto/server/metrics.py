@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from sockproto.interfaces import IMetricsSource
+from sockproto.interfaces import IMetricsSource, IServerReactor
 from sockproto.server.listen import ListeningService, listeningServices
 
 log = Logger()
@@ -50,7 +50,7 @@ def snapshot(root: service.IService) -> list[dict[str, Any]]:
 class SockprotoCollector(Collector):
     """Metric families from the counters of every service under ``root``."""
 
-    def __init__(self, root: service.IService, reactor: Any) -> None:
+    def __init__(self, root: service.IService, reactor: IServerReactor) -> None:
         self.root = root
         self.reactor = reactor
 
@@ -169,7 +169,7 @@ class SockprotoCollector(Collector):
         )
 
 
-def metricsSite(root: service.IService, reactor: Any) -> Site:
+def metricsSite(root: service.IService, reactor: IServerReactor) -> Site:
     """An HTTP site with ``/metrics`` for every service under ``root`` and the process."""
     from prometheus_client import ProcessCollector
 
@@ -212,7 +212,7 @@ class _Index(Resource):
         return b"sockproto metrics are at /metrics\n"
 
 
-def metricsService(endpoint: str, root: service.IService, reactor: Any) -> ListeningService:
+def metricsService(endpoint: str, root: service.IService, reactor: IServerReactor) -> ListeningService:
     """Serves the metrics of ``root`` on ``endpoint`` (checked like a ``--listen`` string)."""
     return ListeningService("metrics", [endpoint], metricsSite(root, reactor), reactor)
 
@@ -227,7 +227,7 @@ class SummedMetrics(Resource):
 
     isLeaf = True
 
-    def __init__(self, reactor: Any, supervisor: Any) -> None:
+    def __init__(self, reactor: IServerReactor, supervisor: Any) -> None:
         from twisted.web.client import Agent
 
         Resource.__init__(self)
@@ -306,7 +306,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def workerMetricsService(endpoint: str, supervisor: Any, reactor: Any) -> ListeningService:
+def workerMetricsService(endpoint: str, supervisor: Any, reactor: IServerReactor) -> ListeningService:
     """Serves, on ``endpoint``, the sum of the metrics of ``supervisor``'s workers (see server/workers.py)."""
     top = Resource()
     top.putChild(b"metrics", SummedMetrics(reactor, supervisor))

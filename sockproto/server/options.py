@@ -16,6 +16,7 @@ from typing import Any
 from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.python import usage
 
+from sockproto.interfaces import IServerReactor
 from sockproto.privateapi import nameOptionsInErrors
 from sockproto.server.endpointstrings import checkEndpoint
 from sockproto.server.listen import DEFAULT_SHUTDOWN_TIMEOUT, ListeningService
@@ -216,7 +217,7 @@ class ServerOptions(usage.Options):
         }
 
     def listeningService(
-        self, factory: Factory, reactor: Any, datagramProtocol: Callable[[], DatagramProtocol] | None = None
+        self, factory: Factory, reactor: IServerReactor, datagramProtocol: Callable[[], DatagramProtocol] | None = None
     ) -> ListeningService:
         """The service listening on this service's ``--listen`` endpoints with ``factory``."""
         return ListeningService(

@@ -32,6 +32,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 
+from sockproto.interfaces import IServerReactor
 from sockproto.privateapi import encodeRedisCommandsInOnePass, sendAtOnce
 from sockproto.server.targets import TLSSettings, tlsOptions
 
@@ -56,7 +57,7 @@ class RedisAddress:
     password: str | None = None
     tls: TLSSettings | None = None
 
-    def endpoint(self, reactor: Any, timeout: float = 5.0) -> Any:
+    def endpoint(self, reactor: IServerReactor, timeout: float = 5.0) -> Any:
         if self.path:
             return endpoints.UNIXClientEndpoint(reactor, self.path, timeout=timeout)
         inner = endpoints.HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
@@ -205,7 +206,7 @@ class FirstLink:
     :meth:`open`), nothing waits: the service decides with or without Redis.
     """
 
-    def __init__(self, reactor: Any, timeout: float) -> None:
+    def __init__(self, reactor: IServerReactor, timeout: float) -> None:
         self.reactor = reactor
         self.timeout = timeout
         self._waiting: list[defer.Deferred[None]] | None = []
@@ -385,7 +386,7 @@ class RedisLink:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IServerReactor,
         address: RedisAddress,
         channels: Sequence[bytes] = (),
         onUp: Callable[[RedisLink], Any] = lambda link: None,

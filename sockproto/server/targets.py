@@ -17,11 +17,14 @@ from typing import Any
 from twisted.internet import endpoints, interfaces, ssl
 from twisted.python.filepath import FilePath
 
+from sockproto.interfaces import IServerReactor
 from sockproto.server.endpointstrings import splitDescription
 
 
 @dataclass(frozen=True)
 class TLSSettings:
+    """How a client verifies a TLS target (``--ca``) and which certificate it shows (``--cert``, ``--key``)."""
+
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
@@ -30,6 +33,8 @@ class TLSSettings:
 
 @dataclass(frozen=True)
 class Target:
+    """A client endpoint, the host name its certificate must name (TLS) and its type."""
+
     endpoint: Any
     tlsHost: str | None  # the name checked against the certificate, for TLS targets
     kind: str
@@ -57,7 +62,9 @@ def clientDescription(description: str) -> str:
     return description
 
 
-def clientTarget(reactor: Any, description: str, tls: TLSSettings = TLSSettings(), timeout: float = 10.0) -> Target:
+def clientTarget(
+    reactor: IServerReactor, description: str, tls: TLSSettings = TLSSettings(), timeout: float = 10.0
+) -> Target:
     """
     An endpoint for ``description``.  Raises ValueError (or OSError for a
     certificate file) with a readable message.

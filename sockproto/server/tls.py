@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from sockproto.interfaces import IServerReactor
 from sockproto.server.ratelimit import Episodes
 
 log = Logger()
@@ -57,7 +58,7 @@ class MutualTLSServerParser:
 
     def parseStreamServer(
         self,
-        reactor: Any,
+        reactor: IServerReactor,
         port: str,
         privateKey: str = "server.pem",
         certKey: str | None = None,

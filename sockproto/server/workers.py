@@ -40,11 +40,14 @@ from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from sockproto.interfaces import IServerReactor
 from sockproto.privateapi import adoptUNIXPort
 
 log = Logger()
 
 ENVIRONMENT = "SOCKPROTO_WORKER"
+#: The largest datagram read (Twisted's own default for UDP ports).
+UDP_MAX_PACKET = 8192
 #: A worker that dies within this many seconds of its start died young.
 YOUNG = 10.0
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -72,11 +75,11 @@ class WorkerSettings:
     What the parent of ``--workers`` tells each worker, in its environment
     (``SOCKPROTO_WORKER``, JSON).
 
-    @ivar number: The worker's number, from 1.
-    @ivar sockets: Service name -> the listening sockets it inherits, in the
+    :ivar number: The worker's number, from 1.
+    :ivar sockets: Service name -> the listening sockets it inherits, in the
         order of its endpoints: ``[file descriptor, address family, "stream" or "udp"]``.
-    @ivar metrics: The UNIX socket path where the worker serves its metrics to the parent.
-    @ivar ready: The file descriptor on which the worker says "ready".
+    :ivar metrics: The UNIX socket path where the worker serves its metrics to the parent.
+    :ivar ready: The file descriptor on which the worker says "ready".
     """
 
     number: int
@@ -140,13 +143,13 @@ class _NoPort:
         pass
 
 
-def adopt(reactor: Any, description: str, inherited: list[Any], factory: Any, datagramProtocol: Any) -> Any:
+def adopt(reactor: IServerReactor, description: str, inherited: list[Any], factory: Any, datagramProtocol: Any) -> Any:
     """Serve ``factory`` on a socket the parent bound for ``description`` (its fd, family and kind)."""
     from sockproto.server.endpointstrings import splitDescription, withSafeDefaults
 
     fd, family, kind = inherited
     if kind == "udp":
-        return reactor.adoptDatagramPort(fd, family, datagramProtocol())
+        return reactor.adoptDatagramPort(fd, family, datagramProtocol(), maxPacketSize=UDP_MAX_PACKET)
     description = withSafeDefaults(description)
     recorder = _RecordingReactor(reactor)
     endpoints.serverFromString(recorder, description).listen(factory)
@@ -202,7 +205,9 @@ class Supervisor(service.Service):
     served), starts ``count`` workers running ``argv`` and keeps them running.
     """
 
-    def __init__(self, reactor: Any, argv: list[str], listening: list[Any], count: int, stopTimeout: float) -> None:
+    def __init__(
+        self, reactor: IServerReactor, argv: list[str], listening: list[Any], count: int, stopTimeout: float
+    ) -> None:
         self.setName("workers")
         self.reactor = reactor
         self.argv = argv

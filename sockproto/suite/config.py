@@ -54,6 +54,8 @@ class ConfigError(usage.UsageError):
 
 @dataclass
 class ServiceConfig:
+    """One table of the config file: the service's module and its options as the command line would set them."""
+
     name: str
     module: Any
     options: usage.Options
@@ -63,6 +65,8 @@ class ServiceConfig:
 
 @dataclass
 class Config:
+    """A whole config file: its services and the settings of the process."""
+
     path: str
     services: list[ServiceConfig] = field(default_factory=list)
     metrics: str | None = None

@@ -18,6 +18,7 @@ from twisted.application import service
 from twisted.python import usage
 
 from sockproto.binary.service import StoreRegistry
+from sockproto.interfaces import IServerReactor
 from sockproto.server.endpointstrings import checkEndpoint
 from sockproto.server.lifecycle import defaultReactor, operate, supervise
 from sockproto.server.listen import StopInOrder
@@ -40,6 +41,8 @@ _STORE_SERVICES = frozenset({"binary", "crud"})
 
 
 class Options(usage.Options):
+    """The ``sockproto`` plugin's options: ``--config``, or the seed services with their databases in ``--var``."""
+
     synopsis = "[--config FILE] [--metrics ENDPOINT] [--shutdown-timeout SECONDS] [--var DIR]"
 
     def opt_version(self) -> None:
@@ -126,7 +129,7 @@ def servesOnlyStores(config: Config) -> bool:
     return all(entry.name in _STORE_SERVICES for entry in config.services)
 
 
-def makeService(options: Options, reactor: Any = None) -> service.IService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> service.IService:
     reactor = defaultReactor(reactor)
     config: Config = options["loaded"]
     if config.workers > 1 and workerSettings() is None:
