@@ -18,6 +18,9 @@ rooms
     (a room of 100, the receiver last, so the last one the fan-out writes)
     and the sender says ``--messages`` lines, one every 10 ms: the time from
     each line sent to its arrival, p50/p99/max, and memory per connection.
+echo
+    The storm's crowd against ``sockproto-echo``: how fast this machine, at
+    this moment, lets the crowd connect at all (the bare accept path).
 
 ``--workers N --cluster`` runs the server as N workers of a cluster (a
 Redis from tests/redisserver.py) and N times the clients, in crowds of at
@@ -302,9 +305,33 @@ def rooms(binary: str, args: argparse.Namespace) -> None:
         server.stop()
 
 
+def echo(binary: str, args: argparse.Namespace) -> None:
+    """The storm's crowd against sockproto-echo: the bare accept path, to compare the storm with."""
+    print(f"echo: {args.clients} clients connecting to sockproto-echo (the bare accept path)")
+    port = lowPort()
+    backlog = f":backlog={args.backlog}" if args.backlog else ""
+    service = ServiceProcess(
+        "sockproto-echo", "--listen", f"tcp:{port}:interface=127.0.0.1{backlog}",
+        "--max-connections", "19000", "--max-connections-per-ip", "0",
+    )
+    service.start(1, timeout=60)
+    subprocess.run(["taskset", "-apc", args.server_cpus, str(service.pid)], check=True, capture_output=True)
+    overflows = listenOverflows()
+    try:
+        crowd = subprocess.run(
+            ["taskset", "-c", args.client_cpus, binary, str(port), "1", str(args.clients), "0", "1"],
+            capture_output=True, text=True, check=True,
+        )
+        opened = next(line for line in crowd.stdout.splitlines() if line.startswith("opened"))
+        print(f"  crowd: {opened}; listen queue overflows (on the whole machine) {listenOverflows() - overflows}")
+    finally:
+        service.stop(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("figures", nargs="*", metavar="storm|rooms", help="which (default: both)")
+    parser.add_argument("figures", nargs="*", metavar="storm|rooms|echo",
+                        help="which (default: all three)")
     parser.add_argument("--clients", type=int, default=10000, help="clients of the storm (per worker)")
     parser.add_argument("--room-clients", type=int, default=15000, help="clients in rooms (per worker)")
     parser.add_argument("--rooms", type=int, default=150)
@@ -318,10 +345,10 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=600, help="seconds each crowd stays connected at most")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for a crowd to be in")
     args = parser.parse_args()
-    figures = {"storm": storm, "rooms": rooms}
+    figures = {"storm": storm, "rooms": rooms, "echo": echo}
     for name in args.figures:
         if name not in figures:
-            parser.error(f"unknown figure {name!r}: storm or rooms")
+            parser.error(f"unknown figure {name!r}: storm, rooms or echo")
     os.sched_setaffinity(0, {int(cpu) for cpu in args.client_cpus.split(",")})
     binary = buildCrowd(args.crowd)
     for name in args.figures or list(figures):
