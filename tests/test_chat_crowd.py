@@ -13,6 +13,7 @@ from sockproto.chat.history import MEMORY, History
 from sockproto.chat.hub import ANNOUNCE_JOINS_DEFAULT, ChatHub
 from sockproto.chat.protocol import ChatFactory
 from sockproto.chat.service import Options, buildService
+from sockproto.chat.web import REFRESH_DELAY, WebChatFactory, refreshDelay
 from sockproto.server.listen import listeningServices
 
 STAMP = r"\[\d\d:\d\d:\d\d\] "
@@ -296,6 +297,45 @@ class ProtocolTests(unittest.TestCase):
             ["*** guest1 is now known as ann", "*** 3 in #lobby: ann guest2 guest3", "*** ann is now known as ann2"],
         )
         self.assertEqual(self.output(clients[1][1]), [], "no nick changes of others in a big room")
+
+
+class WebFaceTests(unittest.TestCase):
+    """A browser in a room too big for announcements: its member list when it enters and when it asks."""
+
+    def setUp(self):
+        from tests.test_chat_web import Browser
+
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.hub = ChatHub(self.clock, History(MEMORY, self.clock), announceJoinsUpTo=3)
+        self.web = WebChatFactory(ChatFactory(self.clock, self.hub), [])
+        # No timers of autobahn's own on the global reactor.
+        self.web.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0, closeHandshakeTimeout=0)
+        self.makeBrowser = Browser
+
+    def test_listsOnEnteringAndOnRequestOnly(self):
+        for _ in range(5):
+            self.hub.enter(Member())
+        self.clock.advance(0)
+        browser = self.makeBrowser(self.web, 40000)
+        self.addCleanup(browser.protocol.onClose, True, 1000, None)
+        self.clock.advance(0)
+        self.clock.advance(REFRESH_DELAY)
+        found = browser.events()
+        [members] = [event for event in found if event["type"] == "members"]
+        self.assertEqual(len(members["nicks"]), 6)
+        self.assertIn({"type": "state", "nick": "guest6", "room": "#lobby"}, found)
+        # Arrivals and departures: not told, and no list follows them.
+        for _ in range(3):
+            self.hub.enter(Member())
+        self.hub.leave(next(iter(self.hub.present)), "quit")
+        self.clock.advance(0)
+        self.clock.advance(refreshDelay(100))
+        self.assertEqual(browser.events(), [])
+        # Asked for: the whole list, now.
+        browser.protocol.onMessage(b'{"type": "members"}', False)
+        [members] = [event for event in browser.events() if event["type"] == "members"]
+        self.assertEqual(len(members["nicks"]), 8)
 
 
 class OptionTests(unittest.TestCase):
