@@ -1,0 +1,487 @@
+"""
+What happened in the chat, as the hub tells its members: structured events.
+
+In the spirit of ``twisted.words.iwords.IChatClient``, the hub does not
+speak in finished text.  It tells each member *what happened* with one of the
+event classes below (a message, an action, a private message, a join, a
+member list, a history replay...) and each *face* of the chat (the line
+protocol, the web page, IRC) renders the events its way:
+
+- the line face as the text lines it has always sent
+  (:mod:`sockproto.chat.lineface`);
+- the web face as JSON objects (``docs/web-chat.rst``);
+- an IRC face as IRC lines (numerics, ``nick!user@host`` prefixes),
+  without ever parsing text.
+
+The hub's fan-out stays what makes the chat fast: the events of one room in
+one reactor turn are a *batch*; each face renders each event of the batch
+once (:meth:`IChatFace.render` with no recipient), and the bytes are written
+whole to every member of that face in the room.  Events for one member alone
+(a private message, an answer to a command, a refusal) are rendered for that
+member (``recipient`` given), which is where a face that names its recipient
+(IRC numerics do) gets the name from.
+
+Events are immutable values: a face must not keep state about one member in
+them, and may cache what it renders of one.  New kinds of events (moderation:
+topics, kicks, modes) are new classes; a face that does not know a kind
+renders it from its ``kind`` as it sees fit, and the existing kinds keep their
+rendering, so adding one changes nothing a client sees of the others.
+
+Identities: every event that names who did something carries a :class:`Who`:
+the nick, and the face the member came through.  IRC wants ``nick!user@host``;
+ours is ``nick!FACE@FACE.sockproto`` (e.g. ``bob!web@web.sockproto``,
+``alice!line@line.sockproto``, ``carol!irc@irc.sockproto``): honest about how
+the member is connected, and revealing nothing about the client's address.
+A member of another server of a cluster has the face it has there; a name
+whose face is not known (a message replayed from the history) has the face
+``"sockproto"``.
+
+Times are seconds since the epoch (``float``), as ``IReactorTime.seconds()``
+gives them: what IRC's ``server-time`` tag and the web page's ``time`` show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from zope.interface import Attribute, Interface
+
+#: The face of a name whose face is not known (history replayed, an old event).
+UNKNOWN_FACE = "sockproto"
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """
+    Who did something: a member's nick and the face it is connected through.
+
+    :ivar nick: the nickname, as shown (case kept).
+    :ivar face: the face's name (``"line"``, ``"web"``, ``"irc"``; ``"sockproto"`` when not known).
+    """
+
+    nick: str
+    face: str = UNKNOWN_FACE
+
+    @property
+    def user(self) -> str:
+        """The ``user`` ("ident") part of an IRC prefix: the face's name."""
+        return self.face
+
+    @property
+    def host(self) -> str:
+        """The ``host`` part of an IRC prefix: ``FACE.sockproto``."""
+        return self.face if self.face == UNKNOWN_FACE else f"{self.face}.sockproto"
+
+    @property
+    def mask(self) -> str:
+        """``nick!user@host``, as an IRC prefix shows a member."""
+        return f"{self.nick}!{self.user}@{self.host}"
+
+
+class ChatEvent:
+    """
+    Something that happened, for members to be told.
+
+    :cvar kind: a short name of the kind of event (``"message"``, ``"join"``...),
+        unique per class: faces dispatch on it.
+    :cvar roomEvent: True for events of a room, which go to every member
+        there in the room's batch; False for events for one member alone.
+    :cvar membership: True for events that change who is in a room (joins,
+        leaves, nick changes, kicks): a face that shows member lists
+        refreshes them.
+    """
+
+    __slots__ = ()
+    kind: ClassVar[str] = ""
+    roomEvent: ClassVar[bool] = False
+    membership: ClassVar[bool] = False
+
+
+# -- said in a room -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message(ChatEvent):
+    """
+    A line said to a room.
+
+    :ivar room: the room (``#name``).
+    :ivar sender: who said it.
+    :ivar text: what was said (cleaned: one line, printable).
+    :ivar time: when the hub took it (seconds since the epoch).
+    """
+
+    kind: ClassVar[str] = "message"
+    roomEvent: ClassVar[bool] = True
+    room: str
+    sender: Who
+    text: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Action(ChatEvent):
+    """An action (``/me waves``): as :class:`Message`; ``text`` is the action without the nick."""
+
+    kind: ClassVar[str] = "action"
+    roomEvent: ClassVar[bool] = True
+    room: str
+    sender: Who
+    text: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateMessage(ChatEvent):
+    """
+    A private message (``/msg``), to its recipient, or the copy shown to its sender.
+
+    :ivar sender: who sent it.
+    :ivar recipient: the nick it was sent to (as its holder spells it).
+    :ivar text: the message.
+    :ivar time: when it was sent.
+    :ivar echo: True in the copy shown to the sender (``-> *bob* text``),
+        False in the one delivered to the recipient (``*alice* text``).
+    """
+
+    kind: ClassVar[str] = "private"
+    sender: Who
+    recipient: str
+    text: str
+    time: float
+    echo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class History(ChatEvent):
+    """
+    A replay of a room's recent messages (on joining it, or asked for with ``/history``).
+
+    :ivar room: the room.
+    :ivar entries: the messages, oldest first: :class:`Message` and
+        :class:`Action` events (their senders' faces are not known:
+        ``UNKNOWN_FACE``).  Empty: the room has no messages yet (the hub
+        sends an empty history only when asked, not on joining).
+    """
+
+    kind: ClassVar[str] = "history"
+    room: str
+    entries: tuple[Message | Action, ...]
+
+
+# -- who comes and goes ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Joined(ChatEvent):
+    """``who`` entered ``room`` (arriving, or from another room)."""
+
+    kind: ClassVar[str] = "join"
+    roomEvent: ClassVar[bool] = True
+    membership: ClassVar[bool] = True
+    room: str
+    who: Who
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Parted(ChatEvent):
+    """
+    ``who`` left ``room`` for another room, or with ``/part``; still connected.
+
+    :ivar reason: the reason given, or ``""``.
+    """
+
+    kind: ClassVar[str] = "part"
+    roomEvent: ClassVar[bool] = True
+    membership: ClassVar[bool] = True
+    room: str
+    who: Who
+    time: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Quit(ChatEvent):
+    """
+    ``who``, who was in ``room``, is gone from the chat.
+
+    :ivar reason: why: ``"quit"``, the reason given with ``/quit``,
+        ``"connection closed"``, ``"idle"``, ``"too slow"``, ``"server gone"``...
+    """
+
+    kind: ClassVar[str] = "quit"
+    roomEvent: ClassVar[bool] = True
+    membership: ClassVar[bool] = True
+    room: str
+    who: Who
+    time: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NickChanged(ChatEvent):
+    """
+    ``who`` (its old nick) is now known as ``nick``.
+
+    :ivar room: the member's room, where this is announced; ``None`` when it
+        is in none (then only the member itself is told).
+    :ivar reason: why, when the member did not ask for it (``"name reserved"``:
+        a verified user took the name), else ``""``.
+    """
+
+    kind: ClassVar[str] = "nick"
+    roomEvent: ClassVar[bool] = True
+    membership: ClassVar[bool] = True
+    room: str | None
+    who: Who
+    nick: str
+    time: float
+    reason: str = ""
+
+
+# -- room state (for moderation; the hub does not send these yet) ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChanged(ChatEvent):
+    """``who`` set the topic of ``room`` to ``topic`` (``""``: no topic)."""
+
+    kind: ClassVar[str] = "topic"
+    roomEvent: ClassVar[bool] = True
+    room: str
+    who: Who
+    topic: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked(ChatEvent):
+    """``who`` removed ``nick`` from ``room``, for ``reason`` (``""``: none given)."""
+
+    kind: ClassVar[str] = "kick"
+    roomEvent: ClassVar[bool] = True
+    membership: ClassVar[bool] = True
+    room: str
+    who: Who
+    nick: str
+    time: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChanged(ChatEvent):
+    """
+    ``who`` changed the modes of ``room`` (or of members in it).
+
+    :ivar modes: the change as IRC writes it, e.g. ``"+o"``, ``"-t"``, ``"+kl"``.
+    :ivar arguments: the mode arguments in order (nicks, key, limit, masks).
+    """
+
+    kind: ClassVar[str] = "mode"
+    roomEvent: ClassVar[bool] = True
+    room: str
+    who: Who
+    modes: str
+    arguments: tuple[str, ...]
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Away(ChatEvent):
+    """To one who messaged ``who``: it is away, saying ``text``."""
+
+    kind: ClassVar[str] = "away"
+    who: Who
+    text: str
+
+
+# -- lists ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """
+    One member in a :class:`MemberList`.
+
+    :ivar nick: the member's nick.
+    :ivar operator: an operator of the room (IRC's ``@``).
+    :ivar voiced: may speak in a moderated room (IRC's ``+``).
+    """
+
+    nick: str
+    operator: bool = False
+    voiced: bool = False
+
+    @property
+    def prefix(self) -> str:
+        """IRC's prefix for the member's highest status: ``"@"``, ``"+"`` or ``""``."""
+        return "@" if self.operator else "+" if self.voiced else ""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberList(ChatEvent):
+    """
+    Who is in ``room`` (on every server of a cluster), sorted as shown (case-insensitively).
+
+    :ivar members: :class:`Membership` values.
+    """
+
+    kind: ClassVar[str] = "members"
+    room: str
+    members: tuple[Membership, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """
+    One room in a :class:`RoomList`.
+
+    :ivar name: the room (``#name``).
+    :ivar count: how many are in it (on every server).
+    :ivar topic: its topic (``""``: none).
+    """
+
+    name: str
+    count: int
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList(ChatEvent):
+    """Every room of the chat, sorted by name (``/rooms``)."""
+
+    kind: ClassVar[str] = "rooms"
+    rooms: tuple[RoomInfo, ...]
+
+
+# -- the server speaking --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(ChatEvent):
+    """
+    The first thing a client is told on connecting.
+
+    :ivar nick: the verified name it is known by (a client certificate),
+        or ``None`` (a guest name comes with its :class:`Joined`).
+    :ivar loginRequired: the server wants a login before anything else.
+    """
+
+    kind: ClassVar[str] = "welcome"
+    nick: str | None = None
+    loginRequired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn(ChatEvent):
+    """A login succeeded: the member is ``name`` now (it enters the lobby next)."""
+
+    kind: ClassVar[str] = "login"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Help(ChatEvent):
+    """
+    The commands of the chat (``/help``).
+
+    :ivar commands: ``(usage, what it does)`` pairs, in the order shown.
+    """
+
+    kind: ClassVar[str] = "help"
+    commands: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerNotice(ChatEvent):
+    """
+    The server says something to one member or to all (the server going
+    down, the cluster's link lost or restored, a line that did not reach the
+    other servers, a name taken meanwhile).
+
+    :ivar text: what it says, one line, no marker (the line face adds ``***``).
+    """
+
+    kind: ClassVar[str] = "server"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal(ChatEvent):
+    """
+    A request refused or input not taken (a bad command, a nick taken, a
+    login failed, flood control): the line face's ``!!!`` line.
+
+    :ivar reason: why, one line.
+    """
+
+    kind: ClassVar[str] = "error"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye(ChatEvent):
+    """
+    The member is being disconnected by the server, and why (``/quit``, idle too long).
+
+    :ivar text: what the line face shows after ``***`` (``"Goodbye!"``, ``"idle too long: goodbye"``).
+    :ivar reason: the reason in a word or two (``"quit"``, ``"idle"``), for faces that say it their way.
+    """
+
+    kind: ClassVar[str] = "goodbye"
+    text: str
+    reason: str = field(default="quit")
+
+
+# -- who is told ----------------------------------------------------------------------
+
+
+class IChatFace(Interface):
+    """
+    One way of showing the chat to clients (line text, JSON, IRC): renders events as bytes.
+
+    One face object serves all of its members; the hub groups a room's
+    members by face, renders each event of a room's batch once per face, and
+    writes the bytes to each member.
+    """
+
+    name = Attribute("The face's name, lower case (``line``, ``web``, ``irc``): user and host of its members' masks")
+
+    def render(event: ChatEvent, recipient: IChatMember | None) -> bytes:
+        """
+        The bytes that tell a member of this face about ``event``.
+
+        :param event: what happened.
+        :param recipient: the member it is for, when it is for one alone;
+            ``None`` for a room's batch, whose rendering must be the same for
+            every member of the room (it is written to each of them): then
+            nothing of the recipient may go into it.
+        :return: whole lines (or frames), possibly empty (not shown on this face).
+        """
+
+    def membersChanged(room: str, members: Iterable[IChatMember]) -> None:
+        """
+        A batch written to ``members`` (this face's members of ``room``)
+        changed who is in the room (a join, part, quit, nick change, kick).
+        Called once per such batch, after it is written, for faces that show
+        member lists; others do nothing.
+        """
+
+
+class IChatMember(Interface):
+    """A member of the chat, as the hub sees it: a nick, a room, a face, and a way to write."""
+
+    nick = Attribute("The member's nickname (set by the hub)")
+    room = Attribute("The member's room (a hub's Room), or None while it is in none (set by the hub)")
+    face = Attribute("The IChatFace that renders what this member is told")
+
+    def send(data: bytes) -> None:
+        """Write ``data``, rendered by the member's face, to the member (at once, whole)."""
+
+
+def membershipChanged(events: Iterable[ChatEvent]) -> bool:
+    """Whether any of ``events`` changes who is in a room."""
+    return any(event.membership for event in events)
