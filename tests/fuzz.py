@@ -209,11 +209,12 @@ def channelJunk(rng: random.Random) -> bytes:
     field = lambda: rng.choice(("bob", "#lobby", "", None, 1e300, -1e20, [], {}, "x" * 70_000, True,  # noqa: E731
                                 "".join(rng.choices(NASTY_TEXT, k=3))))
     event = rng.choice((
-        ["m", "#lobby", rng.choice((1.0, 1e300, -5, "noon")), rng.choice(("bob", "b b")), "say", field()],
-        ["n", "#lobby", "*** " + "".join(rng.choices(NASTY_TEXT, k=4)) + "\n"],
+        ["m", "#lobby", rng.choice((1.0, 1e300, -5, "noon")), rng.choice(("bob", "b b")), "say", field(), "line"],
+        ["n", "#lobby", rng.choice(("join", "part", "quit", "nick", "shout")), 1.0, rng.choice(("bob", "b b")),
+         rng.choice(("line", "Web", field())), field(), field()][: rng.randrange(3, 9)],
         ["g", rng.choice(("f1", "f2", "ghost")), [["bob", "#lobby"]], "server lost"],
         ["x", rng.choice(("f1", "f2")), "bob"],
-        ["p", rng.choice(("f1", "f2")), "bob", 1.0, "mallory", field()],
+        ["p", rng.choice(("f1", "f2")), "bob", 1.0, "mallory", field(), rng.choice(("web", field()))],
         [field() for _ in range(rng.randrange(8))],
     ))
     batch = {"n": node, "t": rng.choice((0, 1.0, 1e300)), "e": [event] * rng.randrange(1, 4)}

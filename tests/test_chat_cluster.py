@@ -18,7 +18,17 @@ from zope.interface.verify import verifyObject
 
 from sockproto.chat import cluster
 from sockproto.chat.bus import IChatBus, LocalBus
-from sockproto.chat.cluster import BadEvent, ClusterHistory, RedisChatBus, noticeSubject, parseBatch
+from sockproto.chat.cluster import (
+    BadEvent,
+    ClusterHistory,
+    RedisChatBus,
+    checkEvent,
+    noticeEvent,
+    noticeSubject,
+    noticeWire,
+    parseBatch,
+)
+from sockproto.chat.events import Action, Joined, NickChanged, Parted, PrivateMessage, Quit, Who
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.login import ChatRealm
@@ -202,15 +212,15 @@ class ChannelMessageTests(unittest.TestCase):
         self.clock.advance(0)
 
     def test_linesFromOtherServersReachTheRoomAndTheHistory(self) -> None:
-        self.message(b"5-0,5-1", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", "hi"],
-                                                             ["m", "#lobby", 1.0, "carol", "me", "waves"]]})
+        self.message(b"5-0,5-1", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", "hi", "line"],
+                                                             ["m", "#lobby", 1.0, "carol", "me", "waves", "line"]]})
         stamp = r"\[\d\d:\d\d:\d\d\] "
         self.assertRegex("\n".join(self.member.lines()), f"^{stamp}<bob> hi\n{stamp}\\* carol waves$")
         self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["hi", "waves"])
         self.assertEqual(self.bus.received, 2)
 
     def test_ownLinesOnlyGoToTheHistory(self) -> None:
-        self.message(b"6-0", {"n": "here", "t": 0, "e": [["m", "#lobby", 1.0, "me", "say", "mine"]]})
+        self.message(b"6-0", {"n": "here", "t": 0, "e": [["m", "#lobby", 1.0, "me", "say", "mine", "line"]]})
         self.assertEqual(self.member.lines(), [])
         self.assertEqual([e.text for e in self.history.recent("#lobby", 5)], ["mine"])
 
@@ -218,10 +228,10 @@ class ChannelMessageTests(unittest.TestCase):
         for raw in [b"", b"\n", b"not json", b"\n[1, 2]", b"\xff\xfe\n{}", b'\n{"n": "x", "e": 5}',
                     b'\n{"n": "x", "t": "soon", "e": []}']:
             self.bus._message(b"sockproto:events", raw)
-        self.message(b"", {"n": "x", "e": [[], ["m"], ["m", "#lobby", "noon", "a", "say", "t"], ["p", "here"],
+        self.message(b"", {"n": "x", "e": [[], ["m"], ["m", "#lobby", "noon", "a", "say", "t", "line"], ["p", "here"],
                                            ["g", "y", 7, "gone"], "junk", ["zz", 1]]})
         self.assertEqual(self.member.lines(), [])
-        self.message(b"", {"n": "x", "e": [["m", "#lobby", 1.0, "bob", "say", "still working"]]})
+        self.message(b"", {"n": "x", "e": [["m", "#lobby", 1.0, "bob", "say", "still working", "line"]]})
         self.assertTrue(self.member.lines()[-1].endswith("<bob> still working"))
 
 
@@ -233,22 +243,22 @@ class ChannelMessageTests(unittest.TestCase):
             b"\n" + b"[" * 200_000,  # RecursionError in json.loads
             b"\n" + b'{"n": "x", "e": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}",
             b'\n{"n": "x", "t": 1e300, "e": []}',  # OverflowError in a time stamp
-            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1e300, "bob", "say", "hi"]]}',
-            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", -1e20, "bob", "say", "hi"]]}',
-            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", NaN, "bob", "say", "hi"]]}',
-            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", Infinity, "bob", "say", "hi"]]}',
-            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1' + b"0" * 5000 + b', "bob", "say", "hi"]]}',
-            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", true, "bob", "say", "hi"]]}',
-            b'\n{"n": "x", "t": 0, "e": [["m", "lobby", 1, "bob", "say", "hi"]]}',
-            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob smith", "say", "hi"]]}',
-            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "shout", "hi"]]}',
-            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "say", ["hi"]]]}',
-            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "say", "' + b"a" * 70_000 + b'"]]}',
-            b'\n{"n": "x", "t": 0, "e": [["n", "#lobby", "no stars"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1e300, "bob", "say", "hi", "line"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", -1e20, "bob", "say", "hi", "line"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", NaN, "bob", "say", "hi", "line"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", Infinity, "bob", "say", "hi", "line"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1' + b"0" * 5000 + b', "bob", "say", "hi", "line"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", true, "bob", "say", "hi", "line"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "lobby", 1, "bob", "say", "hi", "line"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob smith", "say", "hi", "line"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "shout", "hi", "line"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "say", ["hi"], "line"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["m", "#lobby", 1, "bob", "say", "' + b"a" * 70_000 + b'", "line"]]}',
+            b'\n{"n": "x", "t": 0, "e": [["n", "#lobby", "shout", 1, "bob", "line"]]}',
             b'\n{"n": "x", "t": 0, "e": [["g", "y", [["bob"]], "gone"]]}',
             b'\n{"n": "has space", "t": 0, "e": []}',
-            b'\n{"n": "x", "t": 0, "e": [["p", "here", "me", 1, "bob", "hi", "extra"]]}',
-            b"1-0,junk\n" + json.dumps({"n": "x", "e": [["m", "#lobby", 1, "bob", "say", "hi"]]}).encode(),
+            b'\n{"n": "x", "t": 0, "e": [["p", "here", "me", 1, "bob", "hi", "line", "extra"]]}',
+            b"1-0,junk\n" + json.dumps({"n": "x", "e": [["m", "#lobby", 1, "bob", "say", "hi", "line"]]}).encode(),
             b'\n{"n": "x", "t": 0, "e": []}\nsignature-without-a-secret',
         ]
         for raw in hostile:
@@ -263,14 +273,14 @@ class ChannelMessageTests(unittest.TestCase):
         self.clock.advance(11)
         self.bus._message(b"sockproto:events", hostile[0])
         self.assertIn(f"and {len(hostile) - 1} more", self.warnings()[-1])
-        self.message(b"", {"n": "x", "e": [["m", "#lobby", 1.0, "bob", "say", "still working"]]})
+        self.message(b"", {"n": "x", "e": [["m", "#lobby", 1.0, "bob", "say", "still working", "line"]]})
         self.assertEqual([line[11:] for line in self.member.lines()], ["<bob> still working"])
 
     def test_textFromOtherServersIsCleanedAsLocalTextIs(self) -> None:
         nasty = "\x1b]0;owned\x07\x1b[31mred\u202e txt\r\n*** fake: admin joined\x9b2J"
-        self.message(b"7-0", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", nasty]]})
-        # A notice is one of those a server sends, and one line: this one is neither, once cleaned.
-        self.message(b"", {"n": "there", "t": 0, "e": [["n", "#lobby", "*** x\r\n*** fake: admin joined\n"]]})
+        self.message(b"7-0", {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", nasty, "line"]]})
+        # A notice is about a member: one whose name is no nickname is no notice.
+        self.message(b"", {"n": "there", "t": 0, "e": [["n", "#lobby", "join", 1.0, "x\r\n*** fake: admin", "line"]]})
         lines = self.member.lines()
         self.assertEqual(len(lines), 1, lines)
         self.assertTrue(lines[0].endswith("<bob> red txt*** fake: admin joined"), lines)
@@ -279,14 +289,27 @@ class ChannelMessageTests(unittest.TestCase):
         self.assertEqual(self.bus.rejected, 1)
 
     def test_noticesAreTheOnesServersSend(self) -> None:
-        self.assertEqual(noticeSubject("#a", "*** Bob joined #a\n"), ("bob", False))
-        self.assertEqual(noticeSubject("#a", "*** bob left #a (quit: bye (really))\n"), ("bob", True))
-        self.assertEqual(noticeSubject("#a", "*** bob left #a\n"), ("bob", True))
-        self.assertEqual(noticeSubject("#a", "*** guest3 is now known as Alice (name reserved)\n"), ("alice", False))
-        for room, text in [("#a", "*** bob joined #b\n"), ("#a", "*** fake: admin joined\n"), ("#a", "*** ok\n"),
-                           ("#a", "*** bob joined #a\n*** x\n"), ("#a", "*** b b joined #a\n")]:
-            with self.assertRaises(BadEvent, msg=text):
-                noticeSubject(room, text)
+        self.assertEqual(noticeSubject(checkEvent(["n", "#a", "join", 1, "Bob", "web"])), ("bob", False))
+        self.assertEqual(noticeSubject(checkEvent(["n", "#a", "quit", 1, "bob", "line", "quit: bye (really)"])),
+                         ("bob", True))
+        self.assertEqual(noticeSubject(checkEvent(["n", "#a", "part", 1, "bob", "line", ""])), ("bob", True))
+        self.assertEqual(noticeSubject(checkEvent(["n", "#a", "nick", 1, "guest3", "line", "Alice", "name reserved"])),
+                         ("alice", False))
+        for event in [["n", "#a", "joined", 1, "bob", "line"], ["n", "#a", "join", 1, "bob"],
+                      ["n", "#a", "join", 1, "bob", "line", "extra"], ["n", "a", "join", 1, "bob", "line"],
+                      ["n", "#a", "join", 1, "b b", "line"], ["n", "#a", "join", 1, "bob", "Web"],
+                      ["n", "#a", "nick", 1, "bob", "line", "b b", ""], ["n", "#a", "part", 1, "bob", "line", 5],
+                      ["n", "#a", "quit", 1, "bob", "line", "x" * 401], ["n", "#a", ["join"], 1, "bob", "line"],
+                      ["n", "#a"], ["n", "#a", "join", "noon", "bob", "line"]]:
+            with self.assertRaises(BadEvent, msg=str(event)):
+                checkEvent(event)
+
+    def test_whatThisServerSendsIsWhatItTakes(self) -> None:
+        """The events a server publishes pass the checks of the others, and come back the same."""
+        for event in [Joined("#a", Who("bob", "web"), 1.5), Parted("#a", Who("bob", "line"), 2.0),
+                      Quit("#a", Who("bob", "irc"), 3.0, "idle"), NickChanged("#a", Who("bob", "web"), "rob", 4.0,
+                                                                               "name reserved")]:
+            self.assertEqual(noticeEvent(checkEvent(json.loads(json.dumps(noticeWire(event))))), event)
 
     def test_eventsAsRedisScriptsWriteThem(self) -> None:
         """cjson writes an empty list as {}: a server without members that leaves."""
@@ -296,7 +319,7 @@ class ChannelMessageTests(unittest.TestCase):
                          ("x", 0.0, [["x", "here", "alice"]]))
 
     def test_messagesFromAServerNotOfTheClusterAreDropped(self) -> None:
-        self.message(b"", {"n": "intruder", "e": [["n", "#lobby", "*** intruder joined #lobby\n"]]})
+        self.message(b"", {"n": "intruder", "e": [["n", "#lobby", "join", 1.0, "intruder", "line"]]})
         self.assertEqual(self.member.lines(), [])
         self.assertIn("cannot check a message from 'intruder' without the link", self.warnings()[0])
 
@@ -316,17 +339,53 @@ class SignedChannelTests(ChannelMessageTests):
         self.clock.advance(0)
 
     def test_onlySignedEventsAreBelieved(self) -> None:
-        said = {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", "hi"]]}
+        said = {"n": "there", "t": 0, "e": [["m", "#lobby", 1.0, "bob", "say", "hi", "line"]]}
         self.message(b"", said, secret=None)
         self.message(b"", said, secret=b"w" * 32)
-        self.message(b"", {"n": "there", "e": [["n", "#lobby", "*** mallory is now known as bob\n"]]}, secret=None)
+        renamed = ["n", "#lobby", "nick", 1.0, "mallory", "line", "bob", ""]
+        self.message(b"", {"n": "there", "e": [renamed]}, secret=None)
         self.assertEqual(self.member.lines(), [])
         self.assertEqual(self.bus.rejected, 3)
         self.message(b"", said)
         self.assertEqual(len(self.member.lines()), 1)
 
+    def test_remoteEventsArriveAsEvents(self) -> None:
+        """
+        What other servers' members do reaches this server's faces as the
+        events it was, with their faces (signed: notices need no check in Redis).
+        """
+        got: list[Any] = []
+
+        class RecordingFace:
+            name = "rec"
+
+            def render(self, event: Any, recipient: Any) -> bytes:
+                got.append(event)
+                return b"."
+
+            def membersChanged(self, room: str, members: Any) -> None:
+                pass
+
+        self.hub.leave(self.member, "quit")
+        self.member.face = RecordingFace()
+        self.hub.enter(self.member)
+        self.clock.advance(0)
+        del got[:]
+        self.message(b"8-0", {"n": "there", "t": 0, "e": [
+            ["m", "#lobby", 5.0, "bob", "me", "waves", "web"],
+            ["n", "#lobby", "nick", 6.0, "bob", "web", "rob", ""],
+            ["n", "#lobby", "quit", 7.0, "rob", "web", "connection closed"],
+        ]})
+        self.message(b"", {"n": "there", "t": 0, "e": [["p", "here", self.member.nick, 8.0, "carol", "psst", "irc"]]})
+        self.assertEqual(got, [
+            Action("#lobby", Who("bob", "web"), "waves", 5.0),
+            NickChanged("#lobby", Who("bob", "web"), "rob", 6.0),
+            Quit("#lobby", Who("rob", "web"), 7.0, "connection closed"),
+            PrivateMessage(Who("carol", "irc"), self.member.nick, "psst", 8.0),
+        ])
+
     def test_whatThisServerPublishesVerifies(self) -> None:
-        notice = ["n", "#lobby", "*** carol joined #lobby\n"]
+        notice = ["n", "#lobby", "join", 1.0, "carol", "web"]
         payload = self.bus._signed(json.dumps({"n": "there", "t": 0, "e": [notice]}))
         self.bus._message(b"sockproto:events", b"\n" + payload.encode())
         self.clock.advance(0)

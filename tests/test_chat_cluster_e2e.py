@@ -523,22 +523,22 @@ class HostileChannelTests(unittest.TestCase):
         forgeries = [
             "\n" + "[" * 200_000,
             '\n{"n": "n2", "t": 1e300, "e": []}',
-            '\n{"n": "n2", "t": 0, "e": [["m", "#lobby", -1e20, "bob", "say", "overflow"]]}',
+            '\n{"n": "n2", "t": 0, "e": [["m", "#lobby", -1e20, "bob", "say", "overflow", "line"]]}',
             # bob's server is alive: he has not left
             '\n{"n": "n1", "t": 0, "e": [["g", "n2", [["bob", "#lobby"]], "server lost"]]}',
             # n1 holds alice as a guest, and no verified alice exists: she keeps her name
             '\n{"n": "n2", "t": 0, "e": [["x", "n1", "alice"]]}',
             # no such server
-            '\n{"n": "evil", "t": 0, "e": [["n", "#lobby", "*** evil joined #lobby\\n"]]}',
+            '\n{"n": "evil", "t": 0, "e": [["n", "#lobby", "join", 1, "evil", "line"]]}',
             # notices about members of another server than the one that sends them
-            '\n{"n": "n2", "t": 0, "e": [["n", "#lobby", "*** alice left #lobby (quit)\\n"]]}',
-            '\n{"n": "n1", "t": 0, "e": [["n", "#lobby", "*** bob is now known as mallory\\n"]]}',
+            '\n{"n": "n2", "t": 0, "e": [["n", "#lobby", "quit", 1, "alice", "line", "quit"]]}',
+            '\n{"n": "n1", "t": 0, "e": [["n", "#lobby", "nick", 1, "bob", "line", "mallory", ""]]}',
         ]
         for payload in forgeries:
             self.publish(payload.encode())
         yield waitUntil(lambda: two.bus.rejected >= 5 and one.bus.rejected >= 7)
         # What a server's member really did, said again: believed (without a secret, the limit; in order).
-        rejoined = {"n": "n2", "t": 0, "e": [["n", "#lobby", "*** bob joined #lobby\n"]]}
+        rejoined = {"n": "n2", "t": 0, "e": [["n", "#lobby", "join", 1, "bob", "line"]]}
         self.publish(b"\n" + json.dumps(rejoined).encode())
         bob.lines()
         two.say(bob, "still linked")
@@ -582,7 +582,7 @@ class HostileChannelTests(unittest.TestCase):
         alice = yield self.member(one, "alice")
         bob = yield self.member(two, "bob")
         yield self.heard(alice, "bob")
-        forged = {"n": "n2", "t": 0, "e": [["m", "#lobby", 1, "bob", "say", "forged"]]}
+        forged = {"n": "n2", "t": 0, "e": [["m", "#lobby", 1, "bob", "say", "forged", "line"]]}
         self.publish(b"\n" + json.dumps(forged).encode())
         yield waitUntil(lambda: one.bus.rejected >= 1)
         two.say(bob, "signed")

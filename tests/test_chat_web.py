@@ -19,68 +19,135 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from sockproto.chat.events import (
+    Action,
+    ChatEvent,
+    Goodbye,
+    Help,
+    Joined,
+    LoggedIn,
+    MemberList,
+    Membership,
+    Message,
+    NickChanged,
+    Parted,
+    PrivateMessage,
+    Quit,
+    Refusal,
+    RoomInfo,
+    RoomList,
+    ServerNotice,
+    Welcome,
+    Who,
+)
+from sockproto.chat.events import (
+    History as HistoryEvent,
+)
 from sockproto.chat.history import MEMORY, History
 from sockproto.chat.hub import ChatHub
+from sockproto.chat.lineface import LineFace
 from sockproto.chat.protocol import ChatFactory
 from sockproto.chat.web import (
     LIST_PIECE,
     REFRESH_DELAY,
-    ChatEvents,
     WebChatFactory,
+    WebFace,
     hostName,
     inPieces,
     readMessage,
     refreshDelay,
-    stampTime,
     webSite,
 )
 
 
-def events(*lines: str) -> list[dict]:
-    clock = Clock()
-    clock.advance(time.time())
-    found, _ = ChatEvents(clock).feed("".join(line + "\n" for line in lines).encode())
-    return found
+def events(*happened: ChatEvent) -> list[dict]:
+    """What a browser is sent for ``happened``: the frames the web face renders, decoded."""
+    frames = b"".join(WebFace(WebChatFactory.frame.__get__(FRAMER)).render(event, None) for event in happened)
+    return [json.loads(payload) for payload in unframe(frames)]
 
 
-class ChatEventsTests(unittest.TestCase):
-    def test_eachKindOfLine(self) -> None:
+def unframe(data: bytes) -> list[bytes]:
+    """The payloads of unmasked WebSocket text frames."""
+    payloads = []
+    while data:
+        size = data[1] & 0x7F
+        start = 2
+        if size == 126:
+            size, start = struct.unpack("!H", data[2:4])[0], 4
+        elif size == 127:
+            size, start = struct.unpack("!Q", data[2:10])[0], 10
+        payloads.append(data[start : start + size])
+        data = data[start + size :]
+    return payloads
+
+
+_clock = Clock()
+FRAMER = WebChatFactory(ChatFactory(_clock, ChatHub(_clock, History(MEMORY, _clock))), [])
+ALICE, BOB = Who("alice", "web"), Who("bob", "line")
+
+
+class WebFaceTests(unittest.TestCase):
+    """The web face renders the hub's events as the JSON of docs/web-chat.rst, without parsing text."""
+
+    def test_eachKindOfEvent(self) -> None:
         found = events(
-            "[10:00:01] <alice> hi <b>there</b>",
-            "[10:00:02] * alice waves",
-            "[10:00:03] *bob* psst",
-            "[10:00:04] -> *bob* back",
-            "*** carol joined #lobby",
-            "!!! nickname bob is taken",
-            "Welcome to sockproto chat! Type /help for commands.",
-            "*** 2 in #lobby: alice bob",
+            Message("#lobby", ALICE, "hi <b>there</b>", 1796014528.25),
+            Action("#lobby", ALICE, "waves", 1796014529.0),
+            PrivateMessage(BOB, "alice", "psst", 1796014530.0),
+            PrivateMessage(ALICE, "bob", "back", 1796014531.0, echo=True),
+            Joined("#lobby", Who("carol", "line"), 1796014532.0),
+            Refusal("nickname bob is taken"),
+            Welcome(),
+            MemberList("#lobby", (Membership("alice"), Membership("bob"))),
         )
         self.assertEqual([e["type"] for e in found], ["message", "me", "private", "private", "notice", "error",
                                                        "notice", "members"])
-        self.assertEqual((found[0]["nick"], found[0]["text"]), ("alice", "hi <b>there</b>"))
+        self.assertEqual(found[0], {"type": "message", "time": 1796014528.25, "nick": "alice",
+                                    "text": "hi <b>there</b>"})
         self.assertEqual((found[2]["from"], found[3]["to"]), ("bob", "bob"))
+        self.assertEqual(found[4], {"type": "notice", "kind": "join", "text": "carol joined #lobby"})
         self.assertEqual(found[5]["text"], "nickname bob is taken")
+        self.assertEqual(found[6]["text"], "Welcome to sockproto chat! Type /help for commands.")
         self.assertEqual(found[7], {"type": "members", "room": "#lobby", "nicks": ["alice", "bob"]})
-        self.assertEqual(time.localtime(found[0]["time"])[3:6], (10, 0, 1))
+
+    def test_noticesSayWhatLineClientsRead(self) -> None:
+        """Every notice has the words of the line face's ``***`` line, and its kind."""
+        face = LineFace()
+        for event in [Joined("#x", BOB, 1.0), Parted("#x", BOB, 1.0), Quit("#x", BOB, 1.0, "quit"),
+                      NickChanged("#x", BOB, "rob", 1.0, "name reserved"), ServerNotice("link restored"),
+                      LoggedIn("alice"), Goodbye("Goodbye!")]:
+            line = face.text(event)
+            self.assertEqual(events(event), [{"type": "notice", "kind": event.kind,
+                                              "text": line.removeprefix("*** ").removesuffix("\n")}])
+
+    def test_helpIsOneNoticePerLine(self) -> None:
+        help = Help((("/nick NAME", "change your nickname"), ("/login NAME PASSWORD", "log in")))
+        lines = LineFace().text(help).splitlines()
+        self.assertEqual([e["text"] for e in events(help)], [line.removeprefix("*** ") for line in lines])
 
     def test_blocksOfLines(self) -> None:
         found = events(
-            "*** rooms:", "***   #dev (2)", "***   #lobby (5)",
-            "*** last 2 messages in #dev:", "[09:00:00] <a> one", "[09:00:01] * b two", "*** end of history of #dev",
+            RoomList((RoomInfo("#dev", 2), RoomInfo("#lobby", 5))),
+            HistoryEvent("#dev", (Message("#dev", Who("a"), "one", 1.0), Action("#dev", Who("b"), "two", 2.0))),
         )
         self.assertEqual(found[0], {"type": "rooms", "rooms": [{"name": "#dev", "count": 2},
                                                               {"name": "#lobby", "count": 5}]})
         self.assertEqual(found[1]["type"], "history")
         self.assertEqual([(e["type"], e["text"]) for e in found[1]["entries"]], [("message", "one"), ("me", "two")])
 
+    def test_anEmptyHistory(self) -> None:
+        """Asked for, a room without messages says so in a notice."""
+        self.assertEqual(events(HistoryEvent("#dev", ())),
+                         [{"type": "notice", "kind": "history", "text": "no messages in #dev yet"}])
+
     def test_aHistoryOfOneMessage(self) -> None:
-        found = events("*** last 1 message in #dev:", "[09:00:00] <a> one", "*** end of history of #dev")
+        found = events(HistoryEvent("#dev", (Message("#dev", Who("a"), "one", 1.0),)))
         self.assertEqual([(e["type"], len(e["entries"])) for e in found], [("history", 1)])
 
     def test_longListsComeInPieces(self) -> None:
         nicks = [f"n{i}" for i in range(LIST_PIECE * 2 + 1)]
-        found = events(f"*** {len(nicks)} in #big: {' '.join(nicks)}", "*** rooms:",
-                       *(f"***   #r{i} ({i})" for i in range(LIST_PIECE + 1)))
+        found = events(MemberList("#big", tuple(Membership(nick) for nick in nicks)),
+                       RoomList(tuple(RoomInfo(f"#r{i}", i) for i in range(LIST_PIECE + 1))))
         self.assertEqual([(e["type"], e.get("part"), e.get("parts")) for e in found], [
             ("members", 1, 3), ("members", 2, 3), ("members", 3, 3), ("rooms", 1, 2), ("rooms", 2, 2),
         ])
@@ -91,20 +158,10 @@ class ChatEventsTests(unittest.TestCase):
         short = {"type": "members", "room": "#x", "nicks": nicks[:LIST_PIECE]}
         self.assertEqual(inPieces(short), [short])
 
-    def test_membershipChangesAreNoticed(self) -> None:
-        clock = Clock()
-        for line, changed in [("*** bob joined #x", True), ("*** bob left #x (quit)", True),
-                              ("*** bob is now known as rob", True), ("*** link restored", False)]:
-            self.assertEqual(ChatEvents(clock).feed(line.encode() + b"\n")[1], changed, line)
-
-    @given(st.text(max_size=200).filter(lambda t: "\n" not in t and "\r" not in t))
+    @given(st.text(max_size=200))
     def test_anyMessageTextRoundTrips(self, text: str) -> None:
-        found = events(f"[12:00:00] <n> {text}")
-        self.assertEqual(found, [{"type": "message", "time": found[0]["time"], "nick": "n", "text": text}])
-
-    def test_stampsBeforeMidnightAreYesterday(self) -> None:
-        now = time.mktime((2026, 11, 30, 0, 0, 30, 0, 0, -1))
-        self.assertEqual(now - stampTime("23", "59", "50", now), 40)
+        found = events(Message("#x", Who("n"), text, 12.5))
+        self.assertEqual(found, [{"type": "message", "time": 12.5, "nick": "n", "text": text}])
 
 
 class OriginTests(unittest.TestCase):

@@ -16,7 +16,7 @@ from twisted.internet import defer
 from zope.interface import Attribute, Interface, implementer
 
 if TYPE_CHECKING:
-    from sockproto.chat.history import Entry
+    from sockproto.chat.events import Action, Joined, Message, NickChanged, Parted, Quit
     from sockproto.chat.hub import ChatHub, Member
 
 
@@ -51,11 +51,11 @@ class IChatBus(Interface):
     def release(member: Member, room: str | None) -> None:
         """``member`` is gone: free its name."""
 
-    def said(room: str, entry: Entry, sender: Member) -> None:
-        """A message the members of ``room`` elsewhere should see."""
+    def said(event: Message | Action, sender: Member) -> None:
+        """A message the members of its room elsewhere should see."""
 
-    def noticed(room: str, text: str) -> None:
-        """A notice (joins, leaves, nick changes) for the members of ``room`` elsewhere."""
+    def noticed(event: Joined | Parted | Quit | NickChanged) -> None:
+        """A notice (joins, leaves, nick changes) for the members of its room elsewhere."""
 
     def privateTo(member: Member, nick: str, when: float, text: str) -> defer.Deferred[str | None]:
         """A private message to ``nick`` on another server: its holder's nick, or None if nobody has it."""
@@ -96,10 +96,10 @@ class LocalBus:
     def release(self, member: Member, room: str | None) -> None:
         pass
 
-    def said(self, room: str, entry: Entry, sender: Member) -> None:
+    def said(self, event: Message | Action, sender: Member) -> None:
         pass
 
-    def noticed(self, room: str, text: str) -> None:
+    def noticed(self, event: Joined | Parted | Quit | NickChanged) -> None:
         pass
 
     def privateTo(self, member: Member, nick: str, when: float, text: str) -> defer.Deferred[str | None]:

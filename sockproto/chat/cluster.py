@@ -31,8 +31,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sockproto.chat.bus import IChatBus
+from sockproto.chat.events import Action, Joined, Message, NickChanged, Parted, Quit, ServerNotice, Who
 from sockproto.chat.history import Entry
-from sockproto.chat.hub import HISTORY_MAX, LOBBY, ChatError
+from sockproto.chat.hub import HISTORY_MAX, LOBBY, ChatError, faceOf
 from sockproto.chat.text import clean, validNick, validRoom
 from sockproto.interfaces import IServerReactor
 from sockproto.server.latency import LatencyHistogram
@@ -54,8 +55,10 @@ JOIN_WAIT = 5.0
 #: Events sent to Redis and not yet acknowledged, beyond which new ones are dropped (and counted).
 MAX_IN_FLIGHT = 100_000
 
-#: Longest text (a line, a notice) taken from another server; longer events are dropped.
+#: Longest text (a line) taken from another server; longer events are dropped.
 MAX_EVENT_TEXT = 65536
+#: Longest reason (of a part, a quit, a nick change) taken from another server.
+MAX_REASON = 400
 #: Times in events must lie between 0 and the end of the year 9999 (what a time stamp can show).
 LATEST_TIME = 253402300799.0
 #: Rooms whose recent messages are kept here; past it, the room heard of longest ago is forgotten.
@@ -66,9 +69,9 @@ MAX_UNVERIFIED = 1000
 #: Seconds between log lines about junk on the channel (the rest are counted).
 COMPLAINT_INTERVAL = 10.0
 
-NOT_SHARED = "*** not delivered to other servers: the link to them is down\n"
-LINK_LOST = "*** link to the other servers lost; messages reach this server only"
-LINK_RESTORED = "*** link restored"
+NOT_SHARED = "not delivered to other servers: the link to them is down"
+LINK_LOST = "link to the other servers lost; messages reach this server only"
+LINK_RESTORED = "link restored"
 
 
 def defaultNodeName() -> str:
@@ -369,36 +372,51 @@ def _text(value: Any, limit: int = MAX_EVENT_TEXT) -> str:
     return clean(value)
 
 
-def _notice(value: Any) -> str:
-    # A notice is one line of its own ("*** ...\n"); clean() takes out any
-    # other line break, so it cannot pose as more lines than one.
-    text = _text(value)
-    if not text.startswith("*** "):
-        raise BadEvent("a notice that does not start with ***")
-    return text + "\n"
+_FACE_NAME = re.compile(r"[a-z]{1,16}")
+#: What a notice ("n" event) can say, and how many fields each has: (room, what, time, nick, face, ...).
+_NOTICE_FIELDS = {"join": 6, "part": 7, "quit": 7, "nick": 8}
 
 
-_JOINED = re.compile(r"\*\*\* ([A-Za-z0-9_-]{1,24}) joined (#[a-z0-9_-]{1,32})\n")
-_LEFT = re.compile(r"\*\*\* ([A-Za-z0-9_-]{1,24}) left (#[a-z0-9_-]{1,32})(?: \(.*\))?\n")
-_RENAMED = re.compile(r"\*\*\* [A-Za-z0-9_-]{1,24} is now known as ([A-Za-z0-9_-]{1,24})(?: \(.*\))?\n")
+def _face(value: Any) -> str:
+    if not isinstance(value, str) or not _FACE_NAME.fullmatch(value):
+        raise BadEvent(f"{str(value)[:80]!r} is not a face")
+    return value
 
 
-def noticeSubject(room: str, text: str) -> tuple[str, bool]:
+def noticeWire(event: Joined | Parted | Quit | NickChanged) -> list[Any]:
+    """A notice of a room as an "n" event on the channel."""
+    who = event.who
+    if isinstance(event, Joined):
+        return ["n", event.room, "join", event.time, who.nick, who.face]
+    if isinstance(event, Parted):
+        return ["n", event.room, "part", event.time, who.nick, who.face, event.reason]
+    if isinstance(event, Quit):
+        return ["n", event.room, "quit", event.time, who.nick, who.face, event.reason]
+    return ["n", event.room, "nick", event.time, who.nick, who.face, event.nick, event.reason]
+
+
+def noticeEvent(wire: list[Any]) -> Joined | Parted | Quit | NickChanged:
+    """The event of an "n" event that :func:`checkEvent` passed."""
+    _, room, what, when, nick, face, *rest = wire
+    who = Who(nick, face)
+    if what == "join":
+        return Joined(room, who, when)
+    if what == "part":
+        return Parted(room, who, when, rest[0])
+    if what == "quit":
+        return Quit(room, who, when, rest[0])
+    return NickChanged(room, who, rest[0], when, rest[1])
+
+
+def noticeSubject(wire: list[Any]) -> tuple[str, bool]:
     """
-    The member (casefolded nick) a notice for ``room`` is about, and whether
-    its name may be free by the time the notice arrives (it left); BadEvent
-    for a text that is none of the notices a server sends.
+    The member (casefolded nick) a checked "n" event is about, and whether
+    its name may be free by the time the notice arrives (it left).
     """
-    joined = _JOINED.fullmatch(text)
-    if joined and joined[2] == room:
-        return joined[1].casefold(), False
-    left = _LEFT.fullmatch(text)
-    if left and left[2] == room:
-        return left[1].casefold(), True
-    renamed = _RENAMED.fullmatch(text)
-    if renamed:
-        return renamed[1].casefold(), False
-    raise BadEvent("a notice that is not one a server sends (joined, left, is now known as)")
+    what = wire[2]
+    if what == "nick":
+        return wire[6].casefold(), False
+    return wire[4].casefold(), what in ("part", "quit")
 
 
 def _exactly(event: list[Any], size: int) -> list[Any]:
@@ -413,18 +431,23 @@ def checkEvent(event: Any) -> list[Any]:
         raise BadEvent("an event that is not a list")
     kind = event[0]
     if kind == "m":
-        _, room, when, nick, how, text = _exactly(event, 6)
+        _, room, when, nick, how, text, face = _exactly(event, 7)
         if how not in ("say", "me"):
             raise BadEvent("a message neither said nor acted")
-        return ["m", _room(room), _time(when), _nick(nick), how, _text(text)]
+        return ["m", _room(room), _time(when), _nick(nick), how, _text(text), _face(face)]
     if kind == "n":
-        _, room, text = _exactly(event, 3)
-        room, text = _room(room), _notice(text)
-        noticeSubject(room, text)
-        return ["n", room, text]
+        what = event[2] if len(event) > 2 else None
+        if not isinstance(what, str) or what not in _NOTICE_FIELDS:
+            raise BadEvent("a notice that is not one a server sends (join, part, quit, nick)")
+        _, room, what, when, nick, face, *rest = _exactly(event, _NOTICE_FIELDS[what])
+        checked = ["n", _room(room), what, _time(when), _nick(nick), _face(face)]
+        if what == "nick":
+            checked.append(_nick(rest.pop(0)))
+        checked.extend(_text(reason, MAX_REASON) for reason in rest)
+        return checked
     if kind == "p":
-        _, node, key, when, sender, text = _exactly(event, 6)
-        return ["p", _node(node), _nick(key).casefold(), _time(when), _nick(sender), _text(text)]
+        _, node, key, when, sender, text, face = _exactly(event, 7)
+        return ["p", _node(node), _nick(key).casefold(), _time(when), _nick(sender), _text(text), _face(face)]
     if kind == "x":
         _, node, key = _exactly(event, 3)
         return ["x", _node(node), _nick(key).casefold()]
@@ -711,7 +734,7 @@ class RedisChatBus:
             self._lossesOver()
             if self._wasLinked:
                 log.info("cluster: link to Redis restored")
-                self.hub.announce(LINK_RESTORED.removeprefix("*** "))
+                self.hub.announce(LINK_RESTORED)
             self._wasLinked = True
             for key in lost or []:
                 self._takenMeanwhile(key.decode() if isinstance(key, bytes) else key)
@@ -736,7 +759,7 @@ class RedisChatBus:
             self._heartbeat.stop()
         wasLinked, self.linked = self.linked, False
         if wasLinked and not self.stopping:
-            self.hub.announce(LINK_LOST.removeprefix("*** "))
+            self.hub.announce(LINK_LOST)
 
     def _beat(self) -> None:
         def checked(alone: Any) -> Any:
@@ -779,7 +802,9 @@ class RedisChatBus:
         member = self.hub.nicks.get(key)
         if member is None:
             return
-        self.hub.tell(member, f"*** your name {member.nick} was taken on another server while the link was down\n")
+        self.hub.tell(member, ServerNotice(
+            f"your name {member.nick} was taken on another server while the link was down"
+        ))
         self.hub.identities.discard(key)
         self.hub.evict(member)
 
@@ -852,7 +877,7 @@ class RedisChatBus:
         if not isinstance(claim, bytes) or b"\t" not in claim:
             return None
         holder = claim.split(b"\t", 1)[0].decode("utf-8", "replace")
-        event = ["p", holder, key, when, member.nick, text]
+        event = ["p", holder, key, when, member.nick, text, faceOf(member).name]
         payload = self._signed(json.dumps({"n": self.node, "t": when, "e": [event]}))
         lostAfter = self._lostAfter()
         try:
@@ -870,19 +895,21 @@ class RedisChatBus:
 
     # -- lines for the other servers --------------------------------------------
 
-    def said(self, room: str, entry: Entry, sender: Member) -> None:
+    def said(self, event: Message | Action, sender: Member) -> None:
         if not self.linked:
             self._notShared([["m"]], [sender], "link down")
             return
-        self._batch.append(["m", room, *entry])
-        self._batchHistory += (room, json.dumps(entry))
+        how = "me" if isinstance(event, Action) else "say"
+        nick = event.sender.nick
+        self._batch.append(["m", event.room, event.time, nick, how, event.text, event.sender.face])
+        self._batchHistory += (event.room, json.dumps([event.time, nick, how, event.text]))
         self._batchSenders.append(sender)
         self._schedule()
 
-    def noticed(self, room: str, text: str) -> None:
+    def noticed(self, event: Joined | Parted | Quit | NickChanged) -> None:
         if not self.linked or self.hub.closing:
             return
-        self._batch.append(["n", room, text])
+        self._batch.append(noticeWire(event))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -947,7 +974,7 @@ class RedisChatBus:
         self.dropped += len(batch)
         for sender in dict.fromkeys(senders):
             if sender in self.hub.present:
-                self.hub.tell(sender, NOT_SHARED)
+                self.hub.tell(sender, ServerNotice(NOT_SHARED))
 
     # -- what the others say ----------------------------------------------------
     #
@@ -980,7 +1007,7 @@ class RedisChatBus:
             if origin not in self.knownNodes:
                 questions.append(("", False))
             if self.secret is None:  # (signed: its server vouches for it)
-                questions += [noticeSubject(event[1], event[2]) for event in events if event[0] == "n"]
+                questions += [noticeSubject(event) for event in events if event[0] == "n"]
         if questions or origin in self._held:
             self._hold(origin, (sent, events, streamIds), questions)
         else:
@@ -1069,16 +1096,17 @@ class RedisChatBus:
         if kind == "g":  # from whichever server noticed, this one included: Redis has the facts
             self._gone(event[1], event[2], event[3])
         elif kind == "m":
-            entry = Entry(event[2], event[3], event[4], event[5])
-            self.history.arrived(event[1], next(streamIds, ""), entry)
+            _, room, when, nick, how, text, face = event
+            self.history.arrived(room, next(streamIds, ""), Entry(when, nick, how, text))
             if not mine:
-                hub.remoteEntry(event[1], entry)
+                said = Action if how == "me" else Message
+                hub.remoteEvent(room, said(room, Who(nick, face), text, when))
         elif mine:
             return
         elif kind == "n":
-            hub.remoteNotice(event[1], event[2])
+            hub.remoteEvent(event[1], noticeEvent(event))
         elif kind == "p" and event[1] == self.node:
-            hub.remotePrivate(event[2], event[3], event[4], event[5])
+            hub.remotePrivate(event[2], Who(event[4], event[6]), event[3], event[5])
         elif kind == "x" and event[1] == self.node:
             self._giveUp(origin, event[2])
         else:
@@ -1122,8 +1150,9 @@ class RedisChatBus:
                 self._complain("cluster: ignored news that {node} is gone: its heartbeat is alive", node=node)
                 return
             self.knownNodes.discard(node)
+            now = self.reactor.seconds()
             for nick, room in members:
-                self.hub.remoteNotice(room, f"*** {nick} left {room} ({reason})\n")
+                self.hub.remoteEvent(room, Quit(room, Who(nick), now, reason))
 
         command.execute_command("GET", f"{self.prefix}alive:{node}").addCallback(check).addErrback(
             lambda failure: self._complain("cluster: could not check that {node} is gone: {reason}",

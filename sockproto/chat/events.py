@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from zope.interface import Attribute, Interface
 
@@ -439,6 +439,14 @@ class Goodbye(ChatEvent):
 # -- who is told ----------------------------------------------------------------------
 
 
+class Recipient(Protocol):
+    """What a face may use of a member it renders an event for (:class:`IChatMember`, for type checks)."""
+
+    nick: str
+
+    def send(self, data: bytes) -> None: ...
+
+
 class IChatFace(Interface):
     """
     One way of showing the chat to clients (line text, JSON, IRC): renders events as bytes.
@@ -450,7 +458,7 @@ class IChatFace(Interface):
 
     name = Attribute("The face's name, lower case (``line``, ``web``, ``irc``): user and host of its members' masks")
 
-    def render(event: ChatEvent, recipient: IChatMember | None) -> bytes:
+    def render(event: ChatEvent, recipient: Recipient | None) -> bytes:
         """
         The bytes that tell a member of this face about ``event``.
 
@@ -462,7 +470,7 @@ class IChatFace(Interface):
         :return: whole lines (or frames), possibly empty (not shown on this face).
         """
 
-    def membersChanged(room: str, members: Iterable[IChatMember]) -> None:
+    def membersChanged(room: str, members: Iterable[Recipient]) -> None:
         """
         A batch written to ``members`` (this face's members of ``room``)
         changed who is in the room (a join, part, quit, nick change, kick).

@@ -1,11 +1,14 @@
 """The chat itself: members, nicknames, rooms, history and fair fan-out.
 
 Nothing here knows about sockets.  A member is anything with a ``nick``, a
-``room`` and a ``send(bytes)``; the hub formats each message once, appends it
-to its room's batch, and at the end of the reactor turn writes every member
-one buffer holding all it should see (its own messages left out).  Anything
-addressed to a single member first flushes that member's room, so each
-member sees events in the order the hub handled them.
+``room``, a ``send(bytes)`` and a ``face`` (:class:`sockproto.chat.events.IChatFace`;
+the line face if it has none).  The hub says what happened with the events of
+:mod:`sockproto.chat.events`: each event of a room goes into the room's batch,
+and at the end of the reactor turn each face renders each event of the batch
+once, and every member is written one buffer holding all it should see (its
+own messages left out).  Anything addressed to a single member first flushes
+that member's room, so each member sees events in the order the hub handled
+them.
 """
 
 from __future__ import annotations
@@ -17,8 +20,26 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from sockproto.chat.bus import IChatBus, LocalBus
+from sockproto.chat.events import (
+    Action,
+    ChatEvent,
+    IChatFace,
+    Joined,
+    Message,
+    NickChanged,
+    Parted,
+    PrivateMessage,
+    Quit,
+    Recipient,
+    ServerNotice,
+    Who,
+)
+from sockproto.chat.events import (
+    History as HistoryEvent,
+)
 from sockproto.chat.history import Entry, History
-from sockproto.chat.text import Stamper, counted, validNick, validRoom
+from sockproto.chat.lineface import LINE_FACE
+from sockproto.chat.text import validNick, validRoom
 
 LOBBY = "#lobby"
 HISTORY_DEFAULT = 20
@@ -48,26 +69,65 @@ def settled(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
     return d
 
 
-class Member(Protocol):
-    """A chat client as the hub knows it: its nick, its room, its face (how it is connected) and its login, if any."""
+class Member(Recipient, Protocol):
+    """
+    A chat client as the hub knows it: its nick, its room, and a way to
+    write (:class:`sockproto.chat.events.IChatMember`; its ``face`` may be
+    missing: the line face).
+    """
 
-    nick: str
     room: Room | None
 
-    def send(self, data: bytes) -> None: ...
+
+def faceOf(member: Member) -> IChatFace:
+    """The face that renders what ``member`` is told: its own, or the line face."""
+    face: IChatFace = getattr(member, "face", LINE_FACE)
+    return face
+
+
+def who(member: Member) -> Who:
+    """``member``'s identity, as events name it."""
+    return Who(member.nick, faceOf(member).name)
+
+
+def entryEvent(room: str, entry: Entry) -> Message | Action:
+    """A message of the history as the event it was (its sender's face is not kept)."""
+    event = Action if entry.kind == "me" else Message
+    return event(room, Who(entry.nick), entry.text, entry.time)
 
 
 class Room:
-    """A room: its members here and the last messages said in it (for history on join)."""
+    """
+    A room: its members, and the events of this reactor turn not yet written to them.
 
-    __slots__ = ("name", "members", "batch", "batchSenders", "dirty")
+    ``faces`` holds the members again, by face: a batch is rendered once per face.
+    """
+
+    __slots__ = ("name", "members", "faces", "batch", "batchSenders", "dirty")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: dict[Member, None] = {}  # insertion-ordered set
-        self.batch: list[bytes] = []
+        self.faces: dict[IChatFace, dict[Member, None]] = {}
+        self.batch: list[ChatEvent] = []
         self.batchSenders: list[Member | None] = []
         self.dirty = False
+
+    def add(self, member: Member) -> None:
+        self.members[member] = None
+        face = faceOf(member)
+        members = self.faces.get(face)
+        if members is None:
+            members = self.faces[face] = {}
+        members[member] = None
+
+    def remove(self, member: Member) -> None:
+        if self.members.pop(member, False) is None:
+            face = faceOf(member)
+            members = self.faces[face]
+            del members[member]
+            if not members:
+                del self.faces[face]
 
 
 class ChatHub:
@@ -89,7 +149,6 @@ class ChatHub:
         self.history = history
         self.maxRooms = maxRooms
         self.historyOnJoin = historyOnJoin
-        self.stamp = Stamper()
         self.rooms: dict[str, Room] = {}
         self.nicks: dict[str, Member] = {}  # casefolded nick -> member
         self.present: dict[Member, None] = {}  # members who entered and have not left
@@ -109,7 +168,8 @@ class ChatHub:
 
     # -- arriving and leaving -------------------------------------------------
 
-    def enter(self, member: Member, identity: str | None = None, greeting: bytes = b"") -> defer.Deferred[None]:
+    def enter(self, member: Member, identity: str | None = None,
+              greeting: ChatEvent | None = None) -> defer.Deferred[None]:
         """
         Let a member in: as ``identity`` (a logged-in user or a certificate's
         name, which no one else may hold, on any server), or as a new
@@ -132,12 +192,12 @@ class ChatHub:
             squatter = self.nicks.get(key)
             if squatter is not None:
                 if squatterNick is not None:
-                    self._rename(squatter, squatterNick, "(name reserved)")
+                    self._rename(squatter, squatterNick, "name reserved")
                 else:
                     self.evict(squatter)
             self.identities.add(key)
-            if greeting:
-                member.send(greeting)
+            if greeting is not None:
+                member.send(faceOf(member).render(greeting, member))
             self._admit(member, identity)
 
         return settled(self.bus.claimIdentity(member, identity).addCallback(claimed))
@@ -157,7 +217,7 @@ class ChatHub:
 
         def renamed(nick: str) -> None:
             if squatter in self.present:
-                self._rename(squatter, nick, "(name reserved)")
+                self._rename(squatter, nick, "name reserved")
 
         self.bus.claimGuest(self._guestNick(), squatter).addCallback(renamed)
 
@@ -173,10 +233,10 @@ class ChatHub:
         room = member.room
         if room is not None:
             self._flushRoom(room)
-            room.members.pop(member, None)
+            room.remove(member)
             member.room = None
             if not self.closing:  # when everyone is leaving, no notices
-                self._notice(room, f"*** {member.nick} left {room.name} ({reason})\n")
+                self._notice(room, Quit(room.name, who(member), self.clock.seconds(), reason))
             self._forget(room)
         self.bus.release(member, room.name if room is not None else None)
 
@@ -191,30 +251,31 @@ class ChatHub:
 
     def say(self, member: Member, text: str) -> None:
         """A message to the member's room; everyone else there gets it at the end of the turn."""
-        self._speak(member, "say", text)
+        self._speak(member, Message, "say", text)
 
     def act(self, member: Member, text: str) -> None:
         """``/me text``."""
-        self._speak(member, "me", text)
+        self._speak(member, Action, "me", text)
 
-    def _speak(self, member: Member, kind: str, text: str) -> None:
+    def _speak(self, member: Member, event: type[Message | Action], kind: str, text: str) -> None:
         room = member.room
         if room is None:
             raise ChatError("you are not in a room")
-        entry = Entry(self.clock.seconds(), member.nick, kind, text)
-        self._post(room, self.formatEntry(entry).encode(), member)
-        self.history.record(room.name, *entry)
-        self.bus.said(room.name, entry, member)
+        now = self.clock.seconds()
+        said = event(room.name, who(member), text, now)
+        self._post(room, said, member)
+        self.history.record(room.name, now, member.nick, kind, text)
+        self.bus.said(said, member)
         self.messages += 1
 
     def privateMessage(self, member: Member, nick: str, text: str) -> defer.Deferred[None]:
         """``/msg``: to a member here at once, else through the bus to whichever server has ``nick``."""
         now = self.clock.seconds()
-        stamp = self.stamp(now)
+        sender = who(member)
         target = self.nicks.get(nick.casefold())
         if target is not None:
-            self.tell(target, f"{stamp}*{member.nick}* {text}\n")
-            self.tell(member, f"{stamp}-> *{target.nick}* {text}\n")
+            self.tell(target, PrivateMessage(sender, target.nick, text, now))
+            self.tell(member, PrivateMessage(sender, target.nick, text, now, echo=True))
             self.messages += 1
             self.deliveries += 1
             return defer.succeed(None)
@@ -223,16 +284,16 @@ class ChatHub:
             if holder is None:
                 raise ChatError(f"no such nickname: {nick}")
             if member in self.present:
-                self.tell(member, f"{stamp}-> *{holder}* {text}\n")
+                self.tell(member, PrivateMessage(sender, holder, text, now, echo=True))
             self.messages += 1
 
         return settled(self.bus.privateTo(member, nick, now, text).addCallback(sent))
 
-    def tell(self, member: Member, text: str) -> None:
-        """Send one member something of its own, in order with what its room saw before."""
+    def tell(self, member: Member, event: ChatEvent) -> None:
+        """Tell one member something of its own, in order with what its room saw before."""
         if member.room is not None and member.room.batch:
             self._flushRoom(member.room)
-        member.send(text.encode())
+        member.send(faceOf(member).render(event, member))
 
     # -- nicknames and rooms --------------------------------------------------
 
@@ -258,18 +319,19 @@ class ChatHub:
 
         return settled(self.bus.claimNick(member, nick).addCallback(claimed))
 
-    def _rename(self, member: Member, nick: str, note: str) -> None:
-        old = member.nick
-        if self.nicks.get(old.casefold()) is member:
-            del self.nicks[old.casefold()]
+    def _rename(self, member: Member, nick: str, reason: str) -> None:
+        old = who(member)
+        if self.nicks.get(old.nick.casefold()) is member:
+            del self.nicks[old.nick.casefold()]
         self.nicks[nick.casefold()] = member
         member.nick = nick
-        text = f"*** {old} is now known as {nick}{' ' + note if note else ''}\n"
-        if member.room is not None:
-            self._flushRoom(member.room)
-            self._notice(member.room, text)
+        room = member.room
+        event = NickChanged(room.name if room is not None else None, old, nick, self.clock.seconds(), reason)
+        if room is not None:
+            self._flushRoom(room)
+            self._notice(room, event)
         else:
-            member.send(text.encode())
+            member.send(faceOf(member).render(event, member))
 
     def join(self, member: Member, name: str) -> defer.Deferred[None]:
         if not validRoom(name):
@@ -285,9 +347,9 @@ class ChatHub:
                 return  # gone, or moved meanwhile
             if old is not None:
                 self._flushRoom(old)
-                del old.members[member]
+                old.remove(member)
                 member.room = None
-                self._notice(old, f"*** {member.nick} left {old.name}\n")
+                self._notice(old, Parted(old.name, who(member), self.clock.seconds()))
                 self._forget(old)
             self._join(member, self._room(name))
 
@@ -295,9 +357,9 @@ class ChatHub:
 
     def _join(self, member: Member, room: Room) -> None:
         self._flushRoom(room)  # what was said before is not for the newcomer
-        room.members[member] = None
+        room.add(member)
         member.room = room
-        self._notice(room, f"*** {member.nick} joined {room.name}\n")
+        self._notice(room, Joined(room.name, who(member), self.clock.seconds()))
         self.replay(member, self.historyOnJoin, quiet=True)
 
     def _room(self, name: str) -> Room:
@@ -337,26 +399,20 @@ class ChatHub:
         if room is None:
             raise ChatError("you are not in a room")
         entries = self.history.recent(room.name, min(count, HISTORY_MAX))
-        if not entries:
-            if not quiet:
-                self.tell(member, f"*** no messages in {room.name} yet\n")
+        if not entries and quiet:
             return
-        lines = [f"*** last {counted(len(entries), 'message')} in {room.name}:\n"]
-        lines.extend(self.formatEntry(entry) for entry in entries)
-        lines.append(f"*** end of history of {room.name}\n")
-        self.tell(member, "".join(lines))
-
-    def formatEntry(self, entry: Entry) -> str:
-        stamp = self.stamp(entry.time)
-        if entry.kind == "me":
-            return f"{stamp}* {entry.nick} {entry.text}\n"
-        return f"{stamp}<{entry.nick}> {entry.text}\n"
+        self.tell(member, HistoryEvent(room.name, tuple(entryEvent(room.name, entry) for entry in entries)))
 
     def announce(self, text: str) -> None:
         """A notice to everyone (e.g. the server going down), written at once."""
-        data = f"*** {text}\n".encode()
+        event = ServerNotice(text)
+        rendered: dict[IChatFace, bytes] = {}
         self.flush()
         for member in list(self.present):
+            face = faceOf(member)
+            data = rendered.get(face)
+            if data is None:
+                data = rendered[face] = face.render(event, None)
             member.send(data)
 
     def shutdown(self, text: str) -> None:
@@ -366,23 +422,18 @@ class ChatHub:
 
     # -- from other servers ---------------------------------------------------
 
-    def remoteEntry(self, room: str, entry: Entry) -> None:
-        """A message said on another server, for this server's members of ``room``."""
+    def remoteEvent(self, room: str, event: ChatEvent) -> None:
+        """An event of ``room`` on another server (a message, a join...), for this server's members there."""
         local = self.rooms.get(room)
         if local is not None and local.members:
-            self._post(local, self.formatEntry(entry).encode())
+            self._post(local, event)
 
-    def remoteNotice(self, room: str, text: str) -> None:
-        local = self.rooms.get(room)
-        if local is not None and local.members:
-            self._post(local, text.encode())
-
-    def remotePrivate(self, key: str, when: float, sender: str, text: str) -> bool:
+    def remotePrivate(self, key: str, sender: Who, when: float, text: str) -> bool:
         """A private message from another server's member; False if ``key`` is not here (any more)."""
         target = self.nicks.get(key)
         if target is None:
             return False
-        self.tell(target, f"{self.stamp(when)}*{sender}* {text}\n")
+        self.tell(target, PrivateMessage(sender, target.nick, text, when))
         self.deliveries += 1
         return True
 
@@ -391,13 +442,13 @@ class ChatHub:
 
     # -- fan-out --------------------------------------------------------------
 
-    def _notice(self, room: Room, text: str) -> None:
+    def _notice(self, room: Room, event: Joined | Parted | Quit | NickChanged) -> None:
         """A notice to everyone in ``room``, here and on the other servers."""
-        self._post(room, text.encode())
-        self.bus.noticed(room.name, text)
+        self._post(room, event)
+        self.bus.noticed(event)
 
-    def _post(self, room: Room, data: bytes, sender: Member | None = None) -> None:
-        room.batch.append(data)
+    def _post(self, room: Room, event: ChatEvent, sender: Member | None = None) -> None:
+        room.batch.append(event)
         room.batchSenders.append(sender)
         if not room.dirty:
             room.dirty = True
@@ -425,20 +476,31 @@ class ChatHub:
         senders = room.batchSenders
         room.batch = []
         room.batchSenders = []
-        everything = b"".join(batch) if len(batch) > 1 else batch[0]
         speakers = set(senders)
         count = len(batch)
+        changed = any(event.membership for event in batch)
         delivered = 0
-        for member in list(room.members):
-            if member in speakers:
-                own = senders.count(member)
-                if own == count:
-                    continue
-                member.send(b"".join([d for d, s in zip(batch, senders, strict=True) if s is not member]))
-                delivered += count - own
+        for face, members in list(room.faces.items()):
+            # Each event rendered once for this face; the same bytes go to every member of it here.
+            render = face.render
+            if count == 1:
+                rendered = [render(batch[0], None)]
+                everything = rendered[0]
             else:
-                member.send(everything)
-                delivered += count
+                rendered = [render(event, None) for event in batch]
+                everything = b"".join(rendered)
+            for member in list(members):
+                if member in speakers:
+                    own = senders.count(member)
+                    if own == count:
+                        continue
+                    member.send(b"".join([d for d, s in zip(rendered, senders, strict=True) if s is not member]))
+                    delivered += count - own
+                else:
+                    member.send(everything)
+                    delivered += count
+            if changed:
+                face.membersChanged(room.name, members)
         self.deliveries += delivered
 
     def stats(self) -> dict[str, int]:

@@ -11,7 +11,22 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sockproto.chat.events import (
+    ChatEvent,
+    Goodbye,
+    Help,
+    IChatFace,
+    LoggedIn,
+    MemberList,
+    Membership,
+    Refusal,
+    RoomInfo,
+    RoomList,
+    ServerNotice,
+    Welcome,
+)
 from sockproto.chat.hub import HISTORY_DEFAULT, HISTORY_MAX, ChatError, ChatHub, Room
+from sockproto.chat.lineface import LINE_FACE
 from sockproto.chat.login import IChatUser, LoginGate, LoginRefused
 from sockproto.chat.text import clean, counted, decode
 from sockproto.interfaces import IReloadable
@@ -26,19 +41,19 @@ log = Logger()
 #: Seconds after a line is dropped by flood control before the sender is told how many were (a paste is one count).
 FLOOD_REPORT_DELAY = 1.0
 
-HELP = """\
-*** Commands:
-***   text            say text to your room (//text says /text)
-***   /nick NAME      change your nickname
-***   /join #room     leave your room and enter another
-***   /rooms          list rooms and how many are in each
-***   /list, /who     list the nicknames in your room
-***   /msg NICK text  private message
-***   /me text        action
-***   /history [N]    the last N messages of your room (default 20, at most 500)
-***   /login NAME PASSWORD   log in, where the server asks for it
-***   /quit [reason]  leave
-"""
+#: The commands of /help: usage, and what it does.
+COMMANDS = (
+    ("text", "say text to your room (//text says /text)"),
+    ("/nick NAME", "change your nickname"),
+    ("/join #room", "leave your room and enter another"),
+    ("/rooms", "list rooms and how many are in each"),
+    ("/list, /who", "list the nicknames in your room"),
+    ("/msg NICK text", "private message"),
+    ("/me text", "action"),
+    ("/history [N]", "the last N messages of your room (default 20, at most 500)"),
+    ("/login NAME PASSWORD", "log in, where the server asks for it"),
+    ("/quit [reason]", "leave"),
+)
 
 
 def looksBinary(raw: bytes, text: str) -> bool:
@@ -71,6 +86,8 @@ class ChatProtocol(LineServerProtocol):
     """One chat client."""
 
     factory: ChatFactory
+    #: How what this client is told is rendered (the web face sets its own).
+    face: IChatFace = LINE_FACE
     errorPrefix = "!!! "
     nick = ""
     room: Room | None = None
@@ -113,15 +130,15 @@ class ChatProtocol(LineServerProtocol):
         factory = self.factory
         identity = peerIdentity(self.transport)
         if identity is not None:
-            self.send(f"Welcome to sockproto chat, {identity}! Type /help for commands.\n".encode())
+            self.show(Welcome(identity))
             self._enter(identity)
         elif factory.portal is not None:
-            self.send(b"Welcome to sockproto chat! Please log in: /login NAME PASSWORD\n")
+            self.show(Welcome(loginRequired=True))
         else:
-            self.send(b"Welcome to sockproto chat! Type /help for commands.\n")
+            self.show(Welcome())
             self._enter(None)
 
-    def _enter(self, identity: str | None, greeting: bytes = b"") -> None:
+    def _enter(self, identity: str | None, greeting: ChatEvent | None = None) -> None:
         # In a cluster the name is decided by Redis: what the client sends
         # meanwhile waits, as it does during a login.
         self.awaiting = True
@@ -204,15 +221,19 @@ class ChatProtocol(LineServerProtocol):
         )
         self.transport.abortConnection()
 
-    def reply(self, text: str) -> None:
+    def show(self, event: ChatEvent) -> None:
+        """Tell this client ``event`` at once."""
+        self.send(self.face.render(event, self))
+
+    def reply(self, event: ChatEvent) -> None:
         """An answer for this client alone, after what its room said before."""
         if self.room is not None:
-            self.factory.hub.tell(self, text)
+            self.factory.hub.tell(self, event)
         else:
-            self.send(text.encode())
+            self.show(event)
 
     def error(self, text: str) -> None:
-        self.reply(f"!!! {text}\n")
+        self.reply(Refusal(text))
 
     # -- input ------------------------------------------------------------------
 
@@ -280,7 +301,7 @@ class ChatProtocol(LineServerProtocol):
             self.error(str(e))
 
     def do_help(self, rest: str) -> None:
-        self.reply(HELP) if self.room is not None else self.send(HELP.encode())
+        self.reply(Help(COMMANDS))
 
     def do_nick(self, rest: str) -> None:
         if not rest:
@@ -297,7 +318,7 @@ class ChatProtocol(LineServerProtocol):
 
     def do_rooms(self, rest: str) -> None:
         def show(rooms: list[tuple[str, int]]) -> None:
-            self.reply("*** rooms:\n" + "".join(f"***   {name} ({count})\n" for name, count in rooms))
+            self.reply(RoomList(tuple(RoomInfo(name, count) for name, count in rooms)))
 
         self.answer(self.factory.hub.whenRooms(), show)
 
@@ -305,7 +326,7 @@ class ChatProtocol(LineServerProtocol):
         room = self.room.name if self.room else "?"
 
         def show(names: list[str]) -> None:
-            self.reply(f"*** {len(names)} in {room}: {' '.join(names)}\n")
+            self.reply(MemberList(room, tuple(Membership(nick) for nick in names)))
 
         self.answer(self.factory.hub.whenNames(self), show)
 
@@ -334,7 +355,7 @@ class ChatProtocol(LineServerProtocol):
 
     def do_quit(self, rest: str) -> None:
         reason = clean(rest)[:200].strip() or "quit"
-        self.reply("*** Goodbye!\n")
+        self.reply(Goodbye("Goodbye!", "quit"))
         self.leaveHub(reason)
         self.closeConnection()
 
@@ -366,7 +387,7 @@ class ChatProtocol(LineServerProtocol):
                 return
             log.info("chat login by {user} from {peer}", user=avatar, peer=self.peer)
             # "logged in as" is said once the name is ours (in a cluster, once Redis agrees).
-            self._enter(avatar, greeting=f"*** logged in as {avatar}\n".encode())
+            self._enter(avatar, greeting=LoggedIn(avatar))
             self.releaseHeldLines()
 
         def refused(failure: Any) -> None:
@@ -405,7 +426,7 @@ class ChatProtocol(LineServerProtocol):
     def serverStopping(self) -> None:
         # Members heard it from the hub; tell the ones not logged in yet too.
         if not self.entered:
-            self.send(b"*** the server is going down\n")
+            self.show(ServerNotice("the server is going down"))
         self.closeConnection()
 
     def holdUntilAnswered(self, lines: list[Any]) -> None:
@@ -433,7 +454,7 @@ class ChatProtocol(LineServerProtocol):
             self.factory.hub.leave(self, reason)
 
     def idleTimedOut(self) -> None:
-        self.reply("*** idle too long: goodbye\n")
+        self.reply(Goodbye("idle too long: goodbye", "idle"))
         self.leaveHub("idle")
         self.closeConnection()
 

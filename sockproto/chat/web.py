@@ -3,8 +3,9 @@
 A browser user is a chat client like any other: each WebSocket runs a
 :class:`sockproto.chat.protocol.ChatProtocol` of the chat's own factory
 (same hub, commands, flood control, limits, logins, clean-up, count of
-clients), whose transport turns the chat's output lines into small JSON
-events (docs/web-chat.rst) and whose input is what the page sends.
+clients), whose face (:class:`WebFace`) renders the hub's events
+(:mod:`sockproto.chat.events`) as small JSON objects in WebSocket frames
+(docs/web-chat.rst), and whose input is what the page sends.
 
 WebSocket framing, the handshake, ping/pong and message size limits are
 autobahn's, on twisted.web, which also serves the page: one HTML file, its
@@ -16,8 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +34,22 @@ from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request, Site
 from zope.interface import directlyProvides, implementer, implementer_only
 
+from sockproto.chat.events import (
+    Action,
+    ChatEvent,
+    Help,
+    History,
+    IChatFace,
+    MemberList,
+    Membership,
+    Message,
+    PrivateMessage,
+    Recipient,
+    Refusal,
+    RoomInfo,
+    RoomList,
+)
+from sockproto.chat.lineface import helpLine, noticeText
 from sockproto.chat.protocol import ChatFactory, ChatProtocol
 from sockproto.server.connections import peerName
 from sockproto.server.ratelimit import Episodes
@@ -67,21 +83,6 @@ SECURITY_HEADERS = {
     b"Cache-Control": b"no-store",
 }
 
-_NICK = r"([A-Za-z0-9_-]+)"
-_STAMP = r"\[(\d\d):(\d\d):(\d\d)\] "
-_LINE_KINDS = [
-    (re.compile(f"^{_STAMP}<{_NICK}> (.*)$"), "message"),
-    (re.compile(f"^{_STAMP}\\* {_NICK} (.*)$"), "me"),
-    (re.compile(f"^{_STAMP}-> \\*{_NICK}\\* (.*)$"), "private-to"),
-    (re.compile(f"^{_STAMP}\\*{_NICK}\\* (.*)$"), "private-from"),
-]
-_HISTORY_START = re.compile(r"^\*\*\* last \d+ messages? in (#\S+):$")
-_HISTORY_END = re.compile(r"^\*\*\* end of history of (#\S+)$")
-_ROOM_LINE = re.compile(r"^\*\*\*   (#\S+) \((\d+)\)$")
-_MEMBERS = re.compile(r"^\*\*\* \d+ in (#\S+): ?(.*)$")
-_MEMBERSHIP_CHANGE = re.compile(r"^\*\*\* \S+ (joined|left|is now known as) ")
-
-
 def inPieces(event: dict[str, Any]) -> list[dict[str, Any]]:
     """
     A ``members`` or ``rooms`` event whose list is longer than LIST_PIECE as
@@ -99,12 +100,79 @@ def inPieces(event: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def stampTime(hours: str, minutes: str, seconds: str, now: float) -> float:
-    """The moment a ``[HH:MM:SS]`` stamp (server's local time) stands for: the latest one not after now."""
-    local = time.localtime(now)
-    moment = time.mktime((local.tm_year, local.tm_mon, local.tm_mday, int(hours), int(minutes), int(seconds),
-                          0, 0, -1))
-    return moment - 86400 if moment > now + 60 else moment
+def said(event: Message | Action) -> dict[str, Any]:
+    kind = "me" if isinstance(event, Action) else "message"
+    return {"type": kind, "time": event.time, "nick": event.sender.nick, "text": event.text}
+
+
+def private(event: PrivateMessage) -> dict[str, Any]:
+    if event.echo:
+        return {"type": "private", "time": event.time, "to": event.recipient, "text": event.text}
+    return {"type": "private", "time": event.time, "from": event.sender.nick, "text": event.text}
+
+
+def history(event: History) -> list[dict[str, Any]]:
+    if not event.entries:
+        return [{"type": "notice", "kind": "history", "text": f"no messages in {event.room} yet"}]
+    return [{"type": "history", "room": event.room, "entries": [said(entry) for entry in event.entries]}]
+
+
+def rooms(event: RoomList) -> list[dict[str, Any]]:
+    listed = [
+        {"name": room.name, "count": room.count, "topic": room.topic} if room.topic else
+        {"name": room.name, "count": room.count}
+        for room in event.rooms
+    ]
+    return inPieces({"type": "rooms", "rooms": listed})
+
+
+_OBJECTS: dict[type, Callable[[Any], list[dict[str, Any]]]] = {
+    Message: lambda event: [said(event)],
+    Action: lambda event: [said(event)],
+    PrivateMessage: lambda event: [private(event)],
+    History: history,
+    MemberList: lambda event: inPieces(
+        {"type": "members", "room": event.room, "nicks": [member.nick for member in event.members]}
+    ),
+    RoomList: rooms,
+    Refusal: lambda event: [{"type": "error", "text": event.reason}],
+    Help: lambda event: [{"type": "notice", "kind": "help", "text": "Commands:"}] + [
+        {"type": "notice", "kind": "help", "text": helpLine(usage, what)} for usage, what in event.commands
+    ],
+}
+
+
+def jsonEvents(event: ChatEvent) -> list[dict[str, Any]]:
+    """
+    ``event`` as the page's JSON objects (docs/web-chat.rst): usually one,
+    several for a long list; joins, leaves, server notices and the like are
+    ``notice`` objects with the words a line client reads, and their ``kind``.
+    """
+    objects = _OBJECTS.get(type(event))
+    if objects is not None:
+        return objects(event)
+    return [{"type": "notice", "kind": event.kind, "text": noticeText(event)}]
+
+
+@implementer(IChatFace)
+class WebFace:
+    """The chat's events as JSON objects, each in a WebSocket text frame ready to write."""
+
+    name = "web"
+
+    def __init__(self, frame: Callable[[dict[str, Any]], bytes]) -> None:
+        self.frame = frame
+
+    def render(self, event: ChatEvent, recipient: Recipient | None) -> bytes:
+        objects = jsonEvents(event)
+        if len(objects) == 1:
+            return self.frame(objects[0])
+        return b"".join(self.frame(each) for each in objects)
+
+    def membersChanged(self, room: str, members: Iterable[Recipient]) -> None:
+        for member in members:
+            transport: Any = member.transport  # type: ignore[attr-defined]
+            transport.socket.membershipChanged()
 
 
 _HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?")
@@ -147,78 +215,6 @@ def readMessage(payload: bytes) -> dict[str, Any]:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ValueError("not an object with a type")
     return message
-
-
-class ChatEvents:
-    """Turns the chat's output lines into JSON-ready events, one connection's worth of state."""
-
-    __slots__ = ("clock", "_history", "_rooms")
-
-    def __init__(self, clock: Any) -> None:
-        self.clock = clock
-        self._history: dict[str, Any] | None = None
-        self._rooms: list[dict[str, Any]] | None = None
-
-    @property
-    def idle(self) -> bool:
-        """No block of lines (a room list, a history) is half read: the next lines mean the same to anyone."""
-        return self._history is None and self._rooms is None
-
-    def feed(self, data: bytes) -> tuple[list[dict[str, Any]], bool]:
-        """Events for ``data`` (whole lines), and whether room membership may have changed."""
-        events: list[dict[str, Any]] = []
-        changed = False
-        now = self.clock.seconds()
-        for raw in data.decode("utf-8", "replace").split("\n"):
-            if not raw:
-                continue
-            if self._rooms is not None:
-                room = _ROOM_LINE.match(raw)
-                if room:
-                    self._rooms.append({"name": room[1], "count": int(room[2])})
-                    continue
-                events.extend(inPieces({"type": "rooms", "rooms": self._rooms}))
-                self._rooms = None
-            entry = self._entry(raw, now)
-            if self._history is not None:
-                if entry is not None and entry["type"] in ("message", "me"):
-                    self._history["entries"].append(entry)
-                    continue
-                end = _HISTORY_END.match(raw)
-                if end:
-                    events.append(self._history)
-                    self._history = None
-                    continue
-            if entry is not None:
-                events.append(entry)
-            elif raw.startswith("!!! "):
-                events.append({"type": "error", "text": raw[4:]})
-            elif raw == "*** rooms:":
-                self._rooms = []
-            elif start := _HISTORY_START.match(raw):
-                self._history = {"type": "history", "room": start[1], "entries": []}
-            elif members := _MEMBERS.match(raw):
-                events.extend(inPieces({"type": "members", "room": members[1], "nicks": members[2].split()}))
-            else:
-                text = raw[4:] if raw.startswith("*** ") else raw
-                events.append({"type": "notice", "text": text})
-                changed = changed or bool(_MEMBERSHIP_CHANGE.match(raw))
-        if self._rooms is not None:  # the list ends with the write it came in
-            events.extend(inPieces({"type": "rooms", "rooms": self._rooms}))
-            self._rooms = None
-        return events, changed
-
-    def _entry(self, raw: str, now: float) -> dict[str, Any] | None:
-        for pattern, kind in _LINE_KINDS:
-            match = pattern.match(raw)
-            if match:
-                when = stampTime(match[1], match[2], match[3], now)
-                if kind == "private-to":
-                    return {"type": "private", "time": when, "to": match[4], "text": match[5]}
-                if kind == "private-from":
-                    return {"type": "private", "time": when, "from": match[4], "text": match[5]}
-                return {"type": kind, "time": when, "nick": match[4], "text": match[5]}
-        return None
 
 
 @implementer(interfaces.ITransport, interfaces.IConsumer, interfaces.IPushProducer)
@@ -311,9 +307,9 @@ class WebChatProtocol(WebSocketServerProtocol):
         self.http_response_data = ""
         self.http_headers = {}
         chatFactory = self.factory.chatFactory
-        self.events = ChatEvents(chatFactory.clock)
         transport: Any = self.transport
         chat = chatFactory.buildProtocol(transport.getPeer())
+        chat.face = self.factory.face
         self.chat = chat
         chat.makeConnection(WebTransport(self))
         if interfaces.ISSLTransport.providedBy(self.transport):
@@ -389,6 +385,8 @@ class WebChatProtocol(WebSocketServerProtocol):
         dropped as a slow consumer.
         """
         chat = self.chat
+        if chat is not None and chat.dropped:
+            return False  # dropped already: counted once
         if chat is not None and chat.congested:
             chat.backlog += size
             if chat.backlog > chat.factory.maxOutputBuffer:
@@ -418,36 +416,30 @@ class WebChatProtocol(WebSocketServerProtocol):
                 self.sendData(frame)
 
     def fromChat(self, data: bytes) -> None:
-        factory = self.factory
-        events = self.events
-        if data is factory.lastBatch and events.idle:
-            # The hub writes one buffer to every member of a room: its events
-            # are parsed and framed once, then written to each browser whole.
-            frames, membershipChanged = factory.lastFrames, factory.lastChanged
-        else:
-            parsed, membershipChanged = events.feed(data)
-            frames = b"".join(factory.frame(event) for event in parsed)
-            if events.idle:
-                factory.lastBatch, factory.lastFrames, factory.lastChanged = data, frames, membershipChanged
-        if frames and self.state == self.STATE_OPEN:
-            # Written whole: the factory offers no compression, so a prepared frame is what goes on the wire.
-            self.sendData(frames)
+        """Frames the web face rendered (once for a whole room), written whole."""
+        if data and self.state == self.STATE_OPEN:
+            # The factory offers no compression, so a prepared frame is what goes on the wire.
+            self.sendData(data)
         chat = self.chat
         if chat is None:
             return
         state = (chat.nick, chat.room.name if chat.room is not None else "")
-        moved = state != self._state
-        if moved:
+        if state != self._state:
             self._state = state
             self.event({"type": "state", "nick": state[0], "room": state[1]})
-        if (moved or membershipChanged) and chat.room is not None:
-            # Many joins at once are one member list.  (Not "entered": the
-            # history replayed on entering comes before the hub says so.)
-            delay = REFRESH_DELAY if moved else refreshDelay(len(chat.room.members))
-            if self._refresh is None:
-                self._refresh = chat.factory.clock.callLater(delay, self.refreshMembers)
-            elif moved:  # one's own room's list does not wait for a big room's
-                self._refresh.reset(delay)
+            if chat.room is not None:
+                # (Not "entered": the history replayed on entering comes before the hub says so.)
+                if self._refresh is None:
+                    self._refresh = chat.factory.clock.callLater(REFRESH_DELAY, self.refreshMembers)
+                else:  # one's own room's list does not wait for a big room's
+                    self._refresh.reset(REFRESH_DELAY)
+
+    def membershipChanged(self) -> None:
+        """Someone joined or left this user's room: its member list follows, many changes at once in one list."""
+        chat = self.chat
+        if chat is not None and not chat.dropped and chat.room is not None and self._refresh is None:
+            delay = refreshDelay(len(chat.room.members))
+            self._refresh = chat.factory.clock.callLater(delay, self.refreshMembers)
 
     def refreshMembers(self) -> None:
         """Send the member list of this user's room (and the room list, whose counts changed too)."""
@@ -460,7 +452,7 @@ class WebChatProtocol(WebSocketServerProtocol):
 
         def show(nicks: list[str]) -> None:
             if self.chat is not None:
-                for piece in inPieces({"type": "members", "room": room, "nicks": nicks}):
+                for piece in jsonEvents(MemberList(room, tuple(Membership(nick) for nick in nicks))):
                     self.event(piece)
 
         chat.factory.hub.whenNames(chat).addCallback(show).addErrback(
@@ -471,10 +463,9 @@ class WebChatProtocol(WebSocketServerProtocol):
         chat = self.chat
         if chat is None or not chat.entered:
             return
-        def show(rooms: list[tuple[str, int]]) -> None:
+        def show(listed: list[tuple[str, int]]) -> None:
             if self.chat is not None:
-                listed = [{"name": name, "count": count} for name, count in rooms]
-                for piece in inPieces({"type": "rooms", "rooms": listed}):
+                for piece in jsonEvents(RoomList(tuple(RoomInfo(name, count) for name, count in listed))):
                     self.event(piece)
 
         chat.factory.hub.whenRooms().addCallback(show).addErrback(
@@ -492,10 +483,8 @@ class WebChatFactory(WebSocketServerFactory):
     def __init__(self, chatFactory: ChatFactory, origins: list[str]) -> None:
         WebSocketServerFactory.__init__(self, server="sockproto")
         self.chatFactory = chatFactory
-        #: The last buffer the hub wrote, with its events framed: see WebChatProtocol.fromChat.
-        self.lastBatch: bytes | None = None
-        self.lastFrames = b""
-        self.lastChanged = False
+        #: How the hub's events are shown to this factory's browsers.
+        self.face = WebFace(self.frame)
         self.origins = {origin.rstrip("/").lower() for origin in origins}
         # A message holds one line: the chat's longest line, with room for JSON escapes.
         self.setProtocolOptions(
