@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from sockproto.chat import events
 from sockproto.chat.events import (
     UNKNOWN_FACE,
+    Action,
     ChatEvent,
     Joined,
     Membership,
     Message,
     NickChanged,
+    Parted,
+    PrivateMessage,
+    Quit,
+    ServerNotice,
     Who,
     membershipChanged,
 )
+from sockproto.chat.events import History as HistoryEvent
+from sockproto.chat.history import MEMORY, History
+from sockproto.chat.hub import ChatHub
+from tests.test_chat import FakeMember
 
 
 class WhoTests(unittest.TestCase):
@@ -40,11 +48,13 @@ class EventTests(unittest.TestCase):
         self.assertEqual(len(kinds), len(set(kinds)))
         self.assertNotIn("", kinds)
 
-    def test_immutable(self):
-        """Events are values: a face may cache what it renders of one."""
+    def test_values(self):
+        """Events are values: equal when what happened is the same, and of no other kind."""
         message = Message("#lobby", Who("bob", "line"), "hi", 1.5)
-        self.assertRaises(dataclasses.FrozenInstanceError, setattr, message, "text", "changed")
         self.assertEqual(message, Message("#lobby", Who("bob", "line"), "hi", 1.5))
+        self.assertNotEqual(message, Message("#lobby", Who("bob", "web"), "hi", 1.5))
+        self.assertNotEqual(message, Action("#lobby", Who("bob", "line"), "hi", 1.5))
+        self.assertFalse(hasattr(message, "__dict__"))  # slots: small, quick to make
 
     def test_membership(self):
         """Joins and nick changes change who is in a room; messages do not."""
@@ -58,3 +68,146 @@ class EventTests(unittest.TestCase):
         """A member list entry has IRC's prefix for its highest status."""
         self.assertEqual([Membership("a", operator=True, voiced=True).prefix, Membership("b", voiced=True).prefix,
                           Membership("c").prefix], ["@", "+", ""])
+
+
+class RecordingFace:
+    """A face that records what it is asked to render, and renders each event as its kind."""
+
+    name = "rec"
+
+    def __init__(self) -> None:
+        self.rendered: list[tuple[ChatEvent, object]] = []
+        self.changed: list[tuple[str, list[str]]] = []
+
+    def render(self, event, recipient):
+        self.rendered.append((event, recipient))
+        return event.kind.encode() + b";"
+
+    def membersChanged(self, room, members):
+        self.changed.append((room, sorted(m.nick for m in members)))
+
+    def take(self) -> list[tuple[ChatEvent, object]]:
+        found, self.rendered = self.rendered, []
+        return found
+
+
+class RecordingMember:
+    def __init__(self, face) -> None:
+        self.nick = ""
+        self.room = None
+        self.face = face
+        self.writes: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def take(self) -> list[bytes]:
+        found, self.writes = self.writes, []
+        return found
+
+
+class HubEventTests(unittest.TestCase):
+    """The hub tells its members what happened as events, rendered once per face for a room."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.hub = ChatHub(self.clock, History(MEMORY, self.clock))
+        self.face = RecordingFace()
+        self.a, self.b, self.c = (RecordingMember(self.face) for _ in range(3))
+        self.line = FakeMember()
+        for member in (self.a, self.b, self.c, self.line):
+            self.hub.enter(member)
+        self.clock.advance(0)
+        self.face.take()
+        self.face.changed = []
+        for member in (self.a, self.b, self.c):
+            member.take()
+        self.line.lines()
+
+    def test_aRoomsBatchIsRenderedOncePerFace(self) -> None:
+        """Three members of a face, two messages in a turn: two renderings, and one write per member."""
+        self.hub.say(self.a, "one")
+        self.hub.act(self.a, "two")
+        self.clock.advance(0)
+        rendered = self.face.take()
+        self.assertEqual(rendered, [
+            (Message("#lobby", Who("guest1", "rec"), "one", 1000.0), None),
+            (Action("#lobby", Who("guest1", "rec"), "two", 1000.0), None),
+        ])
+        self.assertEqual(self.b.take(), [b"message;action;"])
+        self.assertEqual(self.c.take(), [b"message;action;"])
+        self.assertEqual(self.a.take(), [])  # one's own lines are not sent back
+        self.assertEqual([line[11:] for line in self.line.lines()], ["<guest1> one", "* guest1 two"])
+
+    def test_speakersGetWhatOthersSaid(self) -> None:
+        self.hub.say(self.a, "from a")
+        self.hub.say(self.b, "from b")
+        self.clock.advance(0)
+        self.assertEqual(len(self.face.take()), 2)
+        self.assertEqual((self.a.take(), self.b.take(), self.c.take()),
+                         ([b"message;"], [b"message;"], [b"message;message;"]))
+
+    def test_comingAndGoing(self) -> None:
+        """Joins, parts, quits and nick changes are events naming who, with the face it came through."""
+        self.hub.join(self.a, "#dev")
+        self.hub.changeNick(self.b, "bob")
+        self.hub.leave(self.c, "idle")
+        self.clock.advance(0)
+        events = [event for event, recipient in self.face.take()]
+        self.assertEqual(events, [
+            Parted("#lobby", Who("guest1", "rec"), 1000.0),
+            NickChanged("#lobby", Who("guest2", "rec"), "bob", 1000.0),
+            Quit("#lobby", Who("guest3", "rec"), 1000.0, "idle"),
+            Joined("#dev", Who("guest1", "rec"), 1000.0),
+        ])
+        # Once per batch that changed a room's members (#lobby's is written before each of the
+        # next changes there), with that face's members there.
+        self.assertEqual(self.face.changed, [("#lobby", ["bob", "guest3"]), ("#lobby", ["bob", "guest3"]),
+                                             ("#lobby", ["bob"]), ("#dev", ["guest1"])])
+        self.hub.say(self.b, "no change")
+        self.clock.advance(0)
+        self.assertEqual(len(self.face.changed), 4)
+
+    def test_whatIsForOneMemberIsRenderedForIt(self) -> None:
+        """A private message, its copy, a history: rendered with their recipient (IRC numerics name it)."""
+        self.hub.say(self.line, "before")
+        self.hub.privateMessage(self.line, "guest1", "psst")
+        self.hub.replay(self.b, 5)
+        rendered = self.face.take()
+        self.assertEqual(rendered[1:], [
+            (PrivateMessage(Who("guest4", "line"), "guest1", "psst", 1000.0), self.a),
+            (HistoryEvent("#lobby", (Message("#lobby", Who("guest4"), "before", 1000.0),)), self.b),
+        ])
+        # The room's message came first (in the batch flushed before the private message).
+        self.assertEqual(rendered[0], (Message("#lobby", Who("guest4", "line"), "before", 1000.0), None))
+        self.assertEqual(self.a.take(), [b"message;", b"private;"])
+        self.assertEqual([line[11:] for line in self.line.lines()], ["-> *guest1* psst"])
+
+    def test_announcementsAreRenderedOncePerFace(self) -> None:
+        self.hub.announce("the server is going down")
+        self.assertEqual(self.face.take(), [(ServerNotice("the server is going down"), None)])
+        self.assertEqual([m.take() for m in (self.a, self.b, self.c)], [[b"server;"]] * 3)
+        self.assertEqual(self.line.lines(), ["*** the server is going down"])
+
+
+class ProvidesTests(unittest.TestCase):
+    def test_facesAndMembers(self) -> None:
+        """The line and web faces are IChatFaces; a line client is an IChatMember."""
+        from twisted.internet.testing import StringTransport
+        from zope.interface.verify import verifyObject
+
+        from sockproto.chat.events import IChatFace, IChatMember
+        from sockproto.chat.lineface import LINE_FACE
+        from sockproto.chat.protocol import ChatFactory
+        from sockproto.chat.web import WebChatFactory
+
+        clock = Clock()
+        hub = ChatHub(clock, History(MEMORY, clock))
+        factory = ChatFactory(clock, hub)
+        self.assertTrue(verifyObject(IChatFace, LINE_FACE))
+        self.assertTrue(verifyObject(IChatFace, WebChatFactory(factory, []).face))
+        member = factory.buildProtocol(None)
+        member.makeConnection(StringTransport())
+        self.assertTrue(verifyObject(IChatMember, member))
+        self.assertEqual(member.face, LINE_FACE)

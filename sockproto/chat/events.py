@@ -21,8 +21,9 @@ whole to every member of that face in the room.  Events for one member alone
 member (``recipient`` given), which is where a face that names its recipient
 (IRC numerics do) gets the name from.
 
-Events are immutable values: a face must not keep state about one member in
-them, and may cache what it renders of one.  New kinds of events (moderation:
+Events are values, never changed once made (not frozen dataclasses only
+because a frozen one costs four times as much to make, on every message's
+path): a face must not keep state about one member in them.  New kinds of events (moderation:
 topics, kicks, modes) are new classes; a face that does not know a kind
 renders it from its ``kind`` as it sees fit, and the existing kinds keep their
 rendering, so adding one changes nothing a client sees of the others.
@@ -52,7 +53,7 @@ from zope.interface import Attribute, Interface
 UNKNOWN_FACE = "sockproto"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Who:
     """
     Who did something: a member's nick and the face it is connected through.
@@ -102,7 +103,7 @@ class ChatEvent:
 # -- said in a room -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message(ChatEvent):
     """
     A line said to a room.
@@ -121,7 +122,7 @@ class Message(ChatEvent):
     time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Action(ChatEvent):
     """An action (``/me waves``): as :class:`Message`; ``text`` is the action without the nick."""
 
@@ -133,7 +134,7 @@ class Action(ChatEvent):
     time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PrivateMessage(ChatEvent):
     """
     A private message (``/msg``), to its recipient, or the copy shown to its sender.
@@ -154,7 +155,7 @@ class PrivateMessage(ChatEvent):
     echo: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class History(ChatEvent):
     """
     A replay of a room's recent messages (on joining it, or asked for with ``/history``).
@@ -174,7 +175,7 @@ class History(ChatEvent):
 # -- who comes and goes ---------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Joined(ChatEvent):
     """``who`` entered ``room`` (arriving, or from another room)."""
 
@@ -186,7 +187,7 @@ class Joined(ChatEvent):
     time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Parted(ChatEvent):
     """
     ``who`` left ``room`` for another room, or with ``/part``; still connected.
@@ -203,7 +204,7 @@ class Parted(ChatEvent):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Quit(ChatEvent):
     """
     ``who``, who was in ``room``, is gone from the chat.
@@ -221,7 +222,7 @@ class Quit(ChatEvent):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NickChanged(ChatEvent):
     """
     ``who`` (its old nick) is now known as ``nick``.
@@ -245,7 +246,7 @@ class NickChanged(ChatEvent):
 # -- room state (for moderation; the hub does not send these yet) ----------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TopicChanged(ChatEvent):
     """``who`` set the topic of ``room`` to ``topic`` (``""``: no topic)."""
 
@@ -257,7 +258,7 @@ class TopicChanged(ChatEvent):
     time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Kicked(ChatEvent):
     """``who`` removed ``nick`` from ``room``, for ``reason`` (``""``: none given)."""
 
@@ -271,7 +272,7 @@ class Kicked(ChatEvent):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ModeChanged(ChatEvent):
     """
     ``who`` changed the modes of ``room`` (or of members in it).
@@ -289,7 +290,7 @@ class ModeChanged(ChatEvent):
     time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Away(ChatEvent):
     """To one who messaged ``who``: it is away, saying ``text``."""
 
@@ -301,7 +302,7 @@ class Away(ChatEvent):
 # -- lists ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Membership:
     """
     One member in a :class:`MemberList`.
@@ -321,7 +322,7 @@ class Membership:
         return "@" if self.operator else "+" if self.voiced else ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MemberList(ChatEvent):
     """
     Who is in ``room`` (on every server of a cluster), sorted as shown (case-insensitively).
@@ -334,7 +335,7 @@ class MemberList(ChatEvent):
     members: tuple[Membership, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RoomInfo:
     """
     One room in a :class:`RoomList`.
@@ -349,7 +350,7 @@ class RoomInfo:
     topic: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RoomList(ChatEvent):
     """Every room of the chat, sorted by name (``/rooms``)."""
 
@@ -360,7 +361,7 @@ class RoomList(ChatEvent):
 # -- the server speaking --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Welcome(ChatEvent):
     """
     The first thing a client is told on connecting.
@@ -375,7 +376,7 @@ class Welcome(ChatEvent):
     loginRequired: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoggedIn(ChatEvent):
     """A login succeeded: the member is ``name`` now (it enters the lobby next)."""
 
@@ -383,7 +384,7 @@ class LoggedIn(ChatEvent):
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Help(ChatEvent):
     """
     The commands of the chat (``/help``).
@@ -395,7 +396,7 @@ class Help(ChatEvent):
     commands: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerNotice(ChatEvent):
     """
     The server says something to one member or to all (the server going
@@ -409,7 +410,7 @@ class ServerNotice(ChatEvent):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Refusal(ChatEvent):
     """
     A request refused or input not taken (a bad command, a nick taken, a
@@ -422,7 +423,7 @@ class Refusal(ChatEvent):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Goodbye(ChatEvent):
     """
     The member is being disconnected by the server, and why (``/quit``, idle too long).

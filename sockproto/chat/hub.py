@@ -33,6 +33,7 @@ from sockproto.chat.events import (
     Recipient,
     ServerNotice,
     Who,
+    membershipChanged,
 )
 from sockproto.chat.events import (
     History as HistoryEvent,
@@ -478,7 +479,7 @@ class ChatHub:
         room.batchSenders = []
         speakers = set(senders)
         count = len(batch)
-        changed = any(event.membership for event in batch)
+        changed = membershipChanged(batch)
         delivered = 0
         for face, members in list(room.faces.items()):
             # Each event rendered once for this face; the same bytes go to every member of it here.

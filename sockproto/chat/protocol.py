@@ -16,6 +16,7 @@ from sockproto.chat.events import (
     Goodbye,
     Help,
     IChatFace,
+    IChatMember,
     LoggedIn,
     MemberList,
     Membership,
@@ -82,8 +83,9 @@ class _OutputGauge:
         pass
 
 
+@implementer(IChatMember)
 class ChatProtocol(LineServerProtocol):
-    """One chat client."""
+    """One chat client (a member of the hub: told events, shown them through its ``face``)."""
 
     factory: ChatFactory
     #: How what this client is told is rendered (the web face sets its own).
