@@ -17,6 +17,8 @@ from sockproto.chat.events import (
     Parted,
     PrivateMessage,
     Quit,
+    Refusal,
+    RefusalCode,
     ServerNotice,
     Who,
     membershipChanged,
@@ -211,3 +213,55 @@ class ProvidesTests(unittest.TestCase):
         member.makeConnection(StringTransport())
         self.assertTrue(verifyObject(IChatMember, member))
         self.assertEqual(member.face, LINE_FACE)
+
+
+class RefusalTests(unittest.TestCase):
+    """A refusal says why in words (the line face's ``!!!`` line) and as a code other faces map."""
+
+    def setUp(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from sockproto.chat.protocol import ChatFactory
+
+        self.clock = Clock()
+        self.hub = ChatHub(self.clock, History(MEMORY, self.clock))
+        self.factory = ChatFactory(self.clock, self.hub)
+        self.face = RecordingFace()
+        self.members = []
+        for _ in range(2):
+            member = self.factory.buildProtocol(None)
+            member.face = self.face
+            member.makeConnection(StringTransport())
+            self.members.append(member)
+        self.clock.advance(0)
+        self.face.take()
+
+    def refusals(self, line: bytes) -> list[tuple[str, RefusalCode]]:
+        self.members[0].dataReceived(line + b"\n")
+        return [(event.reason, event.code) for event, _ in self.face.take() if isinstance(event, Refusal)]
+
+    def test_codes(self) -> None:
+        other = self.members[1].nick
+        for line, code in [(b"/nick " + other.encode(), RefusalCode.NICK_IN_USE),
+                           (b"/nick bad!", RefusalCode.BAD_NICK),
+                           (b"/msg nobody hi", RefusalCode.NO_SUCH_NICK),
+                           (b"/join #lobby", RefusalCode.ALREADY_IN_ROOM),
+                           (b"/join #Bad", RefusalCode.BAD_ROOM),
+                           (b"/msg", RefusalCode.USAGE),
+                           (b"/frobnicate", RefusalCode.UNKNOWN_COMMAND),
+                           (b"/login a b", RefusalCode.NO_LOGINS),
+                           (b"x" * 600, RefusalCode.LINE_TOO_LONG),
+                           (b"\x00binary", RefusalCode.BINARY)]:
+            found = self.refusals(line)
+            self.assertEqual([c for _, c in found], [code], line)
+            self.assertTrue(found[0][0], line)  # and in words
+
+    def test_theLineFaceShowsTheWordsOnly(self) -> None:
+        from sockproto.chat.lineface import LINE_FACE
+
+        self.assertEqual(LINE_FACE.render(Refusal("nickname bob is taken", RefusalCode.NICK_IN_USE), None),
+                         b"!!! nickname bob is taken\n")
+
+    def test_everyCodeIsDistinct(self) -> None:
+        values = [code.value for code in RefusalCode]
+        self.assertEqual(len(values), len(set(values)))

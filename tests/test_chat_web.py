@@ -34,6 +34,7 @@ from sockproto.chat.events import (
     PrivateMessage,
     Quit,
     Refusal,
+    RefusalCode,
     RoomInfo,
     RoomList,
     ServerNotice,
@@ -106,9 +107,14 @@ class WebFaceTests(unittest.TestCase):
                                     "text": "hi <b>there</b>"})
         self.assertEqual((found[2]["from"], found[3]["to"]), ("bob", "bob"))
         self.assertEqual(found[4], {"type": "notice", "kind": "join", "text": "carol joined #lobby"})
-        self.assertEqual(found[5]["text"], "nickname bob is taken")
+        self.assertEqual(found[5], {"type": "error", "text": "nickname bob is taken"})
         self.assertEqual(found[6]["text"], "Welcome to sockproto chat! Type /help for commands.")
         self.assertEqual(found[7], {"type": "members", "room": "#lobby", "nicks": ["alice", "bob"]})
+
+    def test_errorsSayWhyAsACode(self) -> None:
+        """A refusal with a code has it in the error: a client can tell "nickname taken" without reading words."""
+        self.assertEqual(events(Refusal("nickname bob is taken", RefusalCode.NICK_IN_USE)),
+                         [{"type": "error", "text": "nickname bob is taken", "code": "nick-in-use"}])
 
     def test_noticesSayWhatLineClientsRead(self) -> None:
         """Every notice has the words of the line face's ``***`` line, and its kind."""

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sockproto.chat.bus import IChatBus
-from sockproto.chat.events import Action, Joined, Message, NickChanged, Parted, Quit, ServerNotice, Who
+from sockproto.chat.events import Action, Joined, Message, NickChanged, Parted, Quit, RefusalCode, ServerNotice, Who
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import HISTORY_MAX, LOBBY, ChatError, faceOf
 from sockproto.chat.text import clean, validNick, validRoom
@@ -869,7 +869,8 @@ class RedisChatBus:
     @defer.inlineCallbacks
     def privateTo(self, member: Member, nick: str, when: float, text: str) -> Any:
         if not self.linked:
-            raise ChatError(f"{nick} is not on this server, and the link to the others is down")
+            raise ChatError(f"{nick} is not on this server, and the link to the others is down",
+                            RefusalCode.NOT_DELIVERED)
         self._flush()  # after what this member said before
         key = nick.casefold()
         # The event names the server that has the nick; it is built (and signed) here, so that is asked first.
@@ -885,9 +886,10 @@ class RedisChatBus:
         except Exception:
             # As for lines: not reported lost before Redis would refuse it.
             yield task.deferLater(self.reactor, max(0.0, lostAfter - self.reactor.seconds()), lambda: None)
-            raise ChatError(f"not delivered to {nick}: the link to the other servers is down") from None
+            raise ChatError(f"not delivered to {nick}: the link to the other servers is down",
+                            RefusalCode.NOT_DELIVERED) from None
         if nickThere == 0:
-            raise ChatError(f"not delivered to {nick}: Redis is too slow")
+            raise ChatError(f"not delivered to {nick}: Redis is too slow", RefusalCode.NOT_DELIVERED)
         if nickThere is None:
             return None
         self.published += 1

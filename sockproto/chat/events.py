@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import ClassVar, Protocol
 
 from zope.interface import Attribute, Interface
@@ -410,17 +411,49 @@ class ServerNotice(ChatEvent):
     text: str
 
 
+class RefusalCode(StrEnum):
+    """
+    Why a request was refused, for faces that say it their own way (an IRC
+    face: with the numeric given here).  A refusal without a code
+    (``GENERAL``) is any other.
+    """
+
+    GENERAL = ""
+    BAD_NICK = "bad-nick"  # 432 ERR_ERRONEUSNICKNAME
+    NICK_IN_USE = "nick-in-use"  # 433 ERR_NICKNAMEINUSE
+    NICK_FIXED = "nick-fixed"  # a verified name, or logins: the nick cannot change (484 ERR_RESTRICTED)
+    NO_SUCH_NICK = "no-such-nick"  # 401 ERR_NOSUCHNICK
+    NOT_DELIVERED = "not-delivered"  # the link to the cluster's other servers is down or slow
+    NOT_IN_ROOM = "not-in-room"  # 442 ERR_NOTONCHANNEL
+    BAD_ROOM = "bad-room"  # 479 ERR_BADCHANNAME
+    ALREADY_IN_ROOM = "already-in-room"  # 443 ERR_USERONCHANNEL
+    TOO_MANY_ROOMS = "too-many-rooms"  # 405 ERR_TOOMANYCHANNELS
+    USAGE = "usage"  # 461 ERR_NEEDMOREPARAMS
+    UNKNOWN_COMMAND = "unknown-command"  # 421 ERR_UNKNOWNCOMMAND
+    LOGIN_NEEDED = "login-needed"  # 451 ERR_NOTREGISTERED
+    LOGIN_FAILED = "login-failed"  # 904 ERR_SASLFAIL / 464 ERR_PASSWDMISMATCH
+    LOGIN_REFUSED = "login-refused"  # too many failures from the host: try later
+    NO_LOGINS = "no-logins"  # the server has no logins
+    ALREADY_LOGGED_IN = "already-logged-in"  # 462 ERR_ALREADYREGISTERED
+    LINE_TOO_LONG = "line-too-long"  # 417 ERR_INPUTTOOLONG
+    BINARY = "binary"  # input that is not text
+    FLOOD = "flood"  # lines over the flood limit, not sent
+    UNAVAILABLE = "unavailable"  # the server could not do it now (a failure, not a rule)
+
+
 @dataclass(slots=True)
 class Refusal(ChatEvent):
     """
     A request refused or input not taken (a bad command, a nick taken, a
     login failed, flood control): the line face's ``!!!`` line.
 
-    :ivar reason: why, one line.
+    :ivar reason: why, one line, in words.
+    :ivar code: why, as a :class:`RefusalCode`.
     """
 
     kind: ClassVar[str] = "error"
     reason: str
+    code: RefusalCode = RefusalCode.GENERAL
 
 
 @dataclass(slots=True)

@@ -31,6 +31,7 @@ from sockproto.chat.events import (
     PrivateMessage,
     Quit,
     Recipient,
+    RefusalCode,
     ServerNotice,
     Who,
     membershipChanged,
@@ -48,7 +49,15 @@ HISTORY_MAX = 500
 
 
 class ChatError(Exception):
-    """A request the hub refuses; its message is shown to the member after ``"!!! "``."""
+    """
+    A request the hub refuses; its message is shown to the member after
+    ``"!!! "``, its ``code`` (a :class:`RefusalCode`) says why to faces
+    that have their own words for it.
+    """
+
+    def __init__(self, message: str, code: RefusalCode = RefusalCode.GENERAL) -> None:
+        Exception.__init__(self, message)
+        self.code = code
 
 
 def settled(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
@@ -181,15 +190,15 @@ class ChatHub:
         if identity is None:
             return settled(self.bus.claimGuest(self._guestNick()).addCallback(lambda nick: self._admit(member, nick)))
         if not validNick(identity):
-            raise ChatError(f"{identity!r} cannot be a nickname (1-24 of A-Z a-z 0-9 _ -)")
+            raise ChatError(f"{identity!r} cannot be a nickname (1-24 of A-Z a-z 0-9 _ -)", RefusalCode.BAD_NICK)
         key = identity.casefold()
         if key in self.identities:
-            raise ChatError(f"{identity} is already connected")
+            raise ChatError(f"{identity} is already connected", RefusalCode.NICK_IN_USE)
 
         def claimed(outcome: tuple[bool, str | None]) -> None:
             free, squatterNick = outcome
             if not free or key in self.identities:
-                raise ChatError(f"{identity} is already connected")
+                raise ChatError(f"{identity} is already connected", RefusalCode.NICK_IN_USE)
             squatter = self.nicks.get(key)
             if squatter is not None:
                 if squatterNick is not None:
@@ -261,7 +270,7 @@ class ChatHub:
     def _speak(self, member: Member, event: type[Message | Action], kind: str, text: str) -> None:
         room = member.room
         if room is None:
-            raise ChatError("you are not in a room")
+            raise ChatError("you are not in a room", RefusalCode.NOT_IN_ROOM)
         now = self.clock.seconds()
         said = event(room.name, who(member), text, now)
         self._post(room, said, member)
@@ -283,7 +292,7 @@ class ChatHub:
 
         def sent(holder: str | None) -> None:
             if holder is None:
-                raise ChatError(f"no such nickname: {nick}")
+                raise ChatError(f"no such nickname: {nick}", RefusalCode.NO_SUCH_NICK)
             if member in self.present:
                 self.tell(member, PrivateMessage(sender, holder, text, now, echo=True))
             self.messages += 1
@@ -300,21 +309,21 @@ class ChatHub:
 
     def changeNick(self, member: Member, nick: str) -> defer.Deferred[None]:
         if not validNick(nick):
-            raise ChatError(f"bad nickname {nick!r}: use 1 to 24 of A-Z a-z 0-9 _ -")
+            raise ChatError(f"bad nickname {nick!r}: use 1 to 24 of A-Z a-z 0-9 _ -", RefusalCode.BAD_NICK)
         if member.nick.casefold() in self.identities:
-            raise ChatError("your nickname is your verified name and cannot change")
+            raise ChatError("your nickname is your verified name and cannot change", RefusalCode.NICK_FIXED)
         key = nick.casefold()
         holder = self.nicks.get(key)
         if holder is member:
             if nick == member.nick:
                 return defer.succeed(None)
         elif holder is not None or key in self.identities:
-            raise ChatError(f"nickname {nick} is taken")
+            raise ChatError(f"nickname {nick} is taken", RefusalCode.NICK_IN_USE)
 
         def claimed(free: bool) -> None:
             holder = self.nicks.get(key)
             if not free or holder not in (None, member):
-                raise ChatError(f"nickname {nick} is taken")
+                raise ChatError(f"nickname {nick} is taken", RefusalCode.NICK_IN_USE)
             if member in self.present:
                 self._rename(member, nick, "")
 
@@ -336,14 +345,14 @@ class ChatHub:
 
     def join(self, member: Member, name: str) -> defer.Deferred[None]:
         if not validRoom(name):
-            raise ChatError(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -")
+            raise ChatError(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -", RefusalCode.BAD_ROOM)
         old = member.room
         if old is not None and old.name == name:
-            raise ChatError(f"you are already in {name}")
+            raise ChatError(f"you are already in {name}", RefusalCode.ALREADY_IN_ROOM)
 
         def moved(allowed: bool) -> None:
             if not allowed:
-                raise ChatError("too many rooms; join an existing one")
+                raise ChatError("too many rooms; join an existing one", RefusalCode.TOO_MANY_ROOMS)
             if member not in self.present or member.room is not old:
                 return  # gone, or moved meanwhile
             if old is not None:
@@ -398,7 +407,7 @@ class ChatHub:
         """Send a member the last ``count`` messages of its room."""
         room = member.room
         if room is None:
-            raise ChatError("you are not in a room")
+            raise ChatError("you are not in a room", RefusalCode.NOT_IN_ROOM)
         entries = self.history.recent(room.name, min(count, HISTORY_MAX))
         if not entries and quiet:
             return

@@ -21,6 +21,7 @@ from sockproto.chat.events import (
     MemberList,
     Membership,
     Refusal,
+    RefusalCode,
     RoomInfo,
     RoomList,
     ServerNotice,
@@ -158,14 +159,14 @@ class ChatProtocol(LineServerProtocol):
             if not failure.check(ChatError):
                 log.failure("chat could not let {peer} in", failure, peer=self.peer)
             if not self.closed:
-                self.error(str(failure.value) if failure.check(ChatError) else "the chat cannot take you now")
+                self.refused(failure, "the chat cannot take you now")
                 self.closeConnection()
 
         try:
             d = self.factory.hub.enter(self, identity, greeting)
         except ChatError as e:
             self.awaiting = False
-            self.error(str(e))
+            self.error(str(e), e.code)
             self.closeConnection()
             return
         d.addCallbacks(entered, refused)
@@ -180,7 +181,7 @@ class ChatProtocol(LineServerProtocol):
             if not failure.check(ChatError):
                 log.failure("chat request failed for {peer}", failure, peer=self.peer)
             if not self.closed and not self.dropped:
-                self.error(str(failure.value) if failure.check(ChatError) else "the server could not do that now")
+                self.refused(failure, "the server could not do that now")
 
         def done(result: Any) -> None:
             if then is not None and not self.closed and not self.dropped:
@@ -234,8 +235,15 @@ class ChatProtocol(LineServerProtocol):
         else:
             self.show(event)
 
-    def error(self, text: str) -> None:
-        self.reply(Refusal(text))
+    def error(self, text: str, code: RefusalCode = RefusalCode.GENERAL) -> None:
+        self.reply(Refusal(text, code))
+
+    def refused(self, failure: Any, otherwise: str) -> None:
+        """Say why a request failed: the ChatError's words, else ``otherwise`` (the log has the rest)."""
+        if failure.check(ChatError):
+            self.error(str(failure.value), failure.value.code)
+        else:
+            self.error(otherwise, RefusalCode.UNAVAILABLE)
 
     # -- input ------------------------------------------------------------------
 
@@ -254,7 +262,8 @@ class ChatProtocol(LineServerProtocol):
                 continue
             self.floodWarned = False
             if line is TOO_LONG:
-                self.error(f"line too long (at most {counted(self.maxLineLength, 'byte')}): not sent")
+                self.error(f"line too long (at most {counted(self.maxLineLength, 'byte')}): not sent",
+                           RefusalCode.LINE_TOO_LONG)
                 continue
             if line[:1] == b"/" and line[:2] != b"//":
                 self.command(decode(line))
@@ -263,11 +272,11 @@ class ChatProtocol(LineServerProtocol):
                     return
                 continue
             if not self.entered:
-                self.error("please log in first: /login NAME PASSWORD")
+                self.error("please log in first: /login NAME PASSWORD", RefusalCode.LOGIN_NEEDED)
                 continue
             text = clean(decode(line[1:] if line[:1] == b"/" else line))
             if looksBinary(line, text):
-                self.error("that looks like binary data, not text: not sent")
+                self.error("that looks like binary data, not text: not sent", RefusalCode.BINARY)
             elif text.strip():
                 hub.say(self, text)
 
@@ -275,7 +284,7 @@ class ChatProtocol(LineServerProtocol):
         """A line over the flood limit is not sent: say so at once, and a moment later how many in all."""
         if not self.floodWarned:
             self.floodWarned = True
-            self.error("rate limited: too many lines, slow down")
+            self.error("rate limited: too many lines, slow down", RefusalCode.FLOOD)
         self.floodDropped += 1
         if self._floodReport is None:
             self._floodReport = self.factory.clock.callLater(FLOOD_REPORT_DELAY, self.reportFloodDrops)
@@ -284,7 +293,7 @@ class ChatProtocol(LineServerProtocol):
         self._floodReport = None
         dropped, self.floodDropped = self.floodDropped, 0
         if not self.closed and not self.dropped and not self.transport.disconnecting:
-            self.error(f"rate limited: {counted(dropped, 'line')} not sent")
+            self.error(f"rate limited: {counted(dropped, 'line')} not sent", RefusalCode.FLOOD)
 
     def command(self, line: str) -> None:
         name, _, rest = line[1:].partition(" ")
@@ -292,29 +301,29 @@ class ChatProtocol(LineServerProtocol):
         rest = rest.strip()
         handler = getattr(self, f"do_{name}", None) if name.isalnum() else None
         if handler is None:
-            self.error(f"unknown command /{clean(name)[:32]} (try /help)")
+            self.error(f"unknown command /{clean(name)[:32]} (try /help)", RefusalCode.UNKNOWN_COMMAND)
             return
         if not self.entered and name not in ("login", "help", "quit"):
-            self.error("please log in first: /login NAME PASSWORD")
+            self.error("please log in first: /login NAME PASSWORD", RefusalCode.LOGIN_NEEDED)
             return
         try:
             handler(rest)
         except ChatError as e:
-            self.error(str(e))
+            self.error(str(e), e.code)
 
     def do_help(self, rest: str) -> None:
         self.reply(Help(COMMANDS))
 
     def do_nick(self, rest: str) -> None:
         if not rest:
-            raise ChatError("usage: /nick NAME")
+            raise ChatError("usage: /nick NAME", RefusalCode.USAGE)
         if self.factory.portal is not None:
-            raise ChatError("your nickname is your user name here")
+            raise ChatError("your nickname is your user name here", RefusalCode.NICK_FIXED)
         self.answer(self.factory.hub.changeNick(self, rest))
 
     def do_join(self, rest: str) -> None:
         if not rest:
-            raise ChatError("usage: /join #room")
+            raise ChatError("usage: /join #room", RefusalCode.USAGE)
         # "/join dev" means #dev, as the page's join box does.
         self.answer(self.factory.hub.join(self, rest if rest.startswith("#") else "#" + rest))
 
@@ -338,20 +347,20 @@ class ChatProtocol(LineServerProtocol):
         nick, _, text = rest.partition(" ")
         text = clean(text)
         if not nick or not text.strip():
-            raise ChatError("usage: /msg NICK text")
+            raise ChatError("usage: /msg NICK text", RefusalCode.USAGE)
         self.answer(self.factory.hub.privateMessage(self, nick, text))
 
     def do_me(self, rest: str) -> None:
         text = clean(rest)
         if not text.strip():
-            raise ChatError("usage: /me text")
+            raise ChatError("usage: /me text", RefusalCode.USAGE)
         self.factory.hub.act(self, text)
 
     def do_history(self, rest: str) -> None:
         count = HISTORY_DEFAULT
         if rest:
             if not rest.isdigit() or not 1 <= int(rest) <= HISTORY_MAX:
-                raise ChatError(f"usage: /history [N], N from 1 to {HISTORY_MAX}")
+                raise ChatError(f"usage: /history [N], N from 1 to {HISTORY_MAX}", RefusalCode.USAGE)
             count = int(rest)
         self.factory.hub.replay(self, count)
 
@@ -364,14 +373,14 @@ class ChatProtocol(LineServerProtocol):
     def do_login(self, rest: str) -> None:
         gate = self.factory.loginGate
         if gate is None:
-            raise ChatError("this server has no logins")
+            raise ChatError("this server has no logins", RefusalCode.NO_LOGINS)
         if self.entered:
-            raise ChatError("you are already logged in")
+            raise ChatError("you are already logged in", RefusalCode.ALREADY_LOGGED_IN)
         if self.awaiting:
-            raise ChatError("a login is already under way")
+            raise ChatError("a login is already under way", RefusalCode.ALREADY_LOGGED_IN)
         name, _, password = rest.partition(" ")
         if not name or not password:
-            raise ChatError("usage: /login NAME PASSWORD")
+            raise ChatError("usage: /login NAME PASSWORD", RefusalCode.USAGE)
         self.awaiting = True
         host = str(getattr(self.transport.getPeer(), "host", self.peer))
         creds = credentials.UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))
@@ -400,7 +409,7 @@ class ChatProtocol(LineServerProtocol):
                 self.factory.errors["login_refused"] += 1
                 settle()
                 if not self.closed:
-                    self.error(f"login refused: {failure.value}")
+                    self.error(f"login refused: {failure.value}", RefusalCode.LOGIN_REFUSED)
                     self.releaseHeldLines()
                 return
             self.factory.errors["login_failed"] += 1
@@ -409,7 +418,7 @@ class ChatProtocol(LineServerProtocol):
             def answer() -> None:
                 settle()
                 if not self.closed:
-                    self.error("login failed: wrong name or password")
+                    self.error("login failed: wrong name or password", RefusalCode.LOGIN_FAILED)
                     self.releaseHeldLines()
 
             # Answered once the host may try again: a client that waits for
@@ -420,7 +429,7 @@ class ChatProtocol(LineServerProtocol):
             settle()
             log.failure("chat login check failed", failure)
             if not self.closed:
-                self.error("login failed: the server could not check it")
+                self.error("login failed: the server could not check it", RefusalCode.UNAVAILABLE)
                 self.releaseHeldLines()
 
         d.addCallbacks(loggedIn, refused).addErrback(broken)

@@ -135,7 +135,8 @@ _OBJECTS: dict[type, Callable[[Any], list[dict[str, Any]]]] = {
         {"type": "members", "room": event.room, "nicks": [member.nick for member in event.members]}
     ),
     RoomList: rooms,
-    Refusal: lambda event: [{"type": "error", "text": event.reason}],
+    Refusal: lambda event: [{"type": "error", "text": event.reason, "code": event.code.value} if event.code else
+                            {"type": "error", "text": event.reason}],
     Help: lambda event: [{"type": "notice", "kind": "help", "text": "Commands:"}] + [
         {"type": "notice", "kind": "help", "text": helpLine(usage, what)} for usage, what in event.commands
     ],
