@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -265,3 +267,45 @@ class RefusalTests(unittest.TestCase):
     def test_everyCodeIsDistinct(self) -> None:
         values = [code.value for code in RefusalCode]
         self.assertEqual(len(values), len(set(values)))
+
+
+def everyKind() -> list[ChatEvent]:
+    """One event of each kind there is."""
+    from sockproto.chat import events as module
+
+    who = Who("bob", "web")
+    samples = [
+        Message("#a", who, "hi", 1.0), Action("#a", who, "waves", 1.0),
+        PrivateMessage(who, "alice", "psst", 1.0), PrivateMessage(who, "alice", "psst", 1.0, echo=True),
+        HistoryEvent("#a", (Message("#a", Who("old"), "then", 0.5),)), HistoryEvent("#a", ()),
+        Joined("#a", who, 1.0), Parted("#a", who, 1.0), Quit("#a", who, 1.0, "quit"),
+        NickChanged("#a", who, "rob", 1.0), module.TopicChanged("#a", who, "news", 1.0),
+        module.Kicked("#a", who, "eve", 1.0, "spam"), module.ModeChanged("#a", who, "+o", ("alice",), 1.0),
+        module.Away(who, "lunch"), module.MemberList("#a", (Membership("alice", operator=True), Membership("bob"))),
+        module.RoomList((module.RoomInfo("#a", 2, "news"),)), module.Welcome(), module.Welcome("alice"),
+        module.Welcome(loginRequired=True), module.LoggedIn("alice"), module.Help((("/x", "does x"),)),
+        ServerNotice("link restored"), Refusal("no", RefusalCode.USAGE), module.Goodbye("Goodbye!"),
+    ]
+    kinds = {c for c in vars(module).values()
+             if isinstance(c, type) and issubclass(c, ChatEvent) and c is not ChatEvent}
+    assert {type(sample) for sample in samples} == kinds, kinds - {type(sample) for sample in samples}
+    return samples
+
+
+class EveryFaceRendersEveryKindTests(unittest.TestCase):
+    def test_lineFace(self) -> None:
+        from sockproto.chat.lineface import LINE_FACE
+
+        for event in everyKind():
+            lines = LINE_FACE.render(event, None).decode().split("\n")
+            self.assertEqual(lines[-1], "", event)  # whole lines
+            self.assertTrue(all(line and line.isprintable() for line in lines[:-1]), event)
+
+    def test_webFace(self) -> None:
+        from sockproto.chat.web import jsonEvents
+
+        for event in everyKind():
+            objects = jsonEvents(event)
+            self.assertTrue(objects, event)
+            self.assertTrue(all(isinstance(o.get("type"), str) for o in objects), event)
+            json.dumps(objects)  # JSON, nothing else

@@ -1,4 +1,4 @@
-"""The web chat's own logic without sockets: the chat's output lines as events, the origin rule."""
+"""The web chat's own logic without sockets: the web face's JSON for the hub's events, the origin rule."""
 
 from __future__ import annotations
 

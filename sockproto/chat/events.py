@@ -23,10 +23,11 @@ member (``recipient`` given), which is where a face that names its recipient
 
 Events are values, never changed once made (not frozen dataclasses only
 because a frozen one costs four times as much to make, on every message's
-path): a face must not keep state about one member in them.  New kinds of events (moderation:
-topics, kicks, modes) are new classes; a face that does not know a kind
-renders it from its ``kind`` as it sees fit, and the existing kinds keep their
-rendering, so adding one changes nothing a client sees of the others.
+path): a face must not keep state about one member in them.  New kinds of
+events (moderation: topics, kicks, modes) are new classes, which every face
+learns to render (``tests/test_chat_events.py`` checks that each face
+renders each kind); the existing kinds keep their rendering, so adding one
+changes nothing a client sees of the others.
 
 Identities: every event that names who did something carries a :class:`Who`:
 the nick, and the face the member came through.  IRC wants ``nick!user@host``;
@@ -44,7 +45,7 @@ gives them: what IRC's ``server-time`` tag and the web page's ``time`` show.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar, Protocol
 
@@ -467,7 +468,7 @@ class Goodbye(ChatEvent):
 
     kind: ClassVar[str] = "goodbye"
     text: str
-    reason: str = field(default="quit")
+    reason: str = "quit"
 
 
 # -- who is told ----------------------------------------------------------------------
