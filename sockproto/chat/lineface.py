@@ -137,7 +137,7 @@ class LineFace:
             self._renderers.setdefault(kind, _asLine(notice))
 
     def render(self, event: ChatEvent, recipient: Recipient | None) -> bytes:
-        return self.text(event).encode()
+        return self._renderers[type(event)](event).encode()  # on every message's path: one call less
 
     def text(self, event: ChatEvent) -> str:
         """``event`` as lines of text (each ending in ``\\n``)."""
