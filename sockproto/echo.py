@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_echo,tests.test_config,tests.test_connections -*-
 """The echo service: ``twistd -n sockproto-echo``.
 
 ``--mode raw`` (the default) is RFC 862 echo: every byte back, unchanged and in

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary_redisstore -*-
 """What the server machinery looks for in a service, as zope interfaces.
 
 The machinery (:mod:`sockproto.server`) never imports a service; it asks
@@ -101,6 +102,10 @@ class IKeyValueStore(Interface):
     (at once for a store in this process, after a round trip for one shared
     through Redis), writes acknowledged once durable.
     """
+
+    writeProblem = Attribute(
+        "None, or why writes are refused now, in words for the clients (e.g. the disk is full)"
+    )
 
     def fetch(key: bytes, then: Callable[[bytes | None, object], None]) -> None:
         """

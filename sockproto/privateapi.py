@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_privateapi,tests.test_listen -*-
 """Every use of Twisted's private API in sockproto, fenced in one place.
 
 Each function names the public API it stands in for and why that is not

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_listen -*-
 """The TCP proxy: ``twistd -n sockproto-proxy --listen ENDPOINT --connect ENDPOINT``.
 
 Each accepted connection is relayed both ways to a new connection to the

@@ -26,6 +26,7 @@ from pathlib import Path
 from tests.hostile import SERVICES, spb, spbKey, startSuite, wellBehaved
 from tests.redisserver import RedisServer
 from tests.support import LineClient, ServiceProcess
+from tests.wsclient import WebSocketClient
 
 TLS_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)) + b"\x00" * 400
 HTTP = b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\r\n"
@@ -90,6 +91,104 @@ def fuzzer(port: int, service: str, seed: int, stop: threading.Event, stats: Cou
                 stats["connections"] += 1
         except OSError:
             stats["cut"] += 1  # the server closed on us: expected for most garbage
+
+
+# -- the web chat: HTTP and WebSocket frames ----------------------------------------
+
+
+def wsFrame(rng: random.Random, opcode: int, payload: bytes, masked: bool = True, final: bool = True) -> bytes:
+    """One WebSocket frame, masked as a browser's are (or not, which a server must refuse)."""
+    first = (0x80 if final else 0) | opcode | (rng.choice((0, 0x40)) if rng.random() < 0.05 else 0)
+    length = len(payload)
+    bit = 0x80 if masked else 0
+    if length < 126:
+        header = struct.pack("!BB", first, bit | length)
+    elif length < 65536:
+        header = struct.pack("!BBH", first, bit | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, bit | 127, length)
+    if not masked:
+        return header + payload
+    mask = rng.randbytes(4)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def webJunk(rng: random.Random) -> bytes:
+    """What an upgraded WebSocket is sent: events with bad fields, bad JSON and bad frames."""
+    kind = rng.randrange(10)
+    if kind == 0:
+        return wsFrame(rng, 1, b"[" * rng.choice((100, 3000, 100_000)))  # nesting
+    if kind == 1:
+        return wsFrame(rng, 1, rng.randbytes(rng.randrange(1, 300)))  # text that is not UTF-8 or JSON
+    if kind == 2:
+        text = rng.choice(("\u202e", "\u001b[2J", "x" * 70_000, "/nick " + "\u0000" * 5, "/join #" + "a" * 300))
+        return wsFrame(rng, 1, json.dumps({"type": rng.choice(("say", "command", "x", 7)), "text": text}).encode())
+    if kind == 3:
+        return wsFrame(rng, 1, json.dumps({"type": "say", "text": "hello"}).encode(), masked=False)
+    if kind == 4:
+        return wsFrame(rng, 1, b'{"type": "say", "te', final=False)  # a message begun and never finished
+    if kind == 5:
+        return wsFrame(rng, 9, rng.randbytes(rng.choice((10, 200))))  # ping, or a control frame too long
+    if kind == 6:
+        return wsFrame(rng, 2, rng.randbytes(rng.randrange(1, 2000)))  # binary
+    if kind == 7:
+        return struct.pack("!BBQ", 0x81, 0xFF, 2**63 - 1) + b"mask"  # a length no one will send
+    if kind == 8:
+        return wsFrame(rng, rng.choice((3, 4, 5, 11, 15)), b"reserved opcode")
+    return wsFrame(rng, 8, struct.pack("!H", rng.choice((1000, 1002, 999, 5000))) + b"bye")
+
+
+def webFuzzer(port: int, seed: int, stop: threading.Event, stats: Counter) -> None:
+    """HTTP junk and hostile WebSocket traffic against the web face."""
+    rng = random.Random(seed)
+    host = f"127.0.0.1:{port}"
+    while not stop.is_set():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.settimeout(0.2)
+                if rng.random() < 0.3:
+                    junk = rng.choice((
+                        rng.randbytes(rng.randrange(1, 4000)),
+                        b"GET / HTTP/1.1\r\nHost: " + b"h" * 70_000 + b"\r\n\r\n",
+                        b"GET /ws HTTP/1.1\r\nHost: evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        b"Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\nSec-WebSocket-Version: 13\r\n"
+                        b"Origin: http://evil.example\r\n\r\n",
+                        b"POST / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Length: 99999999\r\n\r\nx",
+                    ))
+                    sock.sendall(junk)
+                    stats["web bytes"] += len(junk)
+                else:
+                    sock.sendall(
+                        f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\nSec-WebSocket-Version: 13\r\n"
+                        f"Origin: http://{host}\r\n\r\n".encode()
+                    )
+                    for _ in range(rng.randrange(1, 8)):
+                        frame = webJunk(rng)
+                        sock.sendall(frame)
+                        stats["web bytes"] += len(frame)
+                try:
+                    sock.recv(65536)
+                except (TimeoutError, BlockingIOError):
+                    pass
+                if rng.random() < 0.3:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                stats["web connections"] += 1
+        except OSError:
+            stats["cut"] += 1
+
+
+def webProbe(port: int, said: int) -> None:
+    """A well-behaved browser: its line is shown back to it."""
+    client = WebSocketClient(port, timeout=10)
+    try:
+        # A room of its own: the lobby is where the fuzzers' connections come and go.
+        client.send({"type": "say", "text": "/join #webprobe"})
+        client.until(lambda event: event.get("type") == "state" and event.get("room") == "#webprobe", limit=100_000)
+        client.send({"type": "say", "text": f"web probe {said}"})
+        client.until(lambda event: f"web probe {said}" in json.dumps(event), limit=100_000)
+    finally:
+        client.close()
 
 
 # -- the chat cluster's Redis channel ---------------------------------------------
@@ -163,6 +262,9 @@ def main(seconds: float) -> int:
         threads = [threading.Thread(target=fuzzer, args=(ports[name], name, seed, stop, stats), daemon=True)
                    for seed, name in enumerate(SERVICES * 2)]
         threads.append(threading.Thread(target=channelFuzzer, args=(redis.port, 99, stop, stats), daemon=True))
+        webPort = service.port("chat-web")
+        threads += [threading.Thread(target=webFuzzer, args=(webPort, 200 + seed, stop, stats), daemon=True)
+                    for seed in range(2)]
         for thread in threads:
             thread.start()
         started = time.monotonic()
@@ -177,6 +279,10 @@ def main(seconds: float) -> int:
                 except Exception as e:
                     failures.append(f"{name} stopped answering a well-behaved client: {e!r}")
             probes += 1
+            try:
+                webProbe(webPort, probes)
+            except Exception as e:
+                failures.append(f"the web chat stopped answering a well-behaved browser: {e!r}")
             try:  # a line said on one server of the cluster reaches the other, through the junk
                 sender.send(f"probe {probes}\n")
                 receiver.until(f"probe {probes}")
@@ -217,6 +323,7 @@ def main(seconds: float) -> int:
         dropped = sum(node.log.count("cluster: dropped") for node in nodes)
         print(f"cluster: {stats['published']} junk messages on the channel ({dropped} drop log lines), "
               f"{probes} lines carried through it")
+        print(f"web: {stats['web connections']} hostile connections, {stats['web bytes'] >> 20} MiB")
         print(f"fuzz: {seconds:g} s, {stats['connections']} connections, {stats['bytes'] >> 20} MiB of garbage, "
               f"{stats['cut']} cut off by the server; slowest well-behaved exchange {slowest * 1000:.0f} ms")
     finally:

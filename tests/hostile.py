@@ -25,14 +25,14 @@ def startSuite(workdir: Path) -> ServiceProcess:
     config.write_text(
         f'[echo]\nlisten = ["tcp:{echoPort}"]\nmode = "line"\n'
         # Few rooms: what users say is kept (history), so garbage in many rooms is memory rightly used.
-        '[chat]\nlisten = ["tcp:0"]\nhistory = "chat.sqlite3"\nflood-rate = 0\nmax-rooms = 10\n'
+        '[chat]\nlisten = ["tcp:0"]\nweb = ["tcp:0"]\nhistory = "chat.sqlite3"\nflood-rate = 0\nmax-rooms = 10\n'
         '[joke]\nlisten = ["tcp:0"]\n'
         '[binary]\nlisten = ["tcp:0"]\ndb = "kv.sqlite3"\n'
         '[crud]\nlisten = ["tcp:0"]\ndb = "kv.sqlite3"\n'
         f'[proxy]\nlisten = ["tcp:0"]\nconnect = "tcp:127.0.0.1:{echoPort}"\n'
     )
     service = ServiceProcess("sockproto", "--config", str(config), cwd=str(workdir))
-    return service.start(endpoints=len(SERVICES), timeout=60)
+    return service.start(endpoints=len(SERVICES) + 1, timeout=60)  # and the chat's web face
 
 
 def freePort() -> int:

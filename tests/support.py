@@ -276,3 +276,35 @@ class LineClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def smallDisk(case: Any, size: str = "2m") -> Path:
+    """
+    A directory on a tmpfs of ``size`` of its own, unmounted after the test
+    (a disk that fills for real); the test is skipped, saying why, where it
+    cannot be mounted (not root, no mount permission in a container).
+    """
+    from twisted.trial.unittest import SkipTest
+
+    if os.geteuid() != 0:
+        raise SkipTest("mounting a small tmpfs needs root")
+    directory = Path(case.mktemp()).resolve()
+    directory.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        raise SkipTest(f"cannot mount a tmpfs: {mounted.stderr.strip() or mounted.returncode}")
+    case.addCleanup(subprocess.run, ["umount", "-l", str(directory)], check=False)
+    return directory
+
+
+def fillDisk(directory: Path, name: str = "fill") -> Path:
+    """Fill the file system of ``directory`` to the last block with one file; return it."""
+    path = directory / name
+    with open(path, "ab", buffering=0) as fill:
+        try:
+            while fill.write(b"\0" * 4096):
+                pass
+        except OSError:
+            pass  # full
+    return path

@@ -371,6 +371,28 @@ class CrudTests(unittest.TestCase):
         self.assertEqual(parseFrames(btransport.value()), [(0x91, 1, b"from-crud")])
 
 
+class WriteProblemTests(unittest.TestCase):
+    """A write the store refuses (its disk full) is answered with why, on both faces; other errors as before."""
+
+    def test_theReasonReachesTheClient(self):
+        h = Harness()
+        proto, transport = h.connect()
+        h.store.refusingWrites = h.store.diskFull = True
+        proto.dataReceived(req(Op.CREATE, 1, kv(b"k", b"v")))
+        h.commit()
+        [(op, rid, payload)] = parseFrames(transport.value())
+        self.assertEqual((op, rid), (Op.ERROR | 0x80, 1))
+        self.assertEqual(codec.parseError(payload), (Code.SERVER_ERROR, h.store.writeProblem))
+        self.assertIn("disk is full", h.store.writeProblem)
+        crud = Harness(CrudFactory)
+        crud.store.refusingWrites = crud.store.diskFull = True
+        proto, transport = crud.connect()
+        transport.clear()
+        proto.dataReceived(b"create k v\nread k\n")
+        crud.commit()
+        self.assertEqual(transport.value().decode().splitlines(), [f"ERR {crud.store.writeProblem}", "ERR not found"])
+
+
 class CodecDocumentationTests(unittest.TestCase):
     def test_theExamplesInTheCodecDocstringRun(self):
         """The codec's documented examples are true."""

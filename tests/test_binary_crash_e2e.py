@@ -11,7 +11,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, fillDisk, smallDisk
 
 CREATE, READ, UPDATE = 0x10, 0x11, 0x12
 _HEADER = struct.Struct(">IBI")
@@ -147,3 +147,65 @@ class KillDuringWritesTests(unittest.TestCase):
     def test_fsyncAlways(self):
         """--fsync always: the same for the files as a power loss leaves them."""
         self.crashLoop("always", powerLoss=True)
+
+
+class FullDiskTests(unittest.TestCase):
+    """The server whose disk filled, killed and started again on it (a real 4 MB tmpfs; root only)."""
+
+    def exchange(self, sock, requests):
+        """Send ``requests`` at once; their replies as (op, request id, payload)."""
+        sock.sendall(b"".join(requests))
+        replies, buffer = [], b""
+        while len(replies) < len(requests):
+            while len(buffer) < 4 or len(buffer) < 4 + struct.unpack_from(">I", buffer)[0]:
+                chunk = sock.recv(65536)
+                self.assertTrue(chunk, "the server closed the connection")
+                buffer += chunk
+            length = struct.unpack_from(">I", buffer)[0]
+            body, buffer = buffer[4 : 4 + length], buffer[4 + length :]
+            replies.append((body[0], struct.unpack_from(">I", body, 1)[0], body[5:]))
+        return replies
+
+    def test_aFullDiskRefusesWritesAndTheServerStartsOnIt(self):
+        disk = smallDisk(self, "4m")
+        db = disk / "kv.sqlite3"
+        service = ServiceProcess("sockproto-binary", "--listen", "tcp:0", "--db", str(db))
+        self.addCleanup(service.stop, signal.SIGKILL)
+        service.start(timeout=60)
+        acked, refused = {}, []
+        with socket.create_connection(("127.0.0.1", service.tcpPort()), timeout=30) as sock:
+            for window in range(1000):
+                keys = [b"k%d-%d" % (window, i) for i in range(32)]
+                values = [random.randbytes(800) for _ in keys]
+                replies = self.exchange(sock, [request(CREATE, i, key, value) for i, (key, value)
+                                               in enumerate(zip(keys, values, strict=True))])
+                for (op, _, payload), key, value in zip(replies, keys, values, strict=True):
+                    if op == 0xFF:
+                        refused.append((struct.unpack_from(">H", payload)[0], payload[2:].decode()))
+                    else:
+                        acked[key] = value
+                if refused:
+                    break
+        self.assertGreater(len(acked), 1000)
+        code, message = refused[-1]
+        self.assertEqual(code, 7)  # SERVER_ERROR
+        self.assertIn("disk is full", message)
+        service.waitForLog("is full")
+        self.assertEqual(service.log.count("kv store: the disk holding"), 1, service.log)  # said once
+        self.assertNotIn("Traceback", service.log)
+        service.stop(signal.SIGKILL)
+        fillDisk(disk)  # whatever room the kill left
+
+        # It starts on the full disk (it did not: the start-up fold needed room), serves every
+        # acknowledged write, and refuses writes with the reason.
+        again = ServiceProcess("sockproto-binary", "--listen", "tcp:0", "--db", str(db))
+        self.addCleanup(again.stop, signal.SIGKILL)
+        again.start(timeout=60)
+        with socket.create_connection(("127.0.0.1", again.tcpPort()), timeout=30) as sock:
+            keys = list(acked)
+            replies = self.exchange(sock, [request(READ, i, key) for i, key in enumerate(keys)])
+            self.assertEqual({key: payload for key, (_, _, payload) in zip(keys, replies, strict=True)}, acked)
+            [(op, _, payload)] = self.exchange(sock, [request(CREATE, 0, b"new", b"v")])
+            self.assertEqual(op, 0xFF)
+            self.assertIn("disk is full", payload[2:].decode())
+        self.assertNotIn("Traceback", again.log)

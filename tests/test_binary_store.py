@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
+from sockproto.binary import store as store_module
 from sockproto.binary.codec import Code, Op
 from sockproto.binary.store import SQLiteStore, decodeBatch, encodeBatch
+from tests.support import fillDisk, smallDisk
 
 
 class SQLiteStoreTests(unittest.TestCase):
@@ -480,3 +482,274 @@ class ClosedStoreTests(unittest.TestCase):
         self.assertIn("may read and write them", explainDatabaseError(PermissionError(13, "Permission denied")))
         self.assertIn("another process holds it", explainDatabaseError(sqlite3.OperationalError("database is locked")))
         self.assertEqual(explainDatabaseError(ValueError("odd")), "odd")
+
+
+def diskFullError():
+    error = sqlite3.OperationalError("database or disk is full")
+    error.sqlite_errorcode = sqlite3.SQLITE_FULL
+    return error
+
+
+class FullDiskLogicTests(unittest.TestCase):
+    """A full disk, reactor-free: writes refused with a clear reason, said once per episode, retried, recovered."""
+
+    def setUp(self):
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.logger import globalLogPublisher
+
+        self.clock = MemoryReactorClock()
+        self.logged = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+        self.free = 0
+        self.patch(store_module, "freeBytes", lambda path: self.free)
+        self.store = SQLiteStore(str(Path(self.mktemp())), self.clock, pollInterval=0)
+        self.store.open()
+        self.addCleanup(self.store._closeConnections)
+        self.real = self.store._connection
+
+    def said(self, fragment):
+        return [e for e in self.logged if fragment in e.get("log_format", "")]
+
+    def fillTheDisk(self):
+        real = self.real
+
+        class Full:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def execute(self, sql, *args):
+                if sql.startswith(("INSERT", "DELETE")):
+                    raise diskFullError()
+                return real.execute(sql, *args)
+
+            def executemany(self, sql, *args):
+                raise diskFullError()
+
+        self.store._connection = Full()
+
+    def test_oneLinePerEpisodeAndRecovery(self):
+        store, clock = self.store, self.clock
+        results = []
+        store.write(Op.CREATE, b"kept", b"v", results.append)
+        clock.advance(0)
+        self.assertEqual(results, [None])
+        self.fillTheDisk()
+        for episode in range(2):
+            for turn in range(50):  # 50 turns of writes, and retries, while the disk is full
+                for i in range(3):
+                    refused = store.write(Op.CREATE, b"k%d-%d-%d" % (episode, turn, i), b"v", results.append)
+                    if refused is not None:
+                        results.append(refused)
+                clock.advance(0.1)
+            self.assertEqual(results[-1], Code.SERVER_ERROR)
+            self.assertEqual(set(results[1:]), {Code.SERVER_ERROR})
+            self.assertIn("disk is full", store.writeProblem)
+            self.assertEqual(store.stats()["disk_full"], 1)
+            self.assertEqual(store.get(b"kept"), b"v", "reads go on")
+            self.assertEqual(len(self.said("is full")), episode + 1, "said once per episode")
+            self.assertEqual(self.flushLoggedErrors(), [], "no tracebacks")
+            # Room again: the connection writes, and the free space is past the headroom.
+            store._connection = self.real
+            clock.advance(store.diskRetryInterval)
+            self.assertTrue(store.diskFull, "no headroom yet")
+            self.free = store.diskHeadroom
+            clock.advance(store.diskRetryInterval)
+            self.assertFalse(store.diskFull)
+            self.assertIsNone(store.writeProblem)
+            self.assertEqual(len(self.said("has room again")), episode + 1)
+            del results[1:]
+            store.write(Op.CREATE, b"after%d" % episode, b"v", results.append)
+            clock.advance(0)
+            self.assertEqual(results, [None, None])
+            del results[1:]
+            self.free = 0
+            self.fillTheDisk()
+        self.assertEqual(store.diskFullEpisodes, 2)
+
+    def test_aFullDiskWhileFoldingIsTheSameEpisode(self):
+        store, clock = self.store, self.clock
+        store.write(Op.CREATE, b"a", b"1", lambda code: None)
+        clock.advance(0)
+        self.fillTheDisk()
+        for _ in range(20):
+            self.assertFalse(store.fold())
+            clock.advance(store.diskRetryInterval)
+        self.assertEqual(len(self.said("is full")), 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.real.execute("SELECT COUNT(*) FROM log").fetchone()[0], 1, "nothing lost")
+        store._connection = self.real
+        self.free = store.diskHeadroom
+        clock.advance(store.diskRetryInterval)
+        self.assertFalse(store.diskFull)
+        self.assertEqual(self.real.execute("SELECT value FROM kv").fetchall(), [(b"1",)])
+
+
+class BoundedFoldTests(unittest.TestCase):
+    def test_theLogIsFoldedInStepsOfBoundedSize(self):
+        """A log of many rows is folded a step at a time at open, each step's WAL emptied, the result exact."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        path = str(Path(self.mktemp()))
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute("CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
+        raw.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY, batch BLOB NOT NULL)")
+        raw.execute("INSERT INTO kv VALUES (?, ?)", (b"old", b"gone soon"))
+        expected = {b"old": b"gone soon"}
+        for row in range(200):  # 200 groups of 10 keys, 1 KB values, keys written again and deleted
+            final = {}
+            for i in range(10):
+                key = b"k%d" % ((row * 7 + i) % 300)
+                final[key] = None if (row + i) % 13 == 0 else os.urandom(500).hex().encode()
+            if row == 150:
+                final[b"old"] = None
+            raw.execute("INSERT INTO log (batch) VALUES (?)", (encodeBatch(final),))
+            for key, value in final.items():
+                if value is None:
+                    expected.pop(key, None)
+                else:
+                    expected[key] = value
+        raw.close()
+        walSizes = []
+        real = sqlite3.Connection.execute
+
+        store = SQLiteStore(path, MemoryReactorClock(), pollInterval=0)
+        store.foldStepBytes = 64 << 10
+        original = store._foldAtStart
+
+        def watching(worker):
+            class Watch:
+                def execute(self, sql, *args):
+                    walSizes.append(os.path.getsize(path + "-wal"))  # what the step wrote to it
+                    return real(worker, sql, *args)
+
+            return original(Watch())
+
+        store._foldAtStart = watching
+        store.open()
+        self.addCleanup(store._closeConnections)
+        self.assertEqual(dict(store._data), expected)
+        self.assertGreaterEqual(store.folds, 2 * 1024 * 200 // (64 << 10))  # about 2 MB of log in 64 KB steps
+        self.assertEqual(len(walSizes), store.folds + 1)  # before the first step and after each
+        # Each step's WAL: about its share of the log, its kv pages and the log pages freed
+        # (folded at once, the 2 MB of log took over 4 MB of WAL).
+        self.assertLess(max(walSizes), 512 << 10)
+        self.assertEqual(os.path.getsize(path + "-wal"), 0)
+        check = sqlite3.connect(path)
+        self.assertEqual(dict(check.execute("SELECT key, value FROM kv")), expected)
+        self.assertEqual(check.execute("SELECT COUNT(*) FROM log").fetchone()[0], 0)
+
+
+class CloseFoldsEverythingTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_closeFoldsTheWholeLogStepByStep(self):
+        path = str(Path(self.mktemp()))
+        store = SQLiteStore(path, reactor, pollInterval=0)
+        store.open()
+        store.foldInterval = 3600
+        for i in range(20):
+            store.write(Op.CREATE, b"k%d" % i, b"v%d" % i, lambda code: None)
+            yield store.whenIdle()  # a log row each
+        store.foldStepBytes = 1  # a row a step
+        store._foreign = True  # as after a failed fold: from the log itself
+        yield store.close()
+        raw = sqlite3.connect(path)
+        self.assertEqual(raw.execute("SELECT COUNT(*) FROM log").fetchone()[0], 0)
+        self.assertEqual(raw.execute("SELECT COUNT(*) FROM kv").fetchone()[0], 20)
+        self.assertGreaterEqual(store.folds, 20)
+
+
+class RealFullDiskTests(unittest.TestCase):
+    """A real small file system: a tmpfs of 2 MB (mounting needs root; skipped otherwise)."""
+
+    def smallDisk(self):
+        directory = smallDisk(self)
+        (directory / "filler").write_bytes(b"\0" * (256 << 10))  # room to give back later
+        return directory
+
+    def newStore(self, path):
+        store = SQLiteStore(path, reactor, pollInterval=0)
+        # The log is not folded while it fills (as when each fold found too little room);
+        # the WAL is checkpointed often, so most of it is in the database file.
+        store.foldInterval = 3600
+        store.foldKeys = 10**9
+        store.checkpointPages = 64
+        store.foldStepBytes = 32 << 10
+        store.diskHeadroom = 128 << 10
+        store.diskRetryInterval = 0.01
+        return store
+
+    @defer.inlineCallbacks
+    def waitFor(self, condition, state=lambda: None):
+        for _ in range(1000):
+            if condition():
+                return
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.fail(f"timed out: {state()}")
+
+    @defer.inlineCallbacks
+    def test_fillKillRestartRecover(self):
+        from twisted.logger import globalLogPublisher
+
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        disk = self.smallDisk()
+        store = self.newStore(str(disk / "kv.sqlite3"))
+        store.open()
+        self.addCleanup(store.close)
+        acked = {}
+        for i in range(5000):
+            results = []
+            # (Values that fit in a page of the kv table, as they do in the log: a larger one takes
+            # overflow pages there, and a disk full of them could not hold them folded at all.)
+            key, value = b"k%d" % i, os.urandom(800)
+            refused = store.write(Op.CREATE, key, value, results.append)
+            if refused is not None:  # (the disk was found full by a checkpoint)
+                results.append(refused)
+            yield store.whenIdle()
+            if results != [None]:
+                break
+            acked[key] = value
+            if i % 16 == 15:
+                # A checkpoint that keeps up (under a steady stream of writes it may not: the WAL
+                # then holds most of the data, which cannot be copied into a disk this full).
+                try:
+                    yield store._inWorker(store._worker.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.OperationalError:
+                    pass
+        self.assertEqual(results, [Code.SERVER_ERROR], "the disk filled")
+        self.assertGreater(len(acked), 1000)
+        self.assertIn("disk is full", store.writeProblem)
+        self.assertEqual(store.write(Op.CREATE, b"more", b"v", results.append), Code.SERVER_ERROR)
+        self.assertTrue(all(store.get(key) == value for key, value in acked.items()), "reads go on")
+
+        # Killed: its files as they are, on a disk as full as this one; it starts, serves, refuses writes.
+        second = self.smallDisk()
+        copyImage(str(disk / "kv.sqlite3"), str(second / "kv.sqlite3"))
+        # (A kill leaves the -shm too; without it, SQLite needs 32 KB to make one.)
+        Path(second / "kv.sqlite3-shm").write_bytes((disk / "kv.sqlite3-shm").read_bytes())
+        fillDisk(second)  # as full as the first
+        restarted = self.newStore(str(second / "kv.sqlite3"))
+        restarted.open()
+        self.addCleanup(restarted.close)
+        self.assertEqual(dict(restarted._data), acked, "every acknowledged write, after the start")
+        self.assertTrue(restarted.diskFull)
+        self.assertEqual(restarted.write(Op.CREATE, b"new", b"v", results.append), Code.SERVER_ERROR)
+        # Room comes back: the rest of the log is folded, and writes are accepted again by themselves.
+        (second / "fill").unlink()
+        (second / "filler").unlink()
+        yield self.waitFor(lambda: not restarted.diskFull, lambda: (
+            restarted._foreign, restarted._diskRetry, store_module.freeBytes(restarted.path), logged[-3:]))
+        results = []
+        restarted.write(Op.CREATE, b"new", b"v", results.append)
+        yield restarted.whenIdle()
+        self.assertEqual(results, [None])
+        check = sqlite3.connect(str(second / "kv.sqlite3"))
+        self.assertEqual(check.execute("SELECT COUNT(*) FROM log").fetchone()[0], 1, "folded but the new write")
+        check.close()
+        full = [e for e in logged if "is full" in e.get("log_format", "")]
+        self.assertEqual(len(full), 2, "once per store and episode")
+        self.assertEqual(len([e for e in logged if "has room again" in e.get("log_format", "")]), 1)
+        self.assertEqual(self.flushLoggedErrors(), [], "no tracebacks")

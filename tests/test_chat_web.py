@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import struct
 import time
 from typing import Any
@@ -10,8 +12,11 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from sockproto.chat.events import (
@@ -43,7 +48,17 @@ from sockproto.chat.history import MEMORY, History
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.lineface import LineFace
 from sockproto.chat.protocol import ChatFactory
-from sockproto.chat.web import LIST_PIECE, REFRESH_DELAY, WebChatFactory, WebFace, inPieces, refreshDelay
+from sockproto.chat.web import (
+    LIST_PIECE,
+    REFRESH_DELAY,
+    WebChatFactory,
+    WebFace,
+    hostName,
+    inPieces,
+    readMessage,
+    refreshDelay,
+    webSite,
+)
 
 
 def events(*happened: ChatEvent) -> list[dict]:
@@ -317,3 +332,191 @@ class WebChatProtocolTests(unittest.TestCase):
         self.assertTrue(browser.protocol.chat.dropped)
         self.assertEqual(self.web.chatFactory.slowConsumers, 1)
         self.assertLess(len(browser.transport.value()), 100_000 + 20_000)
+
+
+class MessageTests(unittest.TestCase):
+    def test_objectsWithATypeOnly(self) -> None:
+        self.assertEqual(readMessage(b'{"type": "say", "text": "hi"}'), {"type": "say", "text": "hi"})
+        for payload in (b"{not json", b"[1]", b'"say"', b'{"text": "x"}', b'{"type": 5}', b"\xff"):
+            self.assertRaises(ValueError, readMessage, payload)
+
+    def test_deeplyNestedJSONIsNotAMessage(self) -> None:
+        # json.loads raises RecursionError here, which closed the WebSocket.
+        for payload in (b"[" * 3000, b'{"type": ' + b"[" * 3000, b"[" * 3000 + b"]" * 3000):
+            self.assertRaises(ValueError, readMessage, payload)
+
+
+def newSite(readTimeout: float = 5.0, hosts: tuple[str, ...] = (), origins: tuple[str, ...] = ()):
+    clock = Clock()
+    chat = ChatFactory(clock, ChatHub(clock, History(MEMORY, clock)), readTimeout=readTimeout)
+    site = webSite(chat, list(origins), list(hosts))
+    # autobahn's own timers run on the global reactor: none in these tests.
+    site.webSockets.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0)
+    return site, clock
+
+
+def connectTo(site, host: str = "127.0.0.1"):
+    transport = StringTransport(
+        peerAddress=IPv4Address("TCP", "127.0.0.1", 40000), hostAddress=IPv4Address("TCP", host, 8000)
+    )
+    channel = site.buildProtocol(transport.getPeer())
+    transport.protocol = channel  # autobahn hands the connection over by this attribute
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def upgradeRequest(host: str = "127.0.0.1:8000", origin: str | None = None) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    origin = origin or f"http://{host}"
+    return (
+        f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
+    ).encode()
+
+
+def clientFrame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    assert len(payload) < 126
+    return struct.pack("!BB", (0x80 if fin else 0) | opcode, 0x80 | len(payload)) + mask + masked
+
+
+class HostTests(unittest.TestCase):
+    """DNS rebinding: only the server's own host names are served, the page and the WebSocket alike."""
+
+    def test_hostNames(self) -> None:
+        self.assertEqual(hostName(b"Chat.Example.:8000"), "chat.example")
+        self.assertEqual(hostName(b"[::1]:80"), "::1")
+        self.assertEqual(hostName(b"127.0.0.1"), "127.0.0.1")
+        for bad in (b"", b"a b", b"evil@localhost", b"localhost/x", b"x:y", b"\xff"):
+            self.assertIsNone(hostName(bad), bad)
+
+    def test_whichHostsAreServed(self) -> None:
+        site, _ = newSite(hosts=("chat.example.org",), origins=("https://www.example.com",))
+        for host in (b"localhost:8000", b"LOCALHOST.", b"127.0.0.1:8000", b"[::1]:8000", b"192.0.2.7",
+                     b"chat.example.org", b"www.example.com:443", None):
+            self.assertTrue(site.servesHost(host), host)
+        for host in (b"evil.example:8000", b"localhost.evil.example", b"example.org", b"", b"a b"):
+            self.assertFalse(site.servesHost(host), host)
+
+    def request(self, site, data: bytes) -> bytes:
+        channel, transport = connectTo(site)
+        channel.dataReceived(data)
+        return transport.value()
+
+    def test_aRebindingPageGets421(self) -> None:
+        site, clock = newSite()
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for _ in range(3):
+            page = self.request(site, b"GET / HTTP/1.1\r\nHost: evil.example:8000\r\n\r\n")
+            self.assertTrue(page.startswith(b"HTTP/1.1 421 Misdirected Request\r\n"), page[:80])
+            self.assertIn(b"Content-Security-Policy", page)
+        socket = self.request(site, upgradeRequest("evil.example:8000"))
+        self.assertTrue(socket.startswith(b"HTTP/1.1 421 "), socket[:80])
+        self.assertEqual(site.errors["unknown_host"], 4)
+        said = [e for e in events if "host name it does not serve" in e.get("log_format", "")]
+        self.assertEqual(len(said), 1)  # one line a minute, with how many went unsaid
+        clock.advance(60)
+        self.request(site, b"GET / HTTP/1.1\r\nHost: evil.example:8000\r\n\r\n")
+        said = [e for e in events if "host name it does not serve" in e.get("log_format", "")]
+        self.assertEqual([e["unsaid"] for e in said], [0, 3])
+        page = self.request(site, b"GET / HTTP/1.1\r\nHost: localhost:8000\r\n\r\n")
+        self.assertTrue(page.startswith(b"HTTP/1.1 200 "), page[:80])
+
+    def test_theOwnHostUpgrades(self) -> None:
+        site, _ = newSite()
+        channel, transport = connectTo(site)
+        channel.dataReceived(upgradeRequest())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "), transport.value()[:80])
+        transport.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class ReadTimeoutTests(unittest.TestCase):
+    """--read-timeout: a request, or a WebSocket message, must come whole within it from its first byte."""
+
+    def test_aTrickledRequestIsCutOff(self) -> None:
+        site, clock = newSite(readTimeout=5)
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        connections = [connectTo(site) for _ in range(20)]
+        request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n" + b"X-Slow: " + b"a" * 100
+        for byte in request:  # a byte every half second: twisted.web's own timeout never fires
+            for channel, _ in connections:
+                channel.dataReceived(bytes([byte]))
+            clock.advance(0.5)
+            if all(transport.disconnecting for _, transport in connections):
+                break
+        self.assertTrue(all(transport.disconnecting for _, transport in connections))
+        self.assertEqual(clock.seconds(), 5.0)
+        self.assertEqual(site.errors["read_timeout"], 20)
+        said = [e for e in events if "--read-timeout" in e.get("log_format", "")]
+        self.assertEqual(len(said), 1, "one line, not one per connection")
+
+    def test_requestsInTimeOneAfterAnother(self) -> None:
+        site, clock = newSite(readTimeout=5)
+        channel, transport = connectTo(site)
+        request = b"GET /chat.css HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+        for _ in range(4):  # each in 4 s: 16 s in all, each within its own deadline
+            for index in range(0, len(request), len(request) // 4 + 1):
+                channel.dataReceived(request[index : index + len(request) // 4 + 1])
+                clock.advance(1)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 4)
+        clock.advance(20)  # idle between requests: twisted.web's 30 s timeout, not the read deadline
+        self.assertFalse(transport.disconnecting)
+        channel.connectionLost(Failure(ConnectionDone()))
+
+    def openWebSocket(self, readTimeout: float = 5):
+        site, clock = newSite(readTimeout=readTimeout)
+        channel, transport = connectTo(site)
+        channel.dataReceived(upgradeRequest())
+        socket = transport.protocol
+        self.addCleanup(socket.connectionLost, Failure(ConnectionDone()))
+        transport.clear()
+        return site, clock, socket, transport
+
+    def test_aFragmentedMessageWhoseSenderAnswersPingsIsCutOff(self) -> None:
+        site, clock, socket, transport = self.openWebSocket()
+        socket.dataReceived(clientFrame(0x1, b'{"type": "say", ', fin=False))
+        for _ in range(40):
+            socket.dataReceived(clientFrame(0xA, b"pong"))  # alive, and the message not a byte further
+            clock.advance(0.5)
+            if transport.disconnecting:
+                break
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(clock.seconds(), 5.0)
+        self.assertEqual(site.errors["read_timeout"], 1)
+
+    def test_aTrickledFrameIsCutOff(self) -> None:
+        site, clock, socket, transport = self.openWebSocket()
+        for byte in clientFrame(0x1, json.dumps({"type": "say", "text": "x" * 60}).encode()):
+            socket.dataReceived(bytes([byte]))
+            clock.advance(0.5)
+            if transport.disconnecting:
+                break
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(clock.seconds(), 5.0)
+
+    def test_messagesInTimeAndWholeOnesGoOn(self) -> None:
+        site, clock, socket, transport = self.openWebSocket()
+        message = json.dumps({"type": "say", "text": "/nick slowpoke"}).encode()
+        first, second = message[:20], message[20:]
+        for _ in range(5):  # each message in two fragments 4 s apart: 20 s in all
+            socket.dataReceived(clientFrame(0x1, first, fin=False))
+            clock.advance(4)
+            socket.dataReceived(clientFrame(0x0, second) + clientFrame(0x1, first, fin=False)[:3])
+            clock.advance(4)  # the next one begun with the last fragment: its own deadline
+            socket.dataReceived(clientFrame(0x1, first, fin=False)[3:] + clientFrame(0x0, second))
+            clock.advance(30)  # nothing begun: no deadline
+        self.assertFalse(transport.disconnecting)
+        self.assertIn(b"slowpoke", transport.value())
+        self.assertEqual(site.errors["read_timeout"], 0)
+
+    def test_noDeadlineWithoutAReadTimeout(self) -> None:
+        site, clock, socket, transport = self.openWebSocket(readTimeout=0)
+        socket.dataReceived(clientFrame(0x1, b'{"type": ', fin=False))
+        clock.advance(1000)
+        self.assertFalse(transport.disconnecting)

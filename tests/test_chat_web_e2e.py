@@ -12,7 +12,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.support import LineClient, ServiceProcess, makeCerts, runService
+from tests.support import LineClient, ServiceProcess, connect, makeCerts, recvUntil, runService
 from tests.wsclient import WebSocketClient, WebSocketRefused
 
 
@@ -226,10 +226,26 @@ class WebChatTests(unittest.TestCase):
         with self.assertRaises(WebSocketRefused):  # a sandboxed page or a file: autobahn refuses it itself
             WebSocketClient(self.webPort, origin="null")
 
+    def test_aRebindingPageIsMisdirected(self) -> None:
+        # DNS rebinding: evil.example now points here, and its page asks for itself.
+        evil = f"evil.example:{self.webPort}"
+        for request in (
+            f"GET / HTTP/1.1\r\nHost: {evil}\r\n\r\n",
+            f"GET /ws HTTP/1.1\r\nHost: {evil}\r\nOrigin: http://{evil}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        ):
+            sock = connect(self.webPort)
+            self.addCleanup(sock.close)
+            sock.sendall(request.encode())
+            self.assertTrue(recvUntil(sock, b"\r\n").startswith(b"HTTP/1.1 421 "), request)
+        self.chat.waitForLog("host name it does not serve")
+        with urllib.request.urlopen(f"http://localhost:{self.webPort}/", timeout=10) as page:
+            self.assertIn(b"sockproto chat", page.read())
+
     def test_allowedOriginsAndBadOptions(self) -> None:
         chat = ServiceProcess(
             "sockproto-chat", "--listen", "tcp:0", "--web", "tcp:0", "--history", ":memory:",
-            "--web-origin", "https://chat.example.org",
+            "--web-origin", "https://chat.example.org", "--web-host", "chat.example.net",
         )
         self.addCleanup(chat.stop)
         chat.start(2)
@@ -239,12 +255,63 @@ class WebChatTests(unittest.TestCase):
         client.until(isType("state"))
         with self.assertRaises(WebSocketRefused):
             WebSocketClient(port)  # its own origin is no longer in the list
+        for host, status in (("chat.example.net", b"200"), ("chat.example.org", b"200"), ("example.net", b"421")):
+            sock = connect(port)
+            self.addCleanup(sock.close)
+            sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            self.assertEqual(recvUntil(sock, b"\r\n").split(b" ")[1], status, host)
         for args, message in [
             (("--web", "frob:1"), "--web"),
             (("--web-origin", "chat.example.org"), "expected SCHEME://HOST[:PORT]"),
+            (("--web-host", "http://chat.example.org"), "bad --web-host"),
         ]:
             result = runService("sockproto-chat", *args)
             self.assertNotEqual(result.returncode, 0)
             self.assertIn(message, result.stdout + result.stderr)
             self.assertNotIn("Traceback", result.stdout + result.stderr)
 
+
+
+class WebChatSlowAndDeepTests(unittest.TestCase):
+    """--read-timeout on HTTP requests and WebSocket messages; JSON nested past the parser's depth."""
+
+    def test_slowSendersAreCutOffDeepJSONIsAnError(self) -> None:
+        chat = ServiceProcess(
+            "sockproto-chat", "--listen", "tcp:0", "--web", "tcp:0", "--history", ":memory:", "--read-timeout", "1",
+        )
+        self.addCleanup(chat.stop)
+        chat.start(2)
+        port = chat.port("chat-web")
+        web = WebSocketClient(port)
+        self.addCleanup(web.close)
+        web.until(isType("state"))
+        web.sendText("[" * 3000)  # an uncaught RecursionError closed the WebSocket
+        self.assertIn("not a chat message", web.until(isType("error"))[-1]["text"])
+        web.send({"type": "say", "text": "/nick deep"})
+        web.until(isType("state", nick="deep"))
+        # An upgrade request trickled a byte at a time, and a message begun and
+        # never finished while its sender answers pings: both cut off.
+        trickler = connect(port)
+        self.addCleanup(trickler.close)
+        slow = WebSocketClient(port)
+        self.addCleanup(slow.close)
+        slow.until(isType("state"))
+        slow.sock.sendall(slow._frame(0x1, b'{"type": "say", ', fin=False))
+        request = f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode() + b"X: " + b"a" * 1000
+        closed = set()
+        for index in range(200):  # up to 20 s; the deadline is 1 s
+            for name, sock, data in (("http", trickler, request[index : index + 1]),
+                                     ("ws", slow.sock, slow._frame(0xA, b"pong"))):
+                if name in closed:
+                    continue
+                try:
+                    sock.sendall(data)
+                except OSError:
+                    closed.add(name)
+            if len(closed) == 2:
+                break
+            time.sleep(0.1)
+        self.assertEqual(closed, {"http", "ws"})
+        chat.waitForLog("(--read-timeout")
+        web.send({"type": "say", "text": "/nick still-here"})
+        web.until(isType("state", nick="still-here"))

@@ -47,6 +47,7 @@ class LoadTests(ConfigCase):
                 '[echo]\nlisten = ["tcp:0", "unix:/tmp/x.sock"]\nmode = "line"\nmax-connections = 7\n'
                 'idle-timeout = 1.5\nudp-rate = 20\nudp-allow-low-ports = true\n'
                 '[chat]\nlisten = "tcp:0"\nhistory = ":memory:"\nno-keepalive = true\nmax-clients = 9\n'
+                'web-host = ["chat.example.org", "chat.example.net"]\n'
                 '[joke]\nrandom-seed = 4\n'
             )
         )
@@ -62,6 +63,7 @@ class LoadTests(ConfigCase):
         self.assertEqual(chatOptions["listen"], ["tcp:0"])
         self.assertTrue(chatOptions["no-keepalive"])
         self.assertEqual(chatOptions["max-connections"], 9)
+        self.assertEqual(chatOptions["web-host"], ["chat.example.org", "chat.example.net"])
         self.assertEqual(jokeOptions["listen"], ["tcp:6789:interface=127.0.0.1"], "the default")
         self.assertEqual((config.metrics, config.shutdownTimeout), ("tcp:9100", 3.0))
 

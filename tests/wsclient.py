@@ -61,15 +61,16 @@ class WebSocketClient:
             raise WebSocketRefused(status, response)
         self.closeCode: int | None = None
 
-    def _frame(self, opcode: int, payload: bytes) -> bytes:
+    def _frame(self, opcode: int, payload: bytes, fin: bool = True) -> bytes:
         mask = os.urandom(4)
         length = len(payload)
+        first = (0x80 if fin else 0) | opcode
         if length < 126:
-            header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+            header = struct.pack("!BB", first, 0x80 | length)
         elif length < 65536:
-            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+            header = struct.pack("!BBH", first, 0x80 | 126, length)
         else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+            header = struct.pack("!BBQ", first, 0x80 | 127, length)
         return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
     def send(self, message: Any) -> None:

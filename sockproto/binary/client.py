@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary_client -*-
 """A Twisted client for SPB/1: pipelined requests on one connection, and a bounded pool.
 
 A pool, for an application that makes requests from many places::

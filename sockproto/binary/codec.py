@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary,tests.test_binary_redisstore,tests.test_binary_store -*-
 """SPB/1 frames: ``length: u32`` (bytes after it), ``op: u8``, ``request_id: u32``, payload.
 
 All integers are big-endian.  See ``docs/binary-protocol.rst``.  For example

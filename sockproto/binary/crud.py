@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary,tests.test_listen,tests.test_shutdown -*-
 """The text twin of SPB/1: ``twistd -n sockproto-crud``, the seeds' CRUD server over the same store.
 
 Lines ``create KEY VALUE``, ``read KEY``, ``update KEY VALUE``, ``delete KEY``,
@@ -134,7 +135,13 @@ class CrudProtocol(RequestReplyProtocol, LineServerProtocol):
         entry = replies.slot()
 
         def done(code: int | None) -> None:
-            replies.fill(entry, b"OK\n" if code is None else f"ERR {_REASONS[code]}\n".encode())
+            if code is None:
+                replies.fill(entry, b"OK\n")
+                return
+            reason = _REASONS[code]
+            if code == Code.SERVER_ERROR:
+                reason = self.factory.store.writeProblem or reason  # e.g. the disk is full
+            replies.fill(entry, f"ERR {reason}\n".encode())
 
         refused = self.factory.store.write(op, key, value, done)
         if refused is not None:

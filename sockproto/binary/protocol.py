@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary,tests.test_binary_client,tests.test_binary_redisstore -*-
 """The SPB/1 server protocol: frames in, store calls, replies out in request order."""
 
 from __future__ import annotations
@@ -117,7 +118,11 @@ class _WriteSlot(_Slot):
         success: bytes = self[_SUCCESS]
         if code is not None:
             requestId = _ID.unpack_from(success, LENGTH_SIZE + 1)[0]
-            reply = self[_PROTOCOL].factory.error(requestId, code, _MESSAGES[code])
+            factory = self[_PROTOCOL].factory
+            message = _MESSAGES[code]
+            if code == Code.SERVER_ERROR:
+                message = factory.store.writeProblem or message  # e.g. the disk is full
+            reply = factory.error(requestId, code, message)
         else:
             reply = success
         self._filled(reply, success[LENGTH_SIZE] & ~REPLY, self[_ARRIVAL])

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary_redisstore -*-
 """The key-value store over a shared Redis (``--db redis://...``): front-ends hold no data.
 
 Every sockproto-binary or sockproto-crud process (and every worker) naming
@@ -100,6 +101,9 @@ class Unavailable(Exception):
 @implementer(IKeyValueStore)
 class RedisStore:
     """An IKeyValueStore whose reads are answered by Redis too: not an ILocalKeyValueStore."""
+
+    #: Writes are refused only while Redis is out of reach, which the replies say per request.
+    writeProblem: str | None = None
 
     def __init__(self, reactor: IServerReactor, address: RedisAddress, prefix: str = "sockproto:kv:") -> None:
         self.reactor = reactor

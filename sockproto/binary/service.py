@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary_store,tests.test_config,tests.test_listen -*-
 """Options and services of ``twistd -n sockproto-binary`` and the shared store plumbing."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary_redisstore,tests.test_binary_store,tests.test_binary -*-
 """The durable key-value store behind SPB/1 and the CRUD text service.
 
 :class:`sockproto.interfaces.IKeyValueStore` is the interface the protocols use; :class:`SQLiteStore`
@@ -23,6 +24,7 @@ replays ``log`` in order, so a crash at any point loses nothing committed.
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import sqlite3
 import struct
@@ -50,6 +52,19 @@ Done = Callable[[int | None], None]
 
 class StoreError(Exception):
     """The store cannot do what was asked; the message says why."""
+
+
+def isDiskFull(error: BaseException) -> bool:
+    """Whether an error from SQLite or the OS means the disk (or a quota) is full."""
+    if isinstance(error, sqlite3.Error):
+        return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(error)
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def freeBytes(path: str) -> int:
+    """Bytes an unprivileged process may still write on the file system holding ``path``."""
+    stat = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    return stat.f_bavail * stat.f_frsize
 
 
 _DELETED = object()
@@ -81,10 +96,25 @@ class GroupCommitStore:
         self._idle: list[defer.Deferred[None]] = []
         self.commits = 0
         self.committedWrites = 0
-        #: Set when the disk failed a sync: what reached it is uncertain, so
-        #: writes are refused (SERVER_ERROR) until a restart recovers from
-        #: the files, as Redis stops on a failed ``appendfsync always``.
+        #: Writes are refused (SERVER_ERROR) now, for one of the reasons below.
         self.refusingWrites = False
+        #: Set when the disk failed a sync: what reached it is uncertain, so
+        #: writes are refused until a restart recovers from the files, as
+        #: Redis stops on a failed ``appendfsync always``.
+        self.syncFailed = False
+        #: The disk is full: writes are refused until it has room again (reads go on).
+        self.diskFull = False
+        #: Times the disk was found full (each time said once in the log).
+        self.diskFullEpisodes = 0
+
+    @property
+    def writeProblem(self) -> str | None:
+        """Why writes are refused now, for the clients (None: they are not)."""
+        if self.diskFull:
+            return "the server's disk is full: writes are refused until it has room again"
+        if self.syncFailed:
+            return "the server's disk failed a sync: writes are refused until the server is restarted"
+        return None
 
     def _load(self, rows: list[tuple[bytes, bytes]]) -> None:
         # In place: the bound ``get`` (and protocols holding it) stay valid.
@@ -176,7 +206,7 @@ class GroupCommitStore:
         if ok:
             self.commits += 1
             self.committedWrites += len(batch)
-        else:
+        elif failure is not None:  # (a full disk is logged once, by the store)
             log.failure("kv store: a commit of {count} writes failed", failure, count=len(batch))
         data, keys = self._data, self._sorted
         code = None if ok else Code.SERVER_ERROR
@@ -231,6 +261,7 @@ class GroupCommitStore:
             "commits": self.commits,
             "committed_writes": self.committedWrites,
             "refusing_writes": int(self.refusingWrites),
+            "disk_full": int(self.diskFull),
         }
 
 
@@ -299,6 +330,15 @@ class SQLiteStore(GroupCommitStore):
     foldInterval = 1.0
     #: ...or once this many keys wait to be folded, whichever comes first.
     foldKeys = 20000
+    #: A fold from the log table itself (at start, after a failure, or
+    #: when another process writes) takes about this many bytes of it per
+    #: transaction: each step needs little room, and the log pages one step
+    #: frees are reused by the next, so a full disk can still be folded.
+    foldStepBytes = 1 << 20
+    #: While the disk is full: seconds between tries to fold and to see
+    #: whether it has room again, and the free bytes that count as room.
+    diskRetryInterval = 1.0
+    diskHeadroom = 2 << 20
 
     def __init__(
         self,
@@ -338,6 +378,7 @@ class SQLiteStore(GroupCommitStore):
         self._foldCall: Any = None
         # Another process has committed since the last fold: fold from the log itself.
         self._foreign = False
+        self._diskRetry: Any = None
         self.syncs = 0
         self.folds = 0
 
@@ -379,12 +420,9 @@ class SQLiteStore(GroupCommitStore):
         self._load(list(readSnapshot(connection).items()))
         # What a crashed run left in the log goes into kv now, and the WAL
         # into the database file (synced), in this thread: the worker thread
-        # does not run yet.
-        self._foreign = True
-        if not self.fold():
-            self._cancelFold()
-            raise StoreError("folding the log table into the kv table failed (see the log above)")
-        worker.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # does not run yet.  On a full disk the store serves what it loaded
+        # and refuses writes until there is room (see _diskIsFull).
+        self._foldAtStart(worker)
         self._walPages = 0
         self._dataVersion = self._version()
         if self.path != MEMORY:
@@ -400,6 +438,31 @@ class SQLiteStore(GroupCommitStore):
             self._poller = task.LoopingCall(self._pollOthers)
             self._poller.clock = self.reactor
             self._poller.start(self.pollInterval, now=False)
+
+    def _foldAtStart(self, worker: sqlite3.Connection) -> None:
+        """
+        Fold the whole log, a step at a time, the WAL copied into the
+        database and emptied before the first step and after each: what a
+        crash left in the WAL gives its room back first, and each step needs
+        little more than its own size.
+        """
+        self._foreign = True
+        while True:
+            try:
+                worker.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as e:
+                if not isDiskFull(e):
+                    raise
+                # Folding now would only grow the WAL: serve, and fold once there is room.
+                self._diskIsFull("checkpointing at start", e)
+                return
+            if not self._foreign:  # nothing left in the log
+                return
+            if not self.fold():
+                self._cancelFold()
+                if self.diskFull:
+                    return
+                raise StoreError("folding the log table into the kv table failed (see the log above)")
 
     def _startPool(self) -> None:
         # Not if the store was closed before the reactor ran: the thread would never be stopped.
@@ -426,14 +489,25 @@ class SQLiteStore(GroupCommitStore):
         if self._poller is not None and self._poller.running:
             self._poller.stop()
         yield self.whenIdle()
-        self.fold()
+        self._stopDiskRetry()
+        while self.fold() and self._foreign:  # the whole log, step by step (what is left waits for the next start)
+            pass
+        self._cancelFold()
+        self._stopDiskRetry()
         # The worker is one thread: this runs after any checkpoint already queued.
         pool, worker = self._pool, self._worker
         if pool is not None and worker is not None:
-            if pool.started:
-                yield self._inWorker(worker.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
-            else:  # the reactor never ran: nothing else is going on
-                worker.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                if pool.started:
+                    yield self._inWorker(worker.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+                else:  # the reactor never ran: nothing else is going on
+                    worker.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as e:
+                if not isDiskFull(e):
+                    raise
+                # Everything committed is in the WAL, which the next start reads.
+                self._diskIsFull("checkpointing at shutdown", e)
+        self._stopDiskRetry()
         if pool is not None:
             if pool.started:
                 pool.stop()
@@ -454,8 +528,12 @@ class SQLiteStore(GroupCommitStore):
         try:
             # One statement, its own transaction: a row at the end of the log.
             connection.execute("INSERT INTO log (batch) VALUES (?)", (blob,))
-        except Exception:
-            self._committed(batch, False, Failure())
+        except Exception as e:
+            if isDiskFull(e):
+                self._diskIsFull("a write", e)
+                self._committed(batch, False)
+            else:
+                self._committed(batch, False, Failure())
             return
         unfolded = self._unfolded
         unfolded.update(final)
@@ -510,17 +588,18 @@ class SQLiteStore(GroupCommitStore):
         if connection is None:
             return False
         unfolded, self._unfolded = self._unfolded, {}
+        more = False
+        stepBytes = 0
         try:
             connection.execute("BEGIN IMMEDIATE")
             version = self._version()
             if version != self._dataVersion:
                 self._foreign = True
-            (last,) = connection.execute("SELECT max(seq) FROM log").fetchone()
+            if self._foreign:
+                unfolded, last, more, stepBytes = self._logStep(connection)
+            else:
+                (last,) = connection.execute("SELECT max(seq) FROM log").fetchone()
             if last is not None:
-                if self._foreign:
-                    unfolded = {}
-                    for (blob,) in connection.execute("SELECT batch FROM log WHERE seq <= ? ORDER BY seq", (last,)):
-                        unfolded.update(decodeBatch(bytes(blob)))
                 # In key order: each B-tree page is visited once, in order.
                 upserts = sorted((k, v) for k, v in unfolded.items() if v is not None)
                 deletes = sorted((k,) for k, v in unfolded.items() if v is None)
@@ -528,23 +607,129 @@ class SQLiteStore(GroupCommitStore):
                     connection.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", upserts)
                 if deletes:
                     connection.executemany("DELETE FROM kv WHERE key = ?", deletes)
-                # The write lock is held, so nothing was appended after last:
-                # the whole table goes (SQLite drops its pages without reading rows).
-                connection.execute("DELETE FROM log")
+                if more:
+                    connection.execute("DELETE FROM log WHERE seq <= ?", (last,))
+                else:
+                    # The write lock is held, so nothing was appended after last:
+                    # the whole table goes (SQLite drops its pages without reading rows).
+                    connection.execute("DELETE FROM log")
             connection.execute("COMMIT")
-        except Exception:
+        except Exception as e:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             # Nothing is lost: the log still holds every group.  Fold from it next time.
             self._foreign = True
-            log.failure("kv store: folding the log into kv failed; will retry")
-            self._scheduleFold(self.foldInterval)
+            if isDiskFull(e):
+                self._diskIsFull("folding the log", e)  # retried while the disk is full
+            else:
+                log.failure("kv store: folding the log into kv failed; will retry")
+                self._scheduleFold(self.foldInterval)
             return False
-        self._foreign = False
+        # With more of the log left, the next step folds from it too.
+        self._foreign = more
         self.folds += 1
-        self._walPages += len(unfolded) + 2
+        self._walPages += len(unfolded) + 2 + 2 * stepBytes // 4000
+        if more and self._pool is not None:  # (at start, open() folds step after step itself)
+            self._scheduleFold(0)
         self._maybeCheckpoint()
         return True
+
+    def _logStep(self, connection: sqlite3.Connection) -> tuple[dict[bytes, bytes | None], int | None, bool, int]:
+        """
+        The final state of each key written in the first rows of the log,
+        about ``foldStepBytes`` of them (at least one row); the last seq
+        read (None: the log is empty); whether rows are left after it; and
+        the bytes read.
+        """
+        states: dict[bytes, bytes | None] = {}
+        size, last, more = 0, None, False
+        cursor = connection.execute("SELECT seq, batch FROM log ORDER BY seq")
+        try:
+            for seq, blob in cursor:
+                if last is not None and size >= self.foldStepBytes:
+                    more = True
+                    break
+                states.update(decodeBatch(bytes(blob)))
+                size += len(blob)
+                last = seq
+        finally:
+            cursor.close()
+        return states, last, more, size
+
+    # -- a full disk ------------------------------------------------------------------
+
+    def _diskIsFull(self, what: str, error: BaseException) -> None:
+        """The disk refused a write: refuse writes, say so once, and try again until it has room."""
+        self.refusingWrites = True
+        if not self.diskFull:
+            self.diskFull = True
+            self.diskFullEpisodes += 1
+            log.error(
+                "kv store: the disk holding {path} is full ({what}: {error}); writes are refused until "
+                "{headroom} bytes are free, reads go on",
+                path=self.path,
+                what=what,
+                error=str(error),
+                headroom=self.diskHeadroom,
+            )
+        self._retryDiskLater(self.diskRetryInterval)
+
+    def _retryDisk(self) -> None:
+        """
+        While the disk is full, again and again: copy the WAL into the
+        database and empty it (TRUNCATE: its room goes back to the disk),
+        fold one step of the log, and accept writes again once the disk has
+        room.  A step made is followed at once by the next.
+        """
+        self._diskRetry = None
+        if self._connection is None:
+            return
+        worker, pool = self._worker, self._pool
+        if worker is None or pool is None or not pool.started:
+            self._foldWhileFull()
+            return
+        self._diskRetry = self._inWorker(worker.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+        self._diskRetry.addCallbacks(lambda _: self._foldWhileFull(), self._checkpointFailedWhileFull)
+
+    def _checkpointFailedWhileFull(self, failure: Failure) -> None:
+        # Folding now would only grow the WAL: try again later.
+        self._diskRetry = None
+        if not isDiskFull(failure.value):
+            log.failure("kv store: checkpoint failed", failure)
+        self._retryDiskLater(self.diskRetryInterval)
+
+    def _foldWhileFull(self) -> None:
+        self._diskRetry = None
+        if self._connection is None:
+            return
+        if self._foreign or self._unfolded:
+            if not self.fold():
+                self._retryDiskLater(self.diskRetryInterval)
+                return
+            self._cancelFold()
+            if self._foreign:  # more of the log to fold: the next step after the next checkpoint
+                self._retryDiskLater(0)
+                return
+        try:
+            room = self.path == MEMORY or freeBytes(self.path) >= self.diskHeadroom
+        except OSError:
+            room = False
+        if not room:
+            self._retryDiskLater(self.diskRetryInterval)
+            return
+        self.refusingWrites = self.syncFailed
+        if self.diskFull:
+            self.diskFull = False
+            log.info("kv store: the disk holding {path} has room again; writes are accepted", path=self.path)
+
+    def _retryDiskLater(self, delay: float) -> None:
+        if self._diskRetry is None and self._connection is not None and self.diskFull:
+            self._diskRetry = self.reactor.callLater(delay, self._retryDisk)
+
+    def _stopDiskRetry(self) -> None:
+        retry, self._diskRetry = self._diskRetry, None
+        if retry is not None and hasattr(retry, "active") and retry.active():
+            retry.cancel()
 
     def _maybeCheckpoint(self) -> None:
         # Not while opening: open() checkpoints in its own thread before the worker starts.
@@ -574,8 +759,9 @@ class SQLiteStore(GroupCommitStore):
         self._inWorker(os.fsync, self._walFD).addCallbacks(synced, failed)
 
     def _syncFailed(self, failure: Any) -> None:
-        if not self.refusingWrites:
-            self.refusingWrites = True
+        self.refusingWrites = True
+        if not self.syncFailed:
+            self.syncFailed = True
             log.critical(
                 "kv store: syncing {path} failed ({error}); refusing writes until the server is restarted",
                 path=self.path,
@@ -591,7 +777,10 @@ class SQLiteStore(GroupCommitStore):
         def done(result: Any) -> None:
             self._checkpointing = False
             if isinstance(result, Failure):
-                log.failure("kv store: checkpoint failed", result)
+                if isDiskFull(result.value):
+                    self._diskIsFull("checkpointing", result.value)
+                else:
+                    log.failure("kv store: checkpoint failed", result)
 
         self._inWorker(self._worker.execute, "PRAGMA wal_checkpoint(PASSIVE)").addBoth(done)
 

@@ -26,6 +26,9 @@ from sockproto.server.redis import redisURL
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
 _PREFIX = re.compile(r"[A-Za-z0-9_.:{}-]{1,64}")
+#: What --web-host takes: a DNS name (IP addresses are always served).
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
 
 
 def nodeName(value: str) -> str:
@@ -89,7 +92,7 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
     serviceName = "chat"
     defaultPort = 5000
     defaultIdleTimeout = 3600.0
-    repeatable = ("listen", "auth", "web", "web-origin")
+    repeatable = ("listen", "auth", "web", "web-origin", "web-host")
     supportedInterfaces = (credentials.IUsernamePassword,)
     longdesc = (
         "Multi-room line chat for nc, telnet or socat: nicknames, rooms, private "
@@ -139,6 +142,7 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
         ServerOptions.__init__(self)
         self["web"] = []
         self["web-origin"] = []
+        self["web-host"] = []
 
     def opt_web(self, description: str) -> None:
         """Serve the chat's web page (at /) and WebSocket (at /ws) on this endpoint, like --listen (loopback unless told otherwise). Repeatable. [default: none]"""  # noqa: E501
@@ -152,6 +156,12 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
                 f"bad --web-origin {origin!r}: expected SCHEME://HOST[:PORT], e.g. https://chat.example.org"
             )
         self["web-origin"].append(origin)
+
+    def opt_web_host(self, name: str) -> None:
+        """A host name the web page and WebSocket are served under (chat.example.org), beside localhost, IP addresses and the names of --web-origin; others get 421 (DNS rebinding). Repeatable. [default: none]"""  # noqa: E501
+        if not _HOST_NAME.fullmatch(name):
+            raise usage.UsageError(f"bad --web-host {name!r}: expected a host name such as chat.example.org")
+        self["web-host"].append(name)
 
     def opt_max_clients(self, value: str) -> None:
         """Clients served at once (the same as --max-connections)."""
@@ -253,7 +263,8 @@ def buildService(options: Options, reactor: IServerReactor | None = None) -> ser
         from sockproto.chat.web import webSite
 
         # Browser users are clients of the same factory: same hub, limits and drain on stop.
-        web = ListeningService("chat-web", options["web"], webSite(factory, options["web-origin"]), reactor)
+        site = webSite(factory, options["web-origin"], options["web-host"])
+        web = ListeningService("chat-web", options["web"], site, reactor)
         web.setServiceParent(top)
     return top
 

@@ -14,8 +14,10 @@ CSS and JS, package data, with a strict Content-Security-Policy.
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
@@ -174,6 +176,48 @@ class WebFace:
             transport.socket.membershipChanged()
 
 
+_HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?")
+NOT_A_MESSAGE = 'not a chat message: send JSON like {"type": "say", "text": "hi"}'
+
+
+def hostName(header: bytes | None) -> str | None:
+    """
+    The host name of a ``Host`` header, lower case, without port, brackets or
+    trailing dot (``Chat.Example.:8000`` -> ``chat.example``, ``[::1]:80``
+    -> ``::1``); None if the header is not a host name and optional port.
+    """
+    if header is None:
+        return None
+    try:
+        text = header.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    match = _HOST_HEADER.fullmatch(text)
+    if match is None:
+        return None
+    return match[1].strip("[]").rstrip(".").lower()
+
+
+def isAddress(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def readMessage(payload: bytes) -> dict[str, Any]:
+    """A browser's message: a JSON object whose ``type`` is a string; ValueError for anything else."""
+    try:
+        message = json.loads(payload.decode("utf-8"))
+    except RecursionError:
+        # Nested deeper than the parser's stack ([[[[...): not a chat message either.
+        raise ValueError("nested too deeply") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ValueError("not an object with a type")
+    return message
+
+
 @implementer(interfaces.ITransport, interfaces.IConsumer, interfaces.IPushProducer)
 class WebTransport:
     """The transport of a browser user's ChatProtocol: output becomes events on the WebSocket."""
@@ -245,6 +289,9 @@ class WebChatProtocol(WebSocketServerProtocol):
     chat: ChatProtocol | None = None
     _refresh: Any = None
     _state: tuple[str, str] = ("", "")
+    #: Messages received whole so far, and the --read-timeout deadline of the one begun.
+    messagesIn = 0
+    readDeadline: Any = None
 
     def onConnect(self, request: Any) -> None:
         host = request.headers.get("host", "")  # request.host has no port
@@ -269,7 +316,37 @@ class WebChatProtocol(WebSocketServerProtocol):
         if interfaces.ISSLTransport.providedBy(self.transport):
             chat.handshakeCompleted()  # the page came over this TLS connection: it is done
 
+    def dataReceived(self, data: bytes) -> None:
+        finishedBefore = self.messagesIn
+        WebSocketServerProtocol.dataReceived(self, data)
+        if self.state != self.STATE_OPEN:
+            self.stopReadDeadline()
+            return
+        # A message (a fragmented one too) or a frame begun and not finished
+        # must finish within --read-timeout of its first byte, as a line must;
+        # pongs and pings between its fragments do not count as progress.
+        if self.data or self.inside_message or self.current_frame is not None:
+            site = self.factory.site
+            if self.readDeadline is None:
+                if site is not None and site.readTimeout:
+                    self.readDeadline = site.clock.callLater(site.readTimeout, self.readTooSlow)
+            elif self.messagesIn != finishedBefore and site is not None:  # one finished, the next begun
+                self.readDeadline.reset(site.readTimeout)
+        elif self.readDeadline is not None:
+            self.stopReadDeadline()
+
+    def stopReadDeadline(self) -> None:
+        if self.readDeadline is not None and self.readDeadline.active():
+            self.readDeadline.cancel()
+        self.readDeadline = None
+
+    def readTooSlow(self) -> None:
+        self.readDeadline = None
+        if self.factory.site is not None:
+            self.factory.site.readTimedOut(self.transport, "a WebSocket message")
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.messagesIn += 1
         chat = self.chat
         if chat is None or self.closedByUs():
             return
@@ -277,11 +354,11 @@ class WebChatProtocol(WebSocketServerProtocol):
             self.event({"type": "error", "text": "send text messages (JSON), not binary ones"})
             return
         try:
-            message = json.loads(payload.decode("utf-8"))
-            kind = message["type"]
-        except (ValueError, KeyError, TypeError):
-            self.event({"type": "error", "text": 'not a chat message: send JSON like {"type": "say", "text": "hi"}'})
+            message = readMessage(payload)
+        except ValueError:
+            self.event({"type": "error", "text": NOT_A_MESSAGE})
             return
+        kind = message["type"]
         if kind == "say" and isinstance(message.get("text"), str):
             # One message is one line, whatever it holds.
             line = message["text"].replace("\r", " ").replace("\n", " ")
@@ -295,7 +372,7 @@ class WebChatProtocol(WebSocketServerProtocol):
         elif kind == "rooms":
             self.refreshRooms()
         else:
-            self.event({"type": "error", "text": f"unknown message type {str(kind)[:32]!r}"})
+            self.event({"type": "error", "text": f"unknown message type {kind[:32]!r}"})
 
     def onPing(self, payload: bytes) -> None:
         # A pong is output too: a browser that pings and never reads is a slow consumer.
@@ -322,6 +399,7 @@ class WebChatProtocol(WebSocketServerProtocol):
         return self.chat is not None and self.chat.transport.disconnecting
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.stopReadDeadline()
         chat, self.chat = self.chat, None
         if self._refresh is not None and self._refresh.active():
             self._refresh.cancel()
@@ -400,6 +478,8 @@ class WebChatFactory(WebSocketServerFactory):
     """The chat's WebSockets: each a chat client of the chat's factory; the origin and host checks."""
 
     protocol = WebChatProtocol  # type: ignore[assignment]
+    #: The site whose /ws this is: its read deadline and its log of slow senders (None: no deadline).
+    site: WebSite | None = None
 
     def __init__(self, chatFactory: ChatFactory, origins: list[str]) -> None:
         WebSocketServerFactory.__init__(self, server="sockproto")
@@ -431,12 +511,75 @@ class WebChatFactory(WebSocketServerFactory):
 
 
 class SecureRequest(Request):
-    """Every response of the web chat carries the security headers."""
+    """
+    Every response of the web chat carries the security headers, and only
+    requests for the server's own host names are served (DNS rebinding).
+    """
 
     def process(self) -> None:
         for name, value in SECURITY_HEADERS.items():
             self.setHeader(name, value)
+        site: WebSite = self.channel.site  # type: ignore[attr-defined]  # Site.buildProtocol sets it
+        if not site.servesHost(self.getHeader(b"host")):
+            site.refuseHost(self)
+            return
         Request.process(self)
+
+
+@implementer(interfaces.IHandshakeListener)
+class WebChannel(HTTPChannel):
+    """
+    twisted.web's HTTP connection, which says when a TLS handshake fails, with a read deadline: a request, head and
+    body, must come whole within ``--read-timeout`` of its first byte
+    (twisted.web's own timeout starts again on every byte: a request
+    trickled a byte at a time would never end).
+    """
+
+    site: WebSite  # set by Site.buildProtocol
+    #: No request is being read or handled: the next byte begins one.
+    awaitingRequest = True
+    requestDeadline: Any = None
+    _handshaking = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._handshaking = interfaces.ISSLTransport.providedBy(self.transport)
+
+    def handshakeCompleted(self) -> None:
+        self._handshaking = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.awaitingRequest and self.requestDeadline is None and data and self.site.readTimeout:
+            self.requestDeadline = self.site.clock.callLater(self.site.readTimeout, self.requestTooSlow)
+        HTTPChannel.dataReceived(self, data)
+
+    def allContentReceived(self) -> None:
+        self.awaitingRequest = False
+        self.stopRequestDeadline()
+        HTTPChannel.allContentReceived(self)
+
+    def requestDone(self, request: Any) -> None:
+        # Before twisted.web reads what came meanwhile (a pipelined request).
+        self.awaitingRequest = True
+        HTTPChannel.requestDone(self, request)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.stopRequestDeadline()
+        if self._handshaking:  # the TLS handshake failed: say so
+            self._handshaking = False
+            site = self.site
+            logHandshakeFailure(site.handshakeFailures, site.reactor.seconds(), "chat-web",
+                                peerName(self.transport), reason)
+        HTTPChannel.connectionLost(self, reason)
+
+    def stopRequestDeadline(self) -> None:
+        if self.requestDeadline is not None and self.requestDeadline.active():
+            self.requestDeadline.cancel()
+        self.requestDeadline = None
+
+    def requestTooSlow(self) -> None:
+        self.requestDeadline = None
+        self.site.readTimedOut(self.transport, "an HTTP request")
 
 
 class StaticFile(Resource):
@@ -484,62 +627,105 @@ class _Root(Resource):
         return NoResource()
 
 
-@implementer(interfaces.IHandshakeListener)
-class WebChannel(HTTPChannel):
-    """twisted.web's HTTP connection, which also says when a TLS handshake fails."""
-
-    site: WebSite  # set by Site.buildProtocol
-    _handshaking = False
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self._handshaking = interfaces.ISSLTransport.providedBy(self.transport)
-
-    def handshakeCompleted(self) -> None:
-        self._handshaking = False
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._handshaking:
-            self._handshaking = False
-            site = self.site
-            logHandshakeFailure(site.handshakeFailures, site.reactor.seconds(), "chat-web",
-                                peerName(self.transport), reason)
-        super().connectionLost(reason)
-
-
 @implementer_only(interfaces.IProtocolFactory)
 class WebSite(Site):
     """
-    twisted.web's Site without ALPN: the WebSocket needs HTTP/1.1 (autobahn
-    does not speak it over HTTP/2), and Twisted before 25 sets ALPN on a TLS
-    context already in use, which newer pyOpenSSL refuses.  Browsers offer
-    ``h2`` and ``http/1.1``; without a protocol of ours the handshake goes on
-    without ALPN (:func:`sockproto.privateapi.serveClientsOfferingALPN`),
-    which every browser takes as HTTP/1.1.
+    twisted.web's Site for the chat: the host names it serves, the read
+    deadline of requests and WebSocket messages (``--read-timeout``), and
+    one log line a minute about each kind of refusal.
+
+    Without ALPN: the WebSocket needs HTTP/1.1 (autobahn does not speak it
+    over HTTP/2), and Twisted before 25 sets ALPN on a TLS context already
+    in use, which newer pyOpenSSL refuses.  Browsers offer ``h2`` and
+    ``http/1.1``; without a protocol of ours the handshake goes on without
+    ALPN (:func:`sockproto.privateapi.serveClientsOfferingALPN`), which
+    every browser takes as HTTP/1.1.
     """
 
-    # HTTP/1.1 only: twisted.web's default wraps the channel in one that can switch to HTTP/2.
+    # Plain HTTP/1.1 (no HTTP/2 negotiation: see above), with the read deadline.
     protocol = WebChannel  # type: ignore[assignment]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, root: Resource, chatFactory: ChatFactory, hosts: set[str]) -> None:
+        # An HTTP connection that sends no complete request in 30 s is closed (twisted.web waits 12 hours).
+        Site.__init__(self, root, timeout=30, reactor=chatFactory.clock)
+        self.clock = chatFactory.clock
+        #: Seconds a request or a WebSocket message may take from its first byte (0: no limit).
+        self.readTimeout: float = chatFactory.readTimeout
+        #: Where the chat counts its errors (the metrics' sockproto_errors_total).
+        self.errors = chatFactory.errors
+        #: Host names served besides IP addresses (which DNS rebinding cannot use).
+        self.hosts = {"localhost", *hosts}
         #: When failed TLS handshakes were last logged, by cause.
         self.handshakeFailures = Episodes()
+        #: When slow senders and requests for foreign host names were last logged.
+        self.refusals = Episodes()
+        #: The WebSocket factory of /ws.
+        self.webSockets: WebChatFactory | None = None
+
+    def servesHost(self, header: bytes | None) -> bool:
+        """
+        Whether a request's ``Host`` is this server's: localhost, an IP
+        address, a name given by ``--web-host`` or ``--web-origin``.  A page
+        of another name that DNS rebinding pointed here is not served.
+        (No ``Host`` at all, from an HTTP/1.0 client, names nothing to rebind.)
+        """
+        if header is None:
+            return True
+        name = hostName(header)
+        return name is not None and (name in self.hosts or isAddress(name))
+
+    def refuseHost(self, request: Request) -> None:
+        self.errors["unknown_host"] += 1
+        unsaid = self.refusals.due("unknown_host", self.clock.seconds())
+        if unsaid is not None:
+            log.info(
+                "chat-web refused a request for a host name it does not serve, {host!r}, from {peer} "
+                "(421; see --web-host; {unsaid} more since the last such line)",
+                host=(request.getHeader(b"host") or b"")[:100].decode("ascii", "backslashreplace"),
+                peer=peerName(request.transport),
+                unsaid=unsaid,
+            )
+        body = b"421 Misdirected Request: this server does not serve that host name (see --web-host).\n"
+        request.setResponseCode(421, b"Misdirected Request")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    def readTimedOut(self, transport: Any, what: str) -> None:
+        """A request or message took over --read-timeout: cut the connection off."""
+        self.errors["read_timeout"] += 1
+        unsaid = self.refusals.due("read_timeout", self.clock.seconds())
+        if unsaid is not None:
+            log.info(
+                "chat-web cut off {peer}: {what} took over {seconds} s (--read-timeout; "
+                "{unsaid} more since the last such line)",
+                peer=peerName(transport),
+                what=what,
+                seconds=self.readTimeout,
+                unsaid=unsaid,
+            )
+        transport.abortConnection()
 
 
 def pageFile(name: str) -> bytes:
     return resources.files("sockproto.chat").joinpath("static", name).read_bytes()
 
 
-def webSite(chatFactory: ChatFactory, origins: list[str]) -> Site:
+def webSite(chatFactory: ChatFactory, origins: list[str], hosts: Sequence[str] = ()) -> WebSite:
+    """The page and the WebSocket; ``hosts`` (``--web-host``) and the names of ``origins`` are served."""
     root = _Root()
     root.putChild(b"", StaticFile(pageFile("index.html"), b"text/html; charset=utf-8"))
     root.putChild(b"chat.js", StaticFile(pageFile("chat.js"), b"text/javascript; charset=utf-8"))
     root.putChild(b"chat.css", StaticFile(pageFile("chat.css"), b"text/css; charset=utf-8"))
     root.putChild(b"favicon.svg", StaticFile(pageFile("favicon.svg"), b"image/svg+xml"))
-    root.putChild(b"ws", _WebSocketOnly(WebChatFactory(chatFactory, origins)))
-    # An HTTP connection that sends no complete request in 30 s is closed (twisted.web waits 12 hours).
-    site = WebSite(root, timeout=30)
+    webSockets = WebChatFactory(chatFactory, origins)
+    root.putChild(b"ws", _WebSocketOnly(webSockets))
+    names = {name.rstrip(".").lower() for name in hosts}
+    names.update(urlsplit(origin).hostname or "" for origin in origins)
+    names.discard("")
+    site = webSockets.site = WebSite(root, chatFactory, names)
+    site.webSockets = webSockets
     site.requestFactory = SecureRequest
     site.noisy = False
     site.displayTracebacks = False

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cli_e2e -*-
 """The ``sockproto`` command and its client tools: connect, probe, scan, kv, cert, passwd.
 
 :mod:`sockproto.cli.main` parses the command line and dispatches;

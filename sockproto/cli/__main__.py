@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cli_e2e -*-
 """``python -m sockproto.cli``: the ``sockproto`` command."""
 
 import sys

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_package -*-
 """``sockproto example-config [NAME]``: print a config file that ships with sockproto.
 
 The examples are package data of :mod:`sockproto.suite` (``examples/*.toml``),

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cli_e2e -*-
 """``sockproto kv``: the SPB/1 client for the shell."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_listen,tests.test_package -*-
 """The ``sockproto`` command: tools around the services."""
 
 from __future__ import annotations

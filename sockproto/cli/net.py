@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cli_e2e -*-
 """``sockproto connect``, ``probe`` and ``scan``: the seeds' clients, done with Twisted endpoints."""
 
 from __future__ import annotations

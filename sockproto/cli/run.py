@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cli_e2e -*-
 """What every tool of the ``sockproto`` command shares: its exit statuses and how it runs the reactor."""
 
 from __future__ import annotations

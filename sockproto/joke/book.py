@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_joke -*-
 """Knock-knock jokes: the built-in book, books loaded from TOML or JSON, and fair picking.
 
 Plain objects: nothing here knows about sockets or the reactor.

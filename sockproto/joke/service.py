@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_joke,tests.test_config,tests.test_listen -*-
 """The knock-knock joke service: ``twistd -n sockproto-joke``.
 
 ::

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_listen -*-
 """The server machinery every sockproto service shares.
 
 - :mod:`sockproto.server.listen`: endpoint strings with safe defaults, listening, ordered stop;

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_connections,tests.test_cli_e2e -*-
 """What every sockproto server connection has: limits, idle timeout, logging, back-pressure."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary_store -*-
 """Files sockproto creates: owner-only unless they already exist."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_shutdown -*-
 """A latency histogram cheap enough for a per-request hot path.
 
 ``prometheus_client.Histogram.observe`` takes a lock and walks label

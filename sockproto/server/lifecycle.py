@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """What a running sockproto process does besides serving: metrics, reloading on SIGHUP.
 
 :func:`operate` puts a service tree (one service or the whole suite) under

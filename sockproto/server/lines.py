@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_lines -*-
 """Bounded line framing shared by the text services (echo line modes, chat, joke, crud).
 
 Twisted's ``LineReceiver`` re-splits its whole buffer once per line and, on an

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """Prometheus metrics: ``--metrics ENDPOINT`` serves ``/metrics`` over HTTP.
 
 The services count in plain attributes on their hot paths (see
@@ -121,7 +122,8 @@ class SockprotoCollector(Collector):
         storeKeys = GaugeMetricFamily(f"{PREFIX}_store_keys", "Keys in the store.", labels=["service"])
         storeCommits = CounterMetricFamily(f"{PREFIX}_store_commits", "Store transactions.", labels=["service"])
         storeRefusing = GaugeMetricFamily(
-            f"{PREFIX}_store_refusing_writes", "1 when the disk failed a sync: writes refused until a restart.",
+            f"{PREFIX}_store_refusing_writes",
+            "1 while writes are refused: the disk is full (until it has room) or failed a sync (until a restart).",
             labels=["service"],
         )
         for entry in services:

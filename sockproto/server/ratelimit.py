@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat,tests.test_connections -*-
 """Rate limits any service can use: a token bucket (no clock of its own: callers pass the time)."""
 
 from __future__ import annotations

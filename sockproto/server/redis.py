@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_redis_link,tests.test_binary_redisstore,tests.test_chat_cluster -*-
 """A link to a Redis server, shared by the services that keep state there.
 
 Addresses are URLs: ``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``,

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cli_e2e -*-
 """Client endpoints for the tools and the proxy: Twisted strings, with TLS verified properly.
 
 ``tls:HOST:PORT`` (or ``ssl:``) connects with ``optionsForClientTLS``: the

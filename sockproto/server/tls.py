@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_connections -*-
 """TLS helpers: the ``mtls:`` server endpoint (mutual TLS) and development certificates.
 
 ``mtls:PORT:privateKey=server.key:certKey=server.crt:caCerts=ca.pem`` listens

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_listen -*-
 """``--workers N``: one parent binds every listening socket, N worker processes serve them.
 
 Why the parent binds and the workers adopt (Twisted's ``adoptStreamPort`` and

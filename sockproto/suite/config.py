@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """The TOML config file of ``twistd -n sockproto --config FILE``.
 
 One table per service (``[echo]``, ``[chat]``, ``[joke]``, ``[binary]``,

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_binary_store,tests.test_config,tests.test_listen -*-
 """``twistd -n sockproto``: several services in one process.
 
 With ``--config FILE``, the services of the file's tables (see
