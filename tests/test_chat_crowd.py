@@ -9,6 +9,7 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from sockproto.chat.bus import LocalBus
+from sockproto.chat.events import Joined, Message, NickChanged, Parted, Quit, Who
 from sockproto.chat.history import MEMORY, History
 from sockproto.chat.hub import ANNOUNCE_JOINS_DEFAULT, ChatHub
 from sockproto.chat.protocol import ChatFactory
@@ -140,6 +141,29 @@ class ThresholdTests(unittest.TestCase):
         self.hub.say(self.members[0], "hello crowd")
         self.clock.advance(0)
         self.assertEqual([m.lines() for m in self.members[1:]], [["<guest1> hello crowd"]] * 5)
+
+    def test_fromOtherServers(self):
+        """
+        In a cluster, another server's arrivals and departures are shown only
+        in a room small here too; its messages always.
+        """
+        self.arrive(2)
+        self.quiet()
+        self.hub.remoteEvent("#lobby", Joined("#lobby", Who("ann", "line"), 1.0))
+        self.hub.remoteEvent("#lobby", Quit("#lobby", Who("bob", "web"), 1.0, "quit"))
+        self.clock.advance(0)
+        self.assertEqual(self.members[0].lines(), ["*** ann joined #lobby", "*** bob left #lobby (quit)"])
+        self.arrive(2)
+        self.quiet()
+        for event in (
+            Joined("#lobby", Who("cat", "line"), 1.0),
+            Parted("#lobby", Who("ann", "line"), 1.0),
+            NickChanged("#lobby", Who("dan", "irc"), "dave", 1.0),
+            Message("#lobby", Who("dan", "irc"), "hello from afar", 1.0),
+        ):
+            self.hub.remoteEvent("#lobby", event)
+        self.clock.advance(0)
+        self.assertEqual([m.lines() for m in self.members], [["<dan> hello from afar"]] * 4)
 
     def test_zeroAnnouncesNothing(self):
         self.hub.announceJoinsUpTo = 0

@@ -50,6 +50,8 @@ HISTORY_MAX = 500
 #: bigger ones do not (IRC's auditorium mode, Twitch and Discord): each arrival
 #: would cost a notice to everyone there (docs/scaling.rst).
 ANNOUNCE_JOINS_DEFAULT = 100
+#: The kinds of those announcements (events.Joined, Parted, Quit, NickChanged).
+ANNOUNCEMENTS = frozenset({Joined.kind, Parted.kind, Quit.kind, NickChanged.kind})
 
 
 class ChatError(Exception):
@@ -459,6 +461,11 @@ class ChatHub:
         """An event of ``room`` on another server (a message, a join...), for this server's members there."""
         local = self.rooms.get(room)
         if local is not None and local.members:
+            # Comings and goings elsewhere are shown only where this server
+            # shows its own: a room big here is told of no arrival, wherever
+            # the newcomer came in.
+            if event.kind in ANNOUNCEMENTS and not self.announces(local, len(local.members)):
+                return
             self._post(local, event)
 
     def remotePrivate(self, key: str, sender: Who, when: float, text: str) -> bool:
