@@ -130,20 +130,6 @@ class ChatProtocol(LineServerProtocol):
         self.greet()
 
     def greet(self) -> None:
-        # The welcome, the newcomer's own arrival and its room's history go
-        # out in one write, not three: a crowd arriving at once is that many
-        # system calls fewer.
-        held: list[bytes] = []
-        self._transmit = held.append  # type: ignore[method-assign,assignment]
-        try:
-            self._greet()
-        finally:
-            # The writer of later output is made with it (an idle member's costs nothing).
-            del self._transmit
-            if held:
-                eagerWriter(self.transport, self.traffic)(b"".join(held))
-
-    def _greet(self) -> None:
         factory = self.factory
         identity = peerIdentity(self.transport)
         if identity is not None:
@@ -152,8 +138,25 @@ class ChatProtocol(LineServerProtocol):
         elif factory.portal is not None:
             self.show(Welcome(loginRequired=True))
         else:
+            self.welcomeGuest()
+
+    def welcomeGuest(self) -> None:
+        """
+        A guest's welcome, its own arrival and its room's history in one
+        write, not three: a crowd arriving at once is that many system calls
+        fewer.  (A guest cannot be refused here: nothing closes the
+        connection while the output is held.)
+        """
+        held: list[bytes] = []
+        self._transmit = held.append  # type: ignore[method-assign,assignment]
+        try:
             self.show(Welcome())
             self._enter(None)
+        finally:
+            # The writer of later output is made with it (an idle member's costs nothing).
+            del self._transmit
+            if held:
+                eagerWriter(self.transport, self.traffic)(b"".join(held))
 
     def _enter(self, identity: str | None, greeting: ChatEvent | None = None) -> None:
         # In a cluster the name is decided by Redis: what the client sends
