@@ -178,15 +178,24 @@ def webFuzzer(port: int, seed: int, stop: threading.Event, stats: Counter) -> No
             stats["cut"] += 1
 
 
-def webProbe(port: int, said: int) -> None:
-    """A well-behaved browser: its line is shown back to it."""
+def joinRoom(client: WebSocketClient, room: str) -> None:
+    client.send({"type": "say", "text": f"/join {room}"})
+    client.until(lambda event: event.get("type") == "state" and event.get("room") == room, limit=100_000)
+
+
+def webProbe(port: int, said: int, keeper: WebSocketClient) -> None:
+    """
+    A well-behaved browser, new each time, joins a room that ``keeper`` (a
+    browser connected all along) holds open, so the rooms the fuzzers open
+    (--max-rooms) cannot keep it out, and says a line: ``keeper`` gets it
+    (a sender is not sent its own line back; the page shows it itself).
+    """
     client = WebSocketClient(port, timeout=10)
     try:
-        # A room of its own: the lobby is where the fuzzers' connections come and go.
-        client.send({"type": "say", "text": "/join #webprobe"})
-        client.until(lambda event: event.get("type") == "state" and event.get("room") == "#webprobe", limit=100_000)
-        client.send({"type": "say", "text": f"web probe {said}"})
-        client.until(lambda event: f"web probe {said}" in json.dumps(event), limit=100_000)
+        joinRoom(client, "#webprobe")
+        line = f"web probe {said}"
+        client.send({"type": "say", "text": line})
+        keeper.until(lambda event: event.get("type") == "message" and event.get("text") == line, limit=100_000)
     finally:
         client.close()
 
@@ -263,6 +272,8 @@ def main(seconds: float) -> int:
                    for seed, name in enumerate(SERVICES * 2)]
         threads.append(threading.Thread(target=channelFuzzer, args=(redis.port, 99, stop, stats), daemon=True))
         webPort = service.port("chat-web")
+        keeper = WebSocketClient(webPort, timeout=10)
+        joinRoom(keeper, "#webprobe")
         threads += [threading.Thread(target=webFuzzer, args=(webPort, 200 + seed, stop, stats), daemon=True)
                     for seed in range(2)]
         for thread in threads:
@@ -280,7 +291,7 @@ def main(seconds: float) -> int:
                     failures.append(f"{name} stopped answering a well-behaved client: {e!r}")
             probes += 1
             try:
-                webProbe(webPort, probes)
+                webProbe(webPort, probes, keeper)
             except Exception as e:
                 failures.append(f"the web chat stopped answering a well-behaved browser: {e!r}")
             try:  # a line said on one server of the cluster reaches the other, through the junk
