@@ -228,3 +228,37 @@ class NickCharactersTests(unittest.TestCase):
         self.assertEqual(caught.exception.code, RefusalCode.NICK_IN_USE)
         hub.changeNick(second, "{bob}")
         self.assertEqual(second.nick, "{bob}")
+
+
+class BigRoomsTests(unittest.TestCase):
+    """Several rooms and --announce-joins-up-to: big rooms hear no joins, parts, quits or renames."""
+
+    def test_bigRoomsAreNotTold(self) -> None:
+        clock = Clock()
+        hub = ChatHub(clock, History(MEMORY, clock), announceJoinsUpTo=2)
+        face = EventFace()
+        irc, small, crowd = EventMember(face), EventMember(face), [EventMember(face) for _ in range(3)]
+        for member in (irc, small, *crowd):
+            hub.enter(member, lobby=False)
+        hub.joinAlso(small, "#small")
+        for member in crowd:
+            hub.joinAlso(member, "#big")
+        clock.advance(0)
+        for member in (irc, small, *crowd):
+            member.take()
+        hub.joinAlso(irc, "#small")
+        hub.joinAlso(irc, "#big")
+        clock.advance(0)
+        self.assertEqual([(type(e), e.room) for e in irc.take()], [(Joined, "#small"), (Joined, "#big")])
+        self.assertEqual([type(e) for e in small.take()], [Joined])
+        self.assertEqual(crowd[0].take(), [])
+        hub.changeNick(irc, "renamed")
+        clock.advance(0)
+        self.assertEqual([type(e) for e in irc.take()], [NickChanged])
+        self.assertEqual([type(e) for e in small.take()], [NickChanged])
+        self.assertEqual(crowd[0].take(), [])
+        hub.part(irc, "#small")
+        clock.advance(0)
+        self.assertEqual([type(e) for e in irc.take()], [Parted])  # its own PART, always
+        hub.leave(irc, "bye")
+        self.assertEqual(crowd[0].take(), [])

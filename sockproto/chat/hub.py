@@ -53,6 +53,12 @@ from sockproto.chat.text import NICK_RULE, validNick, validRoom
 LOBBY = "#lobby"
 HISTORY_DEFAULT = 20
 HISTORY_MAX = 500
+#: Rooms of at most this many members hear who joins, leaves and changes name;
+#: bigger ones do not (IRC's auditorium mode, Twitch and Discord): each arrival
+#: would cost a notice to everyone there (docs/scaling.rst).
+ANNOUNCE_JOINS_DEFAULT = 100
+#: The kinds of those announcements (events.Joined, Parted, Quit, NickChanged).
+ANNOUNCEMENTS = frozenset({Joined.kind, Parted.kind, Quit.kind, NickChanged.kind})
 
 
 class ChatError(Exception):
@@ -161,8 +167,10 @@ class ChatHub:
         maxRooms: int = 1000,
         historyOnJoin: int = HISTORY_DEFAULT,
         bus: IChatBus | None = None,
+        announceJoinsUpTo: int = ANNOUNCE_JOINS_DEFAULT,
     ) -> None:
         self.clock = clock
+        self.announceJoinsUpTo = announceJoinsUpTo
         self.history = history
         self.maxRooms = maxRooms
         self.historyOnJoin = historyOnJoin
@@ -228,7 +236,9 @@ class ChatHub:
     def _admit(self, member: Member, nick: str, lobby: bool = True) -> None:
         member.nick = nick
         member.room = None
-        self.nicks[nick.casefold()] = member
+        key = nick.casefold()
+        # A name already folded (every guest's) is its own key: one string fewer a member.
+        self.nicks[nick if key == nick else key] = member
         self.present[member] = None
         if lobby:
             self._join(member, self._room(LOBBY))
@@ -261,7 +271,8 @@ class ChatHub:
             self._flushRoom(room)
             room.remove(member)
             member.room = None
-            if not self.closing:  # when everyone is leaving, no notices
+            # When everyone is leaving, no notices; nor in a big room.
+            if not self.closing and self.announces(room, len(room.members) + 1):
                 self._notice(room, Quit(room.name, who(member), self.clock.seconds(), reason))
             self._forget(room)
         self.bus.release(member, room.name if room is not None else None)
@@ -273,9 +284,10 @@ class ChatHub:
         for room in rooms:
             room.remove(member)
         member.room = None
-        if not self.closing:
+        if not self.closing:  # nor in big rooms
             now = self.clock.seconds()
-            self._noticeOnce(rooms, lambda name: Quit(name, who(member), now, reason))
+            self._noticeOnce([room for room in rooms if self.announces(room, len(room.members) + 1)],
+                             lambda name: Quit(name, who(member), now, reason))
         for room in rooms:
             self._forget(room)
 
@@ -375,14 +387,18 @@ class ChatHub:
         room = member.room
         if member in self.extraRooms:
             now = self.clock.seconds()
-            self._noticeOnce(self.roomsOf(member), lambda name: NickChanged(name, old, nick, now, reason))
+            rooms = self.roomsOf(member)
+            told = self._noticeOnce([each for each in rooms if self.announces(each, len(each.members))],
+                                    lambda name: NickChanged(name, old, nick, now, reason))
+            if member not in told:  # only big rooms: the member alone
+                self.tell(member, NickChanged(rooms[0].name, old, nick, now, reason))
             return
         event = NickChanged(room.name if room is not None else None, old, nick, self.clock.seconds(), reason)
-        if room is not None:
+        if room is not None and self.announces(room, len(room.members)):
             self._flushRoom(room)
             self._notice(room, event)
         else:
-            member.send(faceOf(member).render(event, member))
+            self.tell(member, event)  # in a big room, to the member alone
 
     def join(self, member: Member, name: str) -> defer.Deferred[None]:
         if not validRoom(name):
@@ -400,7 +416,8 @@ class ChatHub:
                 self._flushRoom(old)
                 old.remove(member)
                 member.room = None
-                self._notice(old, Parted(old.name, who(member), self.clock.seconds()))
+                if self.announces(old, len(old.members) + 1):
+                    self._notice(old, Parted(old.name, who(member), self.clock.seconds()))
                 self._forget(old)
             self._join(member, self._room(name))
 
@@ -410,7 +427,11 @@ class ChatHub:
         self._flushRoom(room)  # what was said before is not for the newcomer
         room.add(member)
         member.room = room
-        self._notice(room, Joined(room.name, who(member), self.clock.seconds()))
+        event = Joined(room.name, who(member), self.clock.seconds())
+        if self.announces(room, len(room.members)):
+            self._notice(room, event)
+        else:
+            self.tell(member, event)  # the newcomer alone: it learns its name and room
         self.replay(member, self.historyOnJoin, quiet=True)
 
     # -- several rooms at once (IRC) ---------------------------------------------
@@ -457,7 +478,11 @@ class ChatHub:
                 member.room = room
             else:
                 self.extraRooms.setdefault(member, {})[room] = None
-            self._notice(room, Joined(room.name, who(member), self.clock.seconds()))
+            event = Joined(room.name, who(member), self.clock.seconds())
+            if self.announces(room, len(room.members)):
+                self._notice(room, event)
+            else:
+                self.tell(member, event)  # the newcomer alone
             if history:
                 self.replay(member, self.historyOnJoin, quiet=True, name=name)
 
@@ -486,9 +511,19 @@ class ChatHub:
         if extra is not None and not extra:
             del self.extraRooms[member]
         event = Parted(room.name, who(member), self.clock.seconds(), reason)
-        self._notice(room, event)
+        if self.announces(room, len(room.members) + 1):
+            self._notice(room, event)
         self.tell(member, event)  # the member hears its own leaving, as IRC wants
         self._forget(room)
+
+    def announces(self, room: Room, size: int) -> bool:
+        """
+        Whether a room of ``size`` members (counting the one who comes or
+        goes) hears who joins, leaves and changes name: only up to
+        ``announceJoinsUpTo``, so that an arrival costs the same in a room of
+        ten thousand as in a room of ten.  Member lists are on request there.
+        """
+        return size <= self.announceJoinsUpTo
 
     def _room(self, name: str) -> Room:
         room = self.rooms.get(name)
@@ -556,6 +591,11 @@ class ChatHub:
         """An event of ``room`` on another server (a message, a join...), for this server's members there."""
         local = self.rooms.get(room)
         if local is not None and local.members:
+            # Comings and goings elsewhere are shown only where this server
+            # shows its own: a room big here is told of no arrival, wherever
+            # the newcomer came in.
+            if event.kind in ANNOUNCEMENTS and not self.announces(local, len(local.members)):
+                return
             self._post(local, event)
 
     def remotePrivate(self, key: str, sender: Who, when: float, text: str) -> bool:
@@ -577,11 +617,12 @@ class ChatHub:
         self._post(room, event)
         self.bus.noticed(event)
 
-    def _noticeOnce(self, rooms: list[Room], eventFor: Any) -> None:
+    def _noticeOnce(self, rooms: list[Room], eventFor: Any) -> set[Member]:
         """
         A quit or nick change of a member of several ``rooms``: each member
         who shares one or more of them with it is told once (in the first
-        shared room's terms), here and through the bus, after what was said before.
+        shared room's terms), here and through the bus, after what was said
+        before.  Returns who was told.
         """
         self.flush()
         told: set[Member] = set()
@@ -598,6 +639,7 @@ class ChatHub:
                         data = face.render(event, None)
                     recipient.send(data)
                 face.membersChanged(room.name, members)
+        return told
 
     def _post(self, room: Room, event: ChatEvent, sender: Member | None = None) -> None:
         room.batch.append(event)
