@@ -12,6 +12,7 @@ from twisted.internet.protocol import FileWrapper
 from twisted.trial import unittest
 from twisted.words.protocols import irc
 
+from tests.redisserver import RedisServer
 from tests.support import LineClient, ServiceProcess
 from tests.wsclient import WebSocketClient
 
@@ -146,6 +147,56 @@ class IrcFaceTests(unittest.TestCase):
         said = alice.until(isEvent("privmsg"))
         self.assertEqual(said[1:3], ("liner", "#old"))
         self.assertTrue(said[3].endswith("said before"))
+
+
+class ClusterTests(unittest.TestCase):
+    """IRC members of a cluster: the other servers see them where they are, and not after they left."""
+
+    def test_otherServersSeeIrcMembersInTheirRoomsOnly(self) -> None:
+        redis = RedisServer()
+        self.addCleanup(redis.cleanup)
+        redis.start()
+        nodes = []
+        for name, extra in (("n1", ("--irc", "tcp:0")), ("n2", ())):
+            node = ServiceProcess("sockproto-chat", "--listen", "tcp:0", "--history", ":memory:", "--flood-rate", "0",
+                                  "--cluster", redis.url, "--node-name", name, *extra)
+            self.addCleanup(node.stop)
+            node.start(1 + len(extra) // 2)
+            node.waitForLog(f"cluster: {name} joined the chat servers")
+            nodes.append(node)
+        line = LineClient.tcp(nodes[1].port("chat"), timeout=20)
+        self.addCleanup(line.close)
+        line.until("joined #lobby")
+        line.send("/nick alice\n")
+        line.until("is now known as alice")
+
+        irc = BlockingIRC(nodes[0].port("chat-irc"), "ircy")
+        self.addCleanup(irc.close)
+        irc.until(isEvent("signedOn"))
+        irc.client.join("#dev")
+        irc.until(isEvent("joined", "#dev"))
+        irc.client.join("#ops")
+        irc.until(isEvent("joined", "#ops"))
+        # Registered as a guest, renamed, then in #dev: never in #lobby, under any name.
+        line.send("/who\n")
+        self.assertEqual(line.until("in #lobby")[-1], "*** 1 in #lobby: alice")
+        irc.client.part("#dev")
+        irc.until(isEvent("left", "#dev"))
+        line.send("/rooms\n")
+        rooms = line.until("#ops")
+        self.assertFalse([r for r in rooms if "#dev" in r], rooms)  # its first room left, shown in the next
+
+        irc.client.quit("bye")
+        deadline = time.monotonic() + 10
+        while True:
+            line.send("/rooms\n")
+            shown = line.until("#lobby")
+            if not any("#ops" in r for r in shown):
+                break
+            self.assertLess(time.monotonic(), deadline, shown)
+            time.sleep(0.05)
+        line.send("/who\n")
+        self.assertEqual(line.until("in #lobby")[-1], "*** 1 in #lobby: alice")
 
 
 class TerminalClientTests(unittest.TestCase):

@@ -168,10 +168,13 @@ else
   if n and (key ~= old or n ~= node) then return nil end
   redis.call('HSET', P .. 'nicks', key, node .. '\\t' .. nick .. '\\t0')
 end
+local placed = redis.call('HGET', P .. 'node:' .. node, old)
 if key ~= old then
   if holder(old) == node then redis.call('HDEL', P .. 'nicks', old) end
   redis.call('HDEL', P .. 'node:' .. node, old)
 end
+-- Placed elsewhere than the room said (an IRC member enters in no room): left too.
+if placed and placed ~= room then unplace(node, old, placed) end
 unplace(node, old, room)
 if room ~= '' then place(node, key, nick, room) end
 return nick
@@ -183,6 +186,10 @@ local key, nick, old, new = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if redis.call('SISMEMBER', P .. 'rooms', new) == 0 and redis.call('SCARD', P .. 'rooms') >= tonumber(ARGV[7]) then
   return 0
 end
+-- Where this server placed the member last is the truth (an IRC member enters in no room,
+-- and parts rooms without moving): the old room said and that one are both left.
+local placed = redis.call('HGET', P .. 'node:' .. node, key)
+if placed and placed ~= old then unplace(node, key, placed) end
 unplace(node, key, old)
 place(node, key, nick, new)
 return 1
@@ -191,8 +198,10 @@ return 1
 # ARGV: prefix, node, key, room.
 _RELEASE = Script(_LIBRARY + """
 local key, room = ARGV[3], ARGV[4]
+local placed = redis.call('HGET', P .. 'node:' .. node, key)
 if holder(key) == node then redis.call('HDEL', P .. 'nicks', key) end
 redis.call('HDEL', P .. 'node:' .. node, key)
+if placed and placed ~= room then unplace(node, key, placed) end
 unplace(node, key, room)
 return 1
 """)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sockproto.chat.bus import IChatBus, LocalBus
@@ -49,6 +50,8 @@ from sockproto.chat.events import (
 from sockproto.chat.history import Entry, History
 from sockproto.chat.lineface import LINE_FACE
 from sockproto.chat.text import NICK_RULE, validNick, validRoom
+
+log = Logger()
 
 LOBBY = "#lobby"
 HISTORY_DEFAULT = 20
@@ -501,11 +504,16 @@ class ChatHub:
         room.remove(member)
         extra = self.extraRooms.get(member)
         if room is member.room:
-            member.room = None
             if extra:
                 first = next(iter(extra))
+                # The cluster knows a member in its room only: it is told of the new one.
+                self.bus.moveTo(member, first.name, self.maxRooms).addErrback(
+                    lambda failure: log.warn("cluster: {nick} not shown in {room}: {reason}",
+                                             nick=member.nick, room=first.name, reason=failure.value))
                 del extra[first]
                 member.room = first
+            else:
+                member.room = None
         elif extra is not None:
             del extra[room]
         if extra is not None and not extra:
