@@ -277,6 +277,7 @@ def everyKind() -> list[ChatEvent]:
     samples = [
         Message("#a", who, "hi", 1.0), Action("#a", who, "waves", 1.0),
         PrivateMessage(who, "alice", "psst", 1.0), PrivateMessage(who, "alice", "psst", 1.0, echo=True),
+        module.Notice("#a", who, "fyi", 1.0), module.PrivateNotice(who, "alice", "fyi", 1.0),
         HistoryEvent("#a", (Message("#a", Who("old"), "then", 0.5),)), HistoryEvent("#a", ()),
         Joined("#a", who, 1.0), Parted("#a", who, 1.0), Quit("#a", who, 1.0, "quit"),
         NickChanged("#a", who, "rob", 1.0), module.TopicChanged("#a", who, "news", 1.0),
@@ -290,6 +291,23 @@ def everyKind() -> list[ChatEvent]:
              if isinstance(c, type) and issubclass(c, ChatEvent) and c is not ChatEvent}
     assert {type(sample) for sample in samples} == kinds, kinds - {type(sample) for sample in samples}
     return samples
+
+
+class NoticeTests(unittest.TestCase):
+    def test_facesWithoutNoticesShowThemAsMessages(self) -> None:
+        """The line and web faces render a notice byte for byte as the message it would otherwise be."""
+        from sockproto.chat.lineface import LINE_FACE
+        from sockproto.chat.web import jsonEvents
+
+        who = Who("bob", "irc")
+        pairs = [(events.Notice("#a", who, "fyi", 1.0), Message("#a", who, "fyi", 1.0)),
+                 (events.PrivateNotice(who, "al", "fyi", 1.0), PrivateMessage(who, "al", "fyi", 1.0)),
+                 (events.PrivateNotice(who, "al", "fyi", 1.0, echo=True),
+                  PrivateMessage(who, "al", "fyi", 1.0, echo=True))]
+        for notice, message in pairs:
+            self.assertEqual(LINE_FACE.render(notice, None), LINE_FACE.render(message, None))
+            self.assertEqual(jsonEvents(notice), jsonEvents(message))
+            self.assertNotEqual(notice, message)
 
 
 class EveryFaceRendersEveryKindTests(unittest.TestCase):

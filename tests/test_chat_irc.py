@@ -239,6 +239,23 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "PRIVMSG", ["bob", "psst"])])
         self.assertEqual([c for _, c, _ in self.alice.take()], ["401"])
 
+    def test_noticeIsANoticeToIrcAndAMessageToTheOtherFaces(self):
+        line, transport = self.setup.line()  # in #lobby
+        self.alice.take()
+        self.bob.take()
+        transport.clear()
+        self.alice.send("CAP REQ echo-message")
+        self.alice.take()
+        self.alice.send("NOTICE #lobby :bot here", f"NOTICE {line.nick} :for you", "NOTICE bob :and you")
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "NOTICE", ["#lobby", "bot here"]),
+                                           ("alice!~u@irc.sockproto", "NOTICE", ["bob", "and you"])])
+        self.assertEqual([(c, p) for _, c, p in self.alice.take()], [
+            ("NOTICE", ["#lobby", "bot here"]), ("NOTICE", [line.nick, "for you"]), ("NOTICE", ["bob", "and you"])])
+        said = transport.value().decode().splitlines()
+        self.assertTrue(said[0].endswith("<alice> bot here"), said)
+        self.assertTrue(said[1].endswith("*alice* for you"), said)
+        self.assertEqual(self.setup.hub.history.recent("#lobby", 1)[0].kind, "say")
+
     def test_noticeGetsNoErrorReply(self):
         self.alice.send("NOTICE nobody :hello", "NOTICE #nowhere :hello")
         self.assertEqual(self.alice.take(), [])

@@ -119,6 +119,21 @@ class SeveralRoomsTests(unittest.TestCase):
         self.assertEqual(caught.exception.code, RefusalCode.NOT_IN_ROOM)
         self.assertEqual([e.text for e in self.hub.history.recent(LOBBY, 5)], ["to the lobby"])
 
+    def test_noticesToARoomAndToANick(self) -> None:
+        """hub.notice and privateMessage(notice=True) tell Notice and PrivateNotice events."""
+        from sockproto.chat.events import Notice, PrivateNotice
+
+        self.hub.joinAlso(self.irc, "#a")
+        self.hub.joinAlso(self.other, "#a")
+        self.clock.advance(0)
+        self.other.take()
+        self.irc.take()
+        self.hub.notice(self.irc, "fyi", "#a")
+        self.hub.privateMessage(self.irc, self.other.nick, "psst", notice=True)
+        self.clock.advance(0)
+        self.assertEqual([type(e) for e in self.other.take()], [Notice, PrivateNotice])
+        self.assertEqual([type(e) for e in self.irc.take()], [PrivateNotice])  # its own copy (echo)
+
     def test_partLeavesOneRoom(self) -> None:
         """Parting: the room hears it, so does the member; its next room becomes its room; empty rooms go."""
         self.hub.joinAlso(self.irc, "#a")

@@ -137,6 +137,16 @@ class Action(ChatEvent):
 
 
 @dataclass(slots=True)
+class Notice(Message):
+    """
+    A notice to a room (IRC's ``NOTICE``): a message no program may answer
+    automatically.  Faces without notices show it as a :class:`Message`.
+    """
+
+    kind: ClassVar[str] = "notice"
+
+
+@dataclass(slots=True)
 class PrivateMessage(ChatEvent):
     """
     A private message (``/msg``), to its recipient, or the copy shown to its sender.
@@ -155,6 +165,13 @@ class PrivateMessage(ChatEvent):
     text: str
     time: float
     echo: bool = False
+
+
+@dataclass(slots=True)
+class PrivateNotice(PrivateMessage):
+    """A private notice (IRC's ``NOTICE`` to a nick); faces without notices show it as a :class:`PrivateMessage`."""
+
+    kind: ClassVar[str] = "private-notice"
 
 
 @dataclass(slots=True)

@@ -35,8 +35,10 @@ from sockproto.chat.events import (
     Joined,
     Message,
     NickChanged,
+    Notice,
     Parted,
     PrivateMessage,
+    PrivateNotice,
     Quit,
     Recipient,
     RefusalCode,
@@ -314,7 +316,11 @@ class ChatHub:
         """``/me text``."""
         self._speak(member, Action, "me", text, room)
 
-    def _speak(self, member: Member, event: type[Message | Action], kind: str, text: str,
+    def notice(self, member: Member, text: str, room: str | None = None) -> None:
+        """A notice (IRC's ``NOTICE``): a message no program may answer; kept in the history as one."""
+        self._speak(member, Notice, "say", text, room)
+
+    def _speak(self, member: Member, event: type[Message | Action | Notice], kind: str, text: str,
                name: str | None = None) -> None:
         room = member.room if name is None else self.inRoom(member, name)
         if room is None:
@@ -326,14 +332,19 @@ class ChatHub:
         self.bus.said(said, member)
         self.messages += 1
 
-    def privateMessage(self, member: Member, nick: str, text: str) -> defer.Deferred[None]:
-        """``/msg``: to a member here at once, else through the bus to whichever server has ``nick``."""
+    def privateMessage(self, member: Member, nick: str, text: str, notice: bool = False) -> defer.Deferred[None]:
+        """
+        ``/msg``: to a member here at once, else through the bus to whichever
+        server has ``nick``.  ``notice``: a private notice (IRC's ``NOTICE``;
+        a plain message once it crosses to another server).
+        """
         now = self.clock.seconds()
         sender = who(member)
         target = self.nicks.get(nick.casefold())
         if target is not None:
-            self.tell(target, PrivateMessage(sender, target.nick, text, now))
-            self.tell(member, PrivateMessage(sender, target.nick, text, now, echo=True))
+            event = PrivateNotice if notice else PrivateMessage
+            self.tell(target, event(sender, target.nick, text, now))
+            self.tell(member, event(sender, target.nick, text, now, echo=True))
             self.messages += 1
             self.deliveries += 1
             return defer.succeed(None)

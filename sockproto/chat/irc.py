@@ -162,19 +162,23 @@ class IrcFace:
     def _tags(self, when: float) -> str:
         return f"time={serverTime(when)}" if self.withTime else ""
 
-    def _said(self, prefix: str, target: str, text: str, when: float, action: bool) -> bytes:
+    def _said(self, prefix: str, target: str, text: str, when: float, action: bool,
+              command: str = "PRIVMSG") -> bytes:
         tags = self._tags(when)
         if action:
-            return ircLine(prefix, "PRIVMSG", target, f"\x01ACTION {text}\x01", tags=tags)
+            return ircLine(prefix, command, target, f"\x01ACTION {text}\x01", tags=tags)
         # A line user may say 512 bytes: past what one IRC line holds, it goes in several.
-        room = IRC_LINE - 2 - len(f":{prefix} PRIVMSG {target} :".encode())
-        return b"".join(ircLine(prefix, "PRIVMSG", target, piece, tags=tags) for piece in splitText(text, room))
+        room = IRC_LINE - 2 - len(f":{prefix} {command} {target} :".encode())
+        return b"".join(ircLine(prefix, command, target, piece, tags=tags) for piece in splitText(text, room))
 
     def render(self, event: ChatEvent, recipient: Any = None) -> bytes:
         kind = event.kind
         if kind == "message" or kind == "action":
             assert isinstance(event, events.Message | events.Action)
             return self._said(self.mask(event.sender), event.room, event.text, event.time, kind == "action")
+        if kind == "notice":
+            assert isinstance(event, events.Notice)
+            return self._said(self.mask(event.sender), event.room, event.text, event.time, False, "NOTICE")
         if kind == "join":
             assert isinstance(event, events.Joined)
             return ircLine(self.mask(event.who), "JOIN", event.room, tags=self._tags(event.time))
@@ -204,13 +208,14 @@ class IrcFace:
         """Events for one member alone, which IRC addresses by its nick."""
         nick = getattr(recipient, "nick", "") or "*"
         kind = event.kind
-        if kind == "private":
+        if kind == "private" or kind == "private-notice":
             assert isinstance(event, events.PrivateMessage)
+            command = "NOTICE" if kind == "private-notice" else "PRIVMSG"
             if event.echo:
                 if not (recipient is not None and recipient.hasCap("echo-message")):
                     return b""
-                return self._said(recipient.mask, event.recipient, event.text, event.time, False)
-            return self._said(self.mask(event.sender), nick, event.text, event.time, False)
+                return self._said(recipient.mask, event.recipient, event.text, event.time, False, command)
+            return self._said(self.mask(event.sender), nick, event.text, event.time, False, command)
         if kind == "history":
             assert isinstance(event, events.History)
             return b"".join(self._replayed(entry) for entry in event.entries)
@@ -969,16 +974,18 @@ class IrcProtocol(LineServerProtocol):
                     continue
                 if action is not None:
                     hub.act(self, text, room)
+                elif quiet:
+                    hub.notice(self, text, room)
                 else:
                     hub.say(self, text, room)
                 if self.hasCap("echo-message"):
                     self.reply(self.face._said(self.mask, room, text, self.factory.clock.seconds(),
-                                               action is not None))
+                                               action is not None, command))
                 continue
             if action is not None:
                 text = f"* {self.nick} {text}"  # the chat's private messages have no actions
             try:
-                d = hub.privateMessage(self, target, text)
+                d = hub.privateMessage(self, target, text, notice=quiet)
             except ChatError:
                 d = defer.fail(ChatError(target))
             self.answer(d, then=None if quiet else lambda _, target=target: self.tellIfAway(target),
@@ -996,7 +1003,7 @@ class IrcProtocol(LineServerProtocol):
             self.numeric(N.RPL_AWAY, member.nick, away)
 
     def irc_NOTICE(self, params: list[str]) -> None:
-        # The chat has no notices between members: a NOTICE is delivered as a message.
+        # A notice to IRC members; the line and web faces show it as a message.
         self.irc_PRIVMSG(params, command="NOTICE")
 
     def irc_NAMES(self, params: list[str]) -> None:

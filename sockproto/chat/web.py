@@ -43,7 +43,9 @@ from sockproto.chat.events import (
     MemberList,
     Membership,
     Message,
+    Notice,
     PrivateMessage,
+    PrivateNotice,
     Recipient,
     Refusal,
     RoomInfo,
@@ -130,6 +132,8 @@ _OBJECTS: dict[type, Callable[[Any], list[dict[str, Any]]]] = {
     Message: lambda event: [said(event)],
     Action: lambda event: [said(event)],
     PrivateMessage: lambda event: [private(event)],
+    Notice: lambda event: [said(event)],  # the page has no notices between members
+    PrivateNotice: lambda event: [private(event)],
     History: history,
     MemberList: lambda event: inPieces(
         {"type": "members", "room": event.room, "nicks": [member.nick for member in event.members]}
