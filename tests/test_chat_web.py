@@ -277,6 +277,8 @@ class WebChatProtocolTests(unittest.TestCase):
         Members and rooms by the thousand: the lists come in pieces of at most
         LIST_PIECE, whatever the limit on what a browser may send.
         """
+        # A chat that announces arrivals even in rooms this big (--announce-joins-up-to).
+        self.hub.announceJoinsUpTo = 10**6
         crowd = [FakeMember() for _ in range(1000)]
         for number, member in enumerate(crowd):
             self.hub.enter(member)
@@ -315,6 +317,8 @@ class WebChatProtocolTests(unittest.TestCase):
     def test_aBrowserThatDoesNotReadABigRoomsListsIsDropped(self) -> None:
         """The member lists count against --max-output-buffer like the rest: a browser that does not read goes."""
         self.web.chatFactory.maxOutputBuffer = 100_000
+        # A chat that announces arrivals even in rooms this big (--announce-joins-up-to).
+        self.hub.announceJoinsUpTo = 10**6
         for _ in range(1000):
             self.hub.enter(FakeMember())
         self.clock.advance(0)

@@ -42,6 +42,9 @@ class WebChatTests(unittest.TestCase):
         self.chat = ServiceProcess(
             "sockproto-chat", "--listen", "tcp:0", "--web", "tcp:0", "--history", ":memory:", "--flood-rate", "0",
             "--max-line-length", "100",
+            # Arrivals announced even in the room of 302 below, so member lists follow them
+            # (in a room past --announce-joins-up-to they come on request: tests/test_chat_crowd.py).
+            "--announce-joins-up-to", "1000",
         )
         self.addCleanup(self.chat.stop)
         self.chat.start(2)

@@ -46,6 +46,12 @@ from sockproto.chat.text import validNick, validRoom
 LOBBY = "#lobby"
 HISTORY_DEFAULT = 20
 HISTORY_MAX = 500
+#: Rooms of at most this many members hear who joins, leaves and changes name;
+#: bigger ones do not (IRC's auditorium mode, Twitch and Discord): each arrival
+#: would cost a notice to everyone there (docs/scaling.rst).
+ANNOUNCE_JOINS_DEFAULT = 100
+#: The kinds of those announcements (events.Joined, Parted, Quit, NickChanged).
+ANNOUNCEMENTS = frozenset({Joined.kind, Parted.kind, Quit.kind, NickChanged.kind})
 
 
 class ChatError(Exception):
@@ -154,8 +160,10 @@ class ChatHub:
         maxRooms: int = 1000,
         historyOnJoin: int = HISTORY_DEFAULT,
         bus: IChatBus | None = None,
+        announceJoinsUpTo: int = ANNOUNCE_JOINS_DEFAULT,
     ) -> None:
         self.clock = clock
+        self.announceJoinsUpTo = announceJoinsUpTo
         self.history = history
         self.maxRooms = maxRooms
         self.historyOnJoin = historyOnJoin
@@ -245,7 +253,8 @@ class ChatHub:
             self._flushRoom(room)
             room.remove(member)
             member.room = None
-            if not self.closing:  # when everyone is leaving, no notices
+            # When everyone is leaving, no notices; nor in a big room.
+            if not self.closing and self.announces(room, len(room.members) + 1):
                 self._notice(room, Quit(room.name, who(member), self.clock.seconds(), reason))
             self._forget(room)
         self.bus.release(member, room.name if room is not None else None)
@@ -337,11 +346,11 @@ class ChatHub:
         member.nick = nick
         room = member.room
         event = NickChanged(room.name if room is not None else None, old, nick, self.clock.seconds(), reason)
-        if room is not None:
+        if room is not None and self.announces(room, len(room.members)):
             self._flushRoom(room)
             self._notice(room, event)
         else:
-            member.send(faceOf(member).render(event, member))
+            self.tell(member, event)  # in a big room, to the member alone
 
     def join(self, member: Member, name: str) -> defer.Deferred[None]:
         if not validRoom(name):
@@ -359,7 +368,8 @@ class ChatHub:
                 self._flushRoom(old)
                 old.remove(member)
                 member.room = None
-                self._notice(old, Parted(old.name, who(member), self.clock.seconds()))
+                if self.announces(old, len(old.members) + 1):
+                    self._notice(old, Parted(old.name, who(member), self.clock.seconds()))
                 self._forget(old)
             self._join(member, self._room(name))
 
@@ -369,8 +379,21 @@ class ChatHub:
         self._flushRoom(room)  # what was said before is not for the newcomer
         room.add(member)
         member.room = room
-        self._notice(room, Joined(room.name, who(member), self.clock.seconds()))
+        event = Joined(room.name, who(member), self.clock.seconds())
+        if self.announces(room, len(room.members)):
+            self._notice(room, event)
+        else:
+            self.tell(member, event)  # the newcomer alone: it learns its name and room
         self.replay(member, self.historyOnJoin, quiet=True)
+
+    def announces(self, room: Room, size: int) -> bool:
+        """
+        Whether a room of ``size`` members (counting the one who comes or
+        goes) hears who joins, leaves and changes name: only up to
+        ``announceJoinsUpTo``, so that an arrival costs the same in a room of
+        ten thousand as in a room of ten.  Member lists are on request there.
+        """
+        return size <= self.announceJoinsUpTo
 
     def _room(self, name: str) -> Room:
         room = self.rooms.get(name)
@@ -436,6 +459,11 @@ class ChatHub:
         """An event of ``room`` on another server (a message, a join...), for this server's members there."""
         local = self.rooms.get(room)
         if local is not None and local.members:
+            # Comings and goings elsewhere are shown only where this server
+            # shows its own: a room big here is told of no arrival, wherever
+            # the newcomer came in.
+            if event.kind in ANNOUNCEMENTS and not self.announces(local, len(local.members)):
+                return
             self._post(local, event)
 
     def remotePrivate(self, key: str, sender: Who, when: float, text: str) -> bool:

@@ -13,7 +13,7 @@ from twisted.cred.portal import Portal
 from twisted.python import usage
 
 from sockproto.chat.history import History
-from sockproto.chat.hub import ChatHub
+from sockproto.chat.hub import ANNOUNCE_JOINS_DEFAULT, ChatHub
 from sockproto.chat.login import AnyOfCheckers, ChatRealm
 from sockproto.chat.protocol import ChatFactory
 from sockproto.interfaces import IServerReactor
@@ -21,7 +21,7 @@ from sockproto.server.endpointstrings import checkEndpoint
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.listen import CloseOnStop, ListeningService, StopInOrder
-from sockproto.server.options import ServerOptions, nonNegativeFloat, positiveInt
+from sockproto.server.options import ServerOptions, nonNegativeFloat, nonNegativeInt, positiveInt
 from sockproto.server.redis import redisURL
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
@@ -108,6 +108,9 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
          positiveInt],
         ["max-rooms", None, 1000, "Rooms that may exist at once (in a cluster: on all servers together).",
          positiveInt],
+        ["announce-joins-up-to", None, ANNOUNCE_JOINS_DEFAULT, "Announce who joins, leaves and changes name only "
+         "in rooms of at most this many members (0: in none); bigger rooms show member lists on request "
+         "(/list), so a crowd arriving at once costs each member nothing.", nonNegativeInt],
         ["cluster", None, None, "Join the chat servers that share this Redis: rooms, names and history span "
          "them all (see docs/scaling.rst). The password may also come from $SOCKPROTO_REDIS_PASSWORD.", redisURL],
         ["cluster-wait", None, 0.0, "Seconds to keep trying to reach the --cluster Redis at start "
@@ -237,7 +240,9 @@ def buildService(options: Options, reactor: IServerReactor | None = None) -> ser
         except Exception as e:
             why = explainDatabaseError(e)
             raise SystemExit(f"sockproto-chat: cannot open history {options['history']!r}: {why}") from None
-    hub = ChatHub(reactor, history, maxRooms=options["max-rooms"], bus=bus)
+    hub = ChatHub(
+        reactor, history, maxRooms=options["max-rooms"], bus=bus, announceJoinsUpTo=options["announce-joins-up-to"]
+    )
     portal = Portal(ChatRealm(), [AnyOfCheckers(options["credCheckers"])]) if options["credCheckers"] else None
     factory = ChatFactory(
         reactor,
