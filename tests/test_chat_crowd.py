@@ -211,6 +211,16 @@ class HistoryHasNoAnnouncementsTests(unittest.TestCase):
         self.check(2)
 
 
+class CountingTransport(StringTransport):
+    def __init__(self, *args, **kwargs):
+        StringTransport.__init__(self, *args, **kwargs)
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        StringTransport.write(self, data)
+
+
 class ProtocolTests(unittest.TestCase):
     """Line clients of a chat that announces in rooms of at most 2."""
 
@@ -242,6 +252,49 @@ class ProtocolTests(unittest.TestCase):
         self.assertEqual(
             self.output(t3), ["Welcome to sockproto chat! Type /help for commands.", "*** guest3 joined #lobby"]
         )
+
+    def test_theWelcomeIsOneWrite(self):
+        """Greeting, one's own arrival and the room's history: one write (one system call) per arrival."""
+        speaker, _ = self.connect()
+        speaker.dataReceived(b"hello\n")
+        self.clock.advance(0)
+        for _ in range(3):  # in a room that announces arrivals and in one that does not
+            proto = self.factory.buildProtocol(PEER)
+            transport = CountingTransport(peerAddress=PEER)
+            proto.makeConnection(transport)
+            self.assertEqual(transport.writes, 1)
+            lines = [re.sub(STAMP, "", line) for line in transport.value().decode().splitlines()]
+            self.assertEqual(
+                lines,
+                ["Welcome to sockproto chat! Type /help for commands.", f"*** {proto.nick} joined #lobby",
+                 "*** last 1 message in #lobby:", "<guest1> hello", "*** end of history of #lobby"],
+            )
+
+    def test_anIdleMemberKeepsNoWriter(self):
+        """
+        A member written nothing since its welcome holds no writer of its own
+        (memory of a crowd); its first output makes one, and it gets everything.
+        """
+        clients = [self.connect() for _ in range(4)]
+        self.clock.advance(0)
+        for _, transport in clients:
+            transport.clear()
+        # guest1 and guest2 were told guest2's arrival (a room of 2); guest3 and guest4 nothing since.
+        self.assertEqual([("_transmit" in vars(proto)) for proto, _ in clients], [True, True, False, False])
+        clients[0][0].dataReceived(b"hi all\n")
+        for proto, transport in clients[1:]:
+            self.assertEqual(self.output(transport), ["<guest1> hi all"])
+            self.assertIn("_transmit", vars(proto))
+
+    def test_floodControlFromTheFirstLine(self):
+        """The flood bucket is made with the first line read, full: the burst, then refusals."""
+        proto, transport = self.connect()
+        self.factory.floodBurst = 3
+        self.output(transport)
+        proto.dataReceived(b"/list\n" * 5)
+        lines = self.output(transport)
+        self.assertEqual(len([line for line in lines if line.startswith("*** 1 in #lobby")]), 3)
+        self.assertIn("!!! rate limited: too many lines, slow down", lines)
 
     def test_memberListOnRequest(self):
         """Nobody is told of arrivals in a big room; /list and /rooms say who and how many are there."""

@@ -223,7 +223,9 @@ class ChatHub:
     def _admit(self, member: Member, nick: str) -> None:
         member.nick = nick
         member.room = None
-        self.nicks[nick.casefold()] = member
+        key = nick.casefold()
+        # A name already folded (every guest's) is its own key: one string fewer a member.
+        self.nicks[nick if key == nick else key] = member
         self.present[member] = None
         self._join(member, self._room(LOBBY))
 
