@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run local fuzz soak test test-unit test-oldest test-prerelease trial pytest lint package-check docs screenshot clean
+.PHONY: install run local fuzz soak crowdbench test test-unit test-oldest test-prerelease trial pytest lint package-check docs screenshot clean
 
 install: $(STAMP)
 
@@ -92,6 +92,12 @@ fuzz: install
 
 soak: install
 	$(PY) -m tests.soak $(SOAK_SECONDS)
+
+# Crowds arriving at once (docs/scaling.rst): a benchmark, not a test; the
+# server on CPU 0, the crowd (../shared/tools/crowd.c) on CPU 1.
+# CROWDBENCH_ARGS="rooms --workers 2" for a cluster of two workers.
+crowdbench: install
+	$(PY) -m tests.crowdbench $(CROWDBENCH_ARGS)
 
 # API documentation with pydoctor (Twisted's own generator); a warning fails it.
 docs: install
