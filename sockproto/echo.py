@@ -24,7 +24,7 @@ from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory, ServerProtocol
 from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.lines import LineServerProtocol
-from sockproto.server.options import ServerOptions, positiveInt
+from sockproto.server.options import ServerOptions, nonNegativeNumber, positiveInt
 from sockproto.server.ratelimit import TokenBucket
 
 log = Logger()
@@ -235,17 +235,7 @@ class DatagramEcho(DatagramProtocol):
             self.transport.write(datagram, addr)
 
 
-def answersPerSecond(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError("expected a number of answers a second, 0 or more") from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"{value} is not a number of answers a second, 0 or more")
-    return number
-
-
-answersPerSecond.coerceDoc = "Answers a second, 0 or more."  # type: ignore[attr-defined]
+answersPerSecond = nonNegativeNumber("answers a second")
 
 
 class Options(ServerOptions):

@@ -68,6 +68,12 @@ def lowPort() -> int:
     raise RuntimeError("no free port below 32768")
 
 
+def processCPU(pid: int) -> float:
+    """Seconds of CPU process ``pid`` has used (user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def listenOverflows() -> int:
     """The kernel's count of connections dropped because a listen queue was full (each: a 1 s SYN retry)."""
     lines = Path("/proc/net/netstat").read_text().splitlines()
@@ -130,11 +136,7 @@ class Server:
 
     def cpu(self) -> float:
         """Seconds of CPU the serving processes have used (user and system)."""
-        ticks = 0
-        for pid in self.pids():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return sum(processCPU(pid) for pid in self.pids())
 
     def stop(self) -> None:
         self.service.stop(timeout=60)
@@ -316,14 +318,16 @@ def echo(binary: str, args: argparse.Namespace) -> None:
     )
     service.start(1, timeout=60)
     subprocess.run(["taskset", "-apc", args.server_cpus, str(service.pid)], check=True, capture_output=True)
-    overflows = listenOverflows()
+    overflows, cpu = listenOverflows(), processCPU(service.pid)
     try:
         crowd = subprocess.run(
             ["taskset", "-c", args.client_cpus, binary, str(port), "1", str(args.clients), "0", "1"],
             capture_output=True, text=True, check=True,
         )
         opened = next(line for line in crowd.stdout.splitlines() if line.startswith("opened"))
-        print(f"  crowd: {opened}; listen queue overflows (on the whole machine) {listenOverflows() - overflows}")
+        cpu = processCPU(service.pid) - cpu
+        print(f"  crowd: {opened}; server CPU {cpu:.2f} s ({cpu / args.clients * 1e6:.0f} us a connection); "
+              f"listen queue overflows (on the whole machine) {listenOverflows() - overflows}")
     finally:
         service.stop(timeout=60)
 

@@ -16,6 +16,7 @@ from sockproto.chat.protocol import ChatFactory
 from sockproto.chat.service import Options, buildService
 from sockproto.chat.web import REFRESH_DELAY, WebChatFactory, refreshDelay
 from sockproto.server.listen import listeningServices
+from tests.test_chat import ChatProtocolCase
 
 STAMP = r"\[\d\d:\d\d:\d\d\] "
 PEER = IPv4Address("TCP", "192.0.2.7", 4321)
@@ -221,25 +222,13 @@ class CountingTransport(StringTransport):
         StringTransport.write(self, data)
 
 
-class ProtocolTests(unittest.TestCase):
+class ProtocolTests(ChatProtocolCase):
     """Line clients of a chat that announces in rooms of at most 2."""
 
     def setUp(self):
         self.clock = Clock()
         self.hub = ChatHub(self.clock, History(MEMORY, self.clock), announceJoinsUpTo=2)
         self.factory = ChatFactory(self.clock, self.hub, floodRate=5, floodBurst=20)
-
-    def connect(self):
-        proto = self.factory.buildProtocol(PEER)
-        transport = StringTransport(peerAddress=PEER)
-        proto.makeConnection(transport)
-        return proto, transport
-
-    def output(self, transport):
-        self.clock.advance(0)
-        value = transport.value().decode()
-        transport.clear()
-        return [re.sub(STAMP, "", line) for line in value.splitlines()]
 
     def test_welcomeOfANewcomerToABigRoom(self):
         _, t1 = self.connect()

@@ -21,7 +21,7 @@ from sockproto.server.endpointstrings import checkEndpoint
 from sockproto.server.files import explainDatabaseError
 from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.listen import CloseOnStop, ListeningService, StopInOrder
-from sockproto.server.options import ServerOptions, nonNegativeFloat, nonNegativeInt, positiveInt
+from sockproto.server.options import ServerOptions, nonNegativeFloat, nonNegativeInt, nonNegativeNumber, positiveInt
 from sockproto.server.redis import redisURL
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
@@ -76,14 +76,7 @@ secretFile.coerceDoc = (  # type: ignore[attr-defined]
 )
 
 
-def linesPerSecond(value: str) -> float:
-    try:
-        return nonNegativeFloat(value)
-    except ValueError:
-        raise ValueError(f"{value} is not a number of lines a second, 0 or more") from None
-
-
-linesPerSecond.coerceDoc = "Lines a second, 0 or more."  # type: ignore[attr-defined]
+linesPerSecond = nonNegativeNumber("lines a second")
 
 
 class Options(ServerOptions, strcred.AuthOptionMixin):

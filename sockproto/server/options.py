@@ -43,17 +43,26 @@ positiveInt = _wholeNumber(1, "a positive whole number")
 nonNegativeInt = _wholeNumber(0, "a whole number, 0 or more")
 
 
-def nonNegativeFloat(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError("expected a number of seconds, 0 or more") from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"{value} is not a number of seconds, 0 or more")
-    return number
+def nonNegativeNumber(unit: str) -> Callable[[str], float]:
+    """
+    A usage.Options coercer for finite numbers of at least 0, described as
+    numbers of ``unit`` (``"seconds"``, ``"lines a second"``).
+    """
+
+    def coerce(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"expected a number of {unit}, 0 or more") from None
+        if not number >= 0 or number == float("inf"):
+            raise ValueError(f"{value} is not a number of {unit}, 0 or more")
+        return number
+
+    coerce.coerceDoc = f"{unit[0].upper()}{unit[1:]}, 0 or more."  # type: ignore[attr-defined]
+    return coerce
 
 
-nonNegativeFloat.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
+nonNegativeFloat = nonNegativeNumber("seconds")
 
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
