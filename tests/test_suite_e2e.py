@@ -59,7 +59,7 @@ class SuiteTests(unittest.TestCase):
         var = Path(self.mktemp()).resolve()
         service = ServiceProcess("sockproto", "--var", str(var))
         self.addCleanup(service.stop)
-        service.start(endpoints=6)
+        service.start(endpoints=len(DEFAULT_PORTS))
         self.assertEqual([a.rsplit(":", 1)[1] for a in service.addresses], [str(p) for p in DEFAULT_PORTS])
         self.assertTrue(all(a.startswith("tcp:127.0.0.1:") for a in service.addresses))
         with socket.create_connection(("127.0.0.1", 8124), timeout=10) as sock:
