@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat,tests.test_chat_cluster -*-
 """What the chat hub asks of the other chat servers, and the answer for a server alone.
 
 The hub decides everything about its own members.  What involves other
@@ -10,14 +11,51 @@ need no reactor.  The Redis bus is :mod:`sockproto.chat.cluster`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 from zope.interface import Attribute, Interface, implementer
 
 if TYPE_CHECKING:
-    from sockproto.chat.events import Action, Joined, Message, NickChanged, Parted, Quit
-    from sockproto.chat.hub import ChatHub, Member
+    from sockproto.chat.events import Action, ChatEvent, Joined, Message, NickChanged, Parted, Quit, Who
+    from sockproto.chat.model import Member, Room
+
+
+class ChatHub(Protocol):
+    """
+    What a bus may see and do of the hub it serves (:class:`sockproto.chat.hub.ChatHub`
+    is one), and nothing more: the names held here, who is present, the rooms,
+    and the calls that hand it what other servers said.
+    """
+
+    #: casefolded nick -> this server's member holding it
+    nicks: dict[str, Member]
+    #: casefolded names of this server's verified (logged-in) members
+    identities: set[str]
+    #: this server's members who entered and have not left
+    present: dict[Member, None]
+    #: this server's rooms by name
+    rooms: dict[str, Room]
+    #: True once the server is stopping
+    closing: bool
+
+    def members(self) -> list[Member]:
+        """This server's members."""
+
+    def tell(self, member: Member, event: ChatEvent) -> None:
+        """Tell one member something."""
+
+    def announce(self, text: str) -> None:
+        """Tell every member a server notice."""
+
+    def evict(self, squatter: Member) -> None:
+        """Take ``squatter``'s name away (another server's verified user holds it)."""
+
+    def remoteEvent(self, room: str, event: ChatEvent) -> None:
+        """What happened in ``room`` on another server, for this server's members there."""
+
+    def remotePrivate(self, key: str, sender: Who, when: float, text: str) -> bool:
+        """A private message from another server to the member holding ``key``; whether one does."""
 
 
 class IChatBus(Interface):

@@ -40,7 +40,8 @@ from sockproto.server.latency import LatencyHistogram
 from sockproto.server.redis import FirstLink, RedisAddress, RedisLink, Script
 
 if TYPE_CHECKING:
-    from sockproto.chat.hub import ChatHub, Member
+    from sockproto.chat.bus import ChatHub
+    from sockproto.chat.model import Member
 
 log = Logger()
 

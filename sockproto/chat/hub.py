@@ -20,7 +20,7 @@ everyone who shares a room with it.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -40,7 +40,6 @@ from sockproto.chat.events import (
     PrivateMessage,
     PrivateNotice,
     Quit,
-    Recipient,
     RefusalCode,
     ServerNotice,
     Who,
@@ -49,8 +48,8 @@ from sockproto.chat.events import (
 from sockproto.chat.events import (
     History as HistoryEvent,
 )
-from sockproto.chat.history import Entry, History
-from sockproto.chat.lineface import LINE_FACE
+from sockproto.chat.history import History
+from sockproto.chat.model import ChatError, Member, Room, entryEvent, faceOf, who
 from sockproto.chat.text import NICK_RULE, validNick, validRoom
 
 log = Logger()
@@ -64,18 +63,6 @@ HISTORY_MAX = 500
 ANNOUNCE_JOINS_DEFAULT = 100
 #: The kinds of those announcements (events.Joined, Parted, Quit, NickChanged).
 ANNOUNCEMENTS = frozenset({Joined.kind, Parted.kind, Quit.kind, NickChanged.kind})
-
-
-class ChatError(Exception):
-    """
-    A request the hub refuses; its message is shown to the member after
-    ``"!!! "``, its ``code`` (a :class:`RefusalCode`) says why to faces
-    that have their own words for it.
-    """
-
-    def __init__(self, message: str, code: RefusalCode = RefusalCode.GENERAL) -> None:
-        Exception.__init__(self, message)
-        self.code = code
 
 
 def settled(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
@@ -95,67 +82,6 @@ def settled(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
         d.addErrback(lambda failure: None)
         raise outcome[0].value
     return d
-
-
-class Member(Recipient, Protocol):
-    """
-    A chat client as the hub knows it: its nick, its room, and a way to
-    write (:class:`sockproto.chat.events.IChatMember`; its ``face`` may be
-    missing: the line face).
-    """
-
-    room: Room | None
-
-
-def faceOf(member: Member) -> IChatFace:
-    """The face that renders what ``member`` is told: its own, or the line face."""
-    face: IChatFace = getattr(member, "face", LINE_FACE)
-    return face
-
-
-def who(member: Member) -> Who:
-    """``member``'s identity, as events name it."""
-    return Who(member.nick, faceOf(member).name)
-
-
-def entryEvent(room: str, entry: Entry) -> Message | Action:
-    """A message of the history as the event it was (its sender's face is not kept)."""
-    event = Action if entry.kind == "me" else Message
-    return event(room, Who(entry.nick), entry.text, entry.time)
-
-
-class Room:
-    """
-    A room: its members, and the events of this reactor turn not yet written to them.
-
-    ``faces`` holds the members again, by face: a batch is rendered once per face.
-    """
-
-    __slots__ = ("name", "members", "faces", "batch", "batchSenders", "dirty")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.members: dict[Member, None] = {}  # insertion-ordered set
-        self.faces: dict[IChatFace, dict[Member, None]] = {}
-        self.batch: list[ChatEvent] = []
-        self.batchSenders: list[Member | None] = []
-        self.dirty = False
-
-    def add(self, member: Member) -> None:
-        self.members[member] = None
-        face = faceOf(member)
-        members = self.faces.get(face)
-        if members is None:
-            members = self.faces[face] = {}
-        members[member] = None
-
-    def remove(self, member: Member) -> None:
-        if self.members.pop(member, False) is None:
-            face = faceOf(member)
-            members = self.faces[face]
-            del members[member]
-            if not members:
-                del self.faces[face]
 
 
 class ChatHub:
