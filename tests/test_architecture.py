@@ -140,3 +140,22 @@ class HouseTests(unittest.TestCase):
                 if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef, ast.Module)):
                     doc = ast.get_docstring(node) or ""
                     self.assertIsNone(epytext.search(doc), f"{path.relative_to(PACKAGE)}: epytext in a docstring")
+
+
+class LayoutDocsTests(unittest.TestCase):
+    def test_theReadmeLayoutNamesEveryModule(self):
+        """A reader of the README's Layout finds where any module is and what it does."""
+        readme = (PACKAGE.parent / "README.rst").read_text()
+        layout = readme[readme.index("\nLayout\n"):readme.index("\nTests\n")]
+        for path in PACKAGE.rglob("*.py"):
+            if path.name in ("__init__.py", "__main__.py"):
+                continue
+            named = f"``{path.name}``" in layout or f"/{path.name}``" in layout
+            self.assertTrue(named, f"README's Layout does not name {path.relative_to(PACKAGE)}")
+
+    def test_theMachineryNamesItsModules(self):
+        import sockproto.server
+
+        for path in (PACKAGE / "server").glob("*.py"):
+            if path.name != "__init__.py":
+                self.assertIn(f"sockproto.server.{path.stem}`", sockproto.server.__doc__ or "", path.name)
