@@ -371,6 +371,23 @@ class ClusterFailureTests(ClusterTestCase):
         other.send("hello b1\n")
         zed.until("hello b1")
 
+    def test_joinsOfMembersWhoRenameAtOnceReachTheOtherServers(self) -> None:
+        """
+        A client that sends /nick as soon as it is in (nc with a line ready):
+        its join notice, read on the other server after the rename, is still
+        believed (its name is nobody's by then, not another server's).
+        """
+        one, two = self.node("j1"), self.node("j2")
+        watcher = self.client(two, "watcher")
+        for number in range(5):
+            quick = LineClient.tcp(one.port("chat"), timeout=20)
+            quick.send(f"/nick fast{number}\n")
+            quick.until(f"is now known as fast{number}")
+            seen = watcher.until(f"is now known as fast{number}")
+            self.assertTrue(any(line.endswith("joined #lobby") for line in seen), seen)
+            quick.close()
+        self.assertNotIn("who is not its member", two.log)
+
     def test_aStoppedNodeSignsOff(self) -> None:
         one, two = self.node("s1"), self.node("s2")
         a = self.client(one, "alice")

@@ -418,15 +418,20 @@ def noticeEvent(wire: list[Any]) -> Joined | Parted | Quit | NickChanged:
     return NickChanged(room, who, rest[0], when, rest[1])
 
 
-def noticeSubject(wire: list[Any]) -> tuple[str, bool]:
+def noticeSubjects(wire: list[Any]) -> list[tuple[str, bool]]:
     """
-    The member (casefolded nick) a checked "n" event is about, and whether
-    its name may be free by the time the notice arrives (it left).
+    The names (casefolded) a checked "n" event is about, each with whether it
+    may be free by the time the notice arrives: the sending server must hold
+    each, or (where it may be free) nobody may.  A member who joins may have
+    left or taken another name before the notice is read (a client that
+    sends ``/nick`` as soon as it is in), and a renamed one may have been
+    renamed again; what a forger cannot do is speak of a name another server
+    holds.
     """
     what = wire[2]
-    if what == "nick":
-        return wire[6].casefold(), False
-    return wire[4].casefold(), what in ("part", "quit")
+    if what == "nick":  # the old name and the new
+        return [(wire[4].casefold(), True), (wire[6].casefold(), True)]
+    return [(wire[4].casefold(), True)]
 
 
 def _exactly(event: list[Any], size: int) -> list[Any]:
@@ -1019,7 +1024,7 @@ class RedisChatBus:
             if origin not in self.knownNodes:
                 questions.append(("", False))
             if self.secret is None:  # (signed: its server vouches for it)
-                questions += [noticeSubject(event) for event in events if event[0] == "n"]
+                questions += [subject for event in events if event[0] == "n" for subject in noticeSubjects(event)]
         if questions or origin in self._held:
             self._hold(origin, (sent, events, streamIds), questions)
         else:
