@@ -97,6 +97,9 @@ _TWISTED_CHATTER = re.compile(
 )
 
 
+_NO_SNI_NAME = "no server certificate for name {name!r}"
+
+
 @implementer(ILogFilterPredicate)
 class _QuietAndLevel:
     """Drops Twisted's routine lines, then filters by level."""
@@ -107,6 +110,9 @@ class _QuietAndLevel:
     def __call__(self, event: dict[str, Any]) -> Any:
         text = event.get("log_text") or event.get("log_format") or ""
         if isinstance(text, str) and _TWISTED_CHATTER.match(text):
+            return PredicateResult.no
+        if text == _NO_SNI_NAME and event.get("name") is None:
+            # tls:'s SNI lookup warns for every client that names no host, which gets the default certificate.
             return PredicateResult.no
         return self.levels(event)
 

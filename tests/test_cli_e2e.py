@@ -79,6 +79,8 @@ class ToolTests(unittest.TestCase):
         untyped = tool("connect", f"localhost:{self.echo.tcpPort(0)}")
         self.assertEqual(untyped.returncode, 2)
         self.assertIn(f"write tcp:localhost:{self.echo.tcpPort(0)}".encode(), untyped.stderr)
+        probed = tool("probe", f"localhost:{self.echo.tcpPort(0)}")
+        self.assertEqual(probed.returncode, 2, probed)  # a usage error, not a target found unreachable
         kv = tool("kv", f"127.0.0.1:{self.echo.tcpPort(0)}", "ping")
         self.assertIn(f"write tcp:127.0.0.1:{self.echo.tcpPort(0)}".encode(), kv.stderr)
 
@@ -398,6 +400,25 @@ class InterruptTests(unittest.TestCase):
             self.assertNotIn(b"connection lost", err)
             for sock in accepted:
                 sock.close()
+
+    def test_connectStoppedBySIGTERM(self):
+        """A kill is no lost connection either: status 143, nothing said about the connection."""
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            server.settimeout(30)
+            target = f"tcp:127.0.0.1:{server.getsockname()[1]}"
+            proc = subprocess.Popen([PYTHON, "-m", "sockproto.cli", "connect", target],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+            self.addCleanup(proc.kill)
+            accepted, _ = server.accept()
+            self.addCleanup(accepted.close)
+            time.sleep(0.2)  # past the moment: the reactor has the connection in hand
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+            _, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 143, err)
+        self.assertNotIn(b"connection lost", err)
 
     def test_scanSaysWhatItFoundEvenWhenNothingIsOpen(self):
         closed = socket.socket()

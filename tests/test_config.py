@@ -238,7 +238,7 @@ class ReloadTests(unittest.TestCase):
         proto.makeConnection(StringTransport(peerAddress=PEER))
         reloader = ReloadOnHangup(root, None)
         book.write_text('[[jokes]]\nsetup = "Lettuce"\npunchline = "Let us in!"\n')
-        self.assertEqual(reloader.reloadAll(), [f"joke: 1 jokes from {book}"])
+        self.assertEqual(reloader.reloadAll(), [f"joke: 1 joke from {book}"])
         self.assertEqual(factory.picker.pick("x").setup, "Lettuce")
         self.assertFalse(proto.transport.disconnecting)
         book.write_text("[[jokes]]\nsetup = 5\n")

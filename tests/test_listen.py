@@ -289,3 +289,10 @@ class WorkerSettingsTests(unittest.TestCase):
         os.environ[workers.ENVIRONMENT] = "not JSON: not read again"
         self.assertIs(workers.workerSettings(), first)
         self.assertEqual(first, settings)
+
+
+class IPv6InterfaceTests(unittest.TestCase):
+    def test_unescapedColonsGetTheStringToWrite(self):
+        with self.assertRaises(usage.UsageError) as caught:
+            checkEndpoint("tcp:8000:interface=::")
+        self.assertIn(r"interface=\:\:", str(caught.exception))

@@ -286,7 +286,7 @@ class ConfigEndToEndTests(unittest.TestCase):
         book.write_text('[[jokes]]\nsetup = "Lettuce"\npunchline = "Let us in!"\n')
         passwords.setPassword(passwd, "bob", "bob-pw")
         os.kill(suite.pid, signal.SIGHUP)
-        suite.waitForLog(f"joke reloaded 1 jokes from {book}")
+        suite.waitForLog(f"joke reloaded 1 joke from {book}")
         suite.waitForLog(f"chat reloaded password file {passwd}: 2 users")
         # The connection from before the reload goes on with its joke.
         before.sendall(b"Who's there?\n")
@@ -358,7 +358,7 @@ class SinglePluginOperationsTests(unittest.TestCase):
         self.assertIn("process_resident_memory_bytes", text)
         book.write_text('[[jokes]]\nsetup = "Tank"\npunchline = "You are welcome!"\n')
         os.kill(joke.pid, signal.SIGHUP)
-        joke.waitForLog(f"joke reloaded 1 jokes from {book}")
+        joke.waitForLog(f"joke reloaded 1 joke from {book}")
         book.write_text("not toml [")
         os.kill(joke.pid, signal.SIGHUP)
         joke.waitForLog("joke could not reload, keeping what it had")

@@ -1187,7 +1187,8 @@ class RedisChatBus:
             self._unsaid += 1
             return
         if self._unsaid:
-            format += " (and {unsaid} more such lines not logged)"
+            format += " (and {unsaid} more such line not logged)" if self._unsaid == 1 else \
+                " (and {unsaid} more such lines not logged)"
             fields["unsaid"] = self._unsaid
         self._unsaid = 0
         self._quietUntil = now + COMPLAINT_INTERVAL

@@ -684,7 +684,7 @@ class WebSite(Site):
         if unsaid is not None:
             log.info(
                 "chat-web refused a request for a host name it does not serve, {host!r}, from {peer} "
-                "(421; see --web-host; {unsaid} more since the last such line)",
+                "(421; see --web-host)" + Episodes.unsaidNote(unsaid),
                 host=(request.getHeader(b"host") or b"")[:100].decode("ascii", "backslashreplace"),
                 peer=peerName(request.transport),
                 unsaid=unsaid,
@@ -702,8 +702,8 @@ class WebSite(Site):
         unsaid = self.refusals.due("read_timeout", self.clock.seconds())
         if unsaid is not None:
             log.info(
-                "chat-web cut off {peer}: {what} took over {seconds} s (--read-timeout; "
-                "{unsaid} more since the last such line)",
+                "chat-web cut off {peer}: {what} took over {seconds} s (--read-timeout)"
+                + Episodes.unsaidNote(unsaid),
                 peer=peerName(transport),
                 what=what,
                 seconds=self.readTimeout,

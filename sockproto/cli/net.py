@@ -259,6 +259,8 @@ def runProbe(options: Any) -> int:
         else:
             for r in results:
                 sys.stdout.write(_probeText(r))
+        if any(r.get("error") == "bad endpoint" for r in results):
+            return USAGE  # a string to write otherwise (said above): not a target found unreachable
         return OK if all(r["reachable"] for r in results) else UNREACHABLE
 
     return runReactor(main)

@@ -24,12 +24,15 @@ UNREACHABLE = 3
 FAILED = 4
 #: Stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
 INTERRUPTED = 130
+#: Stopped by SIGTERM, as shells report it: 128 + 15.
+TERMINATED = 143
 
 #: For every tool's ``--help``.
 EXIT_STATUSES = (
     "Exit status: 0 success, 1 not found or already exists, 2 usage, "
     "3 could not connect (refused, timed out, certificate or name not accepted), "
-    "4 failed after connecting (connection lost, server error, no reply in time), 130 interrupted (Ctrl-C)."
+    "4 failed after connecting (connection lost, server error, no reply in time), 130 interrupted (Ctrl-C), "
+    "143 stopped (SIGTERM)."
 )
 
 
@@ -55,16 +58,23 @@ def runReactor(main: Callable[[Any], Awaitable[int]]) -> int:
     :data:`INTERRUPTED` after Ctrl-C, which stops the reactor at once.
     """
     status: list[int] = []
-    stopped: list[bool] = []
+    stopped: list[int] = []  # the signal that stopped it
 
     def run(reactor: IServerReactor) -> defer.Deferred[None]:
         def onInterrupt(signum: int, frame: Any) -> None:
             # Twisted's own handler would log and stop too; this one just stops.
-            stopped.append(True)
+            stopped.append(signum)
             _interrupts.append(True)
             reactor.callFromThread(reactor.stop)
 
-        signal.signal(signal.SIGINT, onInterrupt)
+        # Ctrl-C, and a kill (SIGTERM) as well: what is lost meanwhile is not an error.  Once
+        # running too: the reactor installs its own SIGTERM handler when it starts.
+        def handleSignals() -> None:
+            signal.signal(signal.SIGINT, onInterrupt)
+            signal.signal(signal.SIGTERM, onInterrupt)
+
+        handleSignals()
+        reactor.callWhenRunning(handleSignals)
 
         async def go() -> None:
             status.append(await main(reactor))
@@ -76,7 +86,9 @@ def runReactor(main: Callable[[Any], Awaitable[int]]) -> int:
     except SystemExit:
         pass  # react exits; the status is the one main returned
     except KeyboardInterrupt:
-        stopped.append(True)
+        stopped.append(signal.SIGINT)
     if stopped:
+        if stopped[0] == signal.SIGTERM:
+            return TERMINATED
         return interrupted()
     return status[0] if status else FAILED

@@ -125,7 +125,7 @@ class JokeFactory(ServerFactory):
             return []
         jokes = loadBooks(self.books, self.includeBuiltin)  # JokeBookError: nothing changes
         self.picker.jokes = list(jokes)
-        return [f"{len(jokes)} jokes from {', '.join(self.books)}"]
+        return [f"{len(jokes)} joke{'' if len(jokes) == 1 else 's'} from {', '.join(self.books)}"]
 
 
 class Options(ServerOptions):

@@ -175,6 +175,9 @@ def endpointErrorText(error: BaseException, description: str = "") -> str:
         text = f"missing {names}" + (f"; expected {shape}" if shape else "")
     elif "invalid literal for int()" in text:
         text = "a port or number is not a number" + (f"; expected {shape}" if shape else "")
+    elif re.search(r"multiple values for (?:keyword )?argument 'interface'", text):
+        # interface=:: splits at its colons.
+        text = "an IPv6 address needs its colons escaped with a backslash: interface=\\:\\: (interface=\\:\\:1)"
     elif isinstance(error, TypeError) and "argument" in text:
         # "_parseTCP() got an unexpected keyword argument 'prot'" -> the useful part
         text = text.split(") ", 1)[-1]

@@ -41,6 +41,13 @@ class Episodes:
         self._last: dict[object, float] = {}
         self._unsaid: dict[object, int] = {}
 
+    @staticmethod
+    def unsaidNote(unsaid: int) -> str:
+        """What a log line adds about the ones left unsaid: nothing for none."""
+        if not unsaid:
+            return ""
+        return f" ({unsaid} more like it since the last report)"
+
     def due(self, kind: object, now: float) -> int | None:
         """
         None if this occurrence of ``kind`` is not to be logged; else how many

@@ -136,7 +136,7 @@ def logHandshakeFailure(
     unsaid = episodes.due((service, words), now)
     if unsaid is None:
         return True
-    more = f" ({unsaid} more since the last report)" if unsaid else ""
+    more = Episodes.unsaidNote(unsaid)
     if byPeer:
         log.info("{service} TLS handshake from {peer} refused by the client: {why}" + more,
                  service=service, peer=peer, why=words)
