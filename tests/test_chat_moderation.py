@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from sockproto.chat.events import Kicked, ModeChanged, TopicChanged, Who
+from sockproto.chat.history import MEMORY, History
 from sockproto.chat.moderation import (
     MAX_BANS,
     MAX_INVITES,
@@ -366,3 +369,59 @@ class PersistenceTests(unittest.TestCase):
                 RoomState.fromDict("#dev", dict(good, **change))
         with self.assertRaises(ValueError):
             RoomState.fromDict("#dev", [])
+
+
+class RoomStoreTests(unittest.TestCase):
+    """Rooms' states in the history database: written with the messages, read back at startup."""
+
+    def test_statesSurviveARestart(self):
+        path = self.mktemp()
+        clock = Clock()
+        history = History(path, clock)
+        history.open()
+        room = RoomState("#dev")
+        room.joined(user("carol"), 0)
+        room.setTopic(user("carol"), "kept", 1.0)
+        history.storeRoom("#dev", room.toDict())
+        history.storeRoom("#gone", RoomState("#gone").toDict())
+        history.storeRoom("#gone", None)
+        history.record("#dev", 2.0, "carol", "say", "hi")
+        clock.advance(1)
+        history.storeRoom("#dev", dict(room.toDict(), flags="t"))
+        d = history.close()
+
+        def restarted(_):
+            again = History(path, Clock())
+            again.open()
+            self.addCleanup(again.close)
+            self.assertEqual(sorted(again.roomStates), ["#dev"])
+            state = RoomState.fromDict("#dev", again.roomStates["#dev"])
+            self.assertEqual((state.topic.text, state.flags), ("kept", {"t"}))
+            self.assertTrue(state.isOperator(user("carol")))
+
+        return d.addCallback(restarted)
+
+    def test_memoryStoresNothing(self):
+        history = History(MEMORY, Clock())
+        history.open()
+        history.storeRoom("#dev", {})
+        self.assertEqual(history.roomStates, {})
+
+    def test_aCorruptStateIsSkipped(self):
+        path = self.mktemp()
+        history = History(path, Clock())
+        history.open()
+        d = history.close()
+
+        def corrupt(_):
+            connection = sqlite3.connect(path)
+            connection.execute("INSERT INTO room_states VALUES ('#bad', 'not json')")
+            connection.commit()
+            connection.close()
+            again = History(path, Clock())
+            again.open()
+            self.addCleanup(again.close)
+            self.assertEqual(again.roomStates, {})
+            self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+        return d.addCallback(corrupt)

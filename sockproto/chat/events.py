@@ -545,3 +545,94 @@ class IChatMember(Interface):
 def membershipChanged(events: Iterable[ChatEvent]) -> bool:
     """Whether any of ``events`` changes who is in a room."""
     return any(event.membership for event in events)
+
+
+# -- moderation: answers to one member (rooms with owners, sockproto.chat.moderation) ----
+
+
+@dataclass(frozen=True, slots=True)
+class TopicIs(ChatEvent):
+    """
+    The topic of ``room``, told to one member (on joining, ``/topic`` without text):
+    IRC's ``RPL_TOPIC``/``RPL_TOPICWHOTIME``, or ``RPL_NOTOPIC`` when ``topic`` is ``""``.
+
+    @ivar setter: who set it (``""``: no topic).
+    @ivar time: when it was set (0: no topic).
+    """
+
+    kind: ClassVar[str] = "topicis"
+    room: str
+    topic: str
+    setter: str = ""
+    time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Invited(ChatEvent):
+    """
+    ``who`` invited ``nick`` into ``room``: told to the invited (IRC's
+    ``INVITE``), and, with ``echo``, to the one who invited (``RPL_INVITING``).
+    """
+
+    kind: ClassVar[str] = "invite"
+    room: str
+    who: Who
+    nick: str
+    echo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModeIs(ChatEvent):
+    """The modes of ``room`` (``/mode #room``): ``"+ntk key"``, ``"+"`` for none (``RPL_CHANNELMODEIS``)."""
+
+    kind: ClassVar[str] = "modes"
+    room: str
+    modes: str
+
+
+@dataclass(frozen=True, slots=True)
+class BanEntry:
+    """One ban of a :class:`BanList`: ``mask``, set by ``setter`` at ``time``."""
+
+    mask: str
+    setter: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class BanList(ChatEvent):
+    """The bans of ``room`` (``/mode #room +b``; IRC's ``RPL_BANLIST``, ``RPL_ENDOFBANLIST``)."""
+
+    kind: ClassVar[str] = "bans"
+    room: str
+    bans: tuple[BanEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WhoisReply(ChatEvent):
+    """
+    What the chat tells of a member (``/whois``; IRC's ``RPL_WHOISUSER`` and friends).
+
+    @ivar who: its nick and face (its mask).
+    @ivar room: the room it is in, with its prefix there (``"@#dev"``), or ``""``.
+    @ivar verified: it logged in (or showed a certificate) as this name.
+    @ivar serverOperator: a server operator (``RPL_WHOISOPERATOR``).
+    @ivar away: its away message, ``""`` if it is not away.
+    @ivar server: ``""`` when it is on this server, else which (a cluster's other node).
+    """
+
+    kind: ClassVar[str] = "whois"
+    who: Who
+    room: str
+    verified: bool = False
+    serverOperator: bool = False
+    away: str = ""
+    server: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AwaySet(ChatEvent):
+    """The member is away now, saying ``text`` (``RPL_NOWAWAY``), or back when ``text`` is ``""`` (``RPL_UNAWAY``)."""
+
+    kind: ClassVar[str] = "awayset"
+    text: str

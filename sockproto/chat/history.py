@@ -7,6 +7,7 @@ messages is a handful of transactions, and the reactor never waits on disk.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections import deque
@@ -34,6 +35,10 @@ CREATE TABLE IF NOT EXISTS messages (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
+CREATE TABLE IF NOT EXISTS room_states (
+    room TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);
 """
 
 
@@ -75,6 +80,10 @@ class History:
         self.writeDelay = writeDelay
         self._rooms: dict[str, deque[Entry]] = {}
         self._pending: list[tuple[str, float, str, str, str]] = []
+        #: Rooms' states to write (JSON), or None to forget one.
+        self._pendingRooms: dict[str, str | None] = {}
+        #: The rooms' states read at startup (room -> the JSON object stored).
+        self.roomStates: dict[str, Any] = {}
         self._writeCall: Any = None
         self._writing: defer.Deferred[Any] | None = None
         self._pool: adbapi.ConnectionPool | None = None
@@ -100,6 +109,11 @@ class History:
                     (room, self.keep),
                 ).fetchall()
                 self._rooms[room] = deque((Entry(*row) for row in reversed(rows)), maxlen=self.keep)
+            for room, state in connection.execute("SELECT room, state FROM room_states"):
+                try:
+                    self.roomStates[room] = json.loads(state)
+                except ValueError:
+                    log.warn("chat history: the stored state of {room} is not JSON: ignored", room=room)
         finally:
             connection.close()
         self._pool = adbapi.ConnectionPool(
@@ -121,6 +135,14 @@ class History:
             if self._writeCall is None and self._writing is None:
                 self._writeCall = self.clock.callLater(self.writeDelay, self._write)
 
+    def storeRoom(self, room: str, state: Any) -> None:
+        """Keep ``state`` (JSON-ready) as ``room``'s for after a restart; ``None`` forgets the room's."""
+        if self._pool is None:
+            return
+        self._pendingRooms[room] = None if state is None else json.dumps(state, separators=(",", ":"))
+        if self._writeCall is None and self._writing is None:
+            self._writeCall = self.clock.callLater(self.writeDelay, self._write)
+
     def highestGuest(self) -> int:
         """The highest guest number among the messages that can be replayed."""
         return highestGuestNumber(entry.nick for entries in self._rooms.values() for entry in entries)
@@ -136,9 +158,10 @@ class History:
     def _write(self) -> None:
         self._writeCall = None
         rows, self._pending = self._pending, []
-        if not rows or self._pool is None:
+        rooms, self._pendingRooms = self._pendingRooms, {}
+        if not (rows or rooms) or self._pool is None:
             return
-        self._writing = self._pool.runInteraction(_insert, rows)
+        self._writing = self._pool.runInteraction(_insert, rows, rooms)
 
         def written(result: Any) -> None:
             self.batchesWritten += 1
@@ -148,7 +171,7 @@ class History:
 
         def next(_: Any) -> None:
             self._writing = None
-            if self._pending:
+            if self._pending or self._pendingRooms:
                 # Messages that came during this commit go in the next one at once.
                 self._write()
 
@@ -160,10 +183,10 @@ class History:
         if self._writeCall is not None and self._writeCall.active():
             self._writeCall.cancel()
             self._writeCall = None
-        while self._writing is not None or self._pending:
+        while self._writing is not None or self._pending or self._pendingRooms:
             if self._writing is not None:
                 yield self._writing
-            elif self._pending:
+            else:
                 self._write()
         if self._pool is not None:
             self._pool.close()
@@ -175,5 +198,11 @@ def _tune(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
-def _insert(cursor: Any, rows: list[tuple[str, float, str, str, str]]) -> None:
+def _insert(cursor: Any, rows: list[tuple[str, float, str, str, str]], rooms: dict[str, str | None]) -> None:
     cursor.executemany("INSERT INTO messages (room, time, nick, kind, text) VALUES (?, ?, ?, ?, ?)", rows)
+    forgotten = [(room,) for room, state in rooms.items() if state is None]
+    cursor.executemany("DELETE FROM room_states WHERE room = ?", forgotten)
+    cursor.executemany(
+        "INSERT OR REPLACE INTO room_states (room, state) VALUES (?, ?)",
+        [(room, state) for room, state in rooms.items() if state is not None],
+    )
