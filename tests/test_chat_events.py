@@ -286,6 +286,11 @@ def everyKind() -> list[ChatEvent]:
         module.RoomList((module.RoomInfo("#a", 2, "news"),)), module.Welcome(), module.Welcome("alice"),
         module.Welcome(loginRequired=True), module.LoggedIn("alice"), module.Help((("/x", "does x"),)),
         ServerNotice("link restored"), Refusal("no", RefusalCode.USAGE), module.Goodbye("Goodbye!"),
+        module.TopicIs("#a", "news", "alice", 1.0), module.TopicIs("#a", ""), module.Invited("#a", who, "eve"),
+        module.Invited("#a", who, "eve", echo=True), module.ModeIs("#a", "+nt"), module.ModeIs("#a", "+"),
+        module.BanList("#a", (module.BanEntry("eve!*@*", "bob", 1.0),)), module.BanList("#a", ()),
+        module.WhoisReply(who, "@#a", True, True, "lunch"), module.WhoisReply(who, ""),
+        module.AwaySet("lunch"), module.AwaySet(""),
     ]
     kinds = {c for c in vars(module).values()
              if isinstance(c, type) and issubclass(c, ChatEvent) and c is not ChatEvent}

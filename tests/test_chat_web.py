@@ -312,7 +312,8 @@ class WebChatProtocolTests(unittest.TestCase):
         self.clock.advance(0)
         self.clock.advance(REFRESH_DELAY)
         members = [e for e in browser.events() if e["type"] == "members"]
-        self.assertEqual(members, [{"type": "members", "room": "#elsewhere", "nicks": [browser.protocol.chat.nick]}])
+        nick = browser.protocol.chat.nick  # who opened the room is its operator
+        self.assertEqual(members, [{"type": "members", "room": "#elsewhere", "nicks": [nick], "operators": [nick]}])
 
     def test_aBrowserThatDoesNotReadABigRoomsListsIsDropped(self) -> None:
         """The member lists count against --max-output-buffer like the rest: a browser that does not read goes."""

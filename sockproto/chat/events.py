@@ -550,14 +550,14 @@ def membershipChanged(events: Iterable[ChatEvent]) -> bool:
 # -- moderation: answers to one member (rooms with owners, sockproto.chat.moderation) ----
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TopicIs(ChatEvent):
     """
     The topic of ``room``, told to one member (on joining, ``/topic`` without text):
     IRC's ``RPL_TOPIC``/``RPL_TOPICWHOTIME``, or ``RPL_NOTOPIC`` when ``topic`` is ``""``.
 
-    @ivar setter: who set it (``""``: no topic).
-    @ivar time: when it was set (0: no topic).
+    :ivar setter: who set it (``""``: no topic).
+    :ivar time: when it was set (0: no topic).
     """
 
     kind: ClassVar[str] = "topicis"
@@ -567,7 +567,7 @@ class TopicIs(ChatEvent):
     time: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Invited(ChatEvent):
     """
     ``who`` invited ``nick`` into ``room``: told to the invited (IRC's
@@ -581,7 +581,7 @@ class Invited(ChatEvent):
     echo: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ModeIs(ChatEvent):
     """The modes of ``room`` (``/mode #room``): ``"+ntk key"``, ``"+"`` for none (``RPL_CHANNELMODEIS``)."""
 
@@ -590,7 +590,7 @@ class ModeIs(ChatEvent):
     modes: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BanEntry:
     """One ban of a :class:`BanList`: ``mask``, set by ``setter`` at ``time``."""
 
@@ -599,7 +599,7 @@ class BanEntry:
     time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BanList(ChatEvent):
     """The bans of ``room`` (``/mode #room +b``; IRC's ``RPL_BANLIST``, ``RPL_ENDOFBANLIST``)."""
 
@@ -608,17 +608,17 @@ class BanList(ChatEvent):
     bans: tuple[BanEntry, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WhoisReply(ChatEvent):
     """
     What the chat tells of a member (``/whois``; IRC's ``RPL_WHOISUSER`` and friends).
 
-    @ivar who: its nick and face (its mask).
-    @ivar room: the room it is in, with its prefix there (``"@#dev"``), or ``""``.
-    @ivar verified: it logged in (or showed a certificate) as this name.
-    @ivar serverOperator: a server operator (``RPL_WHOISOPERATOR``).
-    @ivar away: its away message, ``""`` if it is not away.
-    @ivar server: ``""`` when it is on this server, else which (a cluster's other node).
+    :ivar who: its nick and face (its mask).
+    :ivar room: the room it is in, with its prefix there (``"@#dev"``), or ``""``.
+    :ivar verified: it logged in (or showed a certificate) as this name.
+    :ivar serverOperator: a server operator (``RPL_WHOISOPERATOR``).
+    :ivar away: its away message, ``""`` if it is not away.
+    :ivar server: ``""`` when it is on this server, else which (a cluster's other node).
     """
 
     kind: ClassVar[str] = "whois"
@@ -630,7 +630,7 @@ class WhoisReply(ChatEvent):
     server: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AwaySet(ChatEvent):
     """The member is away now, saying ``text`` (``RPL_NOWAWAY``), or back when ``text`` is ``""`` (``RPL_UNAWAY``)."""
 

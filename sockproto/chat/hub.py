@@ -33,6 +33,7 @@ from sockproto.chat.events import (
     ChatEvent,
     IChatFace,
     Joined,
+    Kicked,
     Message,
     NickChanged,
     Notice,
@@ -50,6 +51,7 @@ from sockproto.chat.events import (
 )
 from sockproto.chat.history import History
 from sockproto.chat.model import ChatError, Member, Room, entryEvent, faceOf, who
+from sockproto.chat.moderation import OPEN_ROOMS, RoomRules
 from sockproto.chat.text import NICK_RULE, validNick, validRoom
 
 log = Logger()
@@ -124,6 +126,8 @@ class ChatHub:
         self.closing = False
         self.bus: IChatBus = bus if bus is not None else LocalBus()
         self.bus.attach(self)
+        #: Who may join and speak where (rooms with owners: sockproto.chat.moderator).
+        self.rules: RoomRules = OPEN_ROOMS
 
     # -- arriving and leaving -------------------------------------------------
 
@@ -202,10 +206,12 @@ class ChatHub:
             self._flushRoom(room)
             room.remove(member)
             member.room = None
+            self.rules.left(member, room)
             # When everyone is leaving, no notices; nor in a big room.
             if not self.closing and self.announces(room, len(room.members) + 1):
                 self._notice(room, Quit(room.name, who(member), self.clock.seconds(), reason))
             self._forget(room)
+        self.rules.gone(member)
         self.bus.release(member, room.name if room is not None else None)
 
     def _leaveRooms(self, member: Member, reason: str) -> None:
@@ -251,6 +257,7 @@ class ChatHub:
         room = member.room if name is None else self.inRoom(member, name)
         if room is None:
             raise ChatError("you are not in a room", RefusalCode.NOT_IN_ROOM)
+        self.rules.checkSpeak(member, room)
         now = self.clock.seconds()
         said = event(room.name, who(member), text, now)
         self._post(room, said, member)
@@ -324,6 +331,7 @@ class ChatHub:
             del self.nicks[old.nick.casefold()]
         self.nicks[nick.casefold()] = member
         member.nick = nick
+        self.rules.renamed(member, old.nick)
         room = member.room
         if member in self.extraRooms:
             now = self.clock.seconds()
@@ -340,12 +348,21 @@ class ChatHub:
         else:
             self.tell(member, event)  # in a big room, to the member alone
 
-    def join(self, member: Member, name: str) -> defer.Deferred[None]:
+    def join(self, member: Member, name: str, key: str | None = None,
+             departure: Parted | Kicked | None = None) -> defer.Deferred[None]:
+        """
+        ``member`` leaves its room for ``name`` (with ``key``, for a room
+        that asks for one).  ``departure`` is what its old room is told
+        (a part with a reason, a kick), when the server moves it to the
+        lobby: the rooms' rules are not asked then.
+        """
         if not validRoom(name):
             raise ChatError(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -", RefusalCode.BAD_ROOM)
         old = member.room
         if old is not None and old.name == name:
             raise ChatError(f"you are already in {name}", RefusalCode.ALREADY_IN_ROOM)
+        if departure is None:
+            self.rules.checkJoin(member, name, key)
 
         def moved(allowed: bool) -> None:
             if not allowed:
@@ -356,8 +373,11 @@ class ChatHub:
                 self._flushRoom(old)
                 old.remove(member)
                 member.room = None
-                if self.announces(old, len(old.members) + 1):
-                    self._notice(old, Parted(old.name, who(member), self.clock.seconds()))
+                self.rules.left(member, old)
+                if isinstance(departure, Kicked):
+                    self._post(old, departure)  # a kick is told, whatever the room's size
+                elif self.announces(old, len(old.members) + 1):
+                    self._notice(old, departure or Parted(old.name, who(member), self.clock.seconds()))
                 self._forget(old)
             self._join(member, self._room(name))
 
@@ -372,6 +392,7 @@ class ChatHub:
             self._notice(room, event)
         else:
             self.tell(member, event)  # the newcomer alone: it learns its name and room
+        self.rules.joined(member, room)
         self.replay(member, self.historyOnJoin, quiet=True)
 
     # -- several rooms at once (IRC) ---------------------------------------------
@@ -480,6 +501,7 @@ class ChatHub:
         if not room.members and room.name != LOBBY:
             self._flushRoom(room)
             self.rooms.pop(room.name, None)
+            self.rules.forget(room.name)
 
     def roomList(self) -> list[tuple[str, int]]:
         """This server's rooms and how many of its members are in each."""
@@ -551,6 +573,10 @@ class ChatHub:
         self.tell(target, PrivateMessage(sender, target.nick, text, when))
         self.deliveries += 1
         return True
+
+    def roomEvent(self, room: Room, event: ChatEvent) -> None:
+        """A change of ``room`` itself (its topic, its modes), for everyone in it."""
+        self._post(room, event)
 
     def members(self) -> list[Member]:
         return list(self.present)

@@ -17,17 +17,21 @@ from zope.interface import implementer
 from sockproto.chat.events import (
     Action,
     Away,
+    AwaySet,
+    BanList,
     ChatEvent,
     Goodbye,
     Help,
     History,
     IChatFace,
+    Invited,
     Joined,
     Kicked,
     LoggedIn,
     MemberList,
     Message,
     ModeChanged,
+    ModeIs,
     NickChanged,
     Notice,
     Parted,
@@ -39,7 +43,9 @@ from sockproto.chat.events import (
     RoomList,
     ServerNotice,
     TopicChanged,
+    TopicIs,
     Welcome,
+    WhoisReply,
 )
 from sockproto.chat.text import Stamper, counted
 
@@ -88,6 +94,39 @@ def _mode(event: ModeChanged) -> str:
     return f"{event.who.nick} sets mode {event.modes}{arguments} on {event.room}"
 
 
+def _topicIs(event: TopicIs) -> str:
+    if event.topic:
+        return f"topic of {event.room}: {event.topic} (set by {event.setter})"
+    return f"no topic in {event.room}"
+
+
+def _invited(event: Invited) -> str:
+    if event.echo:
+        return f"invited {event.nick} to {event.room}"
+    return f"{event.who.nick} invites you to {event.room}: /join {event.room}"
+
+
+def _whois(event: WhoisReply) -> str:
+    facts = [f"in {event.room}" if event.room else "in no room"]
+    if event.verified:
+        facts.append("logged in")
+    if event.serverOperator:
+        facts.append("server operator")
+    if event.server:
+        facts.append(f"on {event.server}")
+    if event.away:
+        facts.append(f"away: {event.away}")
+    return f"{event.who.nick} ({event.who.mask}): {', '.join(facts)}"
+
+
+def _bans(event: BanList) -> str:
+    if not event.bans:
+        return f"*** no bans in {event.room}\n"
+    return (f"*** bans of {event.room}:\n"
+            + "".join(f"***   {ban.mask} (set by {ban.setter})\n" for ban in event.bans)
+            + f"*** end of bans of {event.room}\n")
+
+
 def _welcome(event: Welcome) -> str:
     if event.nick is not None:
         return f"Welcome to sockproto chat, {event.nick}! Type /help for commands."
@@ -105,6 +144,11 @@ _NOTICES: dict[type, Callable[[Any], str]] = {
     Kicked: _kicked,
     ModeChanged: _mode,
     Away: lambda event: f"{event.who.nick} is away: {event.text}",
+    TopicIs: _topicIs,
+    Invited: _invited,
+    ModeIs: lambda event: f"modes of {event.room}: {event.modes}",
+    WhoisReply: _whois,
+    AwaySet: lambda event: f"you are away: {event.text}" if event.text else "you are back",
     LoggedIn: lambda event: f"logged in as {event.name}",
     ServerNotice: lambda event: event.text,
     Goodbye: lambda event: event.text,
@@ -134,6 +178,7 @@ class LineFace:
             MemberList: self._members,
             RoomList: self._rooms,
             Help: self._help,
+            BanList: _bans,
             Refusal: lambda event: f"!!! {event.reason}\n",
             Welcome: lambda event: _welcome(event) + "\n",
         }

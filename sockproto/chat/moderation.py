@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sockproto.chat.events import Kicked, ModeChanged, TopicChanged, Who
 
@@ -58,6 +58,62 @@ _KEY_RE = re.compile(r"[!-~]{1,23}")  # printable ASCII, no spaces
 _MASK_RE = re.compile(r"[^\s,]+")
 
 
+class RoomRules(Protocol):
+    """
+    What the hub asks of the rules of its rooms (``member`` and ``room`` are
+    the hub's).  A refusal is raised as the hub's ``ChatError``.
+    """
+
+    def checkJoin(self, member: Any, name: str, key: str | None) -> None:
+        """Raise why ``member`` may not go into room ``name``, if it may not."""
+
+    def joined(self, member: Any, room: Any) -> None:
+        """``member`` is in ``room`` now (announced already)."""
+
+    def left(self, member: Any, room: Any) -> None:
+        """``member`` is out of ``room`` now."""
+
+    def gone(self, member: Any) -> None:
+        """``member`` left the chat."""
+
+    def renamed(self, member: Any, old: str) -> None:
+        """``member`` (in its room, if any) was ``old`` until now."""
+
+    def forget(self, name: str) -> None:
+        """Room ``name`` is empty and gone."""
+
+    def checkSpeak(self, member: Any, room: Any) -> None:
+        """Raise why ``member`` may not speak to ``room``, if it may not."""
+
+
+class OpenRooms:
+    """No rules: anyone joins and speaks anywhere (a hub without a moderator)."""
+
+    def checkJoin(self, member: Any, name: str, key: str | None) -> None:
+        pass
+
+    def joined(self, member: Any, room: Any) -> None:
+        pass
+
+    def left(self, member: Any, room: Any) -> None:
+        pass
+
+    def gone(self, member: Any) -> None:
+        pass
+
+    def renamed(self, member: Any, old: str) -> None:
+        pass
+
+    def forget(self, name: str) -> None:
+        pass
+
+    def checkSpeak(self, member: Any, room: Any) -> None:
+        pass
+
+
+OPEN_ROOMS = OpenRooms()
+
+
 def _key(nick: str) -> str:
     return nick.casefold()
 
@@ -67,9 +123,9 @@ class Actor:
     """
     Who asks for something: a member as the rules see it.
 
-    @ivar who: its nick and face (its mask is matched against bans).
-    @ivar verified: it logged in or showed a client certificate (its name is its own).
-    @ivar serverOperator: a server operator: an operator of every room.
+    :ivar who: its nick and face (its mask is matched against bans).
+    :ivar verified: it logged in or showed a client certificate (its name is its own).
+    :ivar serverOperator: a server operator: an operator of every room.
     """
 
     who: Who

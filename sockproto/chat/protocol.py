@@ -11,7 +11,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sockproto.chat.commands import MODERATION_COMMANDS, ModerationCommands
 from sockproto.chat.events import (
+    Away,
     ChatEvent,
     Goodbye,
     Help,
@@ -30,6 +32,7 @@ from sockproto.chat.events import (
 from sockproto.chat.hub import HISTORY_DEFAULT, HISTORY_MAX, ChatError, ChatHub, Room
 from sockproto.chat.lineface import LINE_FACE
 from sockproto.chat.login import IChatUser, LoginGate, LoginRefused
+from sockproto.chat.moderator import Moderator
 from sockproto.chat.text import clean, counted, decode
 from sockproto.interfaces import IReloadable
 from sockproto.privateapi import eagerWriter
@@ -53,6 +56,7 @@ COMMANDS = (
     ("/msg NICK text", "private message"),
     ("/me text", "action"),
     ("/history [N]", "the last N messages of your room (default 20, at most 500)"),
+    *MODERATION_COMMANDS,
     ("/login NAME PASSWORD", "log in, where the server asks for it"),
     ("/quit [reason]", "leave"),
 )
@@ -87,7 +91,7 @@ class _OutputGauge:
 
 
 @implementer(IChatMember)
-class ChatProtocol(LineServerProtocol):
+class ChatProtocol(ModerationCommands, LineServerProtocol):
     """One chat client (a member of the hub: told events, shown them through its ``face``)."""
 
     factory: ChatFactory
@@ -309,7 +313,10 @@ class ChatProtocol(LineServerProtocol):
             if looksBinary(line, text):
                 self.error("that looks like binary data, not text: not sent", RefusalCode.BINARY)
             elif text.strip():
-                hub.say(self, text)
+                try:
+                    hub.say(self, text)
+                except ChatError as e:  # the room's rules (+m, a ban)
+                    self.error(str(e), e.code)
 
     def floodDrop(self) -> None:
         """A line over the flood limit is not sent: say so at once, and a moment later how many in all."""
@@ -355,12 +362,15 @@ class ChatProtocol(LineServerProtocol):
     def do_join(self, rest: str) -> None:
         if not rest:
             raise ChatError("usage: /join #room", RefusalCode.USAGE)
-        # "/join dev" means #dev, as the page's join box does.
-        self.answer(self.factory.hub.join(self, rest if rest.startswith("#") else "#" + rest))
+        # "/join dev" means #dev, as the page's join box does; a key may follow (+k).
+        name, _, key = rest.partition(" ")
+        name = name if name.startswith("#") else "#" + name
+        self.answer(self.factory.hub.join(self, name, key.strip() or None))
 
     def do_rooms(self, rest: str) -> None:
         def show(rooms: list[tuple[str, int]]) -> None:
-            self.reply(RoomList(tuple(RoomInfo(name, count) for name, count in rooms)))
+            topicOf = self.factory.moderator.topicOf
+            self.reply(RoomList(tuple(RoomInfo(name, count, topicOf(name)) for name, count in rooms)))
 
         self.answer(self.factory.hub.whenRooms(), show)
 
@@ -379,7 +389,13 @@ class ChatProtocol(LineServerProtocol):
         text = clean(text)
         if not nick or not text.strip():
             raise ChatError("usage: /msg NICK text", RefusalCode.USAGE)
-        self.answer(self.factory.hub.privateMessage(self, nick, text))
+
+        def sent(_: Any) -> None:
+            away = self.factory.moderator.awayOf(nick)
+            if away is not None:
+                self.reply(Away(*away))
+
+        self.answer(self.factory.hub.privateMessage(self, nick, text), sent)
 
     def do_me(self, rest: str) -> None:
         text = clean(rest)
@@ -539,6 +555,8 @@ class ChatFactory(ServerFactory):
         self.floodBurst = floodBurst
         self.maxOutputBuffer = maxOutputBuffer
         self.keepAlive = keepAlive
+        #: The rules of the hub's rooms, and the moderation commands.
+        self.moderator = hub.rules if isinstance(hub.rules, Moderator) else Moderator(hub)
         #: Shared by every face of the chat (line, web): a host's backoff holds on all of them.
         self.loginGate = loginGate if loginGate is not None or portal is None else LoginGate(portal, clock)
 

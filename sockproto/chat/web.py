@@ -36,12 +36,12 @@ from zope.interface import directlyProvides, implementer, implementer_only
 
 from sockproto.chat.events import (
     Action,
+    BanList,
     ChatEvent,
     Help,
     History,
     IChatFace,
     MemberList,
-    Membership,
     Message,
     Notice,
     PrivateMessage,
@@ -50,6 +50,8 @@ from sockproto.chat.events import (
     Refusal,
     RoomInfo,
     RoomList,
+    TopicChanged,
+    TopicIs,
 )
 from sockproto.chat.lineface import helpLine, noticeText
 from sockproto.chat.protocol import ChatFactory, ChatProtocol
@@ -128,16 +130,48 @@ def rooms(event: RoomList) -> list[dict[str, Any]]:
     return inPieces({"type": "rooms", "rooms": listed})
 
 
+def members(event: MemberList) -> list[dict[str, Any]]:
+    """
+    A member list, in pieces; ``operators`` and ``voiced`` (when any) name
+    the members of each piece with that status (IRC's @ and +).
+    """
+    pieces = inPieces({"type": "members", "room": event.room, "nicks": [member.nick for member in event.members]})
+    statuses = {member.nick: member for member in event.members if member.operator or member.voiced}
+    if statuses:
+        for piece in pieces:
+            listed = [statuses[nick] for nick in piece["nicks"] if nick in statuses]
+            operators = [member.nick for member in listed if member.operator]
+            voiced = [member.nick for member in listed if member.voiced and not member.operator]
+            if operators:
+                piece["operators"] = operators
+            if voiced:
+                piece["voiced"] = voiced
+    return pieces
+
+
+def topic(event: TopicIs | TopicChanged) -> list[dict[str, Any]]:
+    """The topic of a room, for the page to show above the messages (with the notice a line client reads)."""
+    setter = event.setter if isinstance(event, TopicIs) else event.who.nick
+    shown = {"type": "topic", "room": event.room, "topic": event.topic, "nick": setter, "time": event.time}
+    return [{"type": "notice", "kind": event.kind, "text": noticeText(event)}, shown]
+
+
+def bans(event: BanList) -> list[dict[str, Any]]:
+    listed = [{"mask": ban.mask, "nick": ban.setter, "time": ban.time} for ban in event.bans]
+    return [{"type": "bans", "room": event.room, "bans": listed}]
+
+
 _OBJECTS: dict[type, Callable[[Any], list[dict[str, Any]]]] = {
+    TopicIs: topic,
+    TopicChanged: topic,
+    BanList: bans,
     Message: lambda event: [said(event)],
     Action: lambda event: [said(event)],
     PrivateMessage: lambda event: [private(event)],
     Notice: lambda event: [said(event)],  # the page has no notices between members
     PrivateNotice: lambda event: [private(event)],
     History: history,
-    MemberList: lambda event: inPieces(
-        {"type": "members", "room": event.room, "nicks": [member.nick for member in event.members]}
-    ),
+    MemberList: members,
     RoomList: rooms,
     Refusal: lambda event: [{"type": "error", "text": event.reason, "code": event.code.value} if event.code else
                             {"type": "error", "text": event.reason}],
@@ -457,7 +491,8 @@ class WebChatProtocol(WebSocketServerProtocol):
 
         def show(nicks: list[str]) -> None:
             if self.chat is not None:
-                for piece in jsonEvents(MemberList(room, tuple(Membership(nick) for nick in nicks))):
+                memberships = self.chat.factory.moderator.memberships(room, nicks)
+                for piece in jsonEvents(MemberList(room, memberships)):
                     self.event(piece)
 
         chat.factory.hub.whenNames(chat).addCallback(show).addErrback(
@@ -470,7 +505,9 @@ class WebChatProtocol(WebSocketServerProtocol):
             return
         def show(listed: list[tuple[str, int]]) -> None:
             if self.chat is not None:
-                for piece in jsonEvents(RoomList(tuple(RoomInfo(name, count) for name, count in listed))):
+                topicOf = self.chat.factory.moderator.topicOf
+                rooms = tuple(RoomInfo(name, count, topicOf(name)) for name, count in listed)
+                for piece in jsonEvents(RoomList(rooms)):
                     self.event(piece)
 
         chat.factory.hub.whenRooms().addCallback(show).addErrback(

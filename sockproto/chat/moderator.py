@@ -1,0 +1,303 @@
+"""
+The hub's moderator: applies the rules of rooms with owners
+(:mod:`sockproto.chat.moderation`) to the hub's members, and carries out the
+moderation commands (``/topic``, ``/kick``, ``/mode``, ``/invite``,
+``/names``, ``/whois``, ``/away``) for every face.
+
+The hub asks it at a few points (may this member join, may it speak; it
+joined, left, changed its nick; a room is gone) and it answers by raising
+:class:`ChatError` (one refusal line) or by telling members events.  It keeps
+the state of the rooms that exist, and of the rooms worth remembering once
+empty (a topic, modes, bans, verified owners), in the history database when
+there is one, so they outlive restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.logger import Logger
+
+from sockproto.chat.events import (
+    AwaySet,
+    BanEntry,
+    BanList,
+    Invited,
+    MemberList,
+    Membership,
+    ModeIs,
+    Parted,
+    Refusal,
+    RefusalCode,
+    TopicIs,
+    Who,
+    WhoisReply,
+)
+from sockproto.chat.hub import LOBBY, ChatError, ChatHub, Member, Room, who
+from sockproto.chat.moderation import MAX_TOPIC, Actor, RoomState
+from sockproto.chat.text import clean, validRoom
+
+log = Logger()
+
+#: Longest away message kept.
+MAX_AWAY = 200
+
+
+def _error(text: str, code: RefusalCode = RefusalCode.GENERAL) -> ChatError:
+    return ChatError(text, code)
+
+
+class Moderator:
+    """
+    Room states and the moderation commands, for one hub.
+
+    :ivar serverOperators: casefolded names that are operators of every room
+        when a member holds them as its verified name (``--operator``).
+    :ivar states: the state of each room that has one (existing rooms, and
+        empty rooms worth remembering).
+    :ivar away: the away message of each member that set one.
+    """
+
+    def __init__(
+        self,
+        hub: ChatHub,
+        serverOperators: Iterable[str] = (),
+        store: Callable[[str, dict[str, Any] | None], None] | None = None,
+    ) -> None:
+        self.hub = hub
+        hub.rules = self
+        self.serverOperators: frozenset[str] = frozenset(name.casefold() for name in serverOperators)
+        self.states: dict[str, RoomState] = {}
+        self.away: dict[Member, str] = {}
+        #: Keeps a room's state where it outlives the server (``store(name, state)``; ``None`` forgets it).
+        self.store = store
+
+    # -- who is what ------------------------------------------------------------------
+
+    def actor(self, member: Member) -> Actor:
+        key = member.nick.casefold()
+        verified = key in self.hub.identities and self.hub.nicks.get(key) is member
+        return Actor(who(member), verified, verified and key in self.serverOperators)
+
+    def state(self, name: str) -> RoomState:
+        state = self.states.get(name)
+        if state is None:
+            state = self.states[name] = RoomState(name)
+        return state
+
+    def loadStored(self, stored: dict[str, Any]) -> None:
+        """The rooms' states kept from before a restart (:meth:`RoomState.toDict` objects); bad ones are skipped."""
+        for name, data in stored.items():
+            if not validRoom(name):
+                continue
+            try:
+                self.states[name] = RoomState.fromDict(name, data)
+            except ValueError as e:
+                log.warn("chat: the stored state of {room} is not used: {error}", room=name, error=str(e))
+
+    def _save(self, state: RoomState) -> None:
+        if self.store is not None:
+            self.store(state.name, state.toDict() if state.worthKeeping else None)
+
+    def membership(self, state: RoomState, member: Member) -> Membership:
+        actor = self.actor(member)
+        return Membership(member.nick, state.isOperator(actor), state.isVoiced(actor))
+
+    def memberships(self, name: str, nicks: Iterable[str]) -> tuple[Membership, ...]:
+        """``nicks`` (the members of room ``name``, on every server) with their statuses there."""
+        state = self.states.get(name)
+        if state is None:
+            return tuple(Membership(nick) for nick in nicks)
+        listed = []
+        for nick in nicks:
+            member = self.hub.nicks.get(nick.casefold())
+            # A member of another server: its status as the room records it (its face is not known here).
+            actor = self.actor(member) if member is not None else Actor(Who(nick), verified=True)
+            listed.append(Membership(nick, state.isOperator(actor), state.isVoiced(actor)))
+        return tuple(listed)
+
+    def topicOf(self, name: str) -> str:
+        state = self.states.get(name)
+        return state.topic.text if state is not None and state.topic is not None else ""
+
+    # -- asked by the hub -----------------------------------------------------------------
+
+    def checkJoin(self, member: Member, name: str, key: str | None) -> None:
+        """Raise the refusal if ``member`` may not go into ``name`` (a ban, +i, +k, +l)."""
+        state = self.states.get(name)
+        if state is None:
+            return
+        room = self.hub.rooms.get(name)
+        problem = state.mayJoin(self.actor(member), key, len(room.members) if room is not None else 0)
+        if problem is not None:
+            raise _error(problem)
+
+    def joined(self, member: Member, room: Room) -> None:
+        """``member`` is in ``room`` now: the creator of a room is its operator; the topic is shown."""
+        state = self.state(room.name)
+        actor = self.actor(member)
+        if state.joined(actor, len(room.members) - 1) and actor.verified:
+            self._save(state)
+        if state.topic is not None:
+            self.hub.tell(member, TopicIs(room.name, state.topic.text, state.topic.setter, state.topic.time))
+
+    def left(self, member: Member, room: Room) -> None:
+        state = self.states.get(room.name)
+        if state is not None:
+            state.left(self.actor(member))
+
+    def gone(self, member: Member) -> None:
+        """``member`` left the chat."""
+        self.away.pop(member, None)
+
+    def renamed(self, member: Member, old: str) -> None:
+        room = member.room
+        if room is not None:
+            state = self.states.get(room.name)
+            if state is not None:
+                state.renamed(old, member.nick)
+
+    def forget(self, name: str) -> None:
+        """``name`` has no members any more: keep its state only if there is something to remember."""
+        state = self.states.get(name)
+        if state is not None and not state.worthKeeping:
+            del self.states[name]
+
+    def checkSpeak(self, member: Member, room: Room) -> None:
+        state = self.states.get(room.name)
+        if state is None or not (state.bans or "m" in state.flags):
+            return  # the common case, on every message's path: nothing to check
+        problem = state.maySpeak(self.actor(member), member.room is room)
+        if problem is not None:
+            raise _error(problem)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def roomOf(self, member: Member, name: str | None) -> Room:
+        """The room a command is about: ``name``, which must be ``member``'s room, or its room."""
+        room = member.room
+        if name is not None and name != "":
+            if not validRoom(name):
+                raise _error(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -")
+            if room is None or room.name != name:
+                raise _error(f"you are not in {name}")
+        if room is None:
+            raise _error("you are not in a room")
+        return room
+
+    def topic(self, member: Member, name: str | None, text: str | None) -> None:
+        """``/topic [#room] [text]``: show the topic, or set it (announced to the room)."""
+        room = self.roomOf(member, name)
+        state = self.state(room.name)
+        if text is None:
+            topic = state.topic
+            self.hub.tell(member, TopicIs(room.name, "") if topic is None else
+                          TopicIs(room.name, topic.text, topic.setter, topic.time))
+            return
+        change = state.setTopic(self.actor(member), clean(text)[:MAX_TOPIC], self.hub.clock.seconds())
+        if isinstance(change, str):
+            raise _error(change)
+        self._save(state)
+        self.hub.roomEvent(room, change)
+
+    def names(self, member: Member, name: str | None) -> MemberList:
+        """``/names [#room]``: the members of a room with their prefixes (any room on this server)."""
+        if name:
+            if not validRoom(name):
+                raise _error(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -")
+            room = self.hub.rooms.get(name)
+            if room is None:
+                return MemberList(name, ())
+        else:
+            room = self.roomOf(member, None)
+        state = self.state(room.name)
+        members = sorted((self.membership(state, m) for m in room.members), key=lambda m: m.nick.casefold())
+        return MemberList(room.name, tuple(members))
+
+    def whois(self, member: Member, nick: str) -> WhoisReply:
+        target = self.hub.nicks.get(nick.casefold())
+        if target is None or target not in self.hub.present:
+            raise _error(f"no such nickname: {nick}")
+        actor = self.actor(target)
+        room = target.room
+        where = ""
+        if room is not None:
+            state = self.states.get(room.name)
+            where = (self.membership(state, target).prefix if state is not None else "") + room.name
+        return WhoisReply(actor.who, where, actor.verified, actor.serverOperator, self.away.get(target, ""))
+
+    def setAway(self, member: Member, text: str) -> AwaySet:
+        """``/away [text]``: away with a message, or back without one."""
+        text = clean(text).strip()[:MAX_AWAY]
+        if text:
+            self.away[member] = text
+        else:
+            self.away.pop(member, None)
+        return AwaySet(text)
+
+    def awayOf(self, nick: str) -> tuple[Who, str] | None:
+        """Who holds ``nick`` here and its away message, if it is away."""
+        target = self.hub.nicks.get(nick.casefold())
+        if target is None:
+            return None
+        text = self.away.get(target)
+        return None if text is None else (who(target), text)
+
+    def kick(self, member: Member, nick: str, reason: str) -> None:
+        """``/kick NICK [reason]``: ``nick`` leaves the room for #lobby, the room is told why."""
+        room = self.roomOf(member, None)
+        if room.name == LOBBY:
+            raise _error(f"nobody is kicked out of {LOBBY}: ban them (+b) and they cannot speak there")
+        target = self.hub.nicks.get(nick.casefold())
+        present = target is not None and target.room is room
+        state = self.state(room.name)
+        targetActor = self.actor(target) if target is not None else Actor(Who(nick))
+        kick = state.kick(self.actor(member), targetActor, present, clean(reason), self.hub.clock.seconds())
+        if isinstance(kick, str):
+            raise _error(kick)
+        assert target is not None
+        self.hub.tell(target, kick)
+        self.hub.join(target, LOBBY, departure=kick)
+
+    def part(self, member: Member, name: str | None, reason: str) -> Any:
+        """``/part [#room] [reason]``: leave the room for #lobby (one is always in a room here)."""
+        room = self.roomOf(member, name)
+        if room.name == LOBBY:
+            raise _error(f"you are in {LOBBY}, which you leave with /quit")
+        departure = Parted(room.name, who(member), self.hub.clock.seconds(), clean(reason).strip()[:MAX_TOPIC])
+        return self.hub.join(member, LOBBY, departure=departure)
+
+    def invite(self, member: Member, nick: str, name: str | None) -> None:
+        """``/invite NICK [#room]``: ``nick`` may join (even +i), and is told."""
+        room = self.roomOf(member, name)
+        target = self.hub.nicks.get(nick.casefold())
+        if target is None or target not in self.hub.present:
+            raise _error(f"no such nickname: {nick}")
+        state = self.state(room.name)
+        problem = state.invite(self.actor(member), True, target.nick, target.room is room)
+        if problem is not None:
+            raise _error(problem)
+        self.hub.tell(target, Invited(room.name, who(member), target.nick))
+        self.hub.tell(member, Invited(room.name, who(member), target.nick, echo=True))
+
+    def mode(self, member: Member, name: str, modes: str, arguments: list[str]) -> None:
+        """``/mode #room [+|-]modes [arguments]``: changes announced, refusals told, lists shown."""
+        room = self.roomOf(member, name)
+        state = self.state(room.name)
+        members = {m.nick.casefold(): self.actor(m) for m in room.members}
+        outcome = state.applyModes(self.actor(member), modes, arguments, members, self.hub.clock.seconds())
+        if outcome.shown:
+            self.hub.tell(member, ModeIs(room.name, state.modeString))
+        if outcome.banList is not None:
+            bans = tuple(BanEntry(ban.mask, ban.setter, ban.time) for ban in outcome.banList)
+            self.hub.tell(member, BanList(room.name, bans))
+        if outcome.event is not None:
+            self._save(state)
+            self.hub.roomEvent(room, outcome.event)
+        if outcome.refusals:
+            # One line per problem; the last is raised, so it comes as the command's own refusal.
+            for problem in outcome.refusals[:-1]:
+                self.hub.tell(member, Refusal(problem))
+            raise _error(outcome.refusals[-1])
+
