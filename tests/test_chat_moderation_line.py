@@ -7,6 +7,8 @@ from pathlib import Path
 from twisted.cred import checkers
 from twisted.cred.portal import Portal
 from twisted.internet.task import Clock
+from twisted.python import usage
+from twisted.trial import unittest
 
 from sockproto.chat.history import History
 from sockproto.chat.hub import ChatHub
@@ -337,3 +339,53 @@ class RestartTests(LineModerationCase):
             self.assertIn("***   spammer!*@* (set by alice)", out)
 
         return d.addCallback(restarted)
+
+
+class ServerOperatorOptionTests(unittest.TestCase):
+    """--operator NAME (repeatable) and operators = [...] in the config file's [chat] table."""
+
+    def test_commandLine(self):
+        from sockproto.chat.service import Options
+
+        options = Options()
+        options.parseOptions(["--operator", "root", "--operator", "Admin", "--operators", "ops"])
+        self.assertEqual(options["operator"], ["root", "Admin", "ops"])
+        with self.assertRaisesRegex(usage.UsageError, r"^bad --operator 'a b': not a user name"):
+            Options().parseOptions(["--operator", "a b"])
+        self.assertEqual(Options()["operator"], [])
+
+    def test_configFile(self):
+        from sockproto.suite.config import ConfigError, loadConfig
+
+        path = Path(self.mktemp() + ".toml")
+        path.write_text('[chat]\nhistory = ":memory:"\noperators = ["root", "admin"]\n')
+        self.assertEqual(loadConfig(str(path)).services[0].options["operator"], ["root", "admin"])
+        path.write_text('[chat]\noperators = ["no way"]\n')
+        with self.assertRaisesRegex(ConfigError, r"\[chat\] operators: 'no way': not a user name"):
+            loadConfig(str(path))
+
+    def test_theServiceMakesThemOperators(self):
+        """The service gives the hub a moderator with the server operators, and the stored rooms."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from sockproto.chat.service import Options, buildService
+
+        path = self.mktemp()
+        history = History(path, Clock())
+        history.open()
+        history.storeRoom("#kept", {"topic": ["kept", "alice", 1.0], "flags": "t", "key": None, "limit": None,
+                                    "bans": [], "operators": ["alice"], "voiced": []})
+        d = history.close()
+
+        def built(_):
+            options = Options()
+            options.parseOptions(["--history", path, "--operator", "Root", "--listen", "tcp:0:interface=127.0.0.1"])
+            top = buildService(options, MemoryReactorClock())
+            self.addCleanup([s.resource for s in top if hasattr(s, "resource")][0].close)
+            factories = [s.factory for s in top if hasattr(s, "factory")]
+            moderator = factories[0].moderator
+            self.assertEqual(moderator.serverOperators, frozenset({"root"}))
+            self.assertEqual(moderator.topicOf("#kept"), "kept")
+            self.assertIs(factories[0].hub.rules, moderator)
+
+        return d.addCallback(built)

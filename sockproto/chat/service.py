@@ -15,7 +15,9 @@ from twisted.python import usage
 from sockproto.chat.history import History
 from sockproto.chat.hub import ANNOUNCE_JOINS_DEFAULT, ChatHub
 from sockproto.chat.login import AnyOfCheckers, ChatRealm
+from sockproto.chat.moderator import Moderator
 from sockproto.chat.protocol import ChatFactory
+from sockproto.chat.text import validNick
 from sockproto.interfaces import IServerReactor
 from sockproto.server.endpointstrings import checkEndpoint
 from sockproto.server.files import explainDatabaseError
@@ -85,7 +87,7 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
     serviceName = "chat"
     defaultPort = 5000
     defaultIdleTimeout = 3600.0
-    repeatable = ("listen", "auth", "web", "web-origin", "web-host", "irc")
+    repeatable = ("listen", "auth", "web", "web-origin", "web-host", "irc", "operator", "operators")
     supportedInterfaces = (credentials.IUsernamePassword,)
     longdesc = (
         "Multi-room line chat for nc, telnet or socat: nicknames, rooms, private "
@@ -137,6 +139,7 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
         self["web-origin"] = []
         self["web-host"] = []
         self["irc"] = []
+        self["operator"] = []
 
     def opt_web(self, description: str) -> None:
         """Serve the chat's web page (at /) and WebSocket (at /ws) on this endpoint, like --listen (loopback unless told otherwise). Repeatable. [default: none]"""  # noqa: E501
@@ -160,6 +163,16 @@ class Options(ServerOptions, strcred.AuthOptionMixin):
         if not _HOST_NAME.fullmatch(name):
             raise usage.UsageError(f"bad --web-host {name!r}: expected a host name such as chat.example.org")
         self["web-host"].append(name)
+
+    def opt_operator(self, name: str) -> None:
+        """A server operator: the user NAME (as --auth or a client certificate verifies it) is an operator of every room, #lobby too. Repeatable. [default: none]"""  # noqa: E501
+        if not validNick(name):
+            raise usage.UsageError(f"bad --operator {name!r}: not a user name (1 to 24 of A-Z a-z 0-9 _ -)")
+        self["operator"].append(name)
+
+    def opt_operators(self, name: str) -> None:
+        """The same as --operator (in the config file: operators = ["NAME", ...])."""
+        self.opt_operator(name)
 
     def opt_max_clients(self, value: str) -> None:
         """Clients served at once (the same as --max-connections)."""
@@ -241,6 +254,11 @@ def buildService(options: Options, reactor: IServerReactor | None = None) -> ser
     hub = ChatHub(
         reactor, history, maxRooms=options["max-rooms"], bus=bus, announceJoinsUpTo=options["announce-joins-up-to"]
     )
+    # Rooms' topics, modes, bans and owners: kept in the history database (a cluster: in Redis).
+    store = history.storeRoom if isinstance(history, History) else None
+    moderator = Moderator(hub, options["operator"], store=store)
+    if isinstance(history, History):
+        moderator.loadStored(history.roomStates)
     portal = Portal(ChatRealm(), [AnyOfCheckers(options["credCheckers"])]) if options["credCheckers"] else None
     factory = ChatFactory(
         reactor,
