@@ -148,6 +148,35 @@ class BrowserChatTests(unittest.TestCase):
         self.assertTrue(alice.save_screenshot(shot))
         self.assertGreater(Path(shot).stat().st_size, 10_000)
 
+    def test_topicAndOperatorMarks(self) -> None:
+        """
+        A room's topic is above its messages (set from the page's box or by a
+        line client); its operator is marked @ in the member list, a voiced
+        member +; the commands typed in the box are the line chat's.
+        """
+        driver = self.browser()
+        self.say(driver, "/nick alice")
+        self.say(driver, "/join #dev")
+        self.waitFor(driver, lambda d: self.members(d) == ["@alice"])
+        self.assertTrue(driver.find_element(By.ID, "topic").get_attribute("hidden"))
+        self.say(driver, "/topic Release day")
+        self.waitFor(driver, lambda d: self.texts(d, "#topic") == ["Release day"])
+        self.assertIsNone(driver.find_element(By.ID, "topic").get_attribute("hidden"))
+        line = LineClient.tcp(self.chat.port("chat"))
+        self.addCleanup(line.close)
+        line.until("joined #lobby")
+        line.send("/nick bob\n/join #dev\n")
+        self.assertIn("*** topic of #dev: Release day (set by alice)", line.until("topic of #dev"))
+        self.waitFor(driver, lambda d: self.members(d) == ["@alice", "bob"])
+        self.say(driver, "/voice bob")
+        self.waitFor(driver, lambda d: self.members(d) == ["@alice", "+bob"])
+        line.send("/topic Ship it\n")
+        self.waitFor(driver, lambda d: self.texts(d, "#topic") == ["Ship it"])
+        self.assertEqual(self.texts(driver, "#members .operator"), ["@alice"])
+        self.say(driver, "/kick bob enough")
+        self.assertIn("*** bob was kicked from #dev by alice (enough)", line.until("kicked"))
+        self.waitFor(driver, lambda d: self.members(d) == ["@alice"])
+
     def test_afterLoadInARoomWithHistory(self) -> None:
         """
         Right after the page loads in a room with history: the Members and

@@ -373,8 +373,18 @@ class ServerOperatorOptionTests(unittest.TestCase):
         path = self.mktemp()
         history = History(path, Clock())
         history.open()
-        history.storeRoom("#kept", {"topic": ["kept", "alice", 1.0], "flags": "t", "key": None, "limit": None,
-                                    "bans": [], "operators": ["alice"], "voiced": []})
+        history.storeRoom(
+            "#kept",
+            {
+                "topic": ["kept", "alice", 1.0],
+                "flags": "t",
+                "key": None,
+                "limit": None,
+                "bans": [],
+                "operators": ["alice"],
+                "voiced": [],
+            },
+        )
         d = history.close()
 
         def built(_):
@@ -389,3 +399,47 @@ class ServerOperatorOptionTests(unittest.TestCase):
             self.assertIs(factories[0].hub.rules, moderator)
 
         return d.addCallback(built)
+
+
+class WebObjectsTests(unittest.TestCase):
+    """The web face's JSON for rooms with owners (docs/web-chat.rst)."""
+
+    def test_topic(self):
+        from sockproto.chat.events import TopicChanged, TopicIs, Who
+        from sockproto.chat.web import jsonEvents
+
+        self.assertEqual(
+            jsonEvents(TopicIs("#dev", "news", "alice", 5.0))[1],
+            {"type": "topic", "room": "#dev", "topic": "news", "nick": "alice", "time": 5.0},
+        )
+        objects = jsonEvents(TopicChanged("#dev", Who("bob", "web"), "", 6.0))
+        self.assertEqual(
+            objects,
+            [
+                {"type": "notice", "kind": "topic", "text": "bob cleared the topic of #dev"},
+                {"type": "topic", "room": "#dev", "topic": "", "nick": "bob", "time": 6.0},
+            ],
+        )
+
+    def test_membersMarkOperatorsAndVoicedPieceByPiece(self):
+        from sockproto.chat.events import MemberList, Membership
+        from sockproto.chat.web import LIST_PIECE, jsonEvents
+
+        members = [
+            Membership(f"n{i:04}", operator=i == 0, voiced=i in (1, LIST_PIECE + 1)) for i in range(LIST_PIECE + 5)
+        ]
+        first, second = jsonEvents(MemberList("#dev", tuple(members)))
+        self.assertEqual((first["operators"], first["voiced"]), (["n0000"], ["n0001"]))
+        self.assertNotIn("operators", second)
+        self.assertEqual(second["voiced"], [f"n{LIST_PIECE + 1:04}"])
+        plain = jsonEvents(MemberList("#dev", (Membership("a"),)))
+        self.assertEqual(plain, [{"type": "members", "room": "#dev", "nicks": ["a"]}])
+
+    def test_bans(self):
+        from sockproto.chat.events import BanEntry, BanList
+        from sockproto.chat.web import jsonEvents
+
+        self.assertEqual(
+            jsonEvents(BanList("#dev", (BanEntry("x!*@*", "alice", 1.0),))),
+            [{"type": "bans", "room": "#dev", "bans": [{"mask": "x!*@*", "nick": "alice", "time": 1.0}]}],
+        )

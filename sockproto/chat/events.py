@@ -92,8 +92,8 @@ class ChatEvent:
     :cvar roomEvent: True for events of a room, which go to every member
         there in the room's batch; False for events for one member alone.
     :cvar membership: True for events that change who is in a room (joins,
-        leaves, nick changes, kicks): a face that shows member lists
-        refreshes them.
+        leaves, nick changes, kicks) or how they are marked (modes: ``@``,
+        ``+``): a face that shows member lists refreshes them.
     """
 
     __slots__ = ()
@@ -302,6 +302,7 @@ class ModeChanged(ChatEvent):
 
     kind: ClassVar[str] = "mode"
     roomEvent: ClassVar[bool] = True
+    membership: ClassVar[bool] = True  # operators and voiced are marked in member lists
     room: str
     who: Who
     modes: str

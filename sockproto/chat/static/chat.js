@@ -6,6 +6,14 @@
   const $ = (id) => document.getElementById(id);
   const messages = $("messages"), say = $("say"), status = $("status");
   let socket = null, me = "", room = "", lastLine = "", retry = 0, everConnected = false;
+  const topics = new Map();  // room -> its topic event (the page shows the current room's)
+
+  function showTopic() {
+    const topic = topics.get(room), line = $("topic");
+    line.hidden = !(topic && topic.topic);
+    line.textContent = topic ? topic.topic : "";
+    line.title = topic && topic.topic ? `set by ${topic.nick} at ${timeText(topic.time)}` : "";
+  }
 
   function nickColour(nick) {
     let hash = 0;
@@ -78,10 +86,14 @@
       case "members":
         if (event.room === room) {
           const list = listFor("members", event);
+          const operators = new Set(event.operators || []), voiced = new Set(event.voiced || []);
           for (const nick of event.nicks) {
             const li = document.createElement("li");
             const button = document.createElement("button");
-            button.textContent = nick;
+            // IRC's marks: @ an operator of the room, + voiced (may speak when it is moderated).
+            const mark = operators.has(nick) ? "@" : voiced.has(nick) ? "+" : "";
+            button.textContent = mark + nick;
+            if (mark) button.className = mark === "@" ? "operator" : "voiced";
             button.style.color = nickColour(nick);
             button.title = `Private message to ${nick}`;
             button.addEventListener("click", () => { say.value = `/msg ${nick} `; say.focus(); });
@@ -96,6 +108,7 @@
           const li = document.createElement("li");
           const button = document.createElement("button");
           button.textContent = `${r.name} (${r.count})`;
+          if (r.topic) button.title = r.topic;
           if (r.name === room) { button.className = "current"; button.setAttribute("aria-current", "true"); }
           button.addEventListener("click", () => { if (r.name !== room) send({ type: "say", text: `/join ${r.name}` }); });
           li.append(button);
@@ -103,9 +116,14 @@
         }
         break;
       }
+      case "topic":
+        topics.set(event.room, event);
+        showTopic();
+        break;
       case "state":
         me = event.nick;
         room = event.room;
+        showTopic();
         $("who").textContent = me ? `you are ${me}` : "";
         $("room-name").textContent = room || "(no room)";
         if (me) $("login-form").hidden = true;
