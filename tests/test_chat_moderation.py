@@ -425,3 +425,21 @@ class RoomStoreTests(unittest.TestCase):
             self.assertEqual(len(self.flushLoggedErrors()), 0)
 
         return d.addCallback(corrupt)
+
+
+class CodeTests(unittest.TestCase):
+    def test_refusalsCarryIrcCodes(self):
+        """Each refusal says why in words and as a code an IRC face turns into its numeric."""
+        from sockproto.chat.events import RefusalCode
+
+        room = RoomState("#dev")
+        room.joined(guest("alice"), 0)
+        self.assertEqual(room.kick(guest("bob"), guest("alice"), True, "", 1.0).code, RefusalCode.NOT_OPERATOR)
+        room.applyModes(guest("alice"), "+iklb", ["k", "1", "eve"], {}, 1.0)
+        self.assertEqual(room.mayJoin(guest("eve"), "k", 0).code, RefusalCode.BANNED)
+        self.assertEqual(room.mayJoin(guest("zed"), "k", 0).code, RefusalCode.INVITE_ONLY)
+        room.invites["zed"] = None
+        self.assertEqual(room.mayJoin(guest("zed"), None, 0).code, RefusalCode.BAD_KEY)
+        self.assertEqual(room.mayJoin(guest("zed"), "k", 1).code, RefusalCode.ROOM_FULL)
+        outcome = room.applyModes(guest("alice"), "+zo", ["nobody"], {}, 1.0)
+        self.assertEqual([p.code for p in outcome.refusals], [RefusalCode.UNKNOWN_MODE, RefusalCode.NOT_THERE])

@@ -443,3 +443,21 @@ class WebObjectsTests(unittest.TestCase):
             jsonEvents(BanList("#dev", (BanEntry("x!*@*", "alice", 1.0),))),
             [{"type": "bans", "room": "#dev", "bans": [{"mask": "x!*@*", "nick": "alice", "time": 1.0}]}],
         )
+
+
+class WebRefusalCodeTests(LineModerationCase):
+    def test_theCodeReachesTheClient(self):
+        """A moderation refusal keeps its code on its way out (the web's error events, an IRC face's numerics)."""
+        from sockproto.chat.events import RefusalCode
+        from sockproto.chat.hub import ChatError
+
+        alice, ta = self.client("alice")
+        bob, tb = self.client("bob")
+        self.say(alice, ta, "/join #dev")
+        self.say(bob, tb, "/join #dev")
+        with self.assertRaises(ChatError) as caught:
+            self.factory.moderator.kick(bob, "alice", "")
+        self.assertEqual(caught.exception.code, RefusalCode.NOT_OPERATOR)
+        with self.assertRaises(ChatError) as caught:
+            self.factory.moderator.whois(bob, "nobody")
+        self.assertEqual(caught.exception.code, RefusalCode.NO_SUCH_NICK)

@@ -458,6 +458,16 @@ class RefusalCode(StrEnum):
     BINARY = "binary"  # input that is not text
     FLOOD = "flood"  # lines over the flood limit, not sent
     UNAVAILABLE = "unavailable"  # the server could not do it now (a failure, not a rule)
+    # rooms with owners (sockproto.chat.moderation)
+    NOT_OPERATOR = "not-operator"  # 482 ERR_CHANOPRIVSNEEDED
+    NOT_THERE = "not-there"  # 441 ERR_USERNOTINCHANNEL
+    BANNED = "banned"  # 474 ERR_BANNEDFROMCHAN
+    INVITE_ONLY = "invite-only"  # 473 ERR_INVITEONLYCHAN
+    BAD_KEY = "bad-key"  # 475 ERR_BADCHANNELKEY
+    ROOM_FULL = "room-full"  # 471 ERR_CHANNELISFULL
+    CANNOT_SPEAK = "cannot-speak"  # 404 ERR_CANNOTSENDTOCHAN
+    UNKNOWN_MODE = "unknown-mode"  # 472 ERR_UNKNOWNMODE
+    BAN_LIST_FULL = "ban-list-full"  # 478 ERR_BANLISTFULL
 
 
 @dataclass(slots=True)

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sockproto.chat.events import Kicked, ModeChanged, TopicChanged, Who
+from sockproto.chat.events import Kicked, ModeChanged, RefusalCode, TopicChanged, Who
 
 LOBBY = "#lobby"
 
@@ -56,6 +56,17 @@ MAX_TOPIC = 300
 
 _KEY_RE = re.compile(r"[!-~]{1,23}")  # printable ASCII, no spaces
 _MASK_RE = re.compile(r"[^\s,]+")
+
+
+class Problem(str):
+    """Why something is refused: the words, and the :class:`RefusalCode` (IRC's numeric) as ``code``."""
+
+    code: RefusalCode
+
+    def __new__(cls, text: str, code: RefusalCode) -> Problem:
+        problem = super().__new__(cls, text)
+        problem.code = code
+        return problem
 
 
 class RoomRules(Protocol):
@@ -268,13 +279,18 @@ class RoomState:
     def worthKeeping(self) -> bool:
         """Whether the room has anything to remember once empty (a topic, modes, bans, owners)."""
         return bool(
-            self.topic or self.flags or self.key is not None or self.limit is not None or self.bans
-            or any(self.operators.values()) or any(self.voiced.values())
+            self.topic
+            or self.flags
+            or self.key is not None
+            or self.limit is not None
+            or self.bans
+            or any(self.operators.values())
+            or any(self.voiced.values())
         )
 
     # -- coming and going -----------------------------------------------------------
 
-    def mayJoin(self, actor: Actor, key: str | None, count: int) -> str | None:
+    def mayJoin(self, actor: Actor, key: str | None, count: int) -> Problem | None:
         """
         Why ``actor`` may not join the room now that ``count`` are in it, or
         ``None``: it may.  Server operators always may; an invitation lets
@@ -283,13 +299,13 @@ class RoomState:
         if actor.serverOperator:
             return None
         if self.banned(actor.who) is not None:
-            return f"you are banned from {self.name} (+b)"
+            return Problem(f"you are banned from {self.name} (+b)", RefusalCode.BANNED)
         if "i" in self.flags and _key(actor.nick) not in self.invites:
-            return f"{self.name} is invite only (+i): an operator can /invite you"
+            return Problem(f"{self.name} is invite only (+i): an operator can /invite you", RefusalCode.INVITE_ONLY)
         if self.key is not None and key != self.key:
-            return f"{self.name} needs a key (+k): /join {self.name} KEY"
+            return Problem(f"{self.name} needs a key (+k): /join {self.name} KEY", RefusalCode.BAD_KEY)
         if self.limit is not None and count >= self.limit:
-            return f"{self.name} is full (+l {self.limit})"
+            return Problem(f"{self.name} is full (+l {self.limit})", RefusalCode.ROOM_FULL)
         return None
 
     def joined(self, actor: Actor, count: int) -> bool:
@@ -330,13 +346,17 @@ class RoomState:
         if self.isOperator(actor):
             return None
         if not present and "n" in self.flags:
-            return f"you are not in {self.name}, which takes no outside messages (+n)"
+            return Problem(
+                f"you are not in {self.name}, which takes no outside messages (+n)", RefusalCode.CANNOT_SPEAK
+            )
         if self.isVoiced(actor):
             return None
         if "m" in self.flags:
-            return f"{self.name} is moderated (+m): only operators and voiced members may speak"
+            return Problem(
+                f"{self.name} is moderated (+m): only operators and voiced members may speak", RefusalCode.CANNOT_SPEAK
+            )
         if self.banned(actor.who) is not None:
-            return f"you are banned from {self.name} (+b): you cannot speak there"
+            return Problem(f"you are banned from {self.name} (+b): you cannot speak there", RefusalCode.CANNOT_SPEAK)
         return None
 
     # -- the topic ----------------------------------------------------------------------
@@ -344,7 +364,7 @@ class RoomState:
     def setTopic(self, actor: Actor, text: str, now: float) -> TopicChanged | str:
         """``/topic text`` (``""`` clears it): the change, or why not."""
         if "t" in self.flags and not self.isOperator(actor):
-            return f"only operators set the topic of {self.name} (+t)"
+            return Problem(f"only operators set the topic of {self.name} (+t)", RefusalCode.NOT_OPERATOR)
         text = text.strip()[:MAX_TOPIC]
         self.topic = Topic(text, actor.nick, now) if text else None
         return TopicChanged(self.name, actor.who, text, now)
@@ -354,21 +374,21 @@ class RoomState:
     def kick(self, actor: Actor, target: Actor, present: bool, reason: str, now: float) -> Kicked | str:
         """``/kick``: the kick (the caller moves ``target`` out), or why not."""
         if not self.isOperator(actor):
-            return f"you are not an operator of {self.name}"
+            return Problem(f"you are not an operator of {self.name}", RefusalCode.NOT_OPERATOR)
         if not present:
-            return f"{target.nick} is not in {self.name}"
+            return Problem(f"{target.nick} is not in {self.name}", RefusalCode.NOT_THERE)
         if target.serverOperator and not actor.serverOperator:
-            return f"{target.nick} is a server operator and cannot be kicked"
+            return Problem(f"{target.nick} is a server operator and cannot be kicked", RefusalCode.NOT_OPERATOR)
         return Kicked(self.name, actor.who, target.nick, now, reason.strip()[:MAX_TOPIC])
 
     def invite(self, actor: Actor, actorPresent: bool, target: str, targetPresent: bool) -> str | None:
         """``/invite``: ``None`` (``target`` may join until it does), or why not."""
         if not actorPresent:
-            return f"you are not in {self.name}"
+            return Problem(f"you are not in {self.name}", RefusalCode.NOT_IN_ROOM)
         if "i" in self.flags and not self.isOperator(actor):
-            return f"only operators invite to {self.name} (+i)"
+            return Problem(f"only operators invite to {self.name} (+i)", RefusalCode.NOT_OPERATOR)
         if targetPresent:
-            return f"{target} is already in {self.name}"
+            return Problem(f"{target} is already in {self.name}", RefusalCode.ALREADY_IN_ROOM)
         self.invites.pop(_key(target), None)
         self.invites[_key(target)] = None
         while len(self.invites) > MAX_INVITES:
@@ -408,14 +428,16 @@ class RoomState:
             nonlocal deniedOnce
             if not deniedOnce:
                 deniedOnce = True
-                outcome.refusals.append(f"you are not an operator of {self.name}")
+                outcome.refusals.append(Problem(f"you are not an operator of {self.name}", RefusalCode.NOT_OPERATOR))
 
         for letter in modes:
             if letter in "+-":
                 sign = letter
                 continue
             if letter not in ROOM_MODES:
-                outcome.refusals.append(f"unknown mode {letter!r} (modes: {ROOM_MODES})")
+                outcome.refusals.append(
+                    Problem(f"unknown mode {letter!r} (modes: {ROOM_MODES})", RefusalCode.UNKNOWN_MODE)
+                )
                 continue
             needsArgument = letter in "bov" or (letter in "kl" and sign == "+")
             argument: str | None = None
@@ -424,10 +446,12 @@ class RoomState:
                     outcome.banList = tuple(self.bans.values())
                     continue
                 if not pending:
-                    outcome.refusals.append(f"mode {sign}{letter} needs an argument")
+                    outcome.refusals.append(Problem(f"mode {sign}{letter} needs an argument", RefusalCode.USAGE))
                     continue
                 if taken >= MAX_MODE_ARGUMENTS:
-                    outcome.refusals.append(f"at most {MAX_MODE_ARGUMENTS} modes with arguments at once")
+                    outcome.refusals.append(
+                        Problem(f"at most {MAX_MODE_ARGUMENTS} modes with arguments at once", RefusalCode.USAGE)
+                    )
                     pending.pop(0)
                     continue
                 taken += 1
@@ -439,8 +463,9 @@ class RoomState:
             if problem is not None:
                 outcome.refusals.append(problem)
         if changes:
-            outcome.event = ModeChanged(self.name, actor.who, _modeText(changes),
-                                        tuple(a for _, _, a in changes if a is not None), now)
+            outcome.event = ModeChanged(
+                self.name, actor.who, _modeText(changes), tuple(a for _, _, a in changes if a is not None), now
+            )
         return outcome
 
     def _applyOne(
@@ -463,7 +488,10 @@ class RoomState:
             if adding:
                 assert argument is not None
                 if _KEY_RE.fullmatch(argument) is None:
-                    return f"bad key {argument[:MAX_KEY]!r}: 1 to {MAX_KEY} printable characters, no spaces"
+                    return Problem(
+                        f"bad key {argument[:MAX_KEY]!r}: 1 to {MAX_KEY} printable characters, no spaces",
+                        RefusalCode.USAGE,
+                    )
                 if self.key != argument:
                     self.key = argument
                     changes.append((sign, letter, argument))
@@ -475,7 +503,7 @@ class RoomState:
             if adding:
                 assert argument is not None
                 if not argument.isdecimal() or not 1 <= int(argument) <= MAX_LIMIT:
-                    return f"bad limit {argument[:12]!r}: a number from 1 to {MAX_LIMIT}"
+                    return Problem(f"bad limit {argument[:12]!r}: a number from 1 to {MAX_LIMIT}", RefusalCode.USAGE)
                 if self.limit != int(argument):
                     self.limit = int(argument)
                     changes.append((sign, letter, str(self.limit)))
@@ -487,26 +515,29 @@ class RoomState:
         if letter == "b":
             mask = normalizeMask(argument)
             if mask is None:
-                return f"bad ban mask {argument[:MAX_MASK]!r}: NICK or nick!user@host, * and ? as wildcards"
+                return Problem(
+                    f"bad ban mask {argument[:MAX_MASK]!r}: NICK or nick!user@host, * and ? as wildcards",
+                    RefusalCode.USAGE,
+                )
             folded = mask.casefold()
             if adding:
                 if folded in self.bans:
                     return None
                 if len(self.bans) >= MAX_BANS:
-                    return f"the ban list of {self.name} is full ({MAX_BANS})"
+                    return Problem(f"the ban list of {self.name} is full ({MAX_BANS})", RefusalCode.BAN_LIST_FULL)
                 self.bans[folded] = Ban.of(mask, actor.nick, now)
                 changes.append((sign, letter, mask))
             elif folded in self.bans:
                 changes.append((sign, letter, self.bans.pop(folded).mask))
             else:
-                return f"{mask} is not banned from {self.name}"
+                return Problem(f"{mask} is not banned from {self.name}", RefusalCode.USAGE)
             return None
         # o, v: a member's status
         target = members.get(_key(argument))
         if target is None:
-            return f"{argument[:32]} is not in {self.name}"
+            return Problem(f"{argument[:32]} is not in {self.name}", RefusalCode.NOT_THERE)
         if letter == "o" and self.name == LOBBY:
-            return f"nobody but server operators is an operator of {LOBBY}"
+            return Problem(f"nobody but server operators is an operator of {LOBBY}", RefusalCode.NOT_OPERATOR)
         statuses = self.operators if letter == "o" else self.voiced
         key = _key(target.nick)
         if adding:
@@ -517,7 +548,7 @@ class RoomState:
             del statuses[key]
             changes.append((sign, letter, target.nick))
         elif letter == "o" and target.serverOperator:
-            return f"{target.nick} is a server operator, an operator of every room"
+            return Problem(f"{target.nick} is a server operator, an operator of every room", RefusalCode.NOT_OPERATOR)
         return None
 
     # -- kept across restarts and servers ------------------------------------------------

@@ -35,7 +35,7 @@ from sockproto.chat.events import (
     WhoisReply,
 )
 from sockproto.chat.hub import LOBBY, ChatError, ChatHub, Member, Room, who
-from sockproto.chat.moderation import MAX_TOPIC, Actor, RoomState
+from sockproto.chat.moderation import MAX_TOPIC, Actor, Problem, RoomState
 from sockproto.chat.text import clean, validRoom
 
 log = Logger()
@@ -45,7 +45,8 @@ MAX_AWAY = 200
 
 
 def _error(text: str, code: RefusalCode = RefusalCode.GENERAL) -> ChatError:
-    return ChatError(text, code)
+    """The hub's refusal for ``text`` (a :class:`Problem` brings its own code)."""
+    return ChatError(text, text.code if isinstance(text, Problem) else code)
 
 
 class Moderator:
@@ -179,11 +180,11 @@ class Moderator:
         room = member.room
         if name is not None and name != "":
             if not validRoom(name):
-                raise _error(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -")
+                raise _error(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -", RefusalCode.BAD_ROOM)
             if room is None or room.name != name:
-                raise _error(f"you are not in {name}")
+                raise _error(f"you are not in {name}", RefusalCode.NOT_IN_ROOM)
         if room is None:
-            raise _error("you are not in a room")
+            raise _error("you are not in a room", RefusalCode.NOT_IN_ROOM)
         return room
 
     def topic(self, member: Member, name: str | None, text: str | None) -> None:
@@ -192,8 +193,10 @@ class Moderator:
         state = self.state(room.name)
         if text is None:
             topic = state.topic
-            self.hub.tell(member, TopicIs(room.name, "") if topic is None else
-                          TopicIs(room.name, topic.text, topic.setter, topic.time))
+            self.hub.tell(
+                member,
+                TopicIs(room.name, "") if topic is None else TopicIs(room.name, topic.text, topic.setter, topic.time),
+            )
             return
         change = state.setTopic(self.actor(member), clean(text)[:MAX_TOPIC], self.hub.clock.seconds())
         if isinstance(change, str):
@@ -205,7 +208,7 @@ class Moderator:
         """``/names [#room]``: the members of a room with their prefixes (any room on this server)."""
         if name:
             if not validRoom(name):
-                raise _error(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -")
+                raise _error(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -", RefusalCode.BAD_ROOM)
             room = self.hub.rooms.get(name)
             if room is None:
                 return MemberList(name, ())
@@ -218,7 +221,7 @@ class Moderator:
     def whois(self, member: Member, nick: str) -> WhoisReply:
         target = self.hub.nicks.get(nick.casefold())
         if target is None or target not in self.hub.present:
-            raise _error(f"no such nickname: {nick}")
+            raise _error(f"no such nickname: {nick}", RefusalCode.NO_SUCH_NICK)
         actor = self.actor(target)
         room = target.room
         where = ""
@@ -248,7 +251,9 @@ class Moderator:
         """``/kick NICK [reason]``: ``nick`` leaves the room for #lobby, the room is told why."""
         room = self.roomOf(member, None)
         if room.name == LOBBY:
-            raise _error(f"nobody is kicked out of {LOBBY}: ban them (+b) and they cannot speak there")
+            raise _error(
+                f"nobody is kicked out of {LOBBY}: ban them (+b) and they cannot speak there", RefusalCode.NOT_OPERATOR
+            )
         target = self.hub.nicks.get(nick.casefold())
         present = target is not None and target.room is room
         state = self.state(room.name)
@@ -264,7 +269,7 @@ class Moderator:
         """``/part [#room] [reason]``: leave the room for #lobby (one is always in a room here)."""
         room = self.roomOf(member, name)
         if room.name == LOBBY:
-            raise _error(f"you are in {LOBBY}, which you leave with /quit")
+            raise _error(f"you are in {LOBBY}, which you leave with /quit", RefusalCode.NOT_IN_ROOM)
         departure = Parted(room.name, who(member), self.hub.clock.seconds(), clean(reason).strip()[:MAX_TOPIC])
         return self.hub.join(member, LOBBY, departure=departure)
 
@@ -273,7 +278,7 @@ class Moderator:
         room = self.roomOf(member, name)
         target = self.hub.nicks.get(nick.casefold())
         if target is None or target not in self.hub.present:
-            raise _error(f"no such nickname: {nick}")
+            raise _error(f"no such nickname: {nick}", RefusalCode.NO_SUCH_NICK)
         state = self.state(room.name)
         problem = state.invite(self.actor(member), True, target.nick, target.room is room)
         if problem is not None:
@@ -300,4 +305,3 @@ class Moderator:
             for problem in outcome.refusals[:-1]:
                 self.hub.tell(member, Refusal(problem))
             raise _error(outcome.refusals[-1])
-
