@@ -461,3 +461,28 @@ class WebRefusalCodeTests(LineModerationCase):
         with self.assertRaises(ChatError) as caught:
             self.factory.moderator.whois(bob, "nobody")
         self.assertEqual(caught.exception.code, RefusalCode.NO_SUCH_NICK)
+
+
+class BoundTests(LineModerationCase):
+    def test_rememberedEmptyRoomsAreBounded(self):
+        """Empty rooms remembered for their state are bounded: the longest empty is forgotten, on disk too."""
+        stored = []
+        moderator = self.factory.moderator
+        moderator.maxKeptRooms = 2
+        moderator.store = lambda name, state: stored.append((name, state is not None))
+        alice, ta = self.client("alice")
+        for name in ("#a", "#b", "#c"):
+            self.say(alice, ta, f"/join {name}", f"/topic about {name}")
+        self.say(alice, ta, "/part")
+        self.assertEqual(list(moderator.kept), ["#b", "#c"])
+        self.assertEqual(sorted(moderator.states), ["#b", "#c", "#lobby"])
+        self.assertIn(("#a", False), stored)
+        self.say(alice, ta, "/join #b")
+        self.assertEqual(list(moderator.kept), ["#c"])
+        self.assertEqual(self.say(alice, ta, "/topic"), ["*** topic of #b: about #b (set by alice)"])
+
+    def test_emptyRoomsWithNothingToRememberAreForgotten(self):
+        alice, ta = self.client("alice")
+        self.say(alice, ta, "/join #a", "/part")
+        self.assertNotIn("#a", self.factory.moderator.states)
+        self.assertEqual(self.factory.moderator.kept, {})

@@ -42,6 +42,8 @@ log = Logger()
 
 #: Longest away message kept.
 MAX_AWAY = 200
+#: Most empty rooms whose state is remembered (a topic, modes, bans, owners); past it, the longest empty is forgotten.
+MAX_KEPT_ROOMS = 10_000
 
 
 def _error(text: str, code: RefusalCode = RefusalCode.GENERAL) -> ChatError:
@@ -70,6 +72,9 @@ class Moderator:
         hub.rules = self
         self.serverOperators: frozenset[str] = frozenset(name.casefold() for name in serverOperators)
         self.states: dict[str, RoomState] = {}
+        #: The rooms in ``states`` that have no members (kept for what they remember), longest empty first.
+        self.kept: dict[str, None] = {}
+        self.maxKeptRooms = MAX_KEPT_ROOMS
         self.away: dict[Member, str] = {}
         #: Keeps a room's state where it outlives the server (``store(name, state)``; ``None`` forgets it).
         self.store = store
@@ -87,6 +92,17 @@ class Moderator:
             state = self.states[name] = RoomState(name)
         return state
 
+    def _keep(self, name: str) -> None:
+        """Room ``name`` is empty but worth remembering: within the bound, forgetting the longest empty."""
+        self.kept.pop(name, None)
+        self.kept[name] = None
+        while len(self.kept) > self.maxKeptRooms:
+            oldest = next(iter(self.kept))
+            del self.kept[oldest]
+            del self.states[oldest]
+            if self.store is not None:
+                self.store(oldest, None)
+
     def loadStored(self, stored: dict[str, Any]) -> None:
         """The rooms' states kept from before a restart (:meth:`RoomState.toDict` objects); bad ones are skipped."""
         for name, data in stored.items():
@@ -96,6 +112,9 @@ class Moderator:
                 self.states[name] = RoomState.fromDict(name, data)
             except ValueError as e:
                 log.warn("chat: the stored state of {room} is not used: {error}", room=name, error=str(e))
+                continue
+            if name not in self.hub.rooms:
+                self._keep(name)
 
     def _save(self, state: RoomState) -> None:
         if self.store is not None:
@@ -137,6 +156,7 @@ class Moderator:
     def joined(self, member: Member, room: Room) -> None:
         """``member`` is in ``room`` now: the creator of a room is its operator; the topic is shown."""
         state = self.state(room.name)
+        self.kept.pop(room.name, None)
         actor = self.actor(member)
         if state.joined(actor, len(room.members) - 1) and actor.verified:
             self._save(state)
@@ -162,7 +182,11 @@ class Moderator:
     def forget(self, name: str) -> None:
         """``name`` has no members any more: keep its state only if there is something to remember."""
         state = self.states.get(name)
-        if state is not None and not state.worthKeeping:
+        if state is None:
+            return
+        if state.worthKeeping:
+            self._keep(name)
+        else:
             del self.states[name]
 
     def checkSpeak(self, member: Member, room: Room) -> None:
