@@ -17,8 +17,21 @@ from twisted.internet import defer
 from zope.interface import Attribute, Interface, implementer
 
 if TYPE_CHECKING:
-    from sockproto.chat.events import Action, ChatEvent, Joined, Message, NickChanged, Parted, Quit, Who
+    from sockproto.chat.events import (
+        Action,
+        ChatEvent,
+        Joined,
+        Kicked,
+        Message,
+        ModeChanged,
+        NickChanged,
+        Parted,
+        Quit,
+        TopicChanged,
+        Who,
+    )
     from sockproto.chat.model import Member, Room
+    from sockproto.chat.moderation import RoomRules
 
 
 class ChatHub(Protocol):
@@ -38,6 +51,8 @@ class ChatHub(Protocol):
     rooms: dict[str, Room]
     #: True once the server is stopping
     closing: bool
+    #: the rules of its rooms (rooms with owners), told of their states and kicks elsewhere
+    rules: RoomRules
 
     def members(self) -> list[Member]:
         """This server's members."""
@@ -107,6 +122,18 @@ class IChatBus(Interface):
     def stats() -> dict[str, Any]:
         """Counters for the metrics (empty for a server alone)."""
 
+    def roomChanged(room: str, version: int, state: dict[str, Any]) -> defer.Deferred[tuple[bool, int, Any]]:
+        """
+        Make ``state`` (:meth:`sockproto.chat.moderation.RoomState.toDict`,
+        with guests) the state of ``room`` everywhere, if its state is still
+        the ``version`` this server knows: ``(True, new version, None)``;
+        else ``(False, the current version, the current state or None)``,
+        and nothing changes.
+        """
+
+    def roomEvent(event: TopicChanged | ModeChanged | Kicked) -> None:
+        """A change of a room (topic, modes, a kick) for its members elsewhere."""
+
 
 @implementer(IChatBus)
 class LocalBus:
@@ -151,3 +178,9 @@ class LocalBus:
 
     def stats(self) -> dict[str, Any]:
         return {}
+
+    def roomChanged(self, room: str, version: int, state: dict[str, Any]) -> defer.Deferred[tuple[bool, int, Any]]:
+        return defer.succeed((True, version + 1, None))
+
+    def roomEvent(self, event: TopicChanged | ModeChanged | Kicked) -> None:
+        pass

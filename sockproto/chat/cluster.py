@@ -31,9 +31,23 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sockproto.chat.bus import IChatBus
-from sockproto.chat.events import Action, Joined, Message, NickChanged, Parted, Quit, RefusalCode, ServerNotice, Who
+from sockproto.chat.events import (
+    Action,
+    Joined,
+    Kicked,
+    Message,
+    ModeChanged,
+    NickChanged,
+    Parted,
+    Quit,
+    RefusalCode,
+    ServerNotice,
+    TopicChanged,
+    Who,
+)
 from sockproto.chat.history import Entry
 from sockproto.chat.hub import HISTORY_MAX, LOBBY, ChatError, faceOf
+from sockproto.chat.moderation import MAX_MASK, MAX_MODE_ARGUMENTS, MAX_TOPIC
 from sockproto.chat.text import clean, validNick, validRoom
 from sockproto.interfaces import IServerReactor
 from sockproto.server.latency import LatencyHistogram
@@ -328,7 +342,28 @@ return out
 """)
 
 
-SCRIPTS = (_ENTER, _RENAME, _MOVE, _RELEASE, _PUBLISH, _PRIVATE, _HEARTBEAT, _REAP, _REGISTER, _ROOMS)
+# ARGV: prefix, node, room, the version of its state this server knows, the
+# new state (JSON).  The state changes only if it is still that version:
+# returns {1, the new version}; else {0, the current version, the current
+# state or ''} and nothing changes.  A change is published as an "r" event
+# (room, version): the others read the state from Redis, so the event needs
+# no signature and says nothing that could be forged.
+_ROOMSTATE = Script(_LIBRARY + """
+local room, expected, state = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local current = redis.call('HGET', P .. 'roomstates', room)
+local version, was = 0, ''
+if current then
+  local tab = string.find(current, '\t', 1, true)
+  version, was = tonumber(string.sub(current, 1, tab - 1)), string.sub(current, tab + 1)
+end
+if version ~= expected then return {0, version, was} end
+version = version + 1
+redis.call('HSET', P .. 'roomstates', room, version .. '\t' .. state)
+publish({{'r', room, version}})
+return {1, version}
+""")
+
+SCRIPTS = (_ENTER, _RENAME, _MOVE, _RELEASE, _PUBLISH, _PRIVATE, _HEARTBEAT, _REAP, _REGISTER, _ROOMS, _ROOMSTATE)
 
 
 # -- checking what comes from the channel ----------------------------------------
@@ -336,7 +371,12 @@ SCRIPTS = (_ENTER, _RENAME, _MOVE, _RELEASE, _PUBLISH, _PRIVATE, _HEARTBEAT, _RE
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")  # as --node-name allows
 _STREAM_ID = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")
 #: Events only Redis's own scripts publish, unsigned even with a secret: each is checked in Redis instead.
-_CHECKED_IN_REDIS = frozenset({"g", "x"})
+_CHECKED_IN_REDIS = frozenset({"g", "x", "r"})
+#: The changes of a room a server announces (topic, modes, kick): their actor must be that server's member.
+_ROOM_CHANGES = frozenset({"t", "o", "k"})
+_MODES = re.compile(r"[+-][+-biklmnotv]{1,40}")
+#: Highest version of a room's state believed (Lua numbers are exact up to 2^53).
+MAX_VERSION = 2**53
 
 
 class BadEvent(ValueError):
@@ -466,6 +506,29 @@ def checkEvent(event: Any) -> list[Any]:
     if kind == "x":
         _, node, key = _exactly(event, 3)
         return ["x", _node(node), _nick(key).casefold()]
+    if kind == "r":
+        _, room, version = _exactly(event, 3)
+        if type(version) is not int or not 1 <= version <= MAX_VERSION:
+            raise BadEvent("a room's state of no version")
+        return ["r", _room(room), version]
+    if kind in _ROOM_CHANGES:
+        size = {"t": 6, "o": 7, "k": 7}[kind]
+        _, room, when, nick, face, *rest = _exactly(event, size)
+        checked = [kind, _room(room), _time(when), _nick(nick), _face(face)]
+        if kind == "t":
+            checked.append(_text(rest[0], MAX_TOPIC))
+        elif kind == "o":
+            modes, arguments = rest
+            if not isinstance(modes, str) or not _MODES.fullmatch(modes):
+                raise BadEvent(f"{str(modes)[:50]!r} is not a change of modes")
+            if arguments == {}:  # cjson's empty list
+                arguments = []
+            if not isinstance(arguments, list) or len(arguments) > MAX_MODE_ARGUMENTS:
+                raise BadEvent("a change of modes without its arguments")
+            checked += [modes, [_text(argument, MAX_MASK) for argument in arguments]]
+        else:
+            checked += [_nick(rest[0]), _text(rest[1], MAX_TOPIC)]
+        return checked
     if kind == "g":
         _, node, members, reason = _exactly(event, 4)
         if members == {}:  # Lua's cjson writes an empty list as {}
@@ -755,6 +818,7 @@ class RedisChatBus:
                 self._takenMeanwhile(key.decode() if isinstance(key, bytes) else key)
             self.firstLink.open()
             yield self._loadHistory()
+            yield self._loadRoomStates()
         except Exception as e:
             log.error("cluster: could not join through Redis: {reason}", reason=e)
             self.history.stopLoading()
@@ -929,6 +993,65 @@ class RedisChatBus:
         self._batch.append(noticeWire(event))
         self._schedule()
 
+    def roomEvent(self, event: TopicChanged | ModeChanged | Kicked) -> None:
+        if not self.linked or self.hub.closing:
+            return
+        who = event.who
+        if isinstance(event, TopicChanged):
+            self._batch.append(["t", event.room, event.time, who.nick, who.face, event.topic])
+        elif isinstance(event, ModeChanged):
+            self._batch.append(["o", event.room, event.time, who.nick, who.face, event.modes, list(event.arguments)])
+        else:
+            self._batch.append(["k", event.room, event.time, who.nick, who.face, event.nick, event.reason])
+        self._schedule()
+
+    def roomChanged(self, room: str, version: int, state: dict[str, Any]) -> defer.Deferred[tuple[bool, int, Any]]:
+        if not self.linked:
+            return defer.fail(ConnectionError("no link to the other servers"))
+
+        def answered(reply: Any) -> tuple[bool, int, Any]:
+            if int(reply[0]) == 1:
+                return True, int(reply[1]), None
+            current = reply[2].decode() if isinstance(reply[2], bytes) else reply[2]
+            return False, int(reply[1]), json.loads(current) if current else None
+
+        return self._run(_ROOMSTATE, room, version, json.dumps(state, separators=(",", ":"))).addCallback(answered)
+
+    def _roomState(self, room: str, force: bool = False) -> defer.Deferred[None]:
+        """Read ``room``'s state from Redis, for the hub's rules to take if it is newer than theirs."""
+        command = self.link.command
+        if command is None:
+            return defer.succeed(None)
+
+        def read(value: Any) -> None:
+            self._adopt(room, value, force)
+
+        return command.execute_command("HGET", self.prefix + "roomstates", room).addCallback(read)
+
+    def _adopt(self, room: str, value: Any, force: bool) -> None:
+        if not value:
+            return
+        version, _, state = value.decode("utf-8", "replace").partition("\t")
+        if not version.isdecimal():
+            raise BadEvent(f"the state of {room} in Redis has no version")
+        try:
+            data = json.loads(state) if state else None
+        except ValueError:
+            raise BadEvent(f"the state of {room} in Redis is not JSON") from None
+        self.hub.rules.adopt(room, int(version), data, force)
+
+    @defer.inlineCallbacks
+    def _loadRoomStates(self) -> Any:
+        """Every room's state, as Redis has it (at each link: what changed while this server was away)."""
+        flat = yield self.link.command.execute_command("HGETALL", self.prefix + "roomstates")
+        for room, value in zip(flat[::2], flat[1::2], strict=True):
+            name = room.decode("utf-8", "replace")
+            try:
+                if validRoom(name):
+                    self._adopt(name, value, True)
+            except BadEvent as e:
+                self._complain("cluster: a room's state in Redis is not used: {reason}", reason=str(e))
+
     def _schedule(self) -> None:
         if self._flushCall is None:
             # One script call for everything said in this reactor turn.
@@ -1025,6 +1148,7 @@ class RedisChatBus:
                 questions.append(("", False))
             if self.secret is None:  # (signed: its server vouches for it)
                 questions += [subject for event in events if event[0] == "n" for subject in noticeSubjects(event)]
+                questions += [(event[3].casefold(), True) for event in events if event[0] in _ROOM_CHANGES]
         if questions or origin in self._held:
             self._hold(origin, (sent, events, streamIds), questions)
         else:
@@ -1120,6 +1244,20 @@ class RedisChatBus:
                 hub.remoteEvent(room, said(room, Who(nick, face), text, when))
         elif mine:
             return
+        elif kind == "r":
+            self._roomState(event[1]).addErrback(
+                lambda failure: self._complain("cluster: could not read the state of {room}: {reason}",
+                                               room=event[1], reason=failure.getErrorMessage())
+            )
+        elif kind in _ROOM_CHANGES:
+            _, room, when, nick, face, *rest = event
+            actor = Who(nick, face)
+            if kind == "t":
+                hub.remoteEvent(room, TopicChanged(room, actor, rest[0], when))
+            elif kind == "o":
+                hub.remoteEvent(room, ModeChanged(room, actor, rest[0], tuple(rest[1]), when))
+            else:
+                hub.rules.remoteKick(Kicked(room, actor, rest[0], when, rest[1]))
         elif kind == "n":
             hub.remoteEvent(event[1], noticeEvent(event))
         elif kind == "p" and event[1] == self.node:

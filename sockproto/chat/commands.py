@@ -59,7 +59,7 @@ def modeOnOwnRoom(client: Client, command: str, modes: str, rest: str) -> None:
         raise ChatError(f"usage: /{command} {'NICK|MASK' if 'b' in modes else 'NICK'}", RefusalCode.USAGE)
     if client.room is None:
         raise ChatError("you are not in a room", RefusalCode.NOT_IN_ROOM)
-    moderatorOf(client).mode(client, client.room.name, modes, words)
+    client.answer(moderatorOf(client).mode(client, client.room.name, modes, words))
 
 
 class ModerationCommands:
@@ -69,7 +69,7 @@ class ModerationCommands:
         name = None
         if rest.startswith("#"):
             name, _, rest = rest.partition(" ")
-        moderatorOf(self).topic(self, name, rest if rest.strip() else None)
+        self.answer(moderatorOf(self).topic(self, name, rest if rest.strip() else None))
 
     def do_part(self: Client, rest: str) -> None:
         name = None
@@ -96,13 +96,13 @@ class ModerationCommands:
         nick, _, reason = rest.partition(" ")
         if not nick:
             raise ChatError("usage: /kick NICK [reason]", RefusalCode.USAGE)
-        moderatorOf(self).kick(self, nick, reason)
+        self.answer(moderatorOf(self).kick(self, nick, reason))
 
     def do_invite(self: Client, rest: str) -> None:
         words = _words(rest)
         if not 1 <= len(words) <= 2:
             raise ChatError("usage: /invite NICK [#room]", RefusalCode.USAGE)
-        moderatorOf(self).invite(self, words[0], words[1] if len(words) == 2 else None)
+        self.answer(moderatorOf(self).invite(self, words[0], words[1] if len(words) == 2 else None))
 
     def do_mode(self: Client, rest: str) -> None:
         words = _words(rest)
@@ -111,7 +111,7 @@ class ModerationCommands:
         modes = words[1] if len(words) > 1 else ""
         if modes and modes[0] not in "+-":
             modes = "+" + modes
-        moderatorOf(self).mode(self, words[0], modes, words[2:])
+        self.answer(moderatorOf(self).mode(self, words[0], modes, words[2:]))
 
     def do_ban(self: Client, rest: str) -> None:
         modeOnOwnRoom(self, "ban", "+b", rest)

@@ -30,6 +30,7 @@ it is in the room, as on IRC without services.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ MAX_KEY = 23
 MAX_LIMIT = 100_000
 MAX_MASK = 100
 MAX_TOPIC = 300
+#: Most operators (and most voiced) a room's stored state may name.
+MAX_STATUSES = 10_000
 
 _KEY_RE = re.compile(r"[!-~]{1,23}")  # printable ASCII, no spaces
 _MASK_RE = re.compile(r"[^\s,]+")
@@ -96,6 +99,12 @@ class RoomRules(Protocol):
     def checkSpeak(self, member: Any, room: Any) -> None:
         """Raise why ``member`` may not speak to ``room``, if it may not."""
 
+    def adopt(self, name: str, version: int, data: Any, force: bool = False) -> None:
+        """Room ``name``'s state as the cluster decided it, if newer than this server's (or anyway, with ``force``)."""
+
+    def remoteKick(self, kick: Kicked) -> None:
+        """A kick on another server of the cluster."""
+
 
 class OpenRooms:
     """No rules: anyone joins and speaks anywhere (a hub without a moderator)."""
@@ -119,6 +128,12 @@ class OpenRooms:
         pass
 
     def checkSpeak(self, member: Any, room: Any) -> None:
+        pass
+
+    def adopt(self, name: str, version: int, data: Any, force: bool = False) -> None:
+        pass
+
+    def remoteKick(self, kick: Kicked) -> None:
         pass
 
 
@@ -276,6 +291,11 @@ class RoomState:
         return bool(self.operators)
 
     @property
+    def blank(self) -> bool:
+        """Whether the state says nothing at all (none to keep, even while guests of other servers are in)."""
+        return not (self.worthKeeping or self.operators or self.voiced or self.invites)
+
+    @property
     def worthKeeping(self) -> bool:
         """Whether the room has anything to remember once empty (a topic, modes, bans, owners)."""
         return bool(
@@ -312,32 +332,39 @@ class RoomState:
         """
         ``actor`` is in the room now, with ``count`` others.  It is the
         room's operator if it created it: the first in a room nobody owns
-        (never ``#lobby``).  Returns whether it became operator so.
+        (never ``#lobby``); its invitation, if any, is used.  Returns
+        whether the state changed.
         """
-        self.invites.pop(_key(actor.nick), None)
+        invited = self.invites.pop(_key(actor.nick), False) is None
         if count == 0 and self.name != LOBBY and not self.operators and not actor.serverOperator:
             self.operators[_key(actor.nick)] = actor.verified
             return True
-        return False
+        return invited
 
-    def left(self, actor: Actor) -> None:
-        """``actor`` left the room: a guest's status goes with it."""
+    def left(self, actor: Actor) -> bool:
+        """``actor`` left the room: a guest's status goes with it.  Returns whether the state changed."""
         nick = _key(actor.nick)
+        changed = False
         if not actor.verified:
-            if self.operators.get(nick) is False:
-                del self.operators[nick]
-            if self.voiced.get(nick) is False:
-                del self.voiced[nick]
+            for statuses in (self.operators, self.voiced):
+                if statuses.get(nick) is False:
+                    del statuses[nick]
+                    changed = True
+        return changed
 
-    def renamed(self, old: str, new: str) -> None:
-        """A guest in the room changed its nick: its status follows it (as on IRC)."""
+    def renamed(self, old: str, new: str) -> bool:
+        """A guest in the room changed its nick: its status follows it (IRC).  Returns whether the state changed."""
+        changed = False
         for statuses in (self.operators, self.voiced):
             if statuses.get(_key(old)) is False:
                 del statuses[_key(old)]
                 statuses[_key(new)] = False
+                changed = True
         if _key(old) in self.invites:
             del self.invites[_key(old)]
             self.invites[_key(new)] = None
+            changed = True
+        return changed
 
     # -- speaking ---------------------------------------------------------------------
 
@@ -553,9 +580,13 @@ class RoomState:
 
     # -- kept across restarts and servers ------------------------------------------------
 
-    def toDict(self) -> dict[str, Any]:
-        """What of the room outlives its members: JSON-ready (guests' statuses and invitations are not kept)."""
-        return {
+    def toDict(self, guests: bool = False) -> dict[str, Any]:
+        """
+        What of the room outlives its members, JSON-ready: guests' statuses
+        and invitations are left out, except with ``guests`` (for the other
+        servers of a cluster, while those guests are there).
+        """
+        data: dict[str, Any] = {
             "topic": None if self.topic is None else [self.topic.text, self.topic.setter, self.topic.time],
             "flags": "".join(sorted(self.flags)),
             "key": self.key,
@@ -564,6 +595,17 @@ class RoomState:
             "operators": sorted(nick for nick, verified in self.operators.items() if verified),
             "voiced": sorted(nick for nick, verified in self.voiced.items() if verified),
         }
+        if guests:
+            data["guests"] = {
+                "operators": sorted(nick for nick, verified in self.operators.items() if not verified),
+                "voiced": sorted(nick for nick, verified in self.voiced.items() if not verified),
+                "invites": list(self.invites),
+            }
+        return data
+
+    def copy(self) -> RoomState:
+        """Another state like this one (invitations too), to change without changing this one."""
+        return RoomState.fromDict(self.name, self.toDict(guests=True))
 
     @classmethod
     def fromDict(cls, name: str, data: Any) -> RoomState:
@@ -573,7 +615,7 @@ class RoomState:
             topic = data["topic"]
             if topic is not None:
                 text, setter, when = topic
-                state.topic = Topic(_text(text, MAX_TOPIC), _text(setter, 64), float(when))
+                state.topic = Topic(_text(text, MAX_TOPIC), _text(setter, 64), _when(when))
             flags = _text(data["flags"], len(FLAG_MODES))
             if not set(flags) <= set(FLAG_MODES):
                 raise ValueError(f"bad modes {flags!r}")
@@ -589,12 +631,30 @@ class RoomState:
             for mask, setter, when in data["bans"][:MAX_BANS]:
                 if not isinstance(mask, str) or normalizeMask(mask) != mask:
                     raise ValueError(f"bad ban mask {mask!r}")
-                state.bans[mask.casefold()] = Ban.of(mask, _text(setter, 64), float(when))
-            state.operators = dict.fromkeys((_text(nick, 64) for nick in data["operators"]), True)
-            state.voiced = dict.fromkeys((_text(nick, 64) for nick in data["voiced"]), True)
+                state.bans[mask.casefold()] = Ban.of(mask, _text(setter, 64), _when(when))
+            guests = data.get("guests", {"operators": [], "voiced": [], "invites": []})
+            state.invites = dict.fromkeys(_nickKey(nick) for nick in guests["invites"][-MAX_INVITES:])
+            for statuses, field in ((state.operators, "operators"), (state.voiced, "voiced")):
+                statuses.update(dict.fromkeys((_nickKey(nick) for nick in guests[field][:MAX_STATUSES]), False))
+                statuses.update(dict.fromkeys((_nickKey(nick) for nick in data[field][:MAX_STATUSES]), True))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a room state: {e}") from None
         return state
+
+
+_NICK_KEY = re.compile(r"[a-z0-9_-]{1,24}")
+
+
+def _nickKey(value: Any) -> str:
+    if not isinstance(value, str) or _NICK_KEY.fullmatch(value) is None:
+        raise ValueError(f"bad nick {str(value)[:30]!r}")
+    return value
+
+
+def _when(value: Any) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ValueError(f"bad time {str(value)[:30]!r}")
+    return float(value)
 
 
 def _text(value: Any, most: int) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from sockproto.chat.events import (
@@ -24,6 +25,7 @@ from sockproto.chat.events import (
     BanEntry,
     BanList,
     Invited,
+    Kicked,
     MemberList,
     Membership,
     ModeIs,
@@ -34,7 +36,7 @@ from sockproto.chat.events import (
     Who,
     WhoisReply,
 )
-from sockproto.chat.hub import LOBBY, ChatError, ChatHub, Member, Room, who
+from sockproto.chat.hub import LOBBY, ChatError, ChatHub, Member, Room, settled, who
 from sockproto.chat.moderation import MAX_TOPIC, Actor, Problem, RoomState
 from sockproto.chat.text import clean, validRoom
 
@@ -72,6 +74,8 @@ class Moderator:
         hub.rules = self
         self.serverOperators: frozenset[str] = frozenset(name.casefold() for name in serverOperators)
         self.states: dict[str, RoomState] = {}
+        #: The version of each room's state this server has (a cluster's Redis decides it; alone: counted here).
+        self.versions: dict[str, int] = {}
         #: The rooms in ``states`` that have no members (kept for what they remember), longest empty first.
         self.kept: dict[str, None] = {}
         self.maxKeptRooms = MAX_KEPT_ROOMS
@@ -120,6 +124,102 @@ class Moderator:
         if self.store is not None:
             self.store(state.name, state.toDict() if state.worthKeeping else None)
 
+    def _install(self, name: str, version: int, state: RoomState) -> None:
+        """``state``, as of ``version``, is room ``name``'s now."""
+        self.versions[name] = version
+        self.states[name] = state
+        self._save(state)
+        if name not in self.hub.rooms:
+            if not state.blank:
+                self._keep(name)
+            else:
+                self.kept.pop(name, None)
+                del self.states[name]
+
+    def adopt(self, name: str, version: int, data: Any, force: bool = False) -> None:
+        """
+        Room ``name``'s state as the cluster decided it (``data``: a
+        :meth:`RoomState.toDict` with guests, or ``None``: nothing), if newer
+        than this server's (or whatever it is, with ``force``).
+        """
+        if not force and version <= self.versions.get(name, 0):
+            return
+        try:
+            state = RoomState(name) if data is None else RoomState.fromDict(name, data)
+        except ValueError as e:
+            log.warn("chat: the state of {room} from the cluster is not used: {error}", room=name, error=str(e))
+            return
+        self._install(name, version, state)
+
+    def _commit(self, name: str, changed: RoomState) -> defer.Deferred[bool]:
+        """
+        Make ``changed`` room ``name``'s state, everywhere (alone: at once):
+        fires True when it is, False when another server changed it first
+        (its state is this server's then).
+        """
+        version = self.versions.get(name, 0)
+        previous = self.states.get(name)
+        # Taken here at once, so that the next change (a command right after
+        # a join) builds on it; Redis runs this server's scripts in order.
+        self._install(name, version + 1, changed)
+
+        def decided(outcome: tuple[bool, int, Any]) -> bool:
+            made, newVersion, current = outcome
+            if not made:
+                self.adopt(name, newVersion, current, force=True)
+            return made
+
+        def failed(failure: Any) -> Any:
+            if self.versions.get(name) == version + 1 and self.states.get(name) is changed:
+                # Not made (no link): as it was, at the version it was.
+                self.versions[name] = version
+                if previous is not None:
+                    self.states[name] = previous
+            return failure
+
+        return self.hub.bus.roomChanged(name, version, changed.toDict(guests=True)).addCallbacks(decided, failed)
+
+    def _update(self, name: str, change: Callable[[RoomState], bool], tries: int = 3) -> None:
+        """
+        A change nobody asked for (a room's creator, a guest leaving, a nick
+        change), made everywhere, tried again on the newer state when another
+        server changed the room first; without a link to the cluster, made here.
+        """
+        state = self.states.get(name)
+        if state is None:
+            return
+        changed = state.copy()
+        if not change(changed):
+            return
+
+        def decided(made: bool) -> None:
+            if not made and tries > 1:
+                self._update(name, change, tries - 1)
+
+        def failed(failure: Any) -> None:
+            self._install(name, self.versions.get(name, 0), changed)  # the cluster's state wins when the link is back
+
+        self._commit(name, changed).addCallbacks(decided, failed)
+
+    def _command(self, name: str, changed: RoomState, announced: list[Any]) -> defer.Deferred[None]:
+        """A member's change of a room: made everywhere, then announced; refused when it cannot be made."""
+
+        def decided(made: bool) -> None:
+            if not made:
+                raise _error(f"{name} was changed meanwhile on another server: try again", RefusalCode.UNAVAILABLE)
+            room = self.hub.rooms.get(name)
+            for event in announced:
+                if room is not None:
+                    self.hub.roomEvent(room, event)
+                self.hub.bus.roomEvent(event)
+
+        def failed(failure: Any) -> None:
+            if failure.check(ChatError):
+                failure.raiseException()
+            raise _error(f"{name} cannot be changed now: {failure.getErrorMessage()}", RefusalCode.UNAVAILABLE)
+
+        return settled(self._commit(name, changed).addCallback(decided).addErrback(failed))
+
     def membership(self, state: RoomState, member: Member) -> Membership:
         actor = self.actor(member)
         return Membership(member.nick, state.isOperator(actor), state.isVoiced(actor))
@@ -155,18 +255,18 @@ class Moderator:
 
     def joined(self, member: Member, room: Room) -> None:
         """``member`` is in ``room`` now: the creator of a room is its operator; the topic is shown."""
-        state = self.state(room.name)
+        self.state(room.name)
         self.kept.pop(room.name, None)
         actor = self.actor(member)
-        if state.joined(actor, len(room.members) - 1) and actor.verified:
-            self._save(state)
+        others = len(room.members) - 1
+        self._update(room.name, lambda state: state.joined(actor, others))
+        state = self.states[room.name]
         if state.topic is not None:
             self.hub.tell(member, TopicIs(room.name, state.topic.text, state.topic.setter, state.topic.time))
 
     def left(self, member: Member, room: Room) -> None:
-        state = self.states.get(room.name)
-        if state is not None:
-            state.left(self.actor(member))
+        actor = self.actor(member)
+        self._update(room.name, lambda state: state.left(actor))
 
     def gone(self, member: Member) -> None:
         """``member`` left the chat."""
@@ -175,19 +275,20 @@ class Moderator:
     def renamed(self, member: Member, old: str) -> None:
         room = member.room
         if room is not None:
-            state = self.states.get(room.name)
-            if state is not None:
-                state.renamed(old, member.nick)
+            nick = member.nick
+            self._update(room.name, lambda state: state.renamed(old, nick))
 
     def forget(self, name: str) -> None:
         """``name`` has no members any more: keep its state only if there is something to remember."""
         state = self.states.get(name)
         if state is None:
             return
-        if state.worthKeeping:
+        if not state.blank:
             self._keep(name)
         else:
             del self.states[name]
+            if not self.hub.bus.clustered:
+                self.versions.pop(name, None)
 
     def checkSpeak(self, member: Member, room: Room) -> None:
         state = self.states.get(room.name)
@@ -211,7 +312,7 @@ class Moderator:
             raise _error("you are not in a room", RefusalCode.NOT_IN_ROOM)
         return room
 
-    def topic(self, member: Member, name: str | None, text: str | None) -> None:
+    def topic(self, member: Member, name: str | None, text: str | None) -> defer.Deferred[None]:
         """``/topic [#room] [text]``: show the topic, or set it (announced to the room)."""
         room = self.roomOf(member, name)
         state = self.state(room.name)
@@ -221,12 +322,12 @@ class Moderator:
                 member,
                 TopicIs(room.name, "") if topic is None else TopicIs(room.name, topic.text, topic.setter, topic.time),
             )
-            return
-        change = state.setTopic(self.actor(member), clean(text)[:MAX_TOPIC], self.hub.clock.seconds())
+            return defer.succeed(None)
+        changed = state.copy()
+        change = changed.setTopic(self.actor(member), clean(text)[:MAX_TOPIC], self.hub.clock.seconds())
         if isinstance(change, str):
             raise _error(change)
-        self._save(state)
-        self.hub.roomEvent(room, change)
+        return self._command(room.name, changed, [change])
 
     def names(self, member: Member, name: str | None) -> MemberList:
         """``/names [#room]``: the members of a room with their prefixes (any room on this server)."""
@@ -271,23 +372,48 @@ class Moderator:
         text = self.away.get(target)
         return None if text is None else (who(target), text)
 
-    def kick(self, member: Member, nick: str, reason: str) -> None:
-        """``/kick NICK [reason]``: ``nick`` leaves the room for #lobby, the room is told why."""
+    def kick(self, member: Member, nick: str, reason: str) -> defer.Deferred[None]:
+        """``/kick NICK [reason]``: ``nick`` (on any server) leaves the room for #lobby, the room is told why."""
         room = self.roomOf(member, None)
         if room.name == LOBBY:
             raise _error(
                 f"nobody is kicked out of {LOBBY}: ban them (+b) and they cannot speak there", RefusalCode.NOT_OPERATOR
             )
         target = self.hub.nicks.get(nick.casefold())
-        present = target is not None and target.room is room
+        if target is not None or not self.hub.bus.clustered:
+            self._kick(member, room, target, nick, reason, target is not None and target.room is room)
+            return defer.succeed(None)
+
+        # A member of another server, perhaps: the room's members everywhere say.
+        def listed(names: list[str]) -> None:
+            holder = next((name for name in names if name.casefold() == nick.casefold()), None)
+            if member.room is room:
+                self._kick(member, room, None, holder or nick, reason, holder is not None)
+
+        return settled(self.hub.bus.names(room.name, []).addCallback(listed))
+
+    def _kick(self, member: Member, room: Room, target: Member | None, nick: str, reason: str, present: bool) -> None:
         state = self.state(room.name)
         targetActor = self.actor(target) if target is not None else Actor(Who(nick))
         kick = state.kick(self.actor(member), targetActor, present, clean(reason), self.hub.clock.seconds())
         if isinstance(kick, str):
             raise _error(kick)
-        assert target is not None
-        self.hub.tell(target, kick)
-        self.hub.join(target, LOBBY, departure=kick)
+        if target is not None:
+            self.hub.tell(target, kick)
+            self.hub.join(target, LOBBY, departure=kick)
+        else:
+            self.hub.roomEvent(room, kick)
+        self.hub.bus.roomEvent(kick)
+
+    def remoteKick(self, kick: Kicked) -> None:
+        """A kick on another server of the cluster: if the one kicked is here, it goes to #lobby."""
+        target = self.hub.nicks.get(kick.nick.casefold())
+        room = self.hub.rooms.get(kick.room)
+        if target is not None and room is not None and target.room is room:
+            self.hub.tell(target, kick)
+            self.hub.join(target, LOBBY, departure=kick)
+        elif room is not None:
+            self.hub.roomEvent(room, kick)
 
     def part(self, member: Member, name: str | None, reason: str) -> Any:
         """``/part [#room] [reason]``: leave the room for #lobby (one is always in a room here)."""
@@ -297,35 +423,52 @@ class Moderator:
         departure = Parted(room.name, who(member), self.hub.clock.seconds(), clean(reason).strip()[:MAX_TOPIC])
         return self.hub.join(member, LOBBY, departure=departure)
 
-    def invite(self, member: Member, nick: str, name: str | None) -> None:
+    def invite(self, member: Member, nick: str, name: str | None) -> defer.Deferred[None]:
         """``/invite NICK [#room]``: ``nick`` may join (even +i), and is told."""
         room = self.roomOf(member, name)
         target = self.hub.nicks.get(nick.casefold())
         if target is None or target not in self.hub.present:
             raise _error(f"no such nickname: {nick}", RefusalCode.NO_SUCH_NICK)
-        state = self.state(room.name)
-        problem = state.invite(self.actor(member), True, target.nick, target.room is room)
+        changed = self.state(room.name).copy()
+        problem = changed.invite(self.actor(member), True, target.nick, target.room is room)
         if problem is not None:
             raise _error(problem)
-        self.hub.tell(target, Invited(room.name, who(member), target.nick))
-        self.hub.tell(member, Invited(room.name, who(member), target.nick, echo=True))
 
-    def mode(self, member: Member, name: str, modes: str, arguments: list[str]) -> None:
+        def invited(_: None) -> None:
+            if target in self.hub.present:
+                self.hub.tell(target, Invited(room.name, who(member), target.nick))
+            self.hub.tell(member, Invited(room.name, who(member), target.nick, echo=True))
+
+        return self._command(room.name, changed, []).addCallback(invited)
+
+    def mode(self, member: Member, name: str, modes: str, arguments: list[str]) -> defer.Deferred[None]:
         """``/mode #room [+|-]modes [arguments]``: changes announced, refusals told, lists shown."""
         room = self.roomOf(member, name)
-        state = self.state(room.name)
-        members = {m.nick.casefold(): self.actor(m) for m in room.members}
-        outcome = state.applyModes(self.actor(member), modes, arguments, members, self.hub.clock.seconds())
+        if self.hub.bus.clustered and any(letter in "ov" for letter in modes):
+            # Operators and voiced may be members of other servers: the room's members everywhere say.
+            local = [m.nick for m in room.members]
+
+            def listed(names: list[str]) -> defer.Deferred[None]:
+                if member.room is not room:
+                    return defer.succeed(None)
+                return self._mode(member, room, modes, arguments, names)
+
+            return settled(self.hub.bus.names(room.name, local).addCallback(listed))
+        return self._mode(member, room, modes, arguments, [])
+
+    def _mode(self, member: Member, room: Room, modes: str, arguments: list[str], everyone: list[str]) -> Any:
+        changed = self.state(room.name).copy()
+        members = {nick.casefold(): Actor(Who(nick)) for nick in everyone}
+        members.update((m.nick.casefold(), self.actor(m)) for m in room.members)
+        outcome = changed.applyModes(self.actor(member), modes, arguments, members, self.hub.clock.seconds())
         if outcome.shown:
-            self.hub.tell(member, ModeIs(room.name, state.modeString))
+            self.hub.tell(member, ModeIs(room.name, changed.modeString))
         if outcome.banList is not None:
             bans = tuple(BanEntry(ban.mask, ban.setter, ban.time) for ban in outcome.banList)
             self.hub.tell(member, BanList(room.name, bans))
+        done: defer.Deferred[None] = defer.succeed(None)
         if outcome.event is not None:
-            self._save(state)
-            self.hub.roomEvent(room, outcome.event)
-        if outcome.refusals:
-            # One line per problem; the last is raised, so it comes as the command's own refusal.
-            for problem in outcome.refusals[:-1]:
-                self.hub.tell(member, Refusal(problem))
-            raise _error(outcome.refusals[-1])
+            done = self._command(room.name, changed, [outcome.event])
+        for problem in outcome.refusals:  # one line per problem
+            self.hub.tell(member, Refusal(problem, getattr(problem, "code", RefusalCode.GENERAL)))
+        return done
