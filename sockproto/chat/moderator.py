@@ -230,8 +230,13 @@ class Moderator:
         if state is None:
             return tuple(Membership(nick) for nick in nicks)
         listed = []
+        marked = (state.operators, state.voiced, self.serverOperators)
         for nick in nicks:
-            member = self.hub.nicks.get(nick.casefold())
+            key = nick.casefold()
+            if not any(key in names for names in marked):  # most members of a big room: nothing to look up
+                listed.append(Membership(nick))
+                continue
+            member = self.hub.nicks.get(key)
             # A member of another server: its status as the room records it (its face is not known here).
             actor = self.actor(member) if member is not None else Actor(Who(nick), verified=True)
             listed.append(Membership(nick, state.isOperator(actor), state.isVoiced(actor)))
@@ -255,18 +260,23 @@ class Moderator:
 
     def joined(self, member: Member, room: Room) -> None:
         """``member`` is in ``room`` now: the creator of a room is its operator; the topic is shown."""
-        self.state(room.name)
+        state = self.state(room.name)
         self.kept.pop(room.name, None)
-        actor = self.actor(member)
         others = len(room.members) - 1
-        self._update(room.name, lambda state: state.joined(actor, others))
-        state = self.states[room.name]
+        # Checked before anything is built: every arrival in #lobby comes this way.
+        if member.nick.casefold() in state.invites or (others == 0 and room.name != LOBBY and not state.operators):
+            actor = self.actor(member)
+            self._update(room.name, lambda state: state.joined(actor, others))
+            state = self.states[room.name]
         if state.topic is not None:
             self.hub.tell(member, TopicIs(room.name, state.topic.text, state.topic.setter, state.topic.time))
 
     def left(self, member: Member, room: Room) -> None:
-        actor = self.actor(member)
-        self._update(room.name, lambda state: state.left(actor))
+        state = self.states.get(room.name)
+        key = member.nick.casefold()
+        if state is not None and (state.operators.get(key) is False or state.voiced.get(key) is False):
+            actor = self.actor(member)
+            self._update(room.name, lambda state: state.left(actor))
 
     def gone(self, member: Member) -> None:
         """``member`` left the chat."""
@@ -274,7 +284,13 @@ class Moderator:
 
     def renamed(self, member: Member, old: str) -> None:
         room = member.room
-        if room is not None:
+        state = self.states.get(room.name) if room is not None else None
+        key = old.casefold()
+        if (
+            room is not None
+            and state is not None
+            and (key in state.operators or key in state.voiced or key in state.invites)
+        ):
             nick = member.nick
             self._update(room.name, lambda state: state.renamed(old, nick))
 
