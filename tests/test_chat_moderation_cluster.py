@@ -117,6 +117,7 @@ class TwoServersTests(unittest.TestCase):
         alice, bob = self.client(0, "alice"), self.client(1, "bob")
         self.say(alice, "/join #dev")
         self.say(bob, "/join #dev")
+        self.assertEqual(self.say(bob, "/names"), ["*** 2 in #dev: @alice bob"])
         self.assertEqual(self.say(bob, "/mode #dev +m"), ["!!! you are not an operator of #dev"])
         self.say(alice, "/mode #dev +m")
         self.assertEqual(self.say(bob), ["*** alice sets mode +m on #dev"])
@@ -270,19 +271,34 @@ class RedisRoomsTests(unittest.TestCase):
     def test_roomStateSpansTheCluster(self) -> None:
         n1, n2 = self.node("n1"), self.node("n2")
         alice, bob, carol = self.client(n1, "alice"), self.client(n2, "bob"), self.client(n2, "carol")
-        alice.send("/join #dev\n/topic across\n/ban bob\n")
+        alice.send("/join #dev\n")
+        alice.until("alice joined #dev")
+        carol.send("/join #dev\n")
+        carol.until("carol joined #dev")
+        alice.until("carol joined #dev")
+        alice.send("/topic across\n/ban bob\n")
         self.assertEqual(alice.until("+b")[-1], "*** alice sets mode +b bob!*@* on #dev")
+        # n2 has read the room's new state from Redis before it tells carol of the change.
+        self.assertEqual(
+            carol.until("+b")[-2:],
+            ["*** alice set the topic of #dev: across", "*** alice sets mode +b bob!*@* on #dev"],
+        )
         bob.send("/join #dev\n")
         self.assertEqual(bob.until("!!!")[-1], "!!! you are banned from #dev (+b)")
-        carol.send("/join #dev\n")
-        self.assertEqual(carol.until("topic of #dev")[-1], "*** topic of #dev: across (set by alice)")
-        alice.until("carol joined #dev")
-        carol.send("/mode #dev +t\n")
-        self.assertEqual(carol.until("!!!")[-1], "!!! you are not an operator of #dev")
+        carol.send("/topic\n/names\n/mode #dev +t\n")
+        self.assertEqual(
+            carol.until("!!!")[-3:],
+            [
+                "*** topic of #dev: across (set by alice)",
+                "*** 2 in #dev: @alice carol",
+                "!!! you are not an operator of #dev",
+            ],
+        )
         alice.send("/kick carol enough\n")
         self.assertEqual(carol.until("kicked")[-1], "*** carol was kicked from #dev by alice (enough)")
         carol.until("carol joined #lobby")
-        # A server that comes later knows the rooms as Redis has them.
+        alice.until("kicked")
+        # A server that comes later knows the rooms as Redis has them before anyone there joins one.
         n3 = self.node("n3")
         dave = self.client(n3, "dave")
         dave.send("/join #dev\n")

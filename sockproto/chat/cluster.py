@@ -816,9 +816,10 @@ class RedisChatBus:
             self._wasLinked = True
             for key in lost or []:
                 self._takenMeanwhile(key.decode() if isinstance(key, bytes) else key)
+            # The rooms' rules before anyone here joins a room.
+            yield self._loadRoomStates()
             self.firstLink.open()
             yield self._loadHistory()
-            yield self._loadRoomStates()
         except Exception as e:
             log.error("cluster: could not join through Redis: {reason}", reason=e)
             self.history.stopLoading()
@@ -1149,12 +1150,17 @@ class RedisChatBus:
             if self.secret is None:  # (signed: its server vouches for it)
                 questions += [subject for event in events if event[0] == "n" for subject in noticeSubjects(event)]
                 questions += [(event[3].casefold(), True) for event in events if event[0] in _ROOM_CHANGES]
-        if questions or origin in self._held:
-            self._hold(origin, (sent, events, streamIds), questions)
+        # A room's state that changed is read from Redis before anything that
+        # server said after it is delivered (its announcement of the change).
+        rooms = [event[1] for event in events if event[0] == "r"] if origin != self.node else []
+        if questions or rooms or origin in self._held:
+            self._hold(origin, (sent, events, streamIds), questions, rooms)
         else:
             self._deliver(origin, sent, events, streamIds)
 
-    def _hold(self, origin: str, message: tuple[Any, ...], questions: list[tuple[str, bool]]) -> None:
+    def _hold(
+        self, origin: str, message: tuple[Any, ...], questions: list[tuple[str, bool]], rooms: list[str] | None = None
+    ) -> None:
         """
         A message to check in Redis first: that its server is one of the
         cluster, that the members its notices are about are that server's.
@@ -1168,11 +1174,12 @@ class RedisChatBus:
             queue = self._held[origin] = deque()
         if len(queue) >= MAX_UNVERIFIED:
             raise BadEvent(f"{origin!r} sends too much while its messages are checked")
-        if questions and command is None:
+        rooms = rooms or []
+        if (questions or rooms) and command is None:
             raise BadEvent(f"cannot check a message from {origin!r} without the link")
         entry: list[Any] = [message, None]  # None until checked; then "" (believed) or why not
         queue.append(entry)
-        if not questions:
+        if not questions and not rooms:
             entry[1] = ""
             self._drain(origin)
             return
@@ -1191,7 +1198,7 @@ class RedisChatBus:
             return command.execute_command("HGET", self.prefix + "nicks", nick).addCallback(holder)
 
         def decided(reasons: list[str]) -> None:
-            if not reasons[0] and origin not in self.knownNodes and questions[0][0] == "":
+            if questions and not reasons[0] and origin not in self.knownNodes and questions[0][0] == "":
                 self.knownNodes.add(origin)
             entry[1] = next((reason for reason in reasons if reason), "")
             self._drain(origin)
@@ -1202,7 +1209,9 @@ class RedisChatBus:
             entry[1] = f"it could not be checked in Redis ({failure.value})"
             self._drain(origin)
 
-        d = defer.gatherResults([asked(nick, mayBeFree) for nick, mayBeFree in questions], consumeErrors=True)
+        checks = [asked(nick, mayBeFree) for nick, mayBeFree in questions]
+        checks += [self._roomState(room).addCallback(lambda _: "") for room in rooms]
+        d = defer.gatherResults(checks, consumeErrors=True)
         d.addCallbacks(decided, failed).addErrback(
             lambda failure: self._complain("cluster: could not handle a message from {origin}: {reason!r}",
                                            origin=origin, reason=failure.value)
@@ -1245,10 +1254,7 @@ class RedisChatBus:
         elif mine:
             return
         elif kind == "r":
-            self._roomState(event[1]).addErrback(
-                lambda failure: self._complain("cluster: could not read the state of {room}: {reason}",
-                                               room=event[1], reason=failure.getErrorMessage())
-            )
+            pass  # read from Redis (and taken) before this message was delivered
         elif kind in _ROOM_CHANGES:
             _, room, when, nick, face, *rest = event
             actor = Who(nick, face)

@@ -81,7 +81,7 @@ class ModerationCommands:
         words = _words(rest)
         if len(words) > 1:
             raise ChatError("usage: /names [#room]", RefusalCode.USAGE)
-        self.reply(moderatorOf(self).names(self, words[0] if words else None))
+        self.answer(moderatorOf(self).names(self, words[0] if words else None), self.reply)
 
     def do_whois(self: Client, rest: str) -> None:
         words = _words(rest)

@@ -345,19 +345,20 @@ class Moderator:
             raise _error(change)
         return self._command(room.name, changed, [change])
 
-    def names(self, member: Member, name: str | None) -> MemberList:
-        """``/names [#room]``: the members of a room with their prefixes (any room on this server)."""
+    def names(self, member: Member, name: str | None) -> defer.Deferred[MemberList]:
+        """``/names [#room]``: the members of a room (any room, on every server) with their prefixes."""
         if name:
             if not validRoom(name):
                 raise _error(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -", RefusalCode.BAD_ROOM)
-            room = self.hub.rooms.get(name)
-            if room is None:
-                return MemberList(name, ())
         else:
-            room = self.roomOf(member, None)
-        state = self.state(room.name)
-        members = sorted((self.membership(state, m) for m in room.members), key=lambda m: m.nick.casefold())
-        return MemberList(room.name, tuple(members))
+            name = self.roomOf(member, None).name
+        room = self.hub.rooms.get(name)
+        local = [m.nick for m in room.members] if room is not None else []
+
+        def listed(nicks: list[str], name: str = name) -> MemberList:
+            return MemberList(name, self.memberships(name, sorted(nicks, key=str.casefold)))
+
+        return self.hub.bus.names(name, local).addCallback(listed)
 
     def whois(self, member: Member, nick: str) -> WhoisReply:
         target = self.hub.nicks.get(nick.casefold())
