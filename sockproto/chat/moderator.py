@@ -10,6 +10,11 @@ joined, left, changed its nick; a room is gone) and it answers by raising
 the state of the rooms that exist, and of the rooms worth remembering once
 empty (a topic, modes, bans, verified owners), in the history database when
 there is one, so they outlive restarts.
+
+Every change of a room goes through the hub's bus (``roomChanged``): a
+server alone makes it at once; a cluster makes it in Redis only if the
+room's state is still the version this server knows, and the other servers
+take the new state from there (:mod:`sockproto.chat.cluster`).
 """
 
 from __future__ import annotations
