@@ -486,3 +486,44 @@ class BoundTests(LineModerationCase):
         self.say(alice, ta, "/join #a", "/part")
         self.assertNotIn("#a", self.factory.moderator.states)
         self.assertEqual(self.factory.moderator.kept, {})
+
+
+class SeveralRoomsTests(LineModerationCase):
+    """Members in several rooms at once (the IRC face): the rooms' rules hold on every way in and out."""
+
+    def ircMember(self, nick):
+        from sockproto.chat.lineface import LineFace
+        from tests.test_chat import FakeMember
+
+        class IrcLikeFace(LineFace):
+            name = "irc"
+
+        member = FakeMember()
+        member.face = IrcLikeFace()
+        self.hub.enter(member)
+        self.hub.changeNick(member, nick)
+        self.hub.part(member, "#lobby")
+        self.clock.advance(0)
+        member.lines()
+        return member
+
+    def test_joinAlsoAndKick(self):
+        from sockproto.chat.hub import ChatError
+
+        alice, ta = self.client("alice")
+        self.say(alice, ta, "/join #dev", "/ban ircy")
+        ircy = self.ircMember("ircy")
+        with self.assertRaisesRegex(ChatError, r"you are banned from #dev \(\+b\)"):
+            self.hub.joinAlso(ircy, "#dev")
+        self.say(alice, ta, "/unban ircy")
+        self.hub.joinAlso(ircy, "#ops")
+        self.hub.joinAlso(ircy, "#dev")
+        self.clock.advance(0)
+        self.assertTrue(self.factory.moderator.states["#ops"].isOperator(self.factory.moderator.actor(ircy)))
+        self.output(ta)
+        self.assertEqual(self.say(alice, ta, "/kick ircy off"), ["*** ircy was kicked from #dev by alice (off)"])
+        self.assertIn("*** ircy was kicked from #dev by alice (off)", ircy.lines())
+        self.assertEqual([room.name for room in self.hub.roomsOf(ircy)], ["#ops"])
+        # A guest operator leaving a room of several leaves its status there.
+        self.hub.part(ircy, "#ops")
+        self.assertNotIn("#ops", self.factory.moderator.states)

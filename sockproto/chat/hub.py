@@ -220,6 +220,7 @@ class ChatHub:
         del self.extraRooms[member]
         for room in rooms:
             room.remove(member)
+            self.rules.left(member, room)
         member.room = None
         if not self.closing:  # nor in big rooms
             now = self.clock.seconds()
@@ -410,7 +411,7 @@ class ChatHub:
             return None
         return room
 
-    def joinAlso(self, member: Member, name: str, history: bool = True) -> defer.Deferred[None]:
+    def joinAlso(self, member: Member, name: str, history: bool = True, key: str | None = None) -> defer.Deferred[None]:
         """
         ``member`` enters ``name`` and stays in its other rooms (IRC's
         ``JOIN``); the first room it enters is its ``room``.  ``history``:
@@ -421,6 +422,7 @@ class ChatHub:
             raise ChatError(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -", RefusalCode.BAD_ROOM)
         if self.inRoom(member, name) is not None:
             raise ChatError(f"you are already in {name}", RefusalCode.ALREADY_IN_ROOM)
+        self.rules.checkJoin(member, name, key)
         if member.room is None:
             allowed = self.bus.moveTo(member, name, self.maxRooms)
         else:
@@ -444,22 +446,25 @@ class ChatHub:
                 self._notice(room, event)
             else:
                 self.tell(member, event)  # the newcomer alone
+            self.rules.joined(member, room)
             if history:
                 self.replay(member, self.historyOnJoin, quiet=True, name=name)
 
         return settled(allowed.addCallback(entered))
 
-    def part(self, member: Member, name: str, reason: str = "") -> None:
+    def part(self, member: Member, name: str, reason: str = "", kick: Kicked | None = None) -> None:
         """
         ``member`` leaves ``name`` and stays in its other rooms (IRC's
         ``PART``); leaving its ``room``, the next room it joined becomes its
-        ``room`` (or none).
+        ``room`` (or none).  With ``kick``, it was kicked out: the room and
+        the member are told that instead.
         """
         room = self.inRoom(member, name)
         if room is None:
             raise ChatError(f"you are not in {name}", RefusalCode.NOT_IN_ROOM)
         self._flushRoom(room)
         room.remove(member)
+        self.rules.left(member, room)
         extra = self.extraRooms.get(member)
         if room is member.room:
             if extra:
@@ -476,6 +481,11 @@ class ChatHub:
             del extra[room]
         if extra is not None and not extra:
             del self.extraRooms[member]
+        if kick is not None:
+            self._post(room, kick)  # a kick is told, whatever the room's size
+            self.tell(member, kick)
+            self._forget(room)
+            return
         event = Parted(room.name, who(member), self.clock.seconds(), reason)
         if self.announces(room, len(room.members) + 1):
             self._notice(room, event)

@@ -41,7 +41,7 @@ from sockproto.chat.events import (
     Who,
     WhoisReply,
 )
-from sockproto.chat.hub import LOBBY, ChatError, ChatHub, Member, Room, settled, who
+from sockproto.chat.hub import LOBBY, ChatError, ChatHub, Member, Room, faceOf, settled, who
 from sockproto.chat.moderation import MAX_TOPIC, Actor, Problem, RoomState
 from sockproto.chat.text import clean, validRoom
 
@@ -315,19 +315,20 @@ class Moderator:
         state = self.states.get(room.name)
         if state is None or not (state.bans or "m" in state.flags):
             return  # the common case, on every message's path: nothing to check
-        problem = state.maySpeak(self.actor(member), member.room is room)
+        problem = state.maySpeak(self.actor(member), member in room.members)
         if problem is not None:
             raise _error(problem)
 
     # -- commands ---------------------------------------------------------------------------
 
     def roomOf(self, member: Member, name: str | None) -> Room:
-        """The room a command is about: ``name``, which must be ``member``'s room, or its room."""
+        """The room a command is about: ``name``, which ``member`` must be in (IRC: one of several), or its room."""
         room = member.room
         if name is not None and name != "":
             if not validRoom(name):
                 raise _error(f"bad room name {name!r}: use # and 1 to 32 of a-z 0-9 _ -", RefusalCode.BAD_ROOM)
-            if room is None or room.name != name:
+            room = self.hub.inRoom(member, name)
+            if room is None:
                 raise _error(f"you are not in {name}", RefusalCode.NOT_IN_ROOM)
         if room is None:
             raise _error("you are not in a room", RefusalCode.NOT_IN_ROOM)
@@ -403,13 +404,13 @@ class Moderator:
             )
         target = self.hub.nicks.get(nick.casefold())
         if target is not None or not self.hub.bus.clustered:
-            self._kick(member, room, target, nick, reason, target is not None and target.room is room)
+            self._kick(member, room, target, nick, reason, target is not None and target in room.members)
             return defer.succeed(None)
 
         # A member of another server, perhaps: the room's members everywhere say.
         def listed(names: list[str]) -> None:
             holder = next((name for name in names if name.casefold() == nick.casefold()), None)
-            if member.room is room:
+            if member in room.members:
                 self._kick(member, room, None, holder or nick, reason, holder is not None)
 
         return settled(self.hub.bus.names(room.name, []).addCallback(listed))
@@ -421,19 +422,25 @@ class Moderator:
         if isinstance(kick, str):
             raise _error(kick)
         if target is not None:
-            self.hub.tell(target, kick)
-            self.hub.join(target, LOBBY, departure=kick)
+            self._remove(target, room, kick)
         else:
             self.hub.roomEvent(room, kick)
         self.hub.bus.roomEvent(kick)
+
+    def _remove(self, target: Member, room: Room, kick: Kicked) -> None:
+        """``target`` is kicked out of ``room``: to #lobby if it was its one room (line, web), else out of it (IRC)."""
+        if room is target.room and faceOf(target).name != "irc":
+            self.hub.tell(target, kick)
+            self.hub.join(target, LOBBY, departure=kick)
+        else:
+            self.hub.part(target, room.name, kick=kick)
 
     def remoteKick(self, kick: Kicked) -> None:
         """A kick on another server of the cluster: if the one kicked is here, it goes to #lobby."""
         target = self.hub.nicks.get(kick.nick.casefold())
         room = self.hub.rooms.get(kick.room)
-        if target is not None and room is not None and target.room is room:
-            self.hub.tell(target, kick)
-            self.hub.join(target, LOBBY, departure=kick)
+        if target is not None and room is not None and target in room.members:
+            self._remove(target, room, kick)
         elif room is not None:
             self.hub.roomEvent(room, kick)
 
@@ -452,7 +459,7 @@ class Moderator:
         if target is None or target not in self.hub.present:
             raise _error(f"no such nickname: {nick}", RefusalCode.NO_SUCH_NICK)
         changed = self.state(room.name).copy()
-        problem = changed.invite(self.actor(member), True, target.nick, target.room is room)
+        problem = changed.invite(self.actor(member), True, target.nick, target in room.members)
         if problem is not None:
             raise _error(problem)
 
@@ -471,7 +478,7 @@ class Moderator:
             local = [m.nick for m in room.members]
 
             def listed(names: list[str]) -> defer.Deferred[None]:
-                if member.room is not room:
+                if member not in room.members:
                     return defer.succeed(None)
                 return self._mode(member, room, modes, arguments, names)
 
