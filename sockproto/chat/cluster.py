@@ -24,6 +24,7 @@ import os
 import re
 import socket
 from collections import deque
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task
@@ -89,279 +90,31 @@ LINK_LOST = "link to the other servers lost; messages reach this server only"
 LINK_RESTORED = "link restored"
 
 
+def lua(name: str) -> str:
+    """The Lua script ``name`` of the cluster, kept as package data (``sockproto/chat/lua/NAME.lua``)."""
+    return resources.files("sockproto.chat").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
 def defaultNodeName() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-# Helpers shared by the scripts.  ARGV[1] is the key prefix, ARGV[2] this
-# server's name.  Hashes: nicks (casefolded nick -> "node<TAB>nick<TAB>0|1",
-# 1 for a verified name), room:<room> ("node<TAB>key" -> nick), node:<node>
-# (key -> room); sets: rooms, nodes, histories.
-_LIBRARY = """
-local P, node = ARGV[1], ARGV[2]
-local LOBBY = 'LOBBY_NAME'
-local function holder(key)
-  local v = redis.call('HGET', P .. 'nicks', key)
-  if not v then return nil end
-  local n, nick, flag = string.match(v, '^(.-)\\t(.-)\\t(.*)$')
-  return n, nick, flag
-end
-local function place(n, key, nick, room)
-  redis.call('HSET', P .. 'node:' .. n, key, room)
-  redis.call('HSET', P .. 'room:' .. room, n .. '\\t' .. key, nick)
-  redis.call('SADD', P .. 'rooms', room)
-end
-local function unplace(n, key, room)
-  if room == nil or room == '' then return end
-  redis.call('HDEL', P .. 'room:' .. room, n .. '\\t' .. key)
-  if room ~= LOBBY and redis.call('HLEN', P .. 'room:' .. room) == 0 then
-    redis.call('SREM', P .. 'rooms', room)
-  end
-end
-local function guest()
-  while true do
-    local nick = 'guest' .. redis.call('INCR', P .. 'guests')
-    if redis.call('HSETNX', P .. 'nicks', nick, node .. '\\t' .. nick .. '\\t0') == 1 then return nick end
-  end
-end
-local function publish(events)
-  redis.call('PUBLISH', P .. 'events', '\\n' .. cjson.encode({n = node, t = 0, e = events}))
-end
-""".replace("LOBBY_NAME", LOBBY)
-
-# For the scripts that publish what a user said: true once Redis's clock has
-# passed a deadline (ms), after which the sender may have been told it was
-# lost, so it must not be published any more.
-_DEADLINE = """
-local function late(deadline)
-  if redis.replicate_commands then redis.replicate_commands() end  -- TIME before writes (Redis < 5)
-  local now = redis.call('TIME')
-  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(deadline)
-end
-"""
-
-# ARGV: prefix, node, key, nick ('' for a guest), room.  Returns {nick, new
-# name of this server's guest that held the name, or ''}, or nil when a
-# verified user holds the name already.
-_ENTER = Script(_LIBRARY + """
-local key, nick, room = ARGV[3], ARGV[4], ARGV[5]
-local moved = ''
-if nick == '' then
-  nick = guest()
-  key = nick
-else
-  local n, _, flag = holder(key)
-  if n then
-    if flag == '1' then return nil end
-    -- A guest holds a verified name: the name goes to its user, the guest gets a new one.
-    if n ~= node then
-      publish({{'x', n, key}})
-    else
-      moved = guest()
-      local was = redis.call('HGET', P .. 'node:' .. node, key)
-      redis.call('HDEL', P .. 'node:' .. node, key)
-      if was then
-        unplace(node, key, was)
-        place(node, moved, moved, was)
-      end
-    end
-  end
-  redis.call('HSET', P .. 'nicks', key, node .. '\\t' .. nick .. '\\t1')
-end
-place(node, key, nick, room)
-return {nick, moved}
-""")
-
-# ARGV: prefix, node, old key, new key, new nick ('' for a new guest name), room.  Returns the nick or nil.
-_RENAME = Script(_LIBRARY + """
-local old, key, nick, room = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if nick == '' then
-  nick = guest()
-  key = nick
-else
-  local n = holder(key)
-  if n and (key ~= old or n ~= node) then return nil end
-  redis.call('HSET', P .. 'nicks', key, node .. '\\t' .. nick .. '\\t0')
-end
-local placed = redis.call('HGET', P .. 'node:' .. node, old)
-if key ~= old then
-  if holder(old) == node then redis.call('HDEL', P .. 'nicks', old) end
-  redis.call('HDEL', P .. 'node:' .. node, old)
-end
--- Placed elsewhere than the room said (an IRC member enters in no room): left too.
-if placed and placed ~= room then unplace(node, old, placed) end
-unplace(node, old, room)
-if room ~= '' then place(node, key, nick, room) end
-return nick
-""")
-
-# ARGV: prefix, node, key, nick, old room, new room, most rooms.  Returns 1, or 0 for too many rooms.
-_MOVE = Script(_LIBRARY + """
-local key, nick, old, new = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if redis.call('SISMEMBER', P .. 'rooms', new) == 0 and redis.call('SCARD', P .. 'rooms') >= tonumber(ARGV[7]) then
-  return 0
-end
--- Where this server placed the member last is the truth (an IRC member enters in no room,
--- and parts rooms without moving): the old room said and that one are both left.
-local placed = redis.call('HGET', P .. 'node:' .. node, key)
-if placed and placed ~= old then unplace(node, key, placed) end
-unplace(node, key, old)
-place(node, key, nick, new)
-return 1
-""")
-
-# ARGV: prefix, node, key, room.
-_RELEASE = Script(_LIBRARY + """
-local key, room = ARGV[3], ARGV[4]
-local placed = redis.call('HGET', P .. 'node:' .. node, key)
-if holder(key) == node then redis.call('HDEL', P .. 'nicks', key) end
-redis.call('HDEL', P .. 'node:' .. node, key)
-if placed and placed ~= room then unplace(node, key, placed) end
-unplace(node, key, room)
-return 1
-""")
-
-# ARGV: prefix, node, stream length, deadline (ms, Redis's clock), payload,
-# then (room, entry) pairs: each entry goes into its room's stream, and the
-# payload is published with their stream ids in front, in the same atomic
-# step; nothing when the deadline has passed (returns false).
-_PUBLISH = Script(_LIBRARY + _DEADLINE + """
-if late(ARGV[4]) then return false end
-local ids = {}
-for i = 6, #ARGV, 2 do
-  ids[#ids + 1] = redis.call('XADD', P .. 'history:' .. ARGV[i], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[i + 1])
-  redis.call('SADD', P .. 'histories', ARGV[i])
-end
-return redis.call('PUBLISH', P .. 'events', table.concat(ids, ',') .. '\\n' .. ARGV[5])
-""")
-
-# ARGV: prefix, node, key, the server that holds it, deadline (ms, Redis's
-# clock), payload.  Returns the holder's nick; nil when that server does not
-# hold the name (any more); 0 when the deadline has passed (nothing sent).
-_PRIVATE = Script(_LIBRARY + _DEADLINE + """
-local n, nick = holder(ARGV[3])
-if n ~= ARGV[4] then return nil end
-if late(ARGV[5]) then return 0 end
-redis.call('PUBLISH', P .. 'events', '\\n' .. ARGV[6])
-return nick
-""")
-
-# ARGV: prefix, node, token, ttl in ms.  Returns 0 when another live server
-# has this name, 2 when this server had no heartbeat (new, or taken for gone
-# after a stall), else 1.
-_HEARTBEAT = Script(_LIBRARY + """
-local current = redis.call('GET', P .. 'alive:' .. node)
-if current and current ~= ARGV[3] then return 0 end
-redis.call('SET', P .. 'alive:' .. node, ARGV[3], 'PX', ARGV[4])
-redis.call('SADD', P .. 'nodes', node)
-if current then return 1 end
-return 2
-""")
-
-# ARGV: prefix, node, reason, and optionally one server's name: that server
-# (else every server whose heartbeat has expired) is removed, and a 'g'
-# event tells the others who left.  Each call also looks at a slice of the
-# names (PREFIXreaping keeps the place): a name held by a server without a
-# heartbeat (one that never had one, written by anyone who may write the
-# keys) is freed the same way.  Returns the servers of the cluster.
-_REAP = Script(_LIBRARY + """
-local gone, seen = {}, {}
-if ARGV[4] then
-  gone = {ARGV[4]}
-  redis.call('DEL', P .. 'alive:' .. ARGV[4])
-else
-  if redis.replicate_commands then redis.replicate_commands() end  -- HSCAN before writes (Redis < 5)
-  for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-    if redis.call('EXISTS', P .. 'alive:' .. n) == 0 then
-      gone[#gone + 1] = n
-      seen[n] = true
-    end
-  end
-  local scan = redis.call('HSCAN', P .. 'nicks', redis.call('GET', P .. 'reaping') or '0', 'COUNT', 100)
-  redis.call('SET', P .. 'reaping', scan[1])
-  for i = 1, #scan[2], 2 do
-    local n = string.match(scan[2][i + 1], '^(.-)\\t')
-    if not n or redis.call('EXISTS', P .. 'alive:' .. n) == 0 then
-      redis.call('HDEL', P .. 'nicks', scan[2][i])
-      if n and not seen[n] then
-        gone[#gone + 1] = n
-        seen[n] = true
-      end
-    end
-  end
-end
-for _, n in ipairs(gone) do
-  local members = {}
-  local placed = redis.call('HGETALL', P .. 'node:' .. n)
-  for i = 1, #placed, 2 do
-    local key, room = placed[i], placed[i + 1]
-    local h, nick = holder(key)
-    if h == n then redis.call('HDEL', P .. 'nicks', key) end
-    nick = redis.call('HGET', P .. 'room:' .. room, n .. '\\t' .. key) or nick or key
-    unplace(n, key, room)
-    members[#members + 1] = {nick, room}
-  end
-  redis.call('DEL', P .. 'node:' .. n)
-  if redis.call('SREM', P .. 'nodes', n) == 1 or #members > 0 then
-    publish({{'g', n, members, ARGV[3]}})
-  end
-end
-return redis.call('SMEMBERS', P .. 'nodes')
-""")
-
-# ARGV: prefix, node, then (key, nick, flag, room) for every member here:
-# after a lost link, this server's names and places are claimed again.
-# Returns the keys another server took meanwhile.
-_REGISTER = Script(_LIBRARY + """
-local placed = redis.call('HGETALL', P .. 'node:' .. node)
-for i = 1, #placed, 2 do
-  if holder(placed[i]) == node then redis.call('HDEL', P .. 'nicks', placed[i]) end
-  unplace(node, placed[i], placed[i + 1])
-end
-redis.call('DEL', P .. 'node:' .. node)
-local lost = {}
-for i = 3, #ARGV, 4 do
-  local key, nick, flag, room = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if holder(key) then
-    lost[#lost + 1] = key
-  else
-    redis.call('HSET', P .. 'nicks', key, node .. '\\t' .. nick .. '\\t' .. flag)
-    if room ~= '' then place(node, key, nick, room) end
-  end
-end
-return lost
-""")
-
-_ROOMS = Script(_LIBRARY + """
-local out = {}
-for _, room in ipairs(redis.call('SMEMBERS', P .. 'rooms')) do
-  out[#out + 1] = room
-  out[#out + 1] = redis.call('HLEN', P .. 'room:' .. room)
-end
-return out
-""")
-
-
-# ARGV: prefix, node, room, the version of its state this server knows, the
-# new state (JSON).  The state changes only if it is still that version:
-# returns {1, the new version}; else {0, the current version, the current
-# state or ''} and nothing changes.  A change is published as an "r" event
-# (room, version): the others read the state from Redis, so the event needs
-# no signature and says nothing that could be forged.
-_ROOMSTATE = Script(_LIBRARY + """
-local room, expected, state = ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local current = redis.call('HGET', P .. 'roomstates', room)
-local version, was = 0, ''
-if current then
-  local tab = string.find(current, '\t', 1, true)
-  version, was = tonumber(string.sub(current, 1, tab - 1)), string.sub(current, tab + 1)
-end
-if version ~= expected then return {0, version, was} end
-version = version + 1
-redis.call('HSET', P .. 'roomstates', room, version .. '\t' .. state)
-publish({{'r', room, version}})
-return {1, version}
-""")
+# The scripts that decide what spans the servers are Lua, kept as package data
+# in sockproto/chat/lua/ (each file says what it takes and returns), loaded
+# once; every one begins with the helpers of library.lua.
+_LIBRARY = lua("library").replace("LOBBY_NAME", LOBBY)
+_DEADLINE = lua("deadline")
+_ENTER = Script(_LIBRARY + lua("enter"))
+_RENAME = Script(_LIBRARY + lua("rename"))
+_MOVE = Script(_LIBRARY + lua("move"))
+_RELEASE = Script(_LIBRARY + lua("release"))
+_PUBLISH = Script(_LIBRARY + _DEADLINE + lua("publish"))
+_PRIVATE = Script(_LIBRARY + _DEADLINE + lua("private"))
+_HEARTBEAT = Script(_LIBRARY + lua("heartbeat"))
+_REAP = Script(_LIBRARY + lua("reap"))
+_REGISTER = Script(_LIBRARY + lua("register"))
+_ROOMS = Script(_LIBRARY + lua("rooms"))
+_ROOMSTATE = Script(_LIBRARY + lua("roomstate"))
 
 SCRIPTS = (_ENTER, _RENAME, _MOVE, _RELEASE, _PUBLISH, _PRIVATE, _HEARTBEAT, _REAP, _REGISTER, _ROOMS, _ROOMSTATE)
 
