@@ -50,6 +50,7 @@ from sockproto.chat.lineface import LineFace
 from sockproto.chat.protocol import ChatFactory
 from sockproto.chat.web import (
     LIST_PIECE,
+    NOT_UNICODE,
     REFRESH_DELAY,
     WebChatFactory,
     WebFace,
@@ -314,6 +315,35 @@ class WebChatProtocolTests(unittest.TestCase):
         members = [e for e in browser.events() if e["type"] == "members"]
         self.assertEqual(members, [{"type": "members", "room": "#elsewhere", "nicks": [browser.protocol.chat.nick]}])
 
+    def test_aLoneSurrogateIsRefusedAndTheSocketStays(self) -> None:
+        """
+        JSON may escape a lone surrogate ("\\ud800"), which no UTF-8 holds: each
+        string the page sends into the chat (say, login, an unknown type) gets
+        an error event, not a dropped connection and a logged traceback.
+        """
+        logged: list[dict] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        browser, _ = self.load()
+        for message in (
+            rb'{"type":"say","text":"a\ud800b"}',
+            rb'{"type":"login","name":"a\udfff","password":"x"}',
+            rb'{"type":"login","name":"a","password":"\udc00"}',
+            rb'{"type":"\ud800"}',
+        ):
+            data = maskedFrame(message)
+            browser.protocol.dataReceived(data)  # whole, then a byte at a time
+            for i in range(len(data)):
+                browser.protocol.dataReceived(data[i : i + 1])
+            errors = [event for event in browser.events() if event["type"] == "error"]
+            self.assertEqual(len(errors), 2, (message, errors))
+            self.assertFalse(browser.transport.disconnecting, message)
+            self.assertTrue(errors[0]["text"] == NOT_UNICODE or "unknown message type" in errors[0]["text"], errors)
+        self.assertEqual([e for e in logged if e.get("log_level") is not None and e["log_level"].name != "debug"], [])
+        # Still a chat client: what comes next is said.
+        browser.protocol.dataReceived(maskedFrame(b'{"type":"say","text":"/nick still_here"}'))
+        self.assertEqual(browser.protocol.chat.nick, "still_here")
+
     def test_aBrowserThatDoesNotReadABigRoomsListsIsDropped(self) -> None:
         """The member lists count against --max-output-buffer like the rest: a browser that does not read goes."""
         self.web.chatFactory.maxOutputBuffer = 100_000
@@ -372,6 +402,19 @@ def upgradeRequest(host: str = "127.0.0.1:8000", origin: str | None = None) -> b
         f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
     ).encode()
+
+
+def maskedFrame(payload: bytes) -> bytes:
+    """A browser's text message of any size, in one masked frame."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    if len(payload) < 126:
+        head = struct.pack("!BB", 0x81, 0x80 | len(payload))
+    elif len(payload) < 65536:
+        head = struct.pack("!BBH", 0x81, 0x80 | 126, len(payload))
+    else:
+        head = struct.pack("!BBQ", 0x81, 0x80 | 127, len(payload))
+    return head + mask + masked
 
 
 def clientFrame(opcode: int, payload: bytes, fin: bool = True) -> bytes:

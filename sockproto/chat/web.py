@@ -182,6 +182,7 @@ class WebFace:
 
 _HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?")
 NOT_A_MESSAGE = 'not a chat message: send JSON like {"type": "say", "text": "hi"}'
+NOT_UNICODE = "not valid Unicode: the text holds a lone surrogate (a \\ud800-\\udfff escape without its pair)"
 
 
 def hostName(header: bytes | None) -> str | None:
@@ -366,17 +367,28 @@ class WebChatProtocol(WebSocketServerProtocol):
         if kind == "say" and isinstance(message.get("text"), str):
             # One message is one line, whatever it holds.
             line = message["text"].replace("\r", " ").replace("\n", " ")
-            chat.dataReceived(line.encode("utf-8") + b"\n")
+            self.toChat(chat, line + "\n")
         elif kind == "login" and isinstance(message.get("name"), str) and isinstance(message.get("password"), str):
             name = message["name"].replace(" ", "")
             password = message["password"].replace("\r", "").replace("\n", "")
-            chat.dataReceived(f"/login {name} {password}\n".encode())
+            self.toChat(chat, f"/login {name} {password}\n")
         elif kind == "members":
             self.refreshMembers()
         elif kind == "rooms":
             self.refreshRooms()
         else:
+            # (repr escapes a lone surrogate, which the event could not carry.)
             self.event({"type": "error", "text": f"unknown message type {kind[:32]!r}"})
+
+    def toChat(self, chat: ChatProtocol, line: str) -> None:
+        """A line from the browser's JSON to the chat, unless it is not Unicode the chat can take."""
+        try:
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON's "\ud800" is a lone surrogate: valid JSON, but no text UTF-8 (or a line client) can hold.
+            self.event({"type": "error", "text": NOT_UNICODE})
+            return
+        chat.dataReceived(data)
 
     def onPing(self, payload: bytes) -> None:
         # A pong is output too: a browser that pings and never reads is a slow consumer.
