@@ -56,6 +56,7 @@ from sockproto.chat.web import (
     WebFace,
     hostName,
     inPieces,
+    messageLimit,
     readMessage,
     refreshDelay,
     webSite,
@@ -343,6 +344,44 @@ class WebChatProtocolTests(unittest.TestCase):
         # Still a chat client: what comes next is said.
         browser.protocol.dataReceived(maskedFrame(b'{"type":"say","text":"/nick still_here"}'))
         self.assertEqual(browser.protocol.chat.nick, "still_here")
+
+    def test_aLongLineInAnyScriptGetsTheChatsOwnRefusal(self) -> None:
+        """
+        The page's input takes 2,000 characters; 1,200 of "中" are 3,600 bytes,
+        over --max-line-length (512 here): the chat's error event, the page
+        told the limit, and the connection stays.
+        """
+        browser, found = self.load()
+        self.assertIn({"type": "limits", "line": 512}, found)
+        for text in ("中" * 1200, "😀" * 2000, "\x01" * 2000):
+            data = maskedFrame(json.dumps({"type": "say", "text": text}).encode())
+            browser.protocol.dataReceived(data)  # whole, then a byte at a time
+            for i in range(len(data)):
+                browser.protocol.dataReceived(data[i : i + 1])
+            errors = [event for event in browser.events() if event["type"] == "error"]
+            self.assertEqual([error["code"] for error in errors], ["line-too-long"] * 2, errors)
+            self.assertFalse(browser.transport.disconnecting)
+        browser.protocol.dataReceived(maskedFrame(b'{"type":"say","text":"/nick still_here"}'))
+        self.assertEqual(browser.protocol.chat.nick, "still_here")
+
+    def test_autobahnsOwnFailuresAreOneLineAMinute(self) -> None:
+        """Messages over the WebSocket limit drop the connection; what autobahn says of it: a line a minute."""
+        logged: list[dict] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        tooBig = maskedFrame(b"x" * (messageLimit(512) + 1))
+        for round in range(2):
+            for port in range(5):
+                browser = Browser(self.web, 41000 + port)
+                browser.protocol.dataReceived(tooBig)
+                self.assertTrue(browser.transport.disconnecting)
+                browser.protocol.connectionLost(Failure(ConnectionDone()))
+            said = [e for e in logged if e.get("log_namespace", "").startswith("sockproto.chat.web")
+                    or "WebSocket" in e.get("log_format", "")]
+            self.assertEqual(len(said), 1 + round, said)
+            self.clock.advance(60)
+        self.assertIn("exceeds payload limit", said[0]["what"])
+        self.assertEqual(said[1]["unsaid"], 9)  # the first round: two lines each, one said, nine not
 
     def test_aBrowserThatDoesNotReadABigRoomsListsIsDropped(self) -> None:
         """The member lists count against --max-output-buffer like the rest: a browser that does not read goes."""

@@ -70,6 +70,20 @@ REFRESH_DELAY = 0.05
 REFRESH_MAX_DELAY = 3.0
 
 
+#: The least a browser's WebSocket message may hold (autobahn's limit, which drops the connection):
+#: far above what the longest line can take (--max-line-length), so a line too long gets the chat's own ``error``.
+MIN_MESSAGE_LIMIT = 64 * 1024
+
+
+def messageLimit(maxLineLength: int) -> int:
+    """
+    Bytes a browser's message may hold: twice what a line of ``maxLineLength``
+    bytes can take in JSON (each byte of UTF-8 at most 6, ``\\u0001``, and the
+    message's other fields), at least MIN_MESSAGE_LIMIT.
+    """
+    return max(MIN_MESSAGE_LIMIT, 2 * (maxLineLength * 6 + 256))
+
+
 def refreshDelay(members: int) -> float:
     """How long a member list waits after a join or leave in a room of ``members``: 1 s for a thousand."""
     return min(REFRESH_DELAY * (1 + members // 50), REFRESH_MAX_DELAY)
@@ -223,6 +237,37 @@ def readMessage(payload: bytes) -> dict[str, Any]:
     return message
 
 
+class WebSocketLog:
+    """
+    autobahn's logger for the chat's WebSockets.  Its warnings and errors (a
+    message over the limit, a protocol violation, the dropped connection that
+    follows) are one line a minute, with how many went unsaid: any browser or
+    script can cause them at will.  Its debug lines are dropped, as txaio's
+    default level drops them.
+    """
+
+    def __init__(self, clock: interfaces.IReactorTime) -> None:
+        self.clock = clock
+        self.episodes = Episodes()
+
+    def debug(self, message: str, **kwargs: Any) -> None:
+        pass
+
+    trace = debug
+
+    def warn(self, message: str, **kwargs: Any) -> None:
+        unsaid = self.episodes.due("websocket", self.clock.seconds())
+        if unsaid is None:
+            return
+        try:
+            what = message.format(**kwargs)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            what = message
+        log.info("chat-web: {what} ({unsaid} more such lines since the last)", what=what[:300], unsaid=unsaid)
+
+    info = error = critical = warn
+
+
 @implementer(interfaces.ITransport, interfaces.IConsumer, interfaces.IPushProducer)
 class WebTransport:
     """The transport of a browser user's ChatProtocol: output becomes events on the WebSocket."""
@@ -298,6 +343,10 @@ class WebChatProtocol(WebSocketServerProtocol):
     messagesIn = 0
     readDeadline: Any = None
 
+    @property
+    def log(self) -> WebSocketLog:  # autobahn's own lines: through the factory's limit of one a minute
+        return self.factory.webSocketLog
+
     def onConnect(self, request: Any) -> None:
         host = request.headers.get("host", "")  # request.host has no port
         if not self.factory.originAllowed(request.origin, host, self.isSecure()):
@@ -313,6 +362,8 @@ class WebChatProtocol(WebSocketServerProtocol):
         self.http_response_data = ""
         self.http_headers = {}
         chatFactory = self.factory.chatFactory
+        # The page checks a line's length before sending it (a longer one gets the chat's error).
+        self.event({"type": "limits", "line": chatFactory.maxLineLength})
         transport: Any = self.transport
         chat = chatFactory.buildProtocol(transport.getPeer())
         chat.face = self.factory.face
@@ -503,10 +554,13 @@ class WebChatFactory(WebSocketServerFactory):
         #: How the hub's events are shown to this factory's browsers.
         self.face = WebFace(self.frame)
         self.origins = {origin.rstrip("/").lower() for origin in origins}
-        # A message holds one line: the chat's longest line, with room for JSON escapes.
+        #: What autobahn says about these WebSockets: one line a minute.
+        self.webSocketLog = WebSocketLog(chatFactory.clock)
+        # A message holds one line: room for far more than the chat's longest line, which
+        # refuses a longer one with an error event; a bigger message drops the connection.
         self.setProtocolOptions(
-            maxMessagePayloadSize=chatFactory.maxLineLength * 6 + 256,
-            maxFramePayloadSize=chatFactory.maxLineLength * 6 + 256,
+            maxMessagePayloadSize=messageLimit(chatFactory.maxLineLength),
+            maxFramePayloadSize=messageLimit(chatFactory.maxLineLength),
             autoPingInterval=PING_INTERVAL,
             autoPingTimeout=PING_TIMEOUT,
         )

@@ -6,6 +6,9 @@
   const $ = (id) => document.getElementById(id);
   const messages = $("messages"), say = $("say"), status = $("status");
   let socket = null, me = "", room = "", lastLine = "", retry = 0, everConnected = false;
+  // The server's --max-line-length in bytes of UTF-8 (its "limits" event says); a longer line is not sent.
+  let maxLineBytes = 512;
+  const utf8 = new TextEncoder();
 
   function nickColour(nick) {
     let hash = 0;
@@ -69,6 +72,9 @@
         break;
       case "error":
         add("error", [["text", event.text]]);
+        break;
+      case "limits":
+        if (event.line > 0) maxLineBytes = event.line;
         break;
       case "history":
         add("notice", [["text", `last ${counted(event.entries.length, "message")} in ${event.room}:`]]);
@@ -152,6 +158,12 @@
     e.preventDefault();
     const text = say.value;
     if (!text.trim()) return;
+    // Bytes, not characters: 200 of "中" are 600 bytes.  Kept in the input, to shorten.
+    const bytes = utf8.encode(text).length;
+    if (bytes > maxLineBytes) {
+      add("error", [["text", `line too long (${bytes} bytes in UTF-8, at most ${maxLineBytes}): not sent`]]);
+      return;
+    }
     if (!send({ type: "say", text })) return;
     lastLine = text;
     // The server never sends a sender its own line back: show it here.
