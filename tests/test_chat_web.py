@@ -353,7 +353,8 @@ class WebChatProtocolTests(unittest.TestCase):
         """
         browser, found = self.load()
         self.assertIn({"type": "limits", "line": 512}, found)
-        for text in ("中" * 1200, "😀" * 2000, "\x01" * 2000):
+        # The most the page's input (2,000 UTF-16 units) can be, escaped as JSON at its most (\\ud83d\\ude00).
+        for text in ("中" * 1200, "😀" * 1000, "\x01" * 2000):
             data = maskedFrame(json.dumps({"type": "say", "text": text}).encode())
             browser.protocol.dataReceived(data)  # whole, then a byte at a time
             for i in range(len(data)):

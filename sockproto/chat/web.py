@@ -71,8 +71,9 @@ REFRESH_MAX_DELAY = 3.0
 
 
 #: The least a browser's WebSocket message may hold (autobahn's limit, which drops the connection):
-#: far above what the longest line can take (--max-line-length), so a line too long gets the chat's own ``error``.
-MIN_MESSAGE_LIMIT = 64 * 1024
+#: above all the page's input can send (2,000 characters, 12,000 bytes as JSON escapes at worst),
+#: so a line too long for --max-line-length gets the chat's own ``error``.
+MIN_MESSAGE_LIMIT = 16 * 1024
 
 
 def messageLimit(maxLineLength: int) -> int:
@@ -263,7 +264,7 @@ class WebSocketLog:
             what = message.format(**kwargs)
         except (KeyError, IndexError, ValueError, AttributeError):
             what = message
-        log.info("chat-web: {what} ({unsaid} more such lines since the last)", what=what[:300], unsaid=unsaid)
+        log.info("chat-web: {what}" + Episodes.unsaidNote(unsaid), what=what[:300], unsaid=unsaid)
 
     info = error = critical = warn
 
