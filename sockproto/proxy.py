@@ -6,6 +6,10 @@ target.  Each side is the other's producer, so a slow reader on one side
 slows the writer on the other and memory stays bounded; a half-close passes
 through.  Both sides are endpoint strings, so it also bridges UNIX to TCP and
 terminates or originates TLS.
+
+TLS cannot half-close in Twisted: when one end half-closes, a TLS connection
+at the other end stays open until its peer has been quiet for ``--linger``
+seconds (the replies to the last request still come back), then closes.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from sockproto.server.connections import ServerFactory, ServerProtocol, setSocke
 from sockproto.server.endpointstrings import endpointErrorText
 from sockproto.server.lifecycle import defaultReactor, standalone
 from sockproto.server.options import ServerOptions, nonNegativeFloat
-from sockproto.server.targets import TLSSettings, clientTarget, halfClose
+from sockproto.server.targets import TLSSettings, canHalfClose, clientTarget, halfClose
 
 log = Logger()
 
@@ -37,6 +41,11 @@ class _Side:
     other: Any = None  # the protocol at the other end
     readClosed = False
     writeClosed = False
+    #: Seconds of quiet from this side's peer before a TLS connection is closed in place of a half-close ...
+    linger = 2.0
+    clock: IReactorTime
+    #: ... and the call that closes it then (None: not lingering).
+    lingering: Any = None
 
     def relay(self, data: bytes) -> None:
         if self.other is not None and self.other.transport is not None:
@@ -46,9 +55,30 @@ class _Side:
         # This side will send no more: tell the other side the same.
         self.readClosed = True
         if self.other is not None and self.other.transport is not None:
-            halfClose(self.other.transport)
+            self.other.endOfInput()
         if self.writeClosed:
             self.transport.loseConnection()
+
+    def endOfInput(self) -> None:
+        """
+        Nothing more will be written here: half-close where the transport can;
+        TLS cannot, so it closes once its peer has been quiet for ``linger``
+        seconds: what it still says (the answer to the last request) is relayed.
+        """
+        if canHalfClose(self.transport) or self.linger <= 0:
+            halfClose(self.transport)
+        elif self.lingering is None:
+            self.lingering = self.clock.callLater(self.linger, self.lingerEnded)
+
+    def stillTalking(self) -> None:
+        """This side's peer sent something: its quiet starts again."""
+        if self.lingering is not None:
+            self.lingering.reset(self.linger)
+
+    def lingerEnded(self) -> None:
+        self.lingering = None
+        if self.transport is not None:
+            halfClose(self.transport)
 
     def writeConnectionLost(self) -> None:
         self.writeClosed = True
@@ -63,6 +93,9 @@ class _Side:
         other.transport.registerProducer(self.transport, True)
 
     def unlink(self) -> None:
+        if self.lingering is not None and self.lingering.active():
+            self.lingering.cancel()
+        self.lingering = None
         other, self.other = self.other, None
         if other is None:
             return
@@ -86,6 +119,8 @@ class _TargetSide(_Side, protocol.Protocol):
         other = self.other
         if other is not None:
             other.traffic.bytesOut += len(data)
+        if self.lingering is not None:
+            self.stillTalking()
         self.relay(data)
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -108,6 +143,8 @@ class ProxySide(_Side, ServerProtocol):
         if self.closed:
             target.transport.loseConnection()
             return
+        target.clock = self.clock = self.factory.clock
+        target.linger = self.linger = self.factory.linger
         self.link(target)
         self.transport.resumeProducing()
 
@@ -124,6 +161,8 @@ class ProxySide(_Side, ServerProtocol):
     def dataReceived(self, data: bytes) -> None:
         self.heard = True
         self.traffic.bytesIn += len(data)
+        if self.lingering is not None:
+            self.stillTalking()
         self.relay(data)
 
     def serverStopping(self) -> None:
@@ -143,9 +182,13 @@ class ProxyFactory(ServerFactory):
     protocol = ProxySide
     refusal = b""
 
-    def __init__(self, clock: IReactorTime, target: Any, targetDescription: str, **limits: Any) -> None:
+    def __init__(
+        self, clock: IReactorTime, target: Any, targetDescription: str, linger: float = 2.0, **limits: Any
+    ) -> None:
         ServerFactory.__init__(self, clock, **limits)
         self.target = target
+        #: Seconds a TLS end stays open after the other end half-closed, once its peer is quiet (--linger).
+        self.linger = linger
         self.targetDescription = targetDescription
         #: Builds the target side of every connection; quiet (not a line per connection).
         self.targetFactory = protocol.Factory.forProtocol(_TargetSide)
@@ -168,6 +211,8 @@ class Options(ServerOptions):
         ["cert", None, None, "For a tls: target: a client certificate to present (mutual TLS)."],
         ["key", None, None, "The private key of --cert (default: in the --cert file)."],
         ["connect-timeout", None, 10.0, "Seconds to wait for the target.", nonNegativeFloat],
+        ["linger", None, 2.0, "TLS cannot half-close: when one end half-closes, seconds of quiet from the other "
+         "(TLS) end before closing it, so its last replies still come back (0: close at once).", nonNegativeFloat],
     ]
 
     def postOptions(self) -> None:
@@ -190,7 +235,7 @@ class Options(ServerOptions):
 def buildService(options: Options, reactor: IServerReactor | None = None) -> service.IService:
     reactor = defaultReactor(reactor)
     target = clientTarget(reactor, options["connect"], options.tlsSettings(), options["connect-timeout"] or 10.0)
-    factory = ProxyFactory(reactor, target, options["connect"], **options.limits())
+    factory = ProxyFactory(reactor, target, options["connect"], options["linger"], **options.limits())
     return options.listeningService(factory, reactor)
 
 

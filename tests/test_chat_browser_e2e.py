@@ -177,6 +177,20 @@ class BrowserChatTests(unittest.TestCase):
         self.assertIn("*** bob was kicked from #dev by alice (enough)", line.until("kicked"))
         self.waitFor(driver, lambda d: self.members(d) == ["@alice"])
 
+    def test_aLineTooLongInBytesIsRefusedByThePage(self) -> None:
+        """1,200 of "中" fit the input (2,000 characters) but are 3,600 bytes: the page says so and keeps them."""
+        alice = self.browser()
+        text = "中" * 1200
+        alice.execute_script("document.getElementById('say').value = arguments[0]", text)
+        alice.find_element(By.ID, "say").send_keys(Keys.ENTER)
+        self.waitFor(alice, lambda d: any("line too long (3600 bytes" in m for m in self.messages(d)))
+        self.assertIn("at most 512)", self.messages(alice)[-1])
+        self.assertEqual(alice.find_element(By.ID, "say").get_attribute("value"), text)
+        alice.find_element(By.ID, "say").clear()
+        self.say(alice, "/nick alice")  # still connected, the same user: the next line goes
+        self.waitFor(alice, lambda d: "you are alice" in self.texts(d, "#who")[0])
+        self.assertFalse(any("connection lost" in m for m in self.messages(alice)), self.messages(alice))
+
     def test_afterLoadInARoomWithHistory(self) -> None:
         """
         Right after the page loads in a room with history: the Members and

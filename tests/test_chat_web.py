@@ -50,11 +50,13 @@ from sockproto.chat.lineface import LineFace
 from sockproto.chat.protocol import ChatFactory
 from sockproto.chat.web import (
     LIST_PIECE,
+    NOT_UNICODE,
     REFRESH_DELAY,
     WebChatFactory,
     WebFace,
     hostName,
     inPieces,
+    messageLimit,
     readMessage,
     refreshDelay,
     webSite,
@@ -315,6 +317,74 @@ class WebChatProtocolTests(unittest.TestCase):
         nick = browser.protocol.chat.nick  # who opened the room is its operator
         self.assertEqual(members, [{"type": "members", "room": "#elsewhere", "nicks": [nick], "operators": [nick]}])
 
+    def test_aLoneSurrogateIsRefusedAndTheSocketStays(self) -> None:
+        """
+        JSON may escape a lone surrogate ("\\ud800"), which no UTF-8 holds: each
+        string the page sends into the chat (say, login, an unknown type) gets
+        an error event, not a dropped connection and a logged traceback.
+        """
+        logged: list[dict] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        browser, _ = self.load()
+        for message in (
+            rb'{"type":"say","text":"a\ud800b"}',
+            rb'{"type":"login","name":"a\udfff","password":"x"}',
+            rb'{"type":"login","name":"a","password":"\udc00"}',
+            rb'{"type":"\ud800"}',
+        ):
+            data = maskedFrame(message)
+            browser.protocol.dataReceived(data)  # whole, then a byte at a time
+            for i in range(len(data)):
+                browser.protocol.dataReceived(data[i : i + 1])
+            errors = [event for event in browser.events() if event["type"] == "error"]
+            self.assertEqual(len(errors), 2, (message, errors))
+            self.assertFalse(browser.transport.disconnecting, message)
+            self.assertTrue(errors[0]["text"] == NOT_UNICODE or "unknown message type" in errors[0]["text"], errors)
+        self.assertEqual([e for e in logged if e.get("log_level") is not None and e["log_level"].name != "debug"], [])
+        # Still a chat client: what comes next is said.
+        browser.protocol.dataReceived(maskedFrame(b'{"type":"say","text":"/nick still_here"}'))
+        self.assertEqual(browser.protocol.chat.nick, "still_here")
+
+    def test_aLongLineInAnyScriptGetsTheChatsOwnRefusal(self) -> None:
+        """
+        The page's input takes 2,000 characters; 1,200 of "中" are 3,600 bytes,
+        over --max-line-length (512 here): the chat's error event, the page
+        told the limit, and the connection stays.
+        """
+        browser, found = self.load()
+        self.assertIn({"type": "limits", "line": 512}, found)
+        # The most the page's input (2,000 UTF-16 units) can be, escaped as JSON at its most (\\ud83d\\ude00).
+        for text in ("中" * 1200, "😀" * 1000, "\x01" * 2000):
+            data = maskedFrame(json.dumps({"type": "say", "text": text}).encode())
+            browser.protocol.dataReceived(data)  # whole, then a byte at a time
+            for i in range(len(data)):
+                browser.protocol.dataReceived(data[i : i + 1])
+            errors = [event for event in browser.events() if event["type"] == "error"]
+            self.assertEqual([error["code"] for error in errors], ["line-too-long"] * 2, errors)
+            self.assertFalse(browser.transport.disconnecting)
+        browser.protocol.dataReceived(maskedFrame(b'{"type":"say","text":"/nick still_here"}'))
+        self.assertEqual(browser.protocol.chat.nick, "still_here")
+
+    def test_autobahnsOwnFailuresAreOneLineAMinute(self) -> None:
+        """Messages over the WebSocket limit drop the connection; what autobahn says of it: a line a minute."""
+        logged: list[dict] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        tooBig = maskedFrame(b"x" * (messageLimit(512) + 1))
+        for round in range(2):
+            for port in range(5):
+                browser = Browser(self.web, 41000 + port)
+                browser.protocol.dataReceived(tooBig)
+                self.assertTrue(browser.transport.disconnecting)
+                browser.protocol.connectionLost(Failure(ConnectionDone()))
+            said = [e for e in logged if e.get("log_namespace", "").startswith("sockproto.chat.web")
+                    or "WebSocket" in e.get("log_format", "")]
+            self.assertEqual(len(said), 1 + round, said)
+            self.clock.advance(60)
+        self.assertIn("exceeds payload limit", said[0]["what"])
+        self.assertEqual(said[1]["unsaid"], 9)  # the first round: two lines each, one said, nine not
+
     def test_aBrowserThatDoesNotReadABigRoomsListsIsDropped(self) -> None:
         """The member lists count against --max-output-buffer like the rest: a browser that does not read goes."""
         self.web.chatFactory.maxOutputBuffer = 100_000
@@ -373,6 +443,19 @@ def upgradeRequest(host: str = "127.0.0.1:8000", origin: str | None = None) -> b
         f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
     ).encode()
+
+
+def maskedFrame(payload: bytes) -> bytes:
+    """A browser's text message of any size, in one masked frame."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    if len(payload) < 126:
+        head = struct.pack("!BB", 0x81, 0x80 | len(payload))
+    elif len(payload) < 65536:
+        head = struct.pack("!BBH", 0x81, 0x80 | 126, len(payload))
+    else:
+        head = struct.pack("!BBQ", 0x81, 0x80 | 127, len(payload))
+    return head + mask + masked
 
 
 def clientFrame(opcode: int, payload: bytes, fin: bool = True) -> bytes:

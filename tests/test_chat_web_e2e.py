@@ -177,8 +177,15 @@ class WebChatTests(unittest.TestCase):
         self.assertIn("line too long", web.until(isType("error"))[-1]["text"])
         web.send({"type": "say", "text": "two\nlines"})
         self.assertRegex(line.until("two")[-1], r"<guest\d+> two lines$")
-        # Far over the limit: the WebSocket itself refuses it.
-        web.sendText(json.dumps({"type": "say", "text": "y" * 2000}))
+        # What the page's input takes, in any script: the chat's own refusal, the connection stays.
+        web.sendText(json.dumps({"type": "say", "text": "中" * 1200}, ensure_ascii=False))
+        self.assertEqual(web.until(isType("error"))[-1]["code"], "line-too-long")
+        web.sendText('{"type":"say","text":"a\\ud800b"}')  # valid JSON, not valid Unicode
+        self.assertIn("not valid Unicode", web.until(isType("error"))[-1]["text"])
+        web.send({"type": "say", "text": "still here"})
+        line.until("still here")
+        # Far over the limit, as no page sends: the WebSocket itself refuses it.
+        web.sendText(json.dumps({"type": "say", "text": "y" * 70_000}))
         try:
             while web.event() is not None:
                 pass
@@ -186,6 +193,8 @@ class WebChatTests(unittest.TestCase):
         except ConnectionResetError:
             pass  # closed before the rest of the message was read: the close frame may be lost
         line.until("left #dev")
+        self.assertNotIn("Traceback", self.chat.log)
+        self.assertNotIn("surrogates", self.chat.log)
 
     def test_aBrowserThatStopsReadingIsDroppedOthersGoOn(self) -> None:
         stuck = WebSocketClient(self.webPort, receiveBuffer=4096)

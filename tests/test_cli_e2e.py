@@ -211,6 +211,26 @@ class ProxyTests(unittest.TestCase):
             sock.shutdown(socket.SHUT_WR)
             self.assertEqual(recvAll(sock), b"x\n")
 
+    def test_crudOverTLSAnswersEveryHalfClosingClient(self):
+        """printf 'create kN v\\n' | nc -N through the proxy to crud over TLS: every OK comes back (--linger)."""
+        crud = ServiceProcess("sockproto-crud", "--db", ":memory:",
+                              "--listen", f"ssl:0:privateKey={self.certs}/server.key:certKey={self.certs}/server.crt")
+        self.addCleanup(crud.stop)
+        crud.start()
+        proxy = self.proxy("--listen", "tcp:0", "--connect", f"tls:localhost:{crud.tcpPort()}",
+                           "--ca", str(self.certs / "ca.crt"))
+        clients = []
+        for number in range(10):  # all at once: each waits out its own linger
+            sock = socket.create_connection(("127.0.0.1", proxy.tcpPort()), timeout=30)
+            self.addCleanup(sock.close)
+            sock.sendall(f"create k{number} v\n".encode())
+            sock.shutdown(socket.SHUT_WR)
+            clients.append(sock)
+        for number, sock in enumerate(clients):
+            lines = recvAll(sock).decode().splitlines()
+            self.assertEqual(len(lines), 2, (number, lines))  # the greeting, then the answer
+            self.assertTrue(lines[1].startswith("OK"), (number, lines))
+
     def test_badConnectIsAUsageError(self):
         cases = ([], ["--connect", "bogus:1"], ["--connect", "tls:localhost"],
                  ["--connect", "tls:localhost:1", "--ca", "/no/ca.pem"])
@@ -427,3 +447,64 @@ class InterruptTests(unittest.TestCase):
         closed.close()
         result = tool("scan", "127.0.0.1", "--ports", str(port))
         self.assertEqual(result.stdout, b"127.0.0.1: 1 port scanned, 0 open\n")
+
+
+class ProxyLingerTests(unittest.TestCase):
+    """TLS cannot half-close: after a client's half-close the TLS target stays open until quiet for --linger."""
+
+    def relay(self, linger: float = 2.0):
+        from twisted.internet import defer, interfaces
+        from twisted.internet.address import IPv4Address
+
+        from sockproto.proxy import ProxyFactory
+        from sockproto.server.targets import Target
+
+        clock = Clock()
+        targetTransport = StringTransport()
+        directlyProvides(targetTransport, interfaces.ISSLTransport)
+        targets = []
+
+        class TLSEndpoint:
+            def connect(self, factory):
+                target = factory.buildProtocol(None)
+                target.makeConnection(targetTransport)
+                targets.append(target)
+                return defer.succeed(target)
+
+        factory = ProxyFactory(clock, Target(TLSEndpoint(), "localhost", "tls"), "tls:localhost:1", linger=linger)
+        peer = IPv4Address("TCP", "127.0.0.1", 40000)
+        clientTransport = StringTransport(peerAddress=peer)
+        client = factory.buildProtocol(peer)
+        client.makeConnection(clientTransport)
+        return clock, client, clientTransport, targets[0], targetTransport
+
+    def test_theTargetsLastReplyComesBack(self):
+        clock, client, clientTransport, target, targetTransport = self.relay(linger=2.0)
+        client.dataReceived(b"create k1 v\n")
+        client.readConnectionLost()  # nc -N: the request, then a half-close
+        self.assertEqual(targetTransport.value(), b"create k1 v\n")
+        self.assertFalse(targetTransport.disconnecting)
+        clock.advance(1.5)
+        target.dataReceived(b"OK\n")  # the answer, a turn (or more) later, after the commit
+        self.assertEqual(clientTransport.value(), b"OK\n")
+        clock.advance(1.5)  # the answer started the quiet again
+        self.assertFalse(targetTransport.disconnecting)
+        clock.advance(0.5)
+        self.assertTrue(targetTransport.disconnecting)
+        self.assertIsNone(targetTransport.producer)  # TLS sends its close once no producer feeds it
+        target.connectionLost(None)
+        self.assertTrue(clientTransport.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_aTargetThatClosesFirstEndsTheLinger(self):
+        clock, client, clientTransport, target, targetTransport = self.relay(linger=2.0)
+        client.readConnectionLost()
+        target.dataReceived(b"bye\n")
+        target.connectionLost(None)
+        self.assertTrue(clientTransport.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_noLingerClosesAtOnce(self):
+        clock, client, clientTransport, target, targetTransport = self.relay(linger=0)
+        client.readConnectionLost()
+        self.assertTrue(targetTransport.disconnecting)

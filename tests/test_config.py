@@ -150,6 +150,8 @@ class ErrorTests(ConfigCase):
         self.assertConfigError(f'[chat]\nauth = ["hashed:{missing}"]\n', "[chat] auth:", "no password file")
         self.assertConfigError(f'[joke]\njokes = ["{missing}.toml"]\n', "[joke]", "cannot read")
         self.assertConfigError('[proxy]\nlisten = ["tcp:0"]\n', "[proxy]", "--connect ENDPOINT is required")
+        self.assertConfigError('[proxy]\nlisten = ["tcp:0"]\nconnect = "tcp:127.0.0.1:1"\nlinger = -1\n',
+                               "[proxy] linger", "0 or more")
 
     def test_chatClusterSecretFile(self):
         secret = Path(self.mktemp())

@@ -227,6 +227,8 @@ class ErrorMessageTests(unittest.TestCase):
              "bad --connect 'tcp:localhost': missing port; expected tcp:HOST:PORT (client) or tcp:PORT (server)"),
             (ProxyOptions, ["--connect", "tls:localhost:1", "--ca", __file__],
              f"bad --connect 'tls:localhost:1': --ca {__file__}: not a PEM file (expected a CA certificate)"),
+            (ProxyOptions, ["--connect", "tls:localhost:1", "--linger", "-1"],
+             "bad --linger '-1': -1 is not a number of seconds, 0 or more"),
         ]
         for optionsClass, argv, expected in cases:
             self.assertUsageError(optionsClass, argv, expected)

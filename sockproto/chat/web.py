@@ -72,6 +72,21 @@ REFRESH_DELAY = 0.05
 REFRESH_MAX_DELAY = 3.0
 
 
+#: The least a browser's WebSocket message may hold (autobahn's limit, which drops the connection):
+#: above all the page's input can send (2,000 characters, 12,000 bytes as JSON escapes at worst),
+#: so a line too long for --max-line-length gets the chat's own ``error``.
+MIN_MESSAGE_LIMIT = 16 * 1024
+
+
+def messageLimit(maxLineLength: int) -> int:
+    """
+    Bytes a browser's message may hold: twice what a line of ``maxLineLength``
+    bytes can take in JSON (each byte of UTF-8 at most 6, ``\\u0001``, and the
+    message's other fields), at least MIN_MESSAGE_LIMIT.
+    """
+    return max(MIN_MESSAGE_LIMIT, 2 * (maxLineLength * 6 + 256))
+
+
 def refreshDelay(members: int) -> float:
     """How long a member list waits after a join or leave in a room of ``members``: 1 s for a thousand."""
     return min(REFRESH_DELAY * (1 + members // 50), REFRESH_MAX_DELAY)
@@ -216,6 +231,7 @@ class WebFace:
 
 _HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?")
 NOT_A_MESSAGE = 'not a chat message: send JSON like {"type": "say", "text": "hi"}'
+NOT_UNICODE = "not valid Unicode: the text holds a lone surrogate (a \\ud800-\\udfff escape without its pair)"
 
 
 def hostName(header: bytes | None) -> str | None:
@@ -254,6 +270,37 @@ def readMessage(payload: bytes) -> dict[str, Any]:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ValueError("not an object with a type")
     return message
+
+
+class WebSocketLog:
+    """
+    autobahn's logger for the chat's WebSockets.  Its warnings and errors (a
+    message over the limit, a protocol violation, the dropped connection that
+    follows) are one line a minute, with how many went unsaid: any browser or
+    script can cause them at will.  Its debug lines are dropped, as txaio's
+    default level drops them.
+    """
+
+    def __init__(self, clock: interfaces.IReactorTime) -> None:
+        self.clock = clock
+        self.episodes = Episodes()
+
+    def debug(self, message: str, **kwargs: Any) -> None:
+        pass
+
+    trace = debug
+
+    def warn(self, message: str, **kwargs: Any) -> None:
+        unsaid = self.episodes.due("websocket", self.clock.seconds())
+        if unsaid is None:
+            return
+        try:
+            what = message.format(**kwargs)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            what = message
+        log.info("chat-web: {what}" + Episodes.unsaidNote(unsaid), what=what[:300], unsaid=unsaid)
+
+    info = error = critical = warn
 
 
 @implementer(interfaces.ITransport, interfaces.IConsumer, interfaces.IPushProducer)
@@ -331,6 +378,10 @@ class WebChatProtocol(WebSocketServerProtocol):
     messagesIn = 0
     readDeadline: Any = None
 
+    @property
+    def log(self) -> WebSocketLog:  # autobahn's own lines: through the factory's limit of one a minute
+        return self.factory.webSocketLog
+
     def onConnect(self, request: Any) -> None:
         host = request.headers.get("host", "")  # request.host has no port
         if not self.factory.originAllowed(request.origin, host, self.isSecure()):
@@ -346,6 +397,8 @@ class WebChatProtocol(WebSocketServerProtocol):
         self.http_response_data = ""
         self.http_headers = {}
         chatFactory = self.factory.chatFactory
+        # The page checks a line's length before sending it (a longer one gets the chat's error).
+        self.event({"type": "limits", "line": chatFactory.maxLineLength})
         transport: Any = self.transport
         chat = chatFactory.buildProtocol(transport.getPeer())
         chat.face = self.factory.face
@@ -400,17 +453,28 @@ class WebChatProtocol(WebSocketServerProtocol):
         if kind == "say" and isinstance(message.get("text"), str):
             # One message is one line, whatever it holds.
             line = message["text"].replace("\r", " ").replace("\n", " ")
-            chat.dataReceived(line.encode("utf-8") + b"\n")
+            self.toChat(chat, line + "\n")
         elif kind == "login" and isinstance(message.get("name"), str) and isinstance(message.get("password"), str):
             name = message["name"].replace(" ", "")
             password = message["password"].replace("\r", "").replace("\n", "")
-            chat.dataReceived(f"/login {name} {password}\n".encode())
+            self.toChat(chat, f"/login {name} {password}\n")
         elif kind == "members":
             self.refreshMembers()
         elif kind == "rooms":
             self.refreshRooms()
         else:
+            # (repr escapes a lone surrogate, which the event could not carry.)
             self.event({"type": "error", "text": f"unknown message type {kind[:32]!r}"})
+
+    def toChat(self, chat: ChatProtocol, line: str) -> None:
+        """A line from the browser's JSON to the chat, unless it is not Unicode the chat can take."""
+        try:
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON's "\ud800" is a lone surrogate: valid JSON, but no text UTF-8 (or a line client) can hold.
+            self.event({"type": "error", "text": NOT_UNICODE})
+            return
+        chat.dataReceived(data)
 
     def onPing(self, payload: bytes) -> None:
         # A pong is output too: a browser that pings and never reads is a slow consumer.
@@ -528,10 +592,13 @@ class WebChatFactory(WebSocketServerFactory):
         #: How the hub's events are shown to this factory's browsers.
         self.face = WebFace(self.frame)
         self.origins = {origin.rstrip("/").lower() for origin in origins}
-        # A message holds one line: the chat's longest line, with room for JSON escapes.
+        #: What autobahn says about these WebSockets: one line a minute.
+        self.webSocketLog = WebSocketLog(chatFactory.clock)
+        # A message holds one line: room for far more than the chat's longest line, which
+        # refuses a longer one with an error event; a bigger message drops the connection.
         self.setProtocolOptions(
-            maxMessagePayloadSize=chatFactory.maxLineLength * 6 + 256,
-            maxFramePayloadSize=chatFactory.maxLineLength * 6 + 256,
+            maxMessagePayloadSize=messageLimit(chatFactory.maxLineLength),
+            maxFramePayloadSize=messageLimit(chatFactory.maxLineLength),
             autoPingInterval=PING_INTERVAL,
             autoPingTimeout=PING_TIMEOUT,
         )

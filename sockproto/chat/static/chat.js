@@ -14,6 +14,9 @@
     line.textContent = topic ? topic.topic : "";
     line.title = topic && topic.topic ? `set by ${topic.nick} at ${timeText(topic.time)}` : "";
   }
+  // The server's --max-line-length in bytes of UTF-8 (its "limits" event says); a longer line is not sent.
+  let maxLineBytes = 512;
+  const utf8 = new TextEncoder();
 
   function nickColour(nick) {
     let hash = 0;
@@ -77,6 +80,9 @@
         break;
       case "error":
         add("error", [["text", event.text]]);
+        break;
+      case "limits":
+        if (event.line > 0) maxLineBytes = event.line;
         break;
       case "history":
         add("notice", [["text", `last ${counted(event.entries.length, "message")} in ${event.room}:`]]);
@@ -170,6 +176,12 @@
     e.preventDefault();
     const text = say.value;
     if (!text.trim()) return;
+    // Bytes, not characters: 200 of "中" are 600 bytes.  Kept in the input, to shorten.
+    const bytes = utf8.encode(text).length;
+    if (bytes > maxLineBytes) {
+      add("error", [["text", `line too long (${bytes} bytes in UTF-8, at most ${maxLineBytes}): not sent`]]);
+      return;
+    }
     if (!send({ type: "say", text })) return;
     lastLine = text;
     // The server never sends a sender its own line back: show it here.
