@@ -16,11 +16,10 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from sockproto.chat import cluster
+from sockproto.chat import history as historyModule
 from sockproto.chat.bus import IChatBus, LocalBus
 from sockproto.chat.cluster import (
     BadEvent,
-    ClusterHistory,
     RedisChatBus,
     checkEvent,
     noticeEvent,
@@ -29,7 +28,7 @@ from sockproto.chat.cluster import (
     parseBatch,
 )
 from sockproto.chat.events import Action, Joined, NickChanged, Parted, PrivateMessage, Quit, Who
-from sockproto.chat.history import Entry
+from sockproto.chat.history import ClusterHistory, Entry
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.login import ChatRealm
 from sockproto.chat.protocol import ChatFactory
@@ -92,7 +91,7 @@ class ClusterHistoryTests(unittest.TestCase):
         self.assertEqual(history.recent("#none", 5), [])
 
     def test_roomsKeptAreBounded(self) -> None:
-        self.patch(cluster, "MAX_HISTORY_ROOMS", 3)
+        self.patch(historyModule, "MAX_HISTORY_ROOMS", 3)
         history = ClusterHistory()
         for number in range(5):
             history.arrived(f"#r{number}", f"{number}-0", self.entry(str(number)))

@@ -19,7 +19,8 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from sockproto.chat.cluster import _REAP, ClusterHistory, RedisChatBus
+from sockproto.chat.cluster import _REAP, RedisChatBus
+from sockproto.chat.history import ClusterHistory
 from sockproto.chat.hub import ChatHub
 from sockproto.server.redis import parseRedisURL
 from tests.redisserver import RedisServer, waitUntil

@@ -13,9 +13,9 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from sockproto.chat.bus import IChatBus, LocalBus
-from sockproto.chat.cluster import BadEvent, ClusterHistory, RedisChatBus, checkEvent
+from sockproto.chat.cluster import BadEvent, RedisChatBus, checkEvent
 from sockproto.chat.events import Kicked, ModeChanged, TopicChanged
-from sockproto.chat.history import MEMORY, History
+from sockproto.chat.history import MEMORY, ClusterHistory, History
 from sockproto.chat.hub import ChatHub
 from sockproto.chat.protocol import ChatFactory
 from sockproto.server.redis import parseRedisURL

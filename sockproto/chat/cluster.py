@@ -46,8 +46,8 @@ from sockproto.chat.events import (
     TopicChanged,
     Who,
 )
-from sockproto.chat.history import Entry
-from sockproto.chat.hub import HISTORY_MAX, LOBBY, ChatError, faceOf
+from sockproto.chat.history import ClusterHistory, Entry
+from sockproto.chat.hub import LOBBY, ChatError, faceOf
 from sockproto.chat.moderation import MAX_MASK, MAX_MODE_ARGUMENTS, MAX_TOPIC
 from sockproto.chat.text import clean, validNick, validRoom
 from sockproto.interfaces import IServerReactor
@@ -77,8 +77,6 @@ MAX_EVENT_TEXT = 65536
 MAX_REASON = 400
 #: Times in events must lie between 0 and the end of the year 9999 (what a time stamp can show).
 LATEST_TIME = 253402300799.0
-#: Rooms whose recent messages are kept here; past it, the room heard of longest ago is forgotten.
-MAX_HISTORY_ROOMS = 5000
 #: Messages held per server while Redis is asked whether it is one of the cluster's, or its notices' members
 #: are its own (and servers so checked at once).
 MAX_UNVERIFIED = 1000
@@ -318,79 +316,6 @@ def parseStreamIds(ids: bytes) -> list[str]:
     if not all(_STREAM_ID.fullmatch(part) for part in parts):
         raise BadEvent("stream ids that are not stream ids")
     return [part.decode() for part in parts]
-
-
-def _streamOrder(streamId: str) -> tuple[int, int]:
-    ms, _, seq = streamId.partition("-")
-    return int(ms), int(seq or 0)
-
-
-class ClusterHistory:
-    """
-    Recent messages of every room, in the order of the rooms' Redis streams.
-
-    The bus fills it: at start (and after a lost link) from the streams, then
-    with every message published, this server's included, as it comes back
-    from Redis.  A message said while the link is down is kept here only.
-    """
-
-    bus: RedisChatBus | None = None
-
-    def __init__(self, keep: int = HISTORY_MAX) -> None:
-        self.keep = keep
-        self._rooms: dict[str, deque[tuple[str, Entry]]] = {}
-        self._loading: list[tuple[str, str, Entry]] | None = None
-
-    def open(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def record(self, room: str, when: float, nick: str, kind: str, text: str) -> None:
-        if self.bus is not None and self.bus.linked:
-            return  # it is kept when it comes back from Redis, in the stream's order
-        self._append(room, "", Entry(when, nick, kind, text))
-
-    def arrived(self, room: str, streamId: str, entry: Entry) -> None:
-        if self._loading is not None:
-            self._loading.append((room, streamId, entry))
-        self._append(room, streamId, entry)
-
-    def _append(self, room: str, streamId: str, entry: Entry) -> None:
-        entries = self._rooms.get(room)
-        if entries is None:
-            if len(self._rooms) >= MAX_HISTORY_ROOMS:  # room names are many: memory is not
-                del self._rooms[next(iter(self._rooms))]
-            entries = self._rooms[room] = deque(maxlen=self.keep)
-        entries.append((streamId, entry))
-
-    def highestGuest(self) -> int:
-        """0: in a cluster, guest numbers come from a counter in Redis."""
-        return 0
-
-    def recent(self, room: str, count: int) -> list[Entry]:
-        entries = self._rooms.get(room)
-        if not entries or count <= 0:
-            return []
-        return [entry for _, entry in list(entries)[-count:]]
-
-    def startLoading(self) -> None:
-        """Messages that arrive while the streams are read are kept aside, to go after them."""
-        self._loading = []
-
-    def stopLoading(self) -> None:
-        self._loading = None
-
-    def loaded(self, rooms: dict[str, list[tuple[str, Entry]]]) -> None:
-        """The streams' recent messages (oldest first), and after them what arrived while they were read."""
-        arrivedMeanwhile, self._loading = self._loading or [], None
-        self._rooms = {room: deque(entries, maxlen=self.keep) for room, entries in rooms.items()}
-        for room, streamId, entry in arrivedMeanwhile:
-            entries = self._rooms.get(room)
-            if entries and entries[-1][0] and _streamOrder(entries[-1][0]) >= _streamOrder(streamId):
-                continue  # the stream had it
-            self._append(room, streamId, entry)
 
 
 @implementer(IChatBus)

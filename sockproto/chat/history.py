@@ -11,7 +11,7 @@ import json
 import re
 import sqlite3
 from collections import deque
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
@@ -206,3 +206,89 @@ def _insert(cursor: Any, rows: list[tuple[str, float, str, str, str]], rooms: di
         "INSERT OR REPLACE INTO room_states (room, state) VALUES (?, ?)",
         [(room, state) for room, state in rooms.items() if state is not None],
     )
+
+
+# -- a cluster's history -------------------------------------------------------------
+
+#: Messages a room's history may replay (``/history N``, and what a cluster keeps per room).
+HISTORY_MAX = 500
+#: Rooms whose recent messages a cluster's server keeps; past it, the room heard of longest ago is forgotten.
+MAX_HISTORY_ROOMS = 5000
+
+
+class _Linked(Protocol):
+    linked: bool
+
+
+def streamOrder(streamId: str) -> tuple[int, int]:
+    ms, _, seq = streamId.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class ClusterHistory:
+    """
+    Recent messages of every room, in the order of the rooms' Redis streams.
+
+    The bus fills it: at start (and after a lost link) from the streams, then
+    with every message published, this server's included, as it comes back
+    from Redis.  A message said while the link is down is kept here only.
+    """
+
+    #: The cluster's bus, once it has attached itself (what it says of the link decides what is recorded here).
+    bus: _Linked | None = None
+
+    def __init__(self, keep: int = HISTORY_MAX) -> None:
+        self.keep = keep
+        self._rooms: dict[str, deque[tuple[str, Entry]]] = {}
+        self._loading: list[tuple[str, str, Entry]] | None = None
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def record(self, room: str, when: float, nick: str, kind: str, text: str) -> None:
+        if self.bus is not None and self.bus.linked:
+            return  # it is kept when it comes back from Redis, in the stream's order
+        self._append(room, "", Entry(when, nick, kind, text))
+
+    def arrived(self, room: str, streamId: str, entry: Entry) -> None:
+        if self._loading is not None:
+            self._loading.append((room, streamId, entry))
+        self._append(room, streamId, entry)
+
+    def _append(self, room: str, streamId: str, entry: Entry) -> None:
+        entries = self._rooms.get(room)
+        if entries is None:
+            if len(self._rooms) >= MAX_HISTORY_ROOMS:  # room names are many: memory is not
+                del self._rooms[next(iter(self._rooms))]
+            entries = self._rooms[room] = deque(maxlen=self.keep)
+        entries.append((streamId, entry))
+
+    def highestGuest(self) -> int:
+        """0: in a cluster, guest numbers come from a counter in Redis."""
+        return 0
+
+    def recent(self, room: str, count: int) -> list[Entry]:
+        entries = self._rooms.get(room)
+        if not entries or count <= 0:
+            return []
+        return [entry for _, entry in list(entries)[-count:]]
+
+    def startLoading(self) -> None:
+        """Messages that arrive while the streams are read are kept aside, to go after them."""
+        self._loading = []
+
+    def stopLoading(self) -> None:
+        self._loading = None
+
+    def loaded(self, rooms: dict[str, list[tuple[str, Entry]]]) -> None:
+        """The streams' recent messages (oldest first), and after them what arrived while they were read."""
+        arrivedMeanwhile, self._loading = self._loading or [], None
+        self._rooms = {room: deque(entries, maxlen=self.keep) for room, entries in rooms.items()}
+        for room, streamId, entry in arrivedMeanwhile:
+            entries = self._rooms.get(room)
+            if entries and entries[-1][0] and streamOrder(entries[-1][0]) >= streamOrder(streamId):
+                continue  # the stream had it
+            self._append(room, streamId, entry)

@@ -49,7 +49,7 @@ from sockproto.chat.events import (
 from sockproto.chat.events import (
     History as HistoryEvent,
 )
-from sockproto.chat.history import History
+from sockproto.chat.history import HISTORY_MAX, History
 from sockproto.chat.model import ChatError, Member, Room, entryEvent, faceOf, who
 from sockproto.chat.moderation import OPEN_ROOMS, RoomRules
 from sockproto.chat.text import NICK_RULE, validNick, validRoom
@@ -58,7 +58,6 @@ log = Logger()
 
 LOBBY = "#lobby"
 HISTORY_DEFAULT = 20
-HISTORY_MAX = 500
 #: Rooms of at most this many members hear who joins, leaves and changes name;
 #: bigger ones do not (IRC's auditorium mode, Twitch and Discord): each arrival
 #: would cost a notice to everyone there (docs/scaling.rst).

@@ -227,7 +227,8 @@ def buildService(options: Options, reactor: IServerReactor | None = None) -> ser
     reactor = defaultReactor(reactor)
     top = StopInOrder()
     if options["cluster"]:
-        from sockproto.chat.cluster import ClusterHistory, RedisChatBus
+        from sockproto.chat.cluster import RedisChatBus
+        from sockproto.chat.history import ClusterHistory
         from sockproto.server.redis import parseRedisURL, waitForRedis
 
         address = parseRedisURL(options["cluster"])
