@@ -100,3 +100,30 @@ class PreReleaseTests(unittest.TestCase):
         self.assertIsNone(newerPreRelease(["26.10.0", "26.10.0rc2", "26.4.0"]))
         self.assertIsNone(newerPreRelease(["26.10.0"]))
         self.assertEqual(newerPreRelease(["27.1.0rc2", "not a version", "27.1.0rc10"]), "27.1.0rc10")
+
+
+class NewsFragmentTests(unittest.TestCase):
+    """changelog.d/: the news of what is not released yet, as towncrier reads it."""
+
+    def test_everyFragmentIsOfAKnownType(self):
+        import re
+
+        news = Path(__file__).resolve().parent.parent / "changelog.d"
+        fragments = [p.name for p in news.iterdir() if p.name != ".gitignore"]
+        self.assertTrue(fragments)
+        for name in fragments:
+            self.assertRegex(name, re.compile(r"^(\d+|\+[\w-]+)\.(feature|bugfix|misc)\.rst$"), name)
+
+    def test_towncrierBuildsThem(self):
+        import shutil
+        import subprocess
+
+        towncrier = shutil.which("towncrier", path=str(Path(sys.executable).parent))
+        if towncrier is None:
+            raise unittest.SkipTest("towncrier is a dev extra (make install has it); this venv has not")
+        root = Path(__file__).resolve().parent.parent
+        draft = subprocess.run([towncrier, "build", "--draft", "--version", "0.0.0"], cwd=root,
+                               capture_output=True, text=True, timeout=120)
+        self.assertEqual(draft.returncode, 0, draft.stderr)
+        for heading in ("Features", "Fixes", "Changes"):
+            self.assertIn(heading, draft.stdout)
