@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat,tests.test_chat_cluster,tests.test_chat_events -*-
 """The multi-room chat service: ``twistd -n sockproto-chat``."""
 
 # The ``--auth hashed:FILE`` texts, here so that the plugin entry can show

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat_cluster,tests.test_chat_moderation_cluster,tests.test_chat_cluster_e2e -*-
 """Chat servers joined through one Redis (``--cluster redis://...``).
 
 Every server publishes what its members say, once per reactor turn, on one

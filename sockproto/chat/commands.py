@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat_moderation_line,tests.test_chat -*-
 """
 The moderation commands of the chat, with IRC's names and semantics, for
 every face that takes typed commands (the line protocol, the web page's box):

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat_events,tests.test_chat_cluster,tests.test_chat_crowd -*-
 """
 What happened in the chat, as the hub tells its members: structured events.
 

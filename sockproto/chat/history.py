@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat,tests.test_chat_cluster,tests.test_chat_crowd -*-
 """Chat history: recent messages per room in memory, persisted to SQLite in batches.
 
 Replay (joining a room, ``/history``) is served from memory.  Writes are

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat,tests.test_chat_cluster,tests.test_chat_crowd -*-
 """The chat itself: members, nicknames, rooms, history and fair fan-out.
 
 Nothing here knows about sockets.  A member is anything with a ``nick``, a

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat_irc -*-
 """The chat's IRC face: ``sockproto-chat --irc ENDPOINT``.
 
 IRC clients (irssi, weechat, HexChat, bouncers) join the same hub as the line

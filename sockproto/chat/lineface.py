@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat_events,tests.test_chat_moderation_line,tests.test_chat_web -*-
 """
 The line face: the chat's events as the text lines line clients read.
 

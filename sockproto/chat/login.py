@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat,tests.test_chat_cluster,tests.test_chat_irc -*-
 """Chat logins (``--auth``): the realm, several checkers at once, and the gate against guessing.
 
 Every face of the chat (the line chat's ``/login``, the web chat's login,

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat_moderation -*-
 """
 Rooms with owners: the state of a room (topic, modes, bans, operators) and
 the rules of IRC channels over it, as plain objects.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat_moderation_line -*-
 """
 The hub's moderator: applies the rules of rooms with owners
 (:mod:`sockproto.chat.moderation`) to the hub's members, and carries out the

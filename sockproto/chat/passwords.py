@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat,tests.test_config,tests.test_suite_e2e -*-
 """A password file with scrypt-hashed passwords, usable as ``--auth hashed:PATH``.
 
 Each line is ``name:scrypt$N$r$p$SALT$HASH`` (base64).  Checking a password

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat,tests.test_chat_cluster,tests.test_chat_crowd -*-
 """The chat's wire protocol: UTF-8 lines in, commands and messages handed to the hub."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat_crowd,tests.test_chat_irc,tests.test_chat_moderation_line -*-
 """Options and service of ``twistd -n sockproto-chat``."""
 
 from __future__ import annotations

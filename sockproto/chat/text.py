@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat,tests.test_chat_rooms -*-
 """Text rules of the chat: what is shown of a message, which names are valid, timestamps."""
 
 from __future__ import annotations

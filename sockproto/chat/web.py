@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_chat_web,tests.test_chat_crowd,tests.test_chat_events -*-
 """The chat in a web browser: a page at ``/`` and a WebSocket at ``/ws`` (``--web ENDPOINT``).
 
 A browser user is a chat client like any other: each WebSocket runs a
