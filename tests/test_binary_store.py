@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from sockproto.binary import store as store_module
+from sockproto.binary import sqlitestore as store_module
 from sockproto.binary.codec import Code, Op
-from sockproto.binary.store import SQLiteStore, decodeBatch, encodeBatch
+from sockproto.binary.sqlitestore import SQLiteStore, decodeBatch, encodeBatch
 from tests.support import fillDisk, smallDisk
 
 
@@ -52,7 +52,7 @@ class SQLiteStoreTests(unittest.TestCase):
         """syncInline (a process serving only stores): one fsync of the WAL per group, before any acknowledgement."""
         import threading
 
-        import sockproto.binary.store as storeModule
+        import sockproto.binary.sqlitestore as storeModule
 
         store, path = self.openStore(fsync="always", syncInline=True)
         events = []
@@ -74,7 +74,7 @@ class SQLiteStoreTests(unittest.TestCase):
     @defer.inlineCallbacks
     def failOneSync(self, **kwargs):
         """A store whose first sync fails (a disk error): its group's write gets SERVER_ERROR, once logged."""
-        import sockproto.binary.store as storeModule
+        import sockproto.binary.sqlitestore as storeModule
 
         store, path = self.openStore(fsync="always", **kwargs)
         realFsync = os.fsync

@@ -11,7 +11,8 @@ from twisted.python import usage
 
 from sockproto.binary.codec import DEFAULT_MAX_FRAME, MIN_LENGTH
 from sockproto.binary.protocol import SPBFactory
-from sockproto.binary.store import FSYNC_MODES, MEMORY, MemoryStore, SQLiteStore
+from sockproto.binary.sqlitestore import SQLiteStore
+from sockproto.binary.store import FSYNC_MODES, MEMORY, MemoryStore
 from sockproto.interfaces import IServerReactor
 from sockproto.server.connections import MAX_OUTPUT_BUFFER, SEND_TIMEOUT
 from sockproto.server.files import explainDatabaseError
