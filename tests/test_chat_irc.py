@@ -270,7 +270,7 @@ class CommandTests(unittest.TestCase):
         self.assertEqual([(c, p[0]) for _, c, p in got if c == "JOIN"], [("JOIN", "#dev"), ("JOIN", "#ops")])
         self.assertEqual([c for _, c, _ in got], ["JOIN", "353", "366", "JOIN", "353", "366"])
         names = next(p for _, c, p in got if c == "353")
-        self.assertEqual(names[-1], "alice")
+        self.assertEqual(names[-1], "@alice")
         self.assertEqual(self.bob.take(), [])  # still in #lobby with bob
         self.assertEqual([r.name for r in self.setup.hub.roomsOf(self.alice.proto)], ["#lobby", "#dev", "#ops"])
         self.bob.send("PRIVMSG #lobby :still here?")
@@ -329,9 +329,10 @@ class CommandTests(unittest.TestCase):
         self.alice.send("JOIN #has.dot")
         self.assertEqual(self.alice.commands(), ["403"])
 
-    def test_moderationIsRefusedHonestly(self):
-        self.alice.send("TOPIC #lobby :new", "MODE #lobby +m", "KICK #lobby bob", "MODE #lobby +z")
-        self.assertEqual(self.alice.commands(), ["482", "482", "482", "472"])
+    def test_lobbyHasNoOperators(self):
+        # Nobody but server operators is an operator of #lobby: its modes, kicks and +o are refused there.
+        self.alice.send("MODE #lobby +m", "KICK #lobby bob", "MODE #lobby +z", "MODE #lobby +o bob")
+        self.assertEqual(self.alice.commands(), ["482", "482", "472", "482"])
 
     def test_queries(self):
         self.alice.send("TOPIC #lobby", "MODE #lobby", "MODE #lobby b", "MODE alice", "MODE bob")
@@ -519,3 +520,180 @@ class OptionTests(unittest.TestCase):
         with self.assertRaises(usage.UsageError) as caught:
             Options().parseOptions(["--irc", "nonsense:1"])
         self.assertIn("--irc", str(caught.exception))
+
+
+class ModerationTests(unittest.TestCase):
+    """Topics, modes, kicks, invitations and keys: the chat's moderation, the IRC way."""
+
+    def setUp(self):
+        self.setup = Setup()
+        self.alice = self.setup.connect()
+        self.alice.register("alice", join="#dev")  # the first in #dev: its operator
+        self.bob = self.setup.connect()
+        self.bob.register("bob", join="#dev")
+        self.alice.take()
+
+    def test_creatorIsOperatorInNames(self):
+        self.bob.send("NAMES #dev")
+        got = self.bob.take()
+        self.assertEqual(next(p for _, c, p in got if c == "353")[-1].split(), ["@alice", "bob"])
+
+    def test_topicQuerySetAndRefusals(self):
+        self.bob.send("TOPIC #dev")
+        self.assertEqual(self.bob.commands(), ["331"])
+        self.alice.send("MODE #dev +t")
+        self.alice.take()
+        self.bob.take()
+        self.bob.send("TOPIC #dev :mine")
+        self.assertEqual(self.bob.take(), [("irc.test", "482", ["bob", "#dev", "You're not channel operator"])])
+        self.alice.send("TOPIC #dev :release on friday")
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "TOPIC", ["#dev", "release on friday"])])
+        self.bob.send("TOPIC #dev")
+        got = self.bob.take()
+        self.assertEqual([c for _, c, _ in got], ["332", "333"])
+        self.assertEqual(got[0][2][-1], "release on friday")
+        self.assertEqual(got[1][2][1:3], ["#dev", "alice"])
+        self.alice.send("JOIN #ops")
+        self.bob.send("TOPIC #ops", "TOPIC #nowhere", "TOPIC")
+        self.assertEqual(self.bob.commands(), ["442", "403", "461"])
+
+    def test_topicShownOnJoin(self):
+        self.alice.send("TOPIC #dev :hello")
+        carol = self.setup.connect()
+        got = carol.register("carol", join="#dev")
+        commands = [c for _, c, _ in got]
+        self.assertLess(commands.index("JOIN"), commands.index("332"))
+        self.assertLess(commands.index("333"), commands.index("353"))
+
+    def test_modeChangesAreBroadcastWithTheSettersPrefix(self):
+        self.alice.send("MODE #dev +ntk-m sesame")
+        expected = [("alice!~u@irc.sockproto", "MODE", ["#dev", "+ntk", "sesame"])]
+        self.assertEqual(self.alice.take(), expected)
+        self.assertEqual(self.bob.take(), expected)
+        self.bob.send("MODE #dev")
+        self.assertEqual(self.bob.take(), [("irc.test", "324", ["bob", "#dev", "+ntk", "sesame"])])
+        carol = self.setup.connect()
+        carol.register("carol")
+        carol.send("MODE #dev")  # not a member: the key is not shown
+        self.assertEqual(carol.take(), [("irc.test", "324", ["carol", "#dev", "+ntk", "*"])])
+
+    def test_modeRefusals(self):
+        self.bob.send("MODE #dev +m")
+        self.assertEqual(self.bob.take(), [("irc.test", "482", ["bob", "#dev", "You're not channel operator"])])
+        self.alice.send("MODE #dev +y", "MODE #dev +o nobody", "MODE #dev +l lots", "MODE #dev +k")
+        got = self.alice.take()
+        self.assertEqual([c for _, c, _ in got], ["472", "441", "696", "461"])
+        self.assertEqual(got[0][2][1], "y")
+        self.assertEqual(got[1][2][1:3], ["nobody", "#dev"])
+        self.assertEqual(got[2][2][1:4], ["#dev", "l", "lots"])
+        self.assertEqual(got[3][2][1], "MODE")
+        self.bob.send("PART #dev")
+        self.assertEqual(self.bob.commands(), ["PART"])
+        self.bob.send("MODE #dev +m", "MODE #nowhere +m")
+        self.assertEqual(self.bob.commands(), ["442", "403"])
+
+    def test_opAndVoiceShowInNamesWhoAndWhois(self):
+        self.alice.send("MODE #dev +v bob")
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "MODE", ["#dev", "+v", "bob"])])
+        self.alice.send("MODE #dev +o bob")
+        self.alice.take()
+        self.bob.send("NAMES #dev")
+        self.assertEqual(next(p for _, c, p in self.bob.take() if c == "353")[-1].split(), ["@alice", "@bob"])
+        self.bob.send("CAP REQ multi-prefix", "NAMES #dev", "WHO #dev", "WHOIS bob")
+        got = self.bob.take()
+        self.assertEqual(next(p for _, c, p in got if c == "353")[-1].split(), ["@alice", "@+bob"])
+        self.assertEqual(sorted(p[6] for _, c, p in got if c == "352"), ["H@", "H@+"])
+        self.assertEqual(next(p for _, c, p in got if c == "319")[-1], "@+#dev")
+
+    def test_banListAndBans(self):
+        self.alice.send("MODE #dev +b bob!*@*")
+        self.alice.take()
+        self.bob.take()
+        self.bob.send("MODE #dev +b")
+        got = self.bob.take()
+        self.assertEqual([c for _, c, _ in got], ["367", "368"])
+        self.assertEqual(got[0][2][1:4], ["#dev", "bob!*@*", "alice"])
+        self.bob.send("PRIVMSG #dev :hello")
+        self.assertEqual(self.bob.commands(), ["404"])
+        self.bob.send("PART #dev", "JOIN #dev")
+        got = self.bob.take()
+        self.assertEqual([c for _, c, _ in got], ["PART", "474"])
+
+    def test_moderatedRoomRefusesTheUnvoiced(self):
+        self.alice.send("MODE #dev +m")
+        self.alice.take()
+        self.bob.take()
+        self.bob.send("PRIVMSG #dev :hi", "NOTICE #dev :hi")  # no reply to a NOTICE
+        self.assertEqual(self.bob.commands(), ["404"])
+        self.assertEqual(self.alice.take(), [])
+        self.alice.send("MODE #dev +v bob")
+        self.bob.take()
+        self.alice.take()
+        self.bob.send("PRIVMSG #dev :hi")
+        self.assertEqual(self.alice.take(), [("bob!~u@irc.sockproto", "PRIVMSG", ["#dev", "hi"])])
+
+    def test_kick(self):
+        self.bob.send("KICK #dev alice :no")
+        self.assertEqual(self.bob.commands(), ["482"])
+        self.bob.send("JOIN #lobby")
+        self.bob.take()
+        self.alice.send("KICK #dev nobody", "KICK #nowhere bob", "KICK #lobby bob", "KICK #dev")
+        self.assertEqual(self.alice.commands(), ["441", "403", "442", "461"])
+        self.alice.send("KICK #dev bob :spam")
+        expected = [("alice!~u@irc.sockproto", "KICK", ["#dev", "bob", "spam"])]
+        self.assertEqual(self.alice.take(), expected)
+        self.assertEqual(self.bob.take(), expected)
+        self.assertEqual([room.name for room in self.setup.hub.roomsOf(self.bob.proto)], ["#lobby"])
+        self.bob.send("JOIN #dev")
+        self.bob.take()
+        self.alice.take()
+        self.alice.send("KICK #dev bob")  # no reason: the kicker's nick
+        self.assertEqual(self.bob.take(), [("alice!~u@irc.sockproto", "KICK", ["#dev", "bob", "alice"])])
+
+    def test_kickALineUser(self):
+        proto, transport = self.setup.line()  # a guest in #lobby
+        proto.dataReceived(b"/join #dev\r\n")
+        self.alice.take()
+        self.alice.send(f"KICK #dev {proto.nick} :bye")
+        self.assertEqual(self.alice.take(), [("alice!~u@irc.sockproto", "KICK", ["#dev", proto.nick, "bye"])])
+        self.assertEqual(proto.room.name, "#lobby")
+
+    def test_inviteOnlyAndInvite(self):
+        self.alice.send("MODE #dev +i")
+        self.alice.take()
+        self.bob.take()
+        carol = self.setup.connect()
+        carol.register("carol")
+        carol.send("JOIN #dev")
+        self.assertEqual(carol.commands(), ["473"])
+        self.bob.send("INVITE carol #dev")
+        self.assertEqual(self.bob.commands(), ["482"])
+        self.alice.send("INVITE carol #dev")
+        self.assertEqual(self.alice.take(), [("irc.test", "341", ["alice", "carol", "#dev"])])
+        self.assertEqual(carol.take(), [("alice!~u@irc.sockproto", "INVITE", ["carol", "#dev"])])
+        carol.send("JOIN #dev")
+        self.assertEqual(carol.commands()[0], "JOIN")
+        self.alice.take()
+        self.bob.send("JOIN #lobby")
+        self.alice.send("INVITE bob #dev", "INVITE nobody #dev", "INVITE carol #lobby")
+        self.assertEqual(self.alice.commands(), ["443", "401", "442"])
+
+    def test_inviteALineUser(self):
+        proto, transport = self.setup.line()
+        transport.clear()
+        self.alice.send(f"INVITE {proto.nick} #dev")
+        self.assertEqual(self.alice.commands(), ["341"])
+        self.setup.hub.flush()
+        self.assertIn(b"#dev", transport.value())
+
+    def test_joinWithKeysAndLimits(self):
+        self.alice.send("JOIN #ops", "MODE #ops +k sesame", "MODE #dev +l 2")
+        self.alice.take()
+        carol = self.setup.connect()
+        carol.register("carol")
+        carol.send("JOIN #ops,#dev wrong")
+        self.assertEqual(carol.commands(), ["475", "471"])
+        carol.send("JOIN #dev,#ops x,sesame")
+        got = carol.take()
+        self.assertEqual(got[0][1], "471")
+        self.assertEqual(got[1][1:], ("JOIN", ["#ops"]))

@@ -479,11 +479,15 @@ class Refusal(ChatEvent):
 
     :ivar reason: why, one line, in words.
     :ivar code: why, as a :class:`RefusalCode`.
+    :ivar room: the room it was about, if any (an IRC numeric names it).
+    :ivar about: what else it was about (a mode letter and its argument, a nick).
     """
 
     kind: ClassVar[str] = "error"
     reason: str
     code: RefusalCode = RefusalCode.GENERAL
+    room: str = ""
+    about: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

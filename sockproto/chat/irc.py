@@ -10,9 +10,10 @@ commands into calls on the hub; :class:`IrcFace` renders the hub's
 structured events (:mod:`sockproto.chat.events`) as IRC lines, once per
 room batch for every IRC member that negotiated the same capabilities.
 
-What the hub does not have (several rooms at once, operators, modes,
-topics, bans) is refused with the RFC's numerics rather than pretended:
-see docs/irc.rst.
+Topics, modes, bans, invitations, kicks and operators are the chat's room
+moderation (:class:`~sockproto.chat.moderator.Moderator`, the same the line
+and web faces use); its refusals come back as the RFC's numerics
+(:func:`refusalNumeric`).  See docs/irc.rst.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from zope.interface import implementer
 
 from sockproto import __version__
 from sockproto.chat import events
-from sockproto.chat.events import ChatEvent, IChatFace, IChatMember, Who
+from sockproto.chat.events import ChatEvent, IChatFace, IChatMember, RefusalCode, Who
 from sockproto.chat.hub import LOBBY, ChatError, ChatHub, Room
 from sockproto.chat.login import IChatUser, LoginGate, LoginRefused
+from sockproto.chat.moderator import Moderator
 from sockproto.chat.text import NICK_RE, NICK_RULE, ROOM_RE, clean, decode
 from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory, setSocketOptions
@@ -80,6 +82,9 @@ RPL_LOCALUSERS = "265"
 RPL_GLOBALUSERS = "266"
 RPL_TOPICWHOTIME = "333"
 ERR_INPUTTOOLONG = "417"
+#: Not in twisted.words' table: the invalid mode parameter of modern IRC, and who set a topic when.
+ERR_INVALIDMODEPARAM = "696"
+RPL_TOPICWHOTIME = "333"
 ERR_BADCHANNAME = "479"
 RPL_LOGGEDIN = "900"
 RPL_SASLSUCCESS = "903"
@@ -138,6 +143,49 @@ def channelName(name: str) -> str | None:
 
 
 @implementer(IChatFace)
+def refusalNumeric(code: RefusalCode, room: str, about: tuple[str, ...] = (), why: str = "") -> tuple[str, ...] | None:
+    """
+    The numeric (code, params..., text) that says a refusal of the hub or
+    its moderator the IRC way, ``None`` for one IRC has no numeric for (a
+    NOTICE says it).  ``room`` is the channel it was about, ``about`` what
+    else (a nick, a mode letter and its argument), ``why`` the chat's words.
+    """
+    first = about[0] if about else "*"
+    if code is RefusalCode.NOT_OPERATOR:
+        return (N.ERR_CHANOPRIVSNEEDED, room, "You're not channel operator")
+    if code is RefusalCode.NOT_THERE:
+        return (N.ERR_USERNOTINCHANNEL, first, room, "They aren't on that channel")
+    if code is RefusalCode.NOT_IN_ROOM:
+        return (N.ERR_NOTONCHANNEL, room, "You're not on that channel")
+    if code is RefusalCode.ALREADY_IN_ROOM:
+        return (N.ERR_USERONCHANNEL, first, room, "is already on channel")
+    if code is RefusalCode.BANNED:
+        return (N.ERR_BANNEDFROMCHAN, room, "Cannot join channel (+b)")
+    if code is RefusalCode.INVITE_ONLY:
+        return (N.ERR_INVITEONLYCHAN, room, "Cannot join channel (+i)")
+    if code is RefusalCode.BAD_KEY:
+        return (N.ERR_BADCHANNELKEY, room, "Cannot join channel (+k)")
+    if code is RefusalCode.ROOM_FULL:
+        return (N.ERR_CHANNELISFULL, room, "Cannot join channel (+l)")
+    if code is RefusalCode.CANNOT_SPEAK:
+        return (N.ERR_CANNOTSENDTOCHAN, room, f"Cannot send to channel ({why})" if why else "Cannot send to channel")
+    if code is RefusalCode.UNKNOWN_MODE:
+        return (N.ERR_UNKNOWNMODE, first, f"is unknown mode char to me for {room}")
+    if code is RefusalCode.BAN_LIST_FULL:
+        return (N.ERR_BANLISTFULL, room, first, "Channel ban list is full")
+    if code is RefusalCode.TOO_MANY_ROOMS:
+        return (N.ERR_TOOMANYCHANNELS, room, "You have joined too many channels")
+    if code is RefusalCode.NO_SUCH_NICK:
+        return (N.ERR_NOSUCHNICK, first, "No such nick/channel")
+    if code is RefusalCode.BAD_ROOM:
+        return (N.ERR_NOSUCHCHANNEL, room, "No such channel")
+    if code is RefusalCode.USAGE:
+        if len(about) >= 2:  # a mode's argument that is not right (a key, a limit, a mask)
+            return (ERR_INVALIDMODEPARAM, room, about[0], about[1], why or "Invalid mode parameter")
+        return (N.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
+    return None
+
+
 class IrcFace:
     """
     Renders the hub's events as IRC lines, for the IRC members that share
@@ -235,7 +283,30 @@ class IrcFace:
                    for room in event.rooms]
                 + [ircLine(self.server, N.RPL_LISTEND, nick, "End of /LIST")]
             )
-        if kind == "server" or kind == "error":
+        if kind == "topicis":
+            assert isinstance(event, events.TopicIs)
+            if not event.topic:
+                return ircLine(self.server, N.RPL_NOTOPIC, nick, event.room, "No topic is set")
+            return ircLine(self.server, N.RPL_TOPIC, nick, event.room, event.topic) + ircLine(
+                self.server, RPL_TOPICWHOTIME, nick, event.room, event.setter, str(int(event.time)))
+        if kind == "invite":
+            assert isinstance(event, events.Invited)
+            if event.echo:
+                return ircLine(self.server, N.RPL_INVITING, nick, event.nick, event.room)
+            return ircLine(self.mask(event.who), "INVITE", event.nick, event.room)
+        if kind == "modes":
+            assert isinstance(event, events.ModeIs)
+            return ircLine(self.server, N.RPL_CHANNELMODEIS, nick, event.room, *event.modes.split(" "))
+        if kind == "bans":
+            assert isinstance(event, events.BanList)
+            return banListReply(self.server, nick, event.room, event.bans)
+        if kind == "error":
+            assert isinstance(event, events.Refusal)
+            numeric = refusalNumeric(event.code, event.room, event.about, event.reason) if event.room else None
+            if numeric is not None:
+                return ircLine(self.server, numeric[0], nick, *numeric[1:])
+            return ircLine(self.server, "NOTICE", nick, event.reason)
+        if kind == "server":
             text = str(getattr(event, "text", None) or getattr(event, "reason", ""))
             return ircLine(self.server, "NOTICE", nick, text)
         if kind == "goodbye":
@@ -313,6 +384,13 @@ def namesReply(server: str, nick: str, room: str, members: Iterable[Any], multiP
     if current:
         lines.append(ircLine(server, N.RPL_NAMREPLY, nick, "=", room, " ".join(current)))
     lines.append(ircLine(server, N.RPL_ENDOFNAMES, nick, room, "End of /NAMES list"))
+    return b"".join(lines)
+
+
+def banListReply(server: str, nick: str, room: str, bans: Iterable[events.BanEntry]) -> bytes:
+    """367 for each ban (mask, who set it, when) and 368."""
+    lines = [ircLine(server, N.RPL_BANLIST, nick, room, ban.mask, ban.setter, str(int(ban.time))) for ban in bans]
+    lines.append(ircLine(server, N.RPL_ENDOFBANLIST, nick, room, "End of channel ban list"))
     return b"".join(lines)
 
 
@@ -488,6 +566,27 @@ class IrcProtocol(LineServerProtocol):
 
     def notice(self, text: str) -> None:
         self.reply(ircLine(self.server, "NOTICE", self.nick or "*", text))
+
+    def refuse(self, refusal: ChatError, room: str, about: tuple[str, ...] = ()) -> None:
+        """The hub's or the moderator's refusal about ``room``: its numeric, or a NOTICE where IRC has none."""
+        numeric = refusalNumeric(refusal.code, room, about, str(refusal))
+        if numeric is None:
+            self.notice(str(refusal))
+        else:
+            self.numeric(*numeric)
+
+    @property
+    def moderator(self) -> Moderator:
+        return self.factory.moderator
+
+    def statusIn(self, room: str, nick: str) -> str:
+        """``nick``'s prefix in ``room``: ``@``, ``+`` or ``""`` (``@+`` with multi-prefix)."""
+        if room not in self.moderator.states:
+            return ""
+        membership = self.moderator.memberships(room, (nick,))[0]
+        if self.hasCap("multi-prefix"):
+            return ("@" if membership.operator else "") + ("+" if membership.voiced else "")
+        return membership.prefix
 
     # -- input ------------------------------------------------------------------
 
@@ -836,15 +935,25 @@ class IrcProtocol(LineServerProtocol):
 
     # -- answers the hub may give later ------------------------------------------------
 
-    def answer(self, d: defer.Deferred[Any], then: Any = None, refused: Any = None) -> None:
-        """``then(result)`` once the hub has done it; ``refused(why)`` (default: a NOTICE) if it would not."""
+    def answer(self, d: defer.Deferred[Any], then: Any = None, refused: Any = None, room: str = "",
+               about: tuple[str, ...] = ()) -> None:
+        """
+        ``then(result)`` once the hub has done it; if it would not,
+        ``refused(why)``, or, about ``room``, the refusal's numeric
+        (:meth:`refuse`), or a NOTICE.
+        """
 
         def failed(failure: Any) -> None:
             if not failure.check(ChatError):
                 log.failure("irc request failed for {peer}", failure, peer=self.peer)
             if not self.closed and not self.dropped:
                 why = str(failure.value) if failure.check(ChatError) else "the server could not do that now"
-                (refused or self.notice)(why)
+                if refused is not None:
+                    refused(why)
+                elif room and failure.check(ChatError):
+                    self.refuse(failure.value, room, about)
+                else:
+                    self.notice(why)
 
         def done(result: Any) -> None:
             if then is not None and not self.closed and not self.dropped:
@@ -885,9 +994,10 @@ class IrcProtocol(LineServerProtocol):
             for joined in self.channels():
                 self.factory.hub.part(self, joined, "Left all channels")
             return
-        # Keys are accepted and not needed: the chat's rooms have no keys (yet).
         targets = params[0].split(",")
+        keys = params[1].split(",") if len(params) > 1 else []
         for index, target in enumerate(targets):
+            key = keys[index] if index < len(keys) and keys[index] else None
             room = channelName(target)
             if room is None:
                 self.numeric(N.ERR_NOSUCHCHANNEL, clean(target)[:CHANNELLEN + 8], "No such channel")
@@ -898,15 +1008,15 @@ class IrcProtocol(LineServerProtocol):
                 self.numeric(N.ERR_TOOMANYCHANNELS, room, "You have joined too many channels")
                 continue
             try:
-                d = self.factory.hub.joinAlso(self, room, history=False)
+                d = self.factory.hub.joinAlso(self, room, history=False, key=key)
             except ChatError as e:
                 d = defer.fail(e)
-            self.answer(d, then=lambda _, room=room: self.joined(room),
-                        refused=lambda why, room=room: self.numeric(N.ERR_TOOMANYCHANNELS, room, why))
+            self.answer(d, then=lambda _, room=room: self.joined(room), room=room)
             if self.awaiting:
                 rest = ",".join(targets[index + 1:])
                 if rest:
-                    self.held = (f"JOIN {rest}".encode(), *self.held)
+                    restKeys = ",".join(keys[index + 1:])
+                    self.held = (f"JOIN {rest} {restKeys}".rstrip().encode(), *self.held)
                 return
 
     def joined(self, room: str) -> None:
@@ -973,12 +1083,17 @@ class IrcProtocol(LineServerProtocol):
                     if not quiet:
                         self.numeric(N.ERR_CANNOTSENDTOCHAN, room, "Cannot send to channel (you are not in it)")
                     continue
-                if action is not None:
-                    hub.act(self, text, room)
-                elif quiet:
-                    hub.notice(self, text, room)
-                else:
-                    hub.say(self, text, room)
+                try:
+                    if action is not None:
+                        hub.act(self, text, room)
+                    elif quiet:
+                        hub.notice(self, text, room)
+                    else:
+                        hub.say(self, text, room)
+                except ChatError as refusal:  # +m, a ban
+                    if not quiet:
+                        self.refuse(refusal, room)
+                    continue
                 if self.hasCap("echo-message"):
                     self.reply(self.face._said(self.mask, room, text, self.factory.clock.seconds(),
                                                action is not None, command))
@@ -1025,7 +1140,7 @@ class IrcProtocol(LineServerProtocol):
         """353 and 366 for ``room`` (the rooms are public: anyone may see who is in one)."""
 
         def show(names: list[str]) -> None:
-            members = [events.Membership(name) for name in names]
+            members = self.moderator.memberships(room, names)
             masks = None
             if self.hasCap("userhost-in-names"):
                 hub = self.factory.hub
@@ -1055,10 +1170,13 @@ class IrcProtocol(LineServerProtocol):
         if not params or not params[0]:
             raise _Refused(N.ERR_NEEDMOREPARAMS, "TOPIC", "Not enough parameters")
         room = self.ownChannel(params[0])
-        if len(params) > 1:
-            # Topics come with room moderation (operators), which this chat does not have yet.
-            raise _Refused(N.ERR_CHANOPRIVSNEEDED, room, "You're not channel operator")
-        self.numeric(N.RPL_NOTOPIC, room, "No topic is set")
+        text = params[1] if len(params) > 1 else None
+        try:
+            d = self.moderator.topic(self, room, text)
+        except ChatError as refusal:
+            self.refuse(refusal, room)
+            return
+        self.answer(d, room=room)
 
     def irc_MODE(self, params: list[str]) -> None:
         if not params or not params[0]:
@@ -1077,52 +1195,66 @@ class IrcProtocol(LineServerProtocol):
         room = channelName(target)
         if room is None or room not in self.factory.hub.rooms:
             raise _Refused(N.ERR_NOSUCHCHANNEL, clean(target)[:40], "No such channel")
-        if len(params) == 1:
-            # +n is true of every room: only its members can say anything in it.
-            self.numeric(N.RPL_CHANNELMODEIS, room, "+n")
+        state = self.moderator.states.get(room)
+        change = params[1] if len(params) > 1 else ""
+        if not change:
+            # Anyone may ask (the rooms are public); the key is shown to the room's members only.
+            modes = state.modeString if state is not None else "+"
+            if state is not None and state.key is not None and self.factory.hub.inRoom(self, room) is None:
+                modes = modes.replace(state.key, "*", 1)
+            self.numeric(N.RPL_CHANNELMODEIS, room, *modes.split(" "))
             return
-        change = params[1]
-        if change in ("b", "+b", "e", "+e", "I", "+I") and len(params) == 2:
-            ends = {"b": (N.RPL_ENDOFBANLIST, "End of channel ban list"),
-                    "e": (N.RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
-                    "I": (N.RPL_ENDOFINVITELIST, "End of channel invite list")}
-            code, text = ends[change[-1]]
+        if change in ("b", "+b") and len(params) == 2:
+            bans = [] if state is None else [events.BanEntry(ban.mask, ban.setter, ban.time)
+                                             for ban in state.bans.values()]
+            self.reply(banListReply(self.server, self.nick, room, bans))
+            return
+        if change in ("e", "+e", "I", "+I") and len(params) == 2:
+            # No exceptions or invitation masks here: their lists are empty, as clients that ask expect.
+            code, text = ((N.RPL_ENDOFEXCEPTLIST, "End of channel exception list") if change[-1] == "e"
+                          else (N.RPL_ENDOFINVITELIST, "End of channel invite list"))
             self.numeric(code, room, text)
             return
-        for letter in change:
-            if letter not in "+-" and letter not in "bklimnstov":
-                raise _Refused(N.ERR_UNKNOWNMODE, letter, f"is unknown mode char to me for {room}")
         self.ownChannel(room)
-        raise _Refused(N.ERR_CHANOPRIVSNEEDED, room, "You're not channel operator")
+        try:
+            d = self.moderator.mode(self, room, change, params[2:])
+        except ChatError as refusal:
+            self.refuse(refusal, room)
+            return
+        self.answer(d, room=room)
 
     def irc_KICK(self, params: list[str]) -> None:
-        if len(params) < 2:
+        if len(params) < 2 or not params[1]:
             raise _Refused(N.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters")
         room = self.ownChannel(params[0])
-        target = self.factory.hub.nicks.get(params[1].casefold())
-        if target is None or self.factory.hub.inRoom(target, room) is None:
-            raise _Refused(N.ERR_USERNOTINCHANNEL, clean(params[1])[:40], room, "They aren't on that channel")
-        raise _Refused(N.ERR_CHANOPRIVSNEEDED, room, "You're not channel operator")
+        reason = clean(params[2])[:TOPICLEN] if len(params) > 2 else ""
+        for nick in params[1].split(",")[:MAX_TARGETS]:
+            shown = clean(nick)[:NICKLEN + 8]
+            try:
+                d = self.moderator.kick(self, nick, reason, room)
+            except ChatError as refusal:
+                self.refuse(refusal, room, (shown,))
+                continue
+            self.answer(d, room=room, about=(shown,))
+            if self.awaiting:
+                return  # a cluster asks who is in the room: one kick at a time
 
     def irc_INVITE(self, params: list[str]) -> None:
         if len(params) < 2:
             raise _Refused(N.ERR_NEEDMOREPARAMS, "INVITE", "Not enough parameters")
         nick, target = params[0], params[1]
-        room = channelName(target)
         hub = self.factory.hub
         member = hub.nicks.get(nick.casefold())
-        if member is None:
+        if member is None or member not in hub.present:
             raise _Refused(N.ERR_NOSUCHNICK, clean(nick)[:40], "No such nick/channel")
         room = self.ownChannel(target)
-        if hub.inRoom(member, room) is not None:
-            raise _Refused(N.ERR_USERONCHANNEL, member.nick, room, "is already on channel")
-        # Rooms are open to all (no +i yet): an invitation is a private message saying where to come.
-        self.numeric(N.RPL_INVITING, member.nick, room)
-        if isinstance(member, IrcProtocol):
-            member.reply(ircLine(self.mask, "INVITE", member.nick, room))
-        else:
-            self.answer(hub.privateMessage(self, member.nick, f"invites you to {room} (/join {room})"),
-                        refused=lambda why: None)
+        try:
+            d = self.moderator.invite(self, member.nick, room)
+        except ChatError as refusal:
+            self.refuse(refusal, room, (member.nick,))
+            return
+        # 341 to the one who invites, INVITE to the invited (the Invited events, rendered by each face).
+        self.answer(d, room=room, about=(member.nick,))
 
     def irc_AWAY(self, params: list[str]) -> None:
         text = clean(params[0])[:TOPICLEN].strip() if params else ""
@@ -1157,7 +1289,7 @@ class IrcProtocol(LineServerProtocol):
             who = whoOf(member)
             name = member.nick
             self.numeric(N.RPL_WHOISUSER, name, who.user, who.host, "*", who.realname)
-            channels = [room.name for room in self.factory.hub.roomsOf(member)]
+            channels = [self.statusIn(room.name, name) + room.name for room in self.factory.hub.roomsOf(member)]
             if channels:
                 self.numeric(N.RPL_WHOISCHANNELS, name, " ".join(channels))
             self.numeric(N.RPL_WHOISSERVER, name, self.server, f"{self.factory.network} chat")
@@ -1196,7 +1328,8 @@ class IrcProtocol(LineServerProtocol):
         lines = []
         for channel, member in found:
             who = whoOf(member)
-            flags = "G" if getattr(member, "awayText", "") else "H"
+            flags = ("G" if getattr(member, "awayText", "") else "H") + (
+                self.statusIn(channel, member.nick) if channel != "*" else "")
             lines.append(ircLine(self.server, N.RPL_WHOREPLY, self.nick, channel, who.user, who.host, self.server,
                                  member.nick, flags, f"0 {who.realname}"))
         lines.append(ircLine(self.server, N.RPL_ENDOFWHO, self.nick, clean(mask)[:40], "End of WHO list"))
@@ -1344,6 +1477,8 @@ class IrcFactory(ServerFactory):
     ) -> None:
         ServerFactory.__init__(self, clock, **limits)
         self.hub = hub
+        #: The rules of the hub's rooms, and the moderation commands (the one the other faces use).
+        self.moderator = hub.rules if isinstance(hub.rules, Moderator) else Moderator(hub)
         self.loginGate = loginGate
         self.serverName = serverName
         self.network = network

@@ -63,13 +63,19 @@ _MASK_RE = re.compile(r"[^\s,]+")
 
 
 class Problem(str):
-    """Why something is refused: the words, and the :class:`RefusalCode` (IRC's numeric) as ``code``."""
+    """
+    Why something is refused: the words, the :class:`RefusalCode` (IRC's
+    numeric) as ``code``, and what it is about as ``about`` (a mode letter
+    and its argument, a nick), which an IRC numeric names.
+    """
 
     code: RefusalCode
+    about: tuple[str, ...]
 
-    def __new__(cls, text: str, code: RefusalCode) -> Problem:
+    def __new__(cls, text: str, code: RefusalCode, about: tuple[str, ...] = ()) -> Problem:
         problem = super().__new__(cls, text)
         problem.code = code
+        problem.about = about
         return problem
 
 
@@ -404,7 +410,7 @@ class RoomState:
         if not self.isOperator(actor):
             return Problem(f"you are not an operator of {self.name}", RefusalCode.NOT_OPERATOR)
         if not present:
-            return Problem(f"{target.nick} is not in {self.name}", RefusalCode.NOT_THERE)
+            return Problem(f"{target.nick} is not in {self.name}", RefusalCode.NOT_THERE, (target.nick,))
         if target.serverOperator and not actor.serverOperator:
             return Problem(f"{target.nick} is a server operator and cannot be kicked", RefusalCode.NOT_OPERATOR)
         return Kicked(self.name, actor.who, target.nick, now, reason.strip()[:MAX_TOPIC])
@@ -416,7 +422,7 @@ class RoomState:
         if "i" in self.flags and not self.isOperator(actor):
             return Problem(f"only operators invite to {self.name} (+i)", RefusalCode.NOT_OPERATOR)
         if targetPresent:
-            return Problem(f"{target} is already in {self.name}", RefusalCode.ALREADY_IN_ROOM)
+            return Problem(f"{target} is already in {self.name}", RefusalCode.ALREADY_IN_ROOM, (target,))
         self.invites.pop(_key(target), None)
         self.invites[_key(target)] = None
         while len(self.invites) > MAX_INVITES:
@@ -464,7 +470,7 @@ class RoomState:
                 continue
             if letter not in ROOM_MODES:
                 outcome.refusals.append(
-                    Problem(f"unknown mode {letter!r} (modes: {ROOM_MODES})", RefusalCode.UNKNOWN_MODE)
+                    Problem(f"unknown mode {letter!r} (modes: {ROOM_MODES})", RefusalCode.UNKNOWN_MODE, (letter,))
                 )
                 continue
             needsArgument = letter in "bov" or (letter in "kl" and sign == "+")
@@ -519,6 +525,7 @@ class RoomState:
                     return Problem(
                         f"bad key {argument[:MAX_KEY]!r}: 1 to {MAX_KEY} printable characters, no spaces",
                         RefusalCode.USAGE,
+                        (letter, argument[:MAX_KEY + 8]),
                     )
                 if self.key != argument:
                     self.key = argument
@@ -531,7 +538,10 @@ class RoomState:
             if adding:
                 assert argument is not None
                 if not argument.isdecimal() or not 1 <= int(argument) <= MAX_LIMIT:
-                    return Problem(f"bad limit {argument[:12]!r}: a number from 1 to {MAX_LIMIT}", RefusalCode.USAGE)
+                    return Problem(
+                        f"bad limit {argument[:12]!r}: a number from 1 to {MAX_LIMIT}", RefusalCode.USAGE,
+                        (letter, argument[:12]),
+                    )
                 if self.limit != int(argument):
                     self.limit = int(argument)
                     changes.append((sign, letter, str(self.limit)))
@@ -546,24 +556,27 @@ class RoomState:
                 return Problem(
                     f"bad ban mask {argument[:MAX_MASK]!r}: NICK or nick!user@host, * and ? as wildcards",
                     RefusalCode.USAGE,
+                    (letter, argument[:MAX_MASK]),
                 )
             folded = mask.casefold()
             if adding:
                 if folded in self.bans:
                     return None
                 if len(self.bans) >= MAX_BANS:
-                    return Problem(f"the ban list of {self.name} is full ({MAX_BANS})", RefusalCode.BAN_LIST_FULL)
+                    return Problem(
+                        f"the ban list of {self.name} is full ({MAX_BANS})", RefusalCode.BAN_LIST_FULL, (mask,)
+                    )
                 self.bans[folded] = Ban.of(mask, actor.nick, now)
                 changes.append((sign, letter, mask))
             elif folded in self.bans:
                 changes.append((sign, letter, self.bans.pop(folded).mask))
             else:
-                return Problem(f"{mask} is not banned from {self.name}", RefusalCode.USAGE)
+                return Problem(f"{mask} is not banned from {self.name}", RefusalCode.USAGE, (letter, mask))
             return None
         # o, v: a member's status
         target = members.get(_key(argument))
         if target is None:
-            return Problem(f"{argument[:32]} is not in {self.name}", RefusalCode.NOT_THERE)
+            return Problem(f"{argument[:32]} is not in {self.name}", RefusalCode.NOT_THERE, (argument[:32],))
         if letter == "o" and self.name == LOBBY:
             return Problem(f"nobody but server operators is an operator of {LOBBY}", RefusalCode.NOT_OPERATOR)
         statuses = self.operators if letter == "o" else self.voiced

@@ -396,9 +396,12 @@ class Moderator:
         text = self.away.get(target)
         return None if text is None else (who(target), text)
 
-    def kick(self, member: Member, nick: str, reason: str) -> defer.Deferred[None]:
-        """``/kick NICK [reason]``: ``nick`` (on any server) leaves the room for #lobby, the room is told why."""
-        room = self.roomOf(member, None)
+    def kick(self, member: Member, nick: str, reason: str, name: str | None = None) -> defer.Deferred[None]:
+        """
+        ``/kick NICK [reason]``: ``nick`` (on any server) leaves the room (or
+        ``name``, one of the member's rooms) for #lobby, the room is told why.
+        """
+        room = self.roomOf(member, name)
         if room.name == LOBBY:
             raise _error(
                 f"nobody is kicked out of {LOBBY}: ban them (+b) and they cannot speak there", RefusalCode.NOT_OPERATOR
@@ -500,5 +503,6 @@ class Moderator:
         if outcome.event is not None:
             done = self._command(room.name, changed, [outcome.event])
         for problem in outcome.refusals:  # one line per problem
-            self.hub.tell(member, Refusal(problem, getattr(problem, "code", RefusalCode.GENERAL)))
+            code = getattr(problem, "code", RefusalCode.GENERAL)
+            self.hub.tell(member, Refusal(problem, code, room.name, getattr(problem, "about", ())))
         return done
