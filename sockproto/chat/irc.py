@@ -181,7 +181,11 @@ def refusalNumeric(code: RefusalCode, room: str, about: tuple[str, ...] = (), wh
         return (N.ERR_NOSUCHCHANNEL, room, "No such channel")
     if code is RefusalCode.USAGE:
         if len(about) >= 2:  # a mode's argument that is not right (a key, a limit, a mask)
-            return (ERR_INVALIDMODEPARAM, room, about[0], about[1], why or "Invalid mode parameter")
+            letter, argument = about[0], about[1]
+            # A key is not repeated (modern IRC shows *), nor an argument that would not be one IRC parameter.
+            if letter == "k" or not argument or " " in argument or argument.startswith(":"):
+                argument = "*"
+            return (ERR_INVALIDMODEPARAM, room, letter, argument, why or "Invalid mode parameter")
         return (N.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
     return None
 
