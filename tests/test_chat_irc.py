@@ -336,7 +336,7 @@ class CommandTests(unittest.TestCase):
 
     def test_queries(self):
         self.alice.send("TOPIC #lobby", "MODE #lobby", "MODE #lobby b", "MODE alice", "MODE bob")
-        self.assertEqual(self.alice.commands(), ["331", "324", "368", "221", "502"])
+        self.assertEqual(self.alice.commands(), ["331", "324", "329", "368", "221", "502"])
 
     def test_whoisAndWho(self):
         self.alice.send("WHOIS bob")
@@ -571,20 +571,27 @@ class ModerationTests(unittest.TestCase):
         self.assertEqual(self.alice.take(), expected)
         self.assertEqual(self.bob.take(), expected)
         self.bob.send("MODE #dev")
-        self.assertEqual(self.bob.take(), [("irc.test", "324", ["bob", "#dev", "+ntk", "sesame"])])
+        created = str(int(self.setup.hub.rooms["#dev"].created))
+        self.assertEqual(created, "1700000000")
+        self.assertEqual(self.bob.take(), [("irc.test", "324", ["bob", "#dev", "+ntk", "sesame"]),
+                                           ("irc.test", "329", ["bob", "#dev", created])])
         carol = self.setup.connect()
         carol.register("carol")
         carol.send("MODE #dev")  # not a member: the key is not shown
-        self.assertEqual(carol.take(), [("irc.test", "324", ["carol", "#dev", "+ntk", "*"])])
+        self.assertEqual(carol.take()[0], ("irc.test", "324", ["carol", "#dev", "+ntk", "*"]))
 
     def test_modeRefusals(self):
         self.bob.send("MODE #dev +m")
         self.assertEqual(self.bob.take(), [("irc.test", "482", ["bob", "#dev", "You're not channel operator"])])
-        self.alice.send("MODE #dev +y", "MODE #dev +o nobody", "MODE #dev +l lots", "MODE #dev +k")
+        carol = self.setup.connect()
+        carol.register("carol")
+        self.alice.send("MODE #dev +y", "MODE #dev +o carol", "MODE #dev +l lots", "MODE #dev +k",
+                        "MODE #dev +v nobody")
         got = self.alice.take()
-        self.assertEqual([c for _, c, _ in got], ["472", "441", "696", "461"])
+        self.assertEqual([c for _, c, _ in got], ["472", "441", "696", "461", "401"])
         self.assertEqual(got[0][2][1], "y")
-        self.assertEqual(got[1][2][1:3], ["nobody", "#dev"])
+        self.assertEqual(got[1][2][1:3], ["carol", "#dev"])
+        self.assertEqual(got[4][2][1], "nobody")
         self.assertEqual(got[2][2][1:4], ["#dev", "l", "lots"])
         self.assertEqual(got[3][2][1], "MODE")
         self.alice.send("MODE #dev +k :two words", "MODE #dev +b :")
@@ -640,8 +647,10 @@ class ModerationTests(unittest.TestCase):
         self.assertEqual(self.bob.commands(), ["482"])
         self.bob.send("JOIN #lobby")
         self.bob.take()
-        self.alice.send("KICK #dev nobody", "KICK #nowhere bob", "KICK #lobby bob", "KICK #dev")
-        self.assertEqual(self.alice.commands(), ["441", "403", "442", "461"])
+        carol = self.setup.connect()
+        carol.register("carol")
+        self.alice.send("KICK #dev nobody", "KICK #dev carol", "KICK #nowhere bob", "KICK #lobby bob", "KICK #dev")
+        self.assertEqual(self.alice.commands(), ["401", "441", "403", "442", "461"])
         self.alice.send("KICK #dev bob :spam")
         expected = [("alice!~u@irc.sockproto", "KICK", ["#dev", "bob", "spam"])]
         self.assertEqual(self.alice.take(), expected)

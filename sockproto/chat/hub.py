@@ -504,7 +504,7 @@ class ChatHub:
     def _room(self, name: str) -> Room:
         room = self.rooms.get(name)
         if room is None:
-            room = self.rooms[name] = Room(name)
+            room = self.rooms[name] = Room(name, self.clock.seconds())
         return room
 
     def _forget(self, room: Room) -> None:

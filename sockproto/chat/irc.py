@@ -81,10 +81,12 @@ RPL_ISUPPORT = "005"
 RPL_LOCALUSERS = "265"
 RPL_GLOBALUSERS = "266"
 RPL_TOPICWHOTIME = "333"
+RPL_CREATIONTIME = "329"
 ERR_INPUTTOOLONG = "417"
 #: Not in twisted.words' table: the invalid mode parameter of modern IRC, and who set a topic when.
 ERR_INVALIDMODEPARAM = "696"
 RPL_TOPICWHOTIME = "333"
+RPL_CREATIONTIME = "329"
 ERR_BADCHANNAME = "479"
 RPL_LOGGEDIN = "900"
 RPL_SASLSUCCESS = "903"
@@ -143,17 +145,21 @@ def channelName(name: str) -> str | None:
 
 
 @implementer(IChatFace)
-def refusalNumeric(code: RefusalCode, room: str, about: tuple[str, ...] = (), why: str = "") -> tuple[str, ...] | None:
+def refusalNumeric(code: RefusalCode, room: str, about: tuple[str, ...] = (), why: str = "",
+                   nicks: Any = None) -> tuple[str, ...] | None:
     """
     The numeric (code, params..., text) that says a refusal of the hub or
     its moderator the IRC way, ``None`` for one IRC has no numeric for (a
     NOTICE says it).  ``room`` is the channel it was about, ``about`` what
-    else (a nick, a mode letter and its argument), ``why`` the chat's words.
+    else (a nick, a mode letter and its argument), ``why`` the chat's words;
+    ``nicks`` (the hub's, casefolded) tells a nick not in the room from one not on the server.
     """
     first = about[0] if about else "*"
     if code is RefusalCode.NOT_OPERATOR:
         return (N.ERR_CHANOPRIVSNEEDED, room, "You're not channel operator")
     if code is RefusalCode.NOT_THERE:
+        if nicks is not None and first.casefold() not in nicks:
+            return (N.ERR_NOSUCHNICK, first, "No such nick/channel")
         return (N.ERR_USERNOTINCHANNEL, first, room, "They aren't on that channel")
     if code is RefusalCode.NOT_IN_ROOM:
         return (N.ERR_NOTONCHANNEL, room, "You're not on that channel")
@@ -306,7 +312,8 @@ class IrcFace:
             return banListReply(self.server, nick, event.room, event.bans)
         if kind == "error":
             assert isinstance(event, events.Refusal)
-            numeric = refusalNumeric(event.code, event.room, event.about, event.reason) if event.room else None
+            numeric = (refusalNumeric(event.code, event.room, event.about, event.reason, self.idents.nicks)
+                       if event.room else None)
             if numeric is not None:
                 return ircLine(self.server, numeric[0], nick, *numeric[1:])
             return ircLine(self.server, "NOTICE", nick, event.reason)
@@ -573,7 +580,7 @@ class IrcProtocol(LineServerProtocol):
 
     def refuse(self, refusal: ChatError, room: str, about: tuple[str, ...] = ()) -> None:
         """The hub's or the moderator's refusal about ``room``: its numeric, or a NOTICE where IRC has none."""
-        numeric = refusalNumeric(refusal.code, room, about, str(refusal))
+        numeric = refusalNumeric(refusal.code, room, about, str(refusal), self.factory.hub.nicks)
         if numeric is None:
             self.notice(str(refusal))
         else:
@@ -1207,6 +1214,7 @@ class IrcProtocol(LineServerProtocol):
             if state is not None and state.key is not None and self.factory.hub.inRoom(self, room) is None:
                 modes = modes.replace(state.key, "*", 1)
             self.numeric(N.RPL_CHANNELMODEIS, room, *modes.split(" "))
+            self.numeric(RPL_CREATIONTIME, room, str(int(self.factory.hub.rooms[room].created)))
             return
         if change in ("b", "+b") and len(params) == 2:
             bans = [] if state is None else [events.BanEntry(ban.mask, ban.setter, ban.time)

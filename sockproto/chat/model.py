@@ -60,10 +60,12 @@ class Room:
     ``faces`` holds the members again, by face: a batch is rendered once per face.
     """
 
-    __slots__ = ("name", "members", "faces", "batch", "batchSenders", "dirty")
+    __slots__ = ("name", "created", "members", "faces", "batch", "batchSenders", "dirty")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, created: float = 0.0) -> None:
         self.name = name
+        #: When this server made it (IRC's RPL_CREATIONTIME; a cluster's other servers each have their own).
+        self.created = created
         self.members: dict[Member, None] = {}  # insertion-ordered set
         self.faces: dict[IChatFace, dict[Member, None]] = {}
         self.batch: list[ChatEvent] = []
