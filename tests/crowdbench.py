@@ -342,7 +342,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--workers", type=int, default=1, help="workers of a cluster (a Redis is started)")
     parser.add_argument("--announce-joins-up-to", type=int, default=100)
-    parser.add_argument("--backlog", type=int, default=0, help="the listen backlog (default: the server's, 1024)")
+    parser.add_argument("--backlog", type=int, default=0, help="the listen backlog (default: the server's, 4096)")
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--client-cpus", default="1")
     parser.add_argument("--crowd", type=Path, default=CROWD_SOURCE, help="crowd.c")

@@ -5,7 +5,7 @@ Endpoint strings: splitting, checking, safer defaults, and errors in the user's 
 Every sockproto service takes ``--listen ENDPOINT`` (repeatable) with any
 Twisted server endpoint string.  Strings are checked when the options are
 parsed and hardened with safer defaults (loopback unless told, a listen
-backlog of 1024, UNIX sockets 0600); :mod:`sockproto.server.listen` binds them.
+backlog of 4096, UNIX sockets 0600); :mod:`sockproto.server.listen` binds them.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from twisted.python import usage
 
 from sockproto.privateapi import parseEndpointDescription
 
-#: Twisted's own default of 50 drops connection bursts.
-DEFAULT_BACKLOG = 1024
+#: Twisted's own default of 50 drops connection bursts; 1024 dropped a crowd of 10,000 arriving at once
+#: (docs/scaling.rst).  The kernel caps it at net.core.somaxconn.
+DEFAULT_BACKLOG = 4096
 #: Owner-only, whatever the umask says.
 DEFAULT_UNIX_MODE = "600"
 # Endpoint types whose parsers take ``backlog=``.

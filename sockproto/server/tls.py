@@ -65,7 +65,7 @@ class MutualTLSServerParser:
         certKey: str | None = None,
         caCerts: str | None = None,
         interface: str = "127.0.0.1",
-        backlog: str = "1024",
+        backlog: str = "4096",
     ) -> Any:
         if not caCerts:
             raise ValueError("mtls: needs caCerts=FILE, the CA that signs client certificates")
