@@ -40,6 +40,7 @@ from sockproto.chat.events import ChatEvent, IChatFace, IChatMember, RefusalCode
 from sockproto.chat.hub import LOBBY, ChatError, ChatHub, Room
 from sockproto.chat.login import IChatUser, LoginGate, LoginRefused
 from sockproto.chat.moderator import Moderator
+from sockproto.chat.protocol import OutputGauge
 from sockproto.chat.text import NICK_RE, NICK_RULE, ROOM_RE, clean, decode
 from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory, setSocketOptions
@@ -420,26 +421,6 @@ class _Refused(Exception):
     """A command refused with a numeric: (code, params...) for :meth:`IrcProtocol.numeric`."""
 
 
-@implementer(interfaces.IPushProducer)
-class _OutputGauge:
-    """Registered on the transport to learn when its write buffer is full."""
-
-    __slots__ = ("proto",)
-
-    def __init__(self, proto: IrcProtocol) -> None:
-        self.proto = proto
-
-    def pauseProducing(self) -> None:
-        self.proto.congested = True
-
-    def resumeProducing(self) -> None:
-        self.proto.congested = False
-        self.proto.backlog = 0
-
-    def stopProducing(self) -> None:
-        pass
-
-
 @implementer(IChatMember)
 class IrcProtocol(LineServerProtocol):
     """
@@ -488,7 +469,7 @@ class IrcProtocol(LineServerProtocol):
         transport = self.transport
         setSocketOptions(transport, keepAlive=factory.keepAlive)
         if interfaces.IConsumer.providedBy(transport):
-            transport.registerProducer(_OutputGauge(self), True)
+            transport.registerProducer(OutputGauge(self), True)
             self._producing = True
         self._transmit = eagerWriter(transport, self.traffic)
         self.face = factory.faces[False]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.cred import checkers, credentials, error
 from twisted.cred.portal import Portal
@@ -71,13 +71,20 @@ def looksBinary(raw: bytes, text: str) -> bool:
     return bad >= 4 and bad * 4 > len(text)
 
 
+class Congestible(Protocol):
+    """A chat connection of any face, as its gauge sees it."""
+
+    congested: bool
+    backlog: int
+
+
 @implementer(interfaces.IPushProducer)
-class _OutputGauge:
-    """Registered on the transport to learn when its write buffer is full."""
+class OutputGauge:
+    """Registered on a chat connection's transport (line or IRC face) to learn when its write buffer is full."""
 
     __slots__ = ("proto",)  # one per connection: an idle one costs little
 
-    def __init__(self, proto: ChatProtocol) -> None:
+    def __init__(self, proto: Congestible) -> None:
         self.proto = proto
 
     def pauseProducing(self) -> None:
@@ -124,7 +131,7 @@ class ChatProtocol(ModerationCommands, LineServerProtocol):
         transport = self.transport
         setSocketOptions(transport, keepAlive=factory.keepAlive)
         if interfaces.IConsumer.providedBy(transport):
-            transport.registerProducer(_OutputGauge(self), True)
+            transport.registerProducer(OutputGauge(self), True)
             self._producing = True
         if not interfaces.ISSLTransport.providedBy(transport):
             self.greet()
