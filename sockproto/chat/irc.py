@@ -11,7 +11,7 @@ structured events (:mod:`sockproto.chat.events`) as IRC lines, once per
 room batch for every IRC member that negotiated the same capabilities.
 
 Topics, modes, bans, invitations, kicks and operators are the chat's room
-moderation (:class:`~sockproto.chat.moderator.Moderator`, the same the line
+moderation (:class:`sockproto.chat.moderator.Moderator`, the same the line
 and web faces use); its refusals come back as the RFC's numerics
 (:func:`refusalNumeric`).  See docs/irc.rst.
 """
