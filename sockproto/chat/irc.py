@@ -40,7 +40,7 @@ from sockproto.chat.events import ChatEvent, IChatFace, IChatMember, RefusalCode
 from sockproto.chat.hub import LOBBY, ChatError, ChatHub, Room
 from sockproto.chat.login import IChatUser, LoginGate, LoginRefused
 from sockproto.chat.moderator import Moderator
-from sockproto.chat.protocol import OutputGauge
+from sockproto.chat.protocol import BoundedOutput, OutputGauge
 from sockproto.chat.text import NICK_RE, NICK_RULE, ROOM_RE, clean, decode
 from sockproto.privateapi import eagerWriter
 from sockproto.server.connections import ServerFactory, setSocketOptions
@@ -422,7 +422,7 @@ class _Refused(Exception):
 
 
 @implementer(IChatMember)
-class IrcProtocol(LineServerProtocol):
+class IrcProtocol(BoundedOutput, LineServerProtocol):
     """
     One IRC client.  State is kept in class defaults until it changes, so an
     idle connection holds little more than its transport.
@@ -449,9 +449,7 @@ class IrcProtocol(LineServerProtocol):
     preludeLines = 0
     # -- later
     awayText = ""
-    congested = False
-    backlog = 0
-    dropped = False
+    logName = "irc"
     quitting = False
     #: Lines waiting for flood control (fake lag) or for an answer from the hub.
     held: tuple[Any, ...] = ()
@@ -529,22 +527,7 @@ class IrcProtocol(LineServerProtocol):
             raise _Refused(N.ERR_NOTONCHANNEL, room, "You're not on that channel")
         return room
 
-    def write(self, data: bytes) -> None:
-        if self.dropped:
-            return
-        if self.congested:
-            self.backlog += len(data)
-            if self.backlog > self.factory.maxOutputBuffer:
-                self.dropSlowConsumer()
-                return
-        self._transmit(data)
-
-    def dropSlowConsumer(self) -> None:
-        self.dropped = True
-        self.factory.errors["slow_consumer"] += 1
-        log.warn("irc dropping slow consumer {peer} ({nick}): over {limit} bytes unsent",
-                 peer=self.peer, nick=self.nick, limit=self.factory.maxOutputBuffer)
-        self.transport.abortConnection()
+    write = BoundedOutput.deliver
 
     def numeric(self, code: str, *params: str) -> None:
         """A numeric reply to this client, in order with what its room was told before."""

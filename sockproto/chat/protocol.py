@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.cred import checkers, credentials, error
@@ -98,8 +99,51 @@ class OutputGauge:
         pass
 
 
+class BoundedOutput:
+    """
+    Output of a chat connection of any face (line, web, IRC): written at once
+    while the transport takes it; while it is congested (:class:`OutputGauge`)
+    counted, and past the factory's ``maxOutputBuffer`` unsent the client is
+    dropped as a slow consumer rather than buffered without end.
+    """
+
+    #: The face's name in the log line.
+    logName = "chat"
+    congested = False
+    backlog = 0
+    dropped = False
+    factory: Any
+    transport: Any
+    peer: str
+    nick: str
+    #: Writes to the transport (each face makes its eager writer).
+    _transmit: Callable[[bytes], None]
+
+    def deliver(self, data: bytes) -> None:
+        if self.dropped:
+            return
+        if self.congested:
+            self.backlog += len(data)
+            if self.backlog > self.factory.maxOutputBuffer:
+                self.dropSlowConsumer()
+                return
+        self._transmit(data)
+
+    def dropSlowConsumer(self) -> None:
+        self.dropped = True
+        self.factory.errors["slow_consumer"] += 1
+        log.warn(
+            "{face} dropping slow consumer {peer} ({nick}): over {limit} bytes unsent",
+            face=self.logName,
+            peer=self.peer,
+            nick=self.nick,
+            limit=self.factory.maxOutputBuffer,
+        )
+        self.transport.abortConnection()
+
+
 @implementer(IChatMember)
-class ChatProtocol(ModerationCommands, LineServerProtocol):
+class ChatProtocol(BoundedOutput, ModerationCommands, LineServerProtocol):
     """One chat client (a member of the hub: told events, shown them through its ``face``)."""
 
     factory: ChatFactory
@@ -109,9 +153,6 @@ class ChatProtocol(ModerationCommands, LineServerProtocol):
     nick = ""
     room: Room | None = None
     entered = False
-    congested = False
-    backlog = 0
-    dropped = False
     floodWarned = False
     #: Lines dropped by flood control and not yet reported, and the call that reports them.
     floodDropped = 0
@@ -241,27 +282,8 @@ class ChatProtocol(ModerationCommands, LineServerProtocol):
         transmit = self._transmit = eagerWriter(self.transport, self.traffic)  # type: ignore[method-assign,assignment]
         transmit(data)
 
-    def send(self, data: bytes) -> None:
-        """Output from the hub.  A client that does not read is dropped, not buffered without end."""
-        if self.dropped:
-            return
-        if self.congested:
-            self.backlog += len(data)
-            if self.backlog > self.factory.maxOutputBuffer:
-                self.dropSlowConsumer()
-                return
-        self._transmit(data)
-
-    def dropSlowConsumer(self) -> None:
-        self.dropped = True
-        self.factory.errors["slow_consumer"] += 1
-        log.warn(
-            "chat dropping slow consumer {peer} ({nick}): over {limit} bytes unsent",
-            peer=self.peer,
-            nick=self.nick,
-            limit=self.factory.maxOutputBuffer,
-        )
-        self.transport.abortConnection()
+    #: Output from the hub.  A client that does not read is dropped, not buffered without end.
+    send = BoundedOutput.deliver
 
     def show(self, event: ChatEvent) -> None:
         """Tell this client ``event`` at once."""
